@@ -1,0 +1,6 @@
+"""`symscale fit`: not written yet (placeholder while the package is built)."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("fit", help="(not available yet)")
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("fit")))

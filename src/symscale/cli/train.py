@@ -1,0 +1,6 @@
+"""`symscale train`: not written yet (placeholder while the package is built)."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("train", help="(not available yet)")
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("train")))

@@ -1,0 +1,6 @@
+"""`symscale tune-lr`: not written yet (placeholder while the package is built)."""
+
+
+def add_parser(subparsers):
+    p = subparsers.add_parser("tune-lr", help="(not available yet)")
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("tune-lr")))

@@ -1,0 +1,167 @@
+"""Molecular graphs: one structure, and a batch of them with edges within a cutoff.
+
+Conventions (used by every model):
+- positions in Angstrom, energies in eV, forces in eV/Angstrom;
+- `spin` is the spin multiplicity (1 for a singlet), `charge` the total charge, as in OMol25;
+- `edge_index[0]` is the source atom j (the neighbour), `edge_index[1]` the target atom i (the centre);
+  the edge vector is r_ij = pos[j] - pos[i] = `pos[edge_index[0]] - pos[edge_index[1]]`;
+- every atom keeps at most `max_neighbors` incoming edges, its nearest ones (ties broken by index);
+- edges never cross structures and contain no self-loops.
+
+Edges are found without gradients (only indices are stored); models recompute edge vectors from positions
+so that gradients flow (`edge_vectors`). Collation is deterministic: the same structures in the same order
+give the same batch, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+DEFAULT_CUTOFF = 6.0  # Angstrom, as in the reference study's eSEN
+DEFAULT_MAX_NEIGHBORS = 30
+
+
+@dataclass
+class Structure:
+    """One labelled structure. `energy` in eV, `forces` in eV/Angstrom; labels may be None when unknown."""
+
+    numbers: np.ndarray  # [n_atoms] int64 atomic numbers
+    positions: np.ndarray  # [n_atoms, 3] float64, Angstrom
+    energy: float | None = None  # eV
+    forces: np.ndarray | None = None  # [n_atoms, 3] float64, eV/Angstrom
+    charge: int = 0
+    spin: int = 1  # multiplicity
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+@dataclass
+class GraphBatch:
+    """A batch of molecular graphs (tensors on one device)."""
+
+    z: torch.Tensor  # [n_atoms] long, atomic numbers
+    pos: torch.Tensor  # [n_atoms, 3] float, Angstrom
+    batch: torch.Tensor  # [n_atoms] long, structure index of each atom
+    edge_index: torch.Tensor  # [2, n_edges] long, (source j, target i)
+    n_atoms: torch.Tensor  # [n_structures] long
+    charge: torch.Tensor  # [n_structures] long
+    spin: torch.Tensor  # [n_structures] long
+    energy: torch.Tensor | None = None  # [n_structures] float, eV
+    forces: torch.Tensor | None = None  # [n_atoms, 3] float, eV/Angstrom
+
+    @property
+    def num_structures(self) -> int:
+        return int(self.n_atoms.shape[0])
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.z.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> GraphBatch:
+        """A copy on `device`, with floating tensors cast to `dtype` (when given)."""
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            if t is None:
+                out[f.name] = None
+            elif t.is_floating_point() and dtype is not None:
+                out[f.name] = t.to(device=device, dtype=dtype)
+            else:
+                out[f.name] = t.to(device=device)
+        return GraphBatch(**out)
+
+    def replace(self, **changes: torch.Tensor) -> GraphBatch:
+        """A shallow copy with some fields replaced (e.g. rotated positions and forces)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(changes)
+        return GraphBatch(**out)
+
+
+def edge_vectors(pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """r_ij = pos[j] - pos[i] for each edge (j -> i), differentiable in `pos`. Returns [n_edges, 3]."""
+    return pos[edge_index[0]] - pos[edge_index[1]]
+
+
+def radius_graph(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+) -> torch.Tensor:
+    """Edges (j -> i) with |r_ij| < cutoff within each structure, at most `max_neighbors` per target i.
+
+    Works on a padded [n_structures, max_atoms, max_atoms] distance tensor, which was measured several times
+    faster than vesin for molecules of up to about 100 atoms (DATA_NOTES.md, section 6). `batch` must be
+    sorted (atoms of one structure contiguous). Returns a [2, n_edges] long tensor on `pos.device`,
+    sorted by target and then by distance.
+    """
+    with torch.no_grad():
+        n_struct = int(batch.max().item()) + 1 if batch.numel() else 0
+        if n_struct == 0:
+            return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+        counts = torch.bincount(batch, minlength=n_struct)
+        offsets = torch.cumsum(counts, 0) - counts
+        max_n = int(counts.max().item())
+        local = torch.arange(batch.numel(), device=pos.device) - offsets[batch]
+        padded = pos.new_full((n_struct, max_n, 3), float("inf"))
+        padded[batch, local] = pos.detach()
+        diff = padded[:, :, None, :] - padded[:, None, :, :]  # [S, i, j, 3]
+        dist = diff.pow(2).sum(-1)  # squared distance, [S, i, j]; inf for padding
+        eye = torch.eye(max_n, dtype=torch.bool, device=pos.device)
+        dist = dist.masked_fill(eye, float("inf"))
+        dist = torch.nan_to_num(dist, nan=float("inf"))
+        k = min(max_neighbors, max_n)
+        # nearest k candidates per target; stable sort keeps ties in index order
+        order = torch.sort(dist, dim=-1, stable=True).indices[..., :k]  # [S, i, k]
+        d_sel = torch.gather(dist, -1, order)
+        keep = d_sel < cutoff * cutoff
+        s_idx, i_loc, slot = keep.nonzero(as_tuple=True)
+        j_loc = order[s_idx, i_loc, slot]
+        target = offsets[s_idx] + i_loc
+        source = offsets[s_idx] + j_loc
+        return torch.stack([source, target]).long()
+
+
+def collate(
+    structures: Sequence[Structure],
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+    dtype: torch.dtype = torch.float32,
+) -> GraphBatch:
+    """Stack structures into one `GraphBatch` with its edges. Labels are kept when all structures have them."""
+    if len(structures) == 0:
+        raise ValueError("cannot collate an empty list of structures")
+    n_atoms = np.array([len(s) for s in structures], dtype=np.int64)
+    z = torch.from_numpy(np.concatenate([np.asarray(s.numbers, dtype=np.int64) for s in structures]))
+    pos64 = np.concatenate([np.asarray(s.positions, dtype=np.float64).reshape(-1, 3) for s in structures])
+    pos = torch.from_numpy(pos64).to(dtype)
+    batch = torch.repeat_interleave(torch.arange(len(structures)), torch.from_numpy(n_atoms))
+    has_energy = all(s.energy is not None for s in structures)
+    has_forces = all(s.forces is not None for s in structures)
+    energy = torch.tensor([float(s.energy) for s in structures], dtype=dtype) if has_energy else None
+    forces = (
+        torch.from_numpy(np.concatenate([np.asarray(s.forces, dtype=np.float64) for s in structures])).to(dtype)
+        if has_forces
+        else None
+    )
+    return GraphBatch(
+        z=z,
+        pos=pos,
+        batch=batch,
+        edge_index=radius_graph(torch.from_numpy(pos64), batch, cutoff, max_neighbors),
+        n_atoms=torch.from_numpy(n_atoms),
+        charge=torch.tensor([int(s.charge) for s in structures], dtype=torch.long),
+        spin=torch.tensor([int(s.spin) for s in structures], dtype=torch.long),
+        energy=energy,
+        forces=forces,
+    )
