@@ -22,8 +22,9 @@ _RADIUS = {1: 0.35, 6: 0.75, 7: 0.72, 8: 0.68}  # Angstrom, sets the Morse equil
 def morse_energy(numbers: np.ndarray, positions: torch.Tensor) -> torch.Tensor:
     """Total Morse energy (eV) of one structure, differentiable in `positions` [n, 3]."""
     n = len(numbers)
-    r0 = torch.tensor([[_RADIUS[int(a)] + _RADIUS[int(b)] for b in numbers] for a in numbers], dtype=positions.dtype)
-    depth = torch.tensor([[0.5 + 0.1 * ((int(a) + int(b)) % 5) for b in numbers] for a in numbers], dtype=positions.dtype)
+    zs = [int(a) for a in numbers]
+    r0 = torch.tensor([[_RADIUS[a] + _RADIUS[b] for b in zs] for a in zs], dtype=positions.dtype)
+    depth = torch.tensor([[0.5 + 0.1 * ((a + b) % 5) for b in zs] for a in zs], dtype=positions.dtype)
     iu = torch.triu_indices(n, n, offset=1)
     d = (positions[iu[0]] - positions[iu[1]]).norm(dim=-1)
     r0, depth = r0[iu[0], iu[1]], depth[iu[0], iu[1]]
