@@ -152,9 +152,10 @@ def run_md(
     """
     from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixCom
     from ase.io import write
+    from ase.md import velocitydistribution as velocities
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary, ZeroRotation
     from ase.md.verlet import VelocityVerlet
 
     if steps < 1:
@@ -164,17 +165,21 @@ def run_md(
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_k, rng=rng)
-    Stationary(atoms)
-    ZeroRotation(atoms)
+    # ASE >= 3.28 renamed MaxwellBoltzmannDistribution to thermalize_momenta
+    thermalize = getattr(velocities, "thermalize_momenta", None) or velocities.MaxwellBoltzmannDistribution
+    thermalize(atoms, temperature_K=temperature_k, rng=rng)
+    velocities.Stationary(atoms)
+    velocities.ZeroRotation(atoms)
     if thermostat == "nve":
         dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
     elif thermostat == "langevin":
+        atoms.set_constraint(FixCom())  # keep the centre of mass fixed, as ASE recommends over fixcm=True
         dyn = Langevin(
             atoms,
             timestep=dt_fs * units.fs,
             temperature_K=temperature_k,
             friction=friction_per_fs / units.fs,
+            fixcm=False,
             rng=rng,
         )
     else:
