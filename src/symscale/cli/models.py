@@ -1,6 +1,87 @@
-"""`symscale models`: not written yet (placeholder while the package is built)."""
+"""`symscale models`: list the model families (symmetry, body order, tensor order) and their width ladders."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+
+from symscale.errors import SymscaleError
+
+_DEFAULT_ELEMENTS = "H C N O F S Cl Br"
 
 
-def add_parser(subparsers):
-    p = subparsers.add_parser("models", help="(not available yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("models")))
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "models",
+        help="list model families and their width ladders",
+        description=(
+            "List the registered model families with their symmetry group, body order nu, tensor order l, "
+            "muP base width and default depth. With --ladder, list the ladder's widths and the exact "
+            "parameter count N of each."
+        ),
+    )
+    p.add_argument(
+        "--ladder",
+        choices=("cpu", "paper"),
+        help="print this width ladder with N per width (cpu: N ~1e3-1e5; paper: N ~1e5-1e7); default: none",
+    )
+    p.add_argument("--arch", help="only this family (default: all registered families)")
+    p.add_argument(
+        "--elements",
+        nargs="+",
+        default=_DEFAULT_ELEMENTS.split(),
+        metavar="EL",
+        help=f"elements the models are built for, as symbols or atomic numbers; N depends on their number "
+        f"(default: {_DEFAULT_ELEMENTS}, the built-in data set)",
+    )
+    p.set_defaults(func=run)
+
+
+def _parse_elements(items: list[str]) -> list[int]:
+    from ase.data import atomic_numbers
+
+    out = []
+    for item in items:
+        if item.isdigit():
+            out.append(int(item))
+        elif item in atomic_numbers:
+            out.append(atomic_numbers[item])
+        else:
+            raise SymscaleError.invalid("element", item, "a chemical symbol (e.g. Cl) or an atomic number")
+    return out
+
+
+_DEPTH_OPTIONS = ("num_layers", "num_blocks", "num_interactions")
+
+
+def _default_depth(cls) -> str:
+    params = inspect.signature(cls.__init__).parameters
+    for name in _DEPTH_OPTIONS:
+        if name in params and params[name].default is not inspect.Parameter.empty:
+            return str(params[name].default)
+    return "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    from symscale.models.ladders import ladder_rungs
+    from symscale.models.registry import get_family, list_archs
+
+    archs = [args.arch] if args.arch else list_archs()
+    families = {arch: get_family(arch) for arch in archs}  # unknown arch -> error before any output
+    elements = _parse_elements(args.elements)
+    print(f"{'arch':<10} {'group':<6} {'nu':>3} {'l':>4} {'base width':>10} {'depth':>5}")
+    for arch in archs:
+        cls = families[arch]
+        sym = cls.symmetry
+        l_text = "-" if sym.l is None else str(sym.l)
+        print(f"{arch:<10} {sym.group:<6} {sym.nu:>3} {l_text:>4} {cls.base_width:>10} {_default_depth(cls):>5}")
+    if args.ladder:
+        print(f"\nladder {args.ladder!r} (N for Z = {elements}):")
+        for arch in archs:
+            try:
+                rungs = ladder_rungs(arch, args.ladder, elements)
+            except SymscaleError as err:
+                print(f"{arch}: {err}")
+                continue
+            print(f"{arch}: " + ", ".join(f"w={r.width} N={r.num_parameters:,}" for r in rungs))
+    return 0

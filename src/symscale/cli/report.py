@@ -1,6 +1,40 @@
-"""`symscale report`: not written yet (placeholder while the package is built)."""
+"""`symscale report STUDY_DIR [--out DIR]`: write the study's report (HTML, Markdown and PNG figures)."""
+
+from __future__ import annotations
+
+import argparse
 
 
-def add_parser(subparsers):
-    p = subparsers.add_parser("report", help="(not available yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("report")))
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="write a study's report: figures and tables beside the paper's numbers",
+        description=(
+            "Read a study directory (laws.csv, fits.json, runs/<id>/run.json, status.json, metrics.jsonl, "
+            "spec.yaml) and write report.html (one self-contained file, figures embedded, opens offline), "
+            "report.md and the PNG figures (150 dpi). Missing pieces are reported inside the report: without "
+            "laws.csv the table is rebuilt from the runs' metrics, without fits.json the fits are made now."
+        ),
+    )
+    p.add_argument("study_dir", metavar="STUDY_DIR", help="the study directory (as written by `symscale study`)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        default=None,
+        help="folder for report.html, report.md and the PNGs (default: STUDY_DIR/report)",
+    )
+    p.add_argument(
+        "--no-fit",
+        action="store_true",
+        help="do not fit the laws table when fits.json is missing (default: fit it, with the spec's settings)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from symscale.report.render import write_report
+
+    path = write_report(args.study_dir, args.out, fit_missing=not args.no_fit)
+    print(f"report: {path}")
+    print(f"        {path.with_suffix('.md')} and the figures beside it")
+    return 0

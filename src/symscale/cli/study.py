@@ -1,6 +1,102 @@
-"""`symscale study`: not written yet (placeholder while the package is built)."""
+"""`symscale study`: run a grid of runs (a spec file or a preset) on an executor, then fit and report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from symscale.errors import SymscaleError
+
+EPILOG = """examples:
+  symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
+  symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
+  symscale study paper --data /path/to/omol25/train --dry-run
+  symscale study my_spec.yaml --executor ray --workers 4
+"""
 
 
-def add_parser(subparsers):
-    p = subparsers.add_parser("study", help="(not available yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(NotImplementedError("study")))
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "study",
+        help="run a study: a grid of runs, then fits and a report (start here: symscale study quickstart)",
+        description=(
+            "Run every run of a study that is not done yet, on an executor, then export laws.csv, fit the "
+            "scaling laws (fits.json) and write the report. Rerunning is safe: finished runs are skipped, "
+            "interrupted runs resume from their checkpoints, failed runs stay failed unless --retry-failed; "
+            "on a finished study only the fits and the report are refreshed."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, paper")
+    p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset path (file or folder; required by the paper preset: OMol25 train .aselmdb "
+        "folder); replaces the spec's dataset",
+    )
+    p.add_argument(
+        "--executor",
+        choices=("local", "slurm", "ray"),
+        default=None,
+        help="where runs execute (default: the spec's executor.kind; quickstart: local, paper: slurm)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="local executor: number of worker processes, each with cores/workers torch threads "
+        "(default: the spec's executor.workers)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run table with N, D (atoms), estimated FLOPs 3*kappa*N*D and time, then stop",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="rerun failed runs (resuming from their last checkpoint) instead of leaving them failed",
+    )
+    p.add_argument("--no-report", action="store_true", help="skip the report after the fits")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from symscale.study.runner import dry_run, format_estimates, run_study
+    from symscale.study.spec import load_spec
+
+    overrides = {}
+    if args.data is not None:
+        overrides["dataset"] = {"path": str(Path(args.data).resolve()), "builtin": None}
+    if args.no_report:
+        overrides["report"] = False
+    if args.workers is not None and args.workers < 1:
+        raise SymscaleError.invalid("--workers", args.workers, "an integer >= 1")
+    spec = load_spec(args.spec, overrides=overrides)
+    no_data = spec.dataset.path is not None and "${" in spec.dataset.path
+    if args.dry_run:
+        reference = 1e18 if spec.name == "paper" else None
+        print(
+            f"study {spec.name} ({spec.source}), dry run"
+            + (" (no --data: sizes from the spec's size_hint)" if no_data else "")
+            + ":"
+        )
+        print(format_estimates(dry_run(spec), reference_flops=reference))
+        return 0
+    if no_data:
+        raise SymscaleError(
+            f"the {spec.name} study needs its data: symscale study {args.spec} --data PATH "
+            "(a folder of OMol25 .aselmdb files, e.g. omol25/train)"
+        )
+    study_dir = args.dir or Path("studies") / spec.name
+    result = run_study(
+        spec,
+        study_dir,
+        kind=args.executor,
+        workers=args.workers,
+        retry_failed=args.retry_failed,
+        out=lambda line: print(line, flush=True),
+    )
+    return 0 if result.failed == 0 and result.pending == 0 else 1

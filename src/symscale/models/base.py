@@ -15,7 +15,7 @@ per-element energy references (eV), so the network only predicts normalised resi
 from __future__ import annotations
 
 import contextlib
-
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +26,8 @@ from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatc
 from symscale.errors import SymscaleError
 
 FORCE_MODES = ("direct", "conservative")
+# constructor options every family shares; any other keyword is a family override (recorded in `overrides`)
+SHARED_OPTIONS = ("elements", "cutoff", "max_neighbors", "forces", "element_energies", "force_scale")
 MAX_Z = 118
 
 
@@ -51,6 +53,22 @@ class ForceField(nn.Module):
 
     arch: str = ""
     symmetry: Symmetry
+    base_width: int  # the width at which hyper-parameters are tuned (muP width multiplier 1)
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Record a family's own constructor options (e.g. num_layers) in `self.overrides`, so that the model
+        can be rebuilt (checkpoints, muP base shapes) from `model_config()`."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self, width, *args, **options):
+            init(self, width, *args, **options)
+            self.overrides = {k: v for k, v in options.items() if k not in SHARED_OPTIONS}
+
+        cls.__init__ = recording_init
 
     def __init__(
         self,
@@ -78,6 +96,7 @@ class ForceField(nn.Module):
         self.cutoff = float(cutoff)
         self.max_neighbors = int(max_neighbors)
         self.force_mode = forces
+        self.overrides: dict = {}
         index = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
         index[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("element_index", index, persistent=False)
@@ -94,6 +113,18 @@ class ForceField(nn.Module):
     def num_parameters(self) -> int:
         """N: the exact number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def model_config(self) -> dict:
+        """The model part of a checkpoint: `build(**config)` (with "overrides" spread) rebuilds this model."""
+        return {
+            "arch": self.arch,
+            "width": self.width,
+            "elements": list(self.elements),
+            "cutoff": self.cutoff,
+            "max_neighbors": self.max_neighbors,
+            "forces": self.force_mode,
+            "overrides": dict(self.overrides),
+        }
 
     def species(self, z: torch.Tensor) -> torch.Tensor:
         """Element index (0..num_elements-1) of each atom; an unknown element is a `SymscaleError`."""

@@ -1,9 +1,9 @@
 """The model registry: a short user-facing name per family, filled by a decorator.
 
-    @register("egnn")
-    class EGNN(ForceField): ...
+@register("egnn")
+class EGNN(ForceField): ...
 
-    model = build("egnn", width=32, elements=[1, 6, 7, 8])
+model = build("egnn", width=32, elements=[1, 6, 7, 8])
 """
 
 from __future__ import annotations

@@ -1,0 +1,118 @@
+"""Data-layer speed: reading (.aselmdb direct vs packed arrays), batching with neighbour lists, generation.
+
+    python benchmarks/bench_data.py [--structures 2000] [--generate 40] [--workers 2] [--out benchmarks/results/data.json]
+
+Writes JSON with the numbers, the hardware, package versions and the git SHA. Speed is compared side by side
+here and never asserted in tests. The load average is recorded: on a shared machine the numbers are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from symscale.data.generate import generate_dataset
+from symscale.data.loader import BatchLoader
+from symscale.data.packed import pack
+from symscale.data.readers import open_dataset, write_structures
+from symscale.data.toy import toy_structures
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_reading(path: Path) -> dict:
+    ds = open_dataset(path)
+    atoms = sum(len(ds[i]) for i in range(len(ds)))
+    t_lmdb = timed(lambda: [ds[i] for i in range(len(ds))], 2)
+    t_pack = timed(lambda: pack(ds))
+    packed = pack(ds)
+    t_packed = timed(lambda: [packed[i] for i in range(len(packed))], 2)
+    loader = BatchLoader(packed, batch_size=64)
+    t_batches = timed(lambda: list(loader), 2)
+    lmdb_loader = BatchLoader(ds, batch_size=64)
+    t_lmdb_batches = timed(lambda: list(lmdb_loader))
+    return {
+        "structures": len(ds),
+        "atoms": atoms,
+        "aselmdb_direct_atoms_per_s": atoms / t_lmdb,
+        "aselmdb_direct_structures_per_s": len(ds) / t_lmdb,
+        "packed_atoms_per_s": atoms / t_packed,
+        "pack_seconds": t_pack,
+        "batches_per_s_packed_bs64_with_neighbours": len(loader) / t_batches,
+        "batches_per_s_aselmdb_bs64_with_neighbours": len(lmdb_loader) / t_lmdb_batches,
+        "atoms_per_s_packed_batches": atoms / t_batches,
+    }
+
+
+def bench_generation(n: int, workers: int, folder: Path) -> dict:
+    t = time.perf_counter()
+    report = generate_dataset(folder / "gen.aselmdb", n, workers=workers, seed=0, progress=False)
+    wall = time.perf_counter() - t
+    return {
+        "structures": n,
+        "workers": workers,
+        "wall_s_including_startup": wall,
+        "structures_per_s": n / wall,
+        "rejected": report.rejected,
+        "mean_atoms": float(np.mean([len(s) for s in open_dataset(folder / "gen.aselmdb")])),
+    }
+
+
+def environment() -> dict:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = None
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None)
+    return {
+        "git_sha": sha,
+        "cpu": cpu or platform.processor(),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average": os.getloadavg(),
+        "python": platform.python_version(),
+        "versions": {p: version(p) for p in ("numpy", "torch", "ase", "ase-db-backends", "rdkit", "tblite")},
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--structures", type=int, default=2000, help="toy structures (20-30 atoms) to read")
+    p.add_argument("--generate", type=int, default=40, help="structures to generate (0: skip)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/data.json")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    result = {"environment": environment()}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "toy.aselmdb"
+        write_structures(path, toy_structures(args.structures, seed=0, min_atoms=20, max_atoms=30))
+        result["reading"] = bench_reading(path)
+        print(json.dumps(result["reading"], indent=1))
+        if args.generate:
+            result["generation"] = bench_generation(args.generate, args.workers, Path(tmp))
+            print(json.dumps(result["generation"], indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

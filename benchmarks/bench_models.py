@@ -1,0 +1,332 @@
+"""Training-step throughput of every symscale family, side by side with MACE and fairchem's eSEN.
+
+One full training step = forward, loss (per-atom energy L1 + mean per-atom force-error norm, the study's
+loss), backward, Adam step (muP groups for symscale). Measured on batches of 64 toy molecules of 10-30 atoms
+(`toy_structures(..., min_atoms=10, max_atoms=30)`, elements H C N O), float32, on CPU threads; the
+same batch (seed 0) is repeated so that the FLOPs counted on it are exactly those of each timed step.
+
+Reported per (library, arch, width): N, atoms/s, step time, FLOPs per step (forward + backward, counted by
+torch.utils.flop_counter.FlopCounterMode), the fraction of the machine's fp32 matmul peak (190 GFLOP/s on
+2 threads, measured for this project), and the peak memory of a step (growth of the process's peak RSS during
+the timed steps, MiB; each configuration runs in its own process so that the peak is its own).
+
+Baselines run in separate interpreters because their pinned dependencies conflict (mace-torch pins
+e3nn==0.4.4; symscale's esen uses e3nn 0.6): pass `--mace-python /path/to/venv/bin/python` (a venv created
+with --system-site-packages, so it uses the same torch 2.13 build) and `--fairchem-python` (fairchem-core 2.24
+installed with --no-deps plus the few pure-Python packages its eSEN imports need; it requires torch~=2.13.0, but
+its full dependency set pulls CUDA packages, hence --no-deps). Every configuration sees the same
+batches (same seed). A baseline that cannot be imported is recorded with the reason it was skipped.
+
+    python benchmarks/bench_models.py                      # all families, two widths each
+    python benchmarks/bench_models.py --mace-python /tmp/mace-venv/bin/python --out benchmarks/results/models.json
+
+Writes JSON with hardware, versions and git SHA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PEAK_FLOPS = 190e9  # fp32 matmul peak of this CPU on 2 threads (issue 4), FLOP/s
+BATCH_SIZE = 64
+ELEMENTS = (1, 6, 7, 8)
+
+
+def make_batches(n_batches: int, seed: int = 0):
+    import torch
+
+    from symscale.data.graph import collate
+    from symscale.data.toy import toy_structures
+
+    structures = toy_structures(BATCH_SIZE * n_batches, seed=seed, min_atoms=10, max_atoms=30)
+    return [
+        collate(structures[k * BATCH_SIZE : (k + 1) * BATCH_SIZE], cutoff=6.0, max_neighbors=30, dtype=torch.float32)
+        for k in range(n_batches)
+    ]
+
+
+def loss_fn(energy, forces, batch):
+    per_atom = ((energy - batch.energy) / batch.n_atoms).abs().mean()
+    return per_atom + (forces - batch.forces).norm(dim=-1).mean()
+
+
+# ---- one step per library: returns (model, step(batch) -> None) ---------------------------------------------
+
+
+def symscale_step(arch: str, width: int):
+    import torch
+
+    from symscale.models import mup
+    from symscale.models.registry import build
+
+    model = build(arch, width, elements=ELEMENTS)
+    opt = torch.optim.Adam(mup.param_groups(model, lr=1e-3, weight_decay=0.0))
+
+    def step(batch):
+        out = model(batch)
+        loss = loss_fn(out.energy, out.forces, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+def mace_step(arch: str, width: int):
+    """MACE (Batatia et al. 2022) with conservative forces: `width` channels, max_ell 3, hidden L = 1,
+    correlation 3, 2 interactions, the defaults of mace-torch's MACE-MP "small" recipe otherwise."""
+    import numpy as np
+    import torch
+    from e3nn import o3
+    from mace.modules import interaction_classes
+    from mace.modules.models import MACE
+
+    model = MACE(
+        r_max=6.0,
+        num_bessel=8,
+        num_polynomial_cutoff=5,
+        max_ell=3,
+        interaction_cls=interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=interaction_classes["RealAgnosticResidualInteractionBlock"],
+        num_interactions=2,
+        num_elements=len(ELEMENTS),
+        hidden_irreps=o3.Irreps(f"{width}x0e + {width}x1o"),
+        MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(len(ELEMENTS)),
+        avg_num_neighbors=16.0,
+        atomic_numbers=list(ELEMENTS),
+        correlation=3,
+        gate=torch.nn.functional.silu,
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    z_index = torch.full((119,), -1, dtype=torch.long)
+    z_index[list(ELEMENTS)] = torch.arange(len(ELEMENTS))
+
+    def to_mace(batch):
+        n_edges = batch.edge_index.shape[1]
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), batch.n_atoms.cumsum(0)])
+        return {
+            "positions": batch.pos.clone(),
+            "node_attrs": torch.nn.functional.one_hot(z_index[batch.z], len(ELEMENTS)).float(),
+            "edge_index": batch.edge_index,
+            "shifts": torch.zeros(n_edges, 3),
+            "unit_shifts": torch.zeros(n_edges, 3),
+            "cell": torch.zeros(batch.num_structures * 3, 3),
+            "batch": batch.batch,
+            "ptr": ptr,
+            "head": torch.zeros(batch.num_structures, dtype=torch.long),
+        }
+
+    def step(batch):
+        out = model(to_mace(batch), training=True, compute_force=True)
+        loss = loss_fn(out["energy"], out["forces"], batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+def fairchem_step(arch: str, width: int):
+    """fairchem's eSEN backbone (eSCNMDBackbone, fairchem-core 2.24) with linear energy and direct-force heads,
+    at symscale esen's defaults: `width` sphere/hidden/edge channels, lmax = mmax = 2, 2 layers, 32 radial
+    functions, cutoff 6, no dataset embedding. Edges are symscale's (otf_graph=False), the same for both."""
+    import torch
+    from ase import Atoms
+    from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
+    from fairchem.core.models.uma.escn_md import Linear_Energy_Head, Linear_Force_Head, eSCNMDBackbone
+
+    backbone = eSCNMDBackbone(
+        max_num_elements=100,
+        sphere_channels=width,
+        lmax=2,
+        mmax=2,
+        otf_graph=False,
+        max_neighbors=30,
+        cutoff=6.0,
+        edge_channels=width,
+        num_distance_basis=32,
+        direct_forces=True,
+        regress_forces=True,
+        num_layers=2,
+        hidden_channels=width,
+        use_dataset_embedding=False,
+        always_use_pbc=False,
+    )
+    model = torch.nn.ModuleList([backbone, Linear_Energy_Head(backbone), Linear_Force_Head(backbone)])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    cache = {}
+
+    def to_fairchem(batch):
+        if id(batch) not in cache:
+            counts = batch.n_atoms.tolist()
+            zs, xs = batch.z.split(counts), batch.pos.split(counts)
+            items = [
+                AtomicData.from_ase(Atoms(numbers=z.numpy(), positions=x.numpy()), r_edges=False, task_name="omol")
+                for z, x in zip(zs, xs, strict=True)
+            ]
+            data = atomicdata_list_to_batch(items)
+            data.edge_index = batch.edge_index
+            data.cell_offsets = torch.zeros(batch.num_edges, 3)
+            data.nedges = torch.bincount(batch.batch[batch.edge_index[1]], minlength=batch.num_structures)
+            cache[id(batch)] = data
+        return cache[id(batch)]
+
+    def step(batch):
+        data = to_fairchem(batch)
+        emb = backbone(data)
+        energy = model[1](data, emb)["energy"]
+        forces = model[2](data, emb)["forces"]
+        loss = loss_fn(energy, forces, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
+LIBRARIES = {"symscale": symscale_step, "mace": mace_step, "fairchem": fairchem_step}
+
+
+# ---- the worker: one configuration in its own process --------------------------------------------------------
+
+
+def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, threads: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    batch = make_batches(1)[0]  # one fixed batch: FLOPs counted on it are exactly those of each timed step
+    model, step = LIBRARIES[library](arch, width)
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with FlopCounterMode(display=False) as counter:
+        step(batch)
+    flops_per_step = counter.get_total_flops()
+    for _ in range(warmup):
+        step(batch)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step(batch)
+    step_s = (time.perf_counter() - t0) / steps
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "library": library,
+        "arch": arch,
+        "width": width,
+        "num_parameters": n_params,
+        "atoms_per_step": batch.num_atoms,
+        "edges_per_step": batch.num_edges,
+        "step_s": step_s,
+        "atoms_per_s": batch.num_atoms / step_s,
+        "flops_per_step": flops_per_step,
+        "flops_per_s": flops_per_step / step_s,
+        "fraction_of_matmul_peak": flops_per_step / step_s / PEAK_FLOPS,
+        "peak_step_memory_mib": max(rss_after - rss_before, 0) / 1024,
+        "peak_rss_mib": rss_after / 1024,
+    }
+
+
+def spawn(python: str, library: str, arch: str, width: int, args) -> dict:
+    cmd = [python, __file__, "--worker", library, arch, str(width)]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    env = dict(os.environ)
+    if library == "mace":
+        # e3nn 0.4.4 (pinned by mace-torch) loads its own constants file with torch.load, which torch >= 2.6
+        # refuses under weights_only=True; the file ships inside e3nn, so plain loading is allowed here
+        env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+        cmd += ["--steps", str(args.mace_steps), "--warmup", "0"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"library": library, "arch": arch, "width": width, "skipped": f"over {args.timeout} s"}
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"library": library, "arch": arch, "width": width, "skipped": reason}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plan(args) -> list[tuple[str, str, str, int]]:
+    """(python, library, arch, width) for every configuration to run."""
+    from symscale.errors import SymscaleError
+    from symscale.models.ladders import load_ladder
+    from symscale.models.registry import get_family, list_archs
+
+    jobs = []
+    for arch in args.archs or list_archs():
+        try:
+            ladder = load_ladder(arch, "cpu")
+            widths = [ladder[len(ladder) // 2], ladder[-1]]
+        except SymscaleError:
+            base = get_family(arch).base_width
+            widths = [base // 2, base]
+        jobs += [(sys.executable, "symscale", arch, w) for w in widths]
+    if args.mace_python:
+        jobs += [(args.mace_python, "mace", "mace", w) for w in args.mace_widths]
+    if args.fairchem_python:
+        jobs += [(args.fairchem_python, "fairchem", "esen", w) for w in args.fairchem_widths]
+    return jobs
+
+
+def environment() -> dict:
+    import torch
+
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "git_sha": sha.stdout.strip() or None,
+        "matmul_peak_flops": PEAK_FLOPS,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--worker", nargs=3, metavar=("LIBRARY", "ARCH", "WIDTH"), help=argparse.SUPPRESS)
+    p.add_argument("--archs", nargs="*", help="symscale families (default: all registered)")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps per configuration (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps after the FLOP-counting step (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--timeout", type=float, default=150, help="seconds per configuration (default 150)")
+    p.add_argument("--mace-python", help="python of a venv with mace-torch (default: MACE skipped)")
+    p.add_argument("--mace-widths", type=int, nargs="*", default=[16], help="MACE channels (default 16)")
+    p.add_argument("--mace-steps", type=int, default=1, help="timed MACE steps (default 1; a step takes ~10 s)")
+    p.add_argument("--fairchem-python", help="python of a venv with fairchem-core (default: fairchem skipped)")
+    p.add_argument("--fairchem-widths", type=int, nargs="*", default=[8, 16], help="eSEN channels (default 8 16)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
+    args = p.parse_args(argv)
+    if args.worker:
+        library, arch, width = args.worker
+        print(json.dumps(run_worker(library, arch, int(width), args.steps, args.warmup, args.threads)))
+        return 0
+    results = []
+    for python, library, arch, width in plan(args):
+        r = spawn(python, library, arch, width, args)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    if not args.mace_python:
+        results.append({"library": "mace", "skipped": "no --mace-python given (mace-torch pins e3nn==0.4.4)"})
+    if not args.fairchem_python:
+        results.append({"library": "fairchem", "skipped": "no --fairchem-python given"})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"benchmark": "training step", "batch_size": BATCH_SIZE, "environment": environment()}
+    payload["results"] = results
+    args.out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

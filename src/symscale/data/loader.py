@@ -1,0 +1,93 @@
+"""Deterministic batches of molecular graphs for training and evaluation.
+
+`BatchLoader(dataset, indices, batch_size)` yields `GraphBatch`es of `indices` in the given order (the
+caller shuffles, e.g. with a seeded permutation per epoch); the last batch may be smaller. `start_batch`
+skips ahead without reading the skipped structures, so a resumed run sees exactly the batches it would have
+seen. With `prefetch > 0` a background thread collates up to that many batches ahead; the order and content
+are unchanged (one producer, a FIFO queue).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatch, collate
+from symscale.errors import SymscaleError
+
+_DONE = object()
+
+
+class BatchLoader:
+    """Batches of `dataset[indices]`, in order; `len()` is the number of batches."""
+
+    def __init__(
+        self,
+        dataset,
+        indices=None,
+        batch_size: int = 64,
+        *,
+        cutoff: float = DEFAULT_CUTOFF,
+        max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+        dtype: torch.dtype = torch.float32,
+        start_batch: int = 0,
+        prefetch: int = 0,
+    ):
+        if batch_size < 1:
+            raise SymscaleError.invalid("batch size", batch_size, "an integer >= 1")
+        self.dataset = dataset
+        self.indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.cutoff, self.max_neighbors, self.dtype = cutoff, max_neighbors, dtype
+        if not 0 <= start_batch <= len(self):
+            raise SymscaleError.invalid("start batch", start_batch, f"an integer in 0..{len(self)}")
+        self.start_batch = int(start_batch)
+        self.prefetch = int(prefetch)
+
+    def __len__(self) -> int:
+        return -(-len(self.indices) // self.batch_size)
+
+    def batch(self, b: int) -> GraphBatch:
+        """Batch number `b` (0-based)."""
+        idx = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
+        return collate([self.dataset[int(i)] for i in idx], self.cutoff, self.max_neighbors, self.dtype)
+
+    def __iter__(self) -> Iterator[GraphBatch]:
+        if self.prefetch <= 0:
+            for b in range(self.start_batch, len(self)):
+                yield self.batch(b)
+            return
+        yield from self._prefetched()
+
+    def _prefetched(self) -> Iterator[GraphBatch]:
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def produce():
+            try:
+                for b in range(self.start_batch, len(self)):
+                    if stop.is_set():
+                        return
+                    q.put(self.batch(b))
+                q.put(_DONE)
+            except BaseException as err:  # handed to the consumer, raised there
+                q.put(err)
+
+        thread = threading.Thread(target=produce, daemon=True)
+        thread.start()
+        try:
+            while (item := q.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.01)

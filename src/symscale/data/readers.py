@@ -1,0 +1,613 @@
+"""Streaming, random-access readers for labelled structures: OMol25's `.aselmdb`, ASE `.db`, extxyz.
+
+`open_dataset(paths)` turns one file, several files or a folder of shards into one `Dataset`: a global index
+maps to (file, row), and `dataset[i]` reads only that row. Nothing reads the whole file into memory; the
+only pass over all rows is the optional `neutral_only` / `skip_invalid` selection, kept in memory as one
+int array.
+
+Formats
+- `.aselmdb` (fairchem/OMol25, ASE DB through ase-db-backends): rows are read directly from LMDB (zlib JSON,
+  decoded without building `ase.Atoms`), which is several times faster than `row.toatoms()`. The row's `data`
+  (charge, spin, source, ...) is merged into `Structure.info` as fairchem does; charge and spin become fields.
+- `.db` (ASE sqlite), through `ase.db`.
+- `.xyz` / `.extxyz`: frame byte offsets are indexed once at open (a truncated last frame is detected there),
+  then a frame is read by seeking to it. `charge` and `spin` come from the comment line when present.
+
+Conventions: energies eV, forces eV/Angstrom, positions Angstrom, spin = multiplicity (1 = singlet).
+A missing charge is read as 0 and a missing spin as 1.
+
+Validation on access: a structure with no energy or no forces, a NaN/inf label or position, an atomic number
+outside 1..118 (or an unknown symbol), or two atoms closer than `MIN_DISTANCE` (0.1 Angstrom: atoms on top
+of each other; real molecules never come closer than about 0.5 Angstrom) raises a `SymscaleError` naming the
+file and the structure index. With `skip_invalid=True` every structure is validated once at open; invalid
+ones are left out of the index and counted in `dataset.skipped` (with reasons in `dataset.skip_reasons`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import sqlite3
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from symscale.data.graph import Structure
+from symscale.errors import SymscaleError
+
+try:  # orjson decodes the row JSON ~2x faster; optional
+    import orjson
+
+    _json_loads = orjson.loads
+except ImportError:  # pragma: no cover - depends on the environment
+    _json_loads = json.loads
+
+log = logging.getLogger(__name__)
+
+MIN_DISTANCE = 0.1  # Angstrom: closer than this, two atoms are "on top of each other"
+MAX_Z = 118
+LMDB_EXTENSIONS = (".aselmdb", ".lmdb")
+XYZ_EXTENSIONS = (".xyz", ".extxyz")
+DB_EXTENSIONS = (".db",)
+ALL_EXTENSIONS = LMDB_EXTENSIONS + XYZ_EXTENSIONS + DB_EXTENSIONS
+_RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# row decoding and validation
+
+
+def _array(value, dtype) -> np.ndarray | None:
+    """A JSON field as an array: ASE's {"__ndarray__": [shape, dtype, flat]} or a plain (nested) list."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and "__ndarray__" in value:
+        shape, _, flat = value["__ndarray__"]
+        return np.asarray(flat, dtype=dtype).reshape(shape)
+    return np.asarray(value, dtype=dtype)
+
+
+def _scalar(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return float(value["__ndarray__"][2][0])
+    return float(value)
+
+
+def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> Structure:
+    info = dict(info)
+    charge = info.pop("charge", 0)
+    spin = info.pop("spin", 1)
+    return Structure(
+        numbers=np.asarray(numbers, dtype=np.int64).reshape(-1),
+        positions=np.asarray(positions, dtype=np.float64).reshape(-1, 3),
+        energy=None if energy is None else float(energy),
+        forces=None if forces is None else np.asarray(forces, dtype=np.float64).reshape(-1, 3),
+        charge=int(0 if charge is None else charge),
+        spin=int(1 if spin is None else spin),
+        info=info,
+    )
+
+
+def check_structure(s: Structure) -> str | None:
+    """The reason `s` is unusable for training, or None when it is fine."""
+    n = len(s.numbers)
+    if n == 0:
+        return "no atoms"
+    if s.positions.shape != (n, 3):
+        return f"positions of shape {s.positions.shape} for {n} atoms"
+    if s.numbers.min() < 1 or s.numbers.max() > MAX_Z:
+        return f"unknown element (atomic number {int(s.numbers.min() if s.numbers.min() < 1 else s.numbers.max())})"
+    if not np.isfinite(s.positions).all():
+        return "NaN or inf in positions"
+    if s.energy is None:
+        return "missing energy"
+    if s.forces is None:
+        return "missing forces"
+    if not math.isfinite(s.energy):
+        return f"energy is {s.energy}"
+    if s.forces.shape != (n, 3):
+        return f"forces of shape {s.forces.shape} for {n} atoms"
+    if not np.isfinite(s.forces).all():
+        return "NaN or inf in forces"
+    d_min = _min_distance(s.positions)
+    if d_min < MIN_DISTANCE:
+        return f"atoms on top of each other (distance {d_min:.3g} A < {MIN_DISTANCE} A)"
+    return None
+
+
+def _min_distance(pos: np.ndarray) -> float:
+    n = len(pos)
+    if n < 2:
+        return math.inf
+    if n <= 256:
+        d2 = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1)  # [n, n]
+        d2[np.diag_indices(n)] = np.inf
+        return float(np.sqrt(d2.min()))
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return float(d[:, 1].min())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one file per source
+
+
+class _LmdbSource:
+    """Rows of one `.aselmdb` file, read straight from LMDB (the layout ase-db-backends writes)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._env = None
+        txn = self._txn()
+        nextid = _decode(txn.get(b"nextid")) if txn.get(b"nextid") is not None else 1
+        raw_deleted = txn.get(b"deleted_ids")
+        deleted = set(_decode(raw_deleted)) if raw_deleted is not None else set()
+        ids = np.arange(1, int(nextid), dtype=np.int64)
+        if deleted:
+            ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
+        self.ids = ids
+
+    def _txn(self):
+        env = _open_envs.get(_env_key(self.path))
+        if env is None or env is not self._env:  # (re)open per process, and after a writer closed it
+            self._env = env if env is not None else _lmdb_env(self.path, readonly=True)
+            self._txn_cache = self._env.begin(write=False)
+        return self._txn_cache
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def row(self, i: int) -> dict:
+        raw = self._txn().get(str(int(self.ids[i])).encode("ascii"))
+        if raw is None:
+            raise SymscaleError(f"cannot read {self.path}: row id {int(self.ids[i])} (structure {i}) is missing")
+        try:
+            return _decode(raw)
+        except (zlib.error, ValueError) as err:
+            raise SymscaleError(f"{self.path}: structure {i}: corrupt row ({err})") from None
+
+    def read(self, i: int) -> Structure:
+        dct = self.row(i)
+        return _structure_from_fields(
+            _array(dct.get("numbers"), np.int64),
+            _array(dct.get("positions"), np.float64),
+            _scalar(dct.get("energy")),
+            _array(dct.get("forces"), np.float64),
+            dct.get("data") or {},
+        )
+
+    def charge_spin(self, i: int) -> tuple[int, int]:
+        data = self.row(i).get("data") or {}
+        return int(data.get("charge", 0) or 0), int(data.get("spin", 1) or 1)
+
+    def __getstate__(self):
+        return {"path": self.path, "ids": self.ids}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._env = None
+
+
+_open_envs: dict[tuple[str, int], object] = {}
+
+
+def _env_key(path: Path) -> tuple[str, int]:
+    return str(Path(path).resolve()), os.getpid()
+
+
+def _lmdb_env(path: Path, readonly: bool):
+    """The process's LMDB environment of `path` (LMDB allows one per file and process); a writer replaces
+    a read-only one."""
+    import lmdb
+
+    key = _env_key(path)
+    env = _open_envs.get(key)
+    if env is not None and (readonly or not env.flags()["readonly"]):
+        return env
+    if env is not None:
+        env.close()
+    try:
+        if readonly:
+            env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
+        else:
+            env = lmdb.open(str(path), map_size=2**41, subdir=False, meminit=False, map_async=False)
+    except lmdb.Error as err:
+        raise SymscaleError(f"cannot read {path}: {err}") from None
+    _open_envs[key] = env
+    return env
+
+
+def _close_env(path: Path) -> None:
+    env = _open_envs.pop(_env_key(path), None)
+    if env is not None:
+        env.close()
+
+
+def _decode(raw: bytes):
+    text = zlib.decompress(raw)
+    try:
+        return _json_loads(text)
+    except ValueError:  # orjson rejects the NaN/Infinity literals that Python's json (and ASE) write
+        return json.loads(text)
+
+
+class _SqliteSource:
+    """Rows of one ASE `.db` (sqlite) file, through `ase.db`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+                self.ids = np.array([r[0] for r in con.execute("SELECT id FROM systems ORDER BY id")], np.int64)
+        except sqlite3.Error as err:
+            raise SymscaleError(f"cannot read {path}: not an ASE sqlite database ({err})") from None
+        self._db = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _row(self, i: int):
+        if self._db is None:
+            import ase.db
+
+            self._db = ase.db.connect(str(self.path), type="db", use_lock_file=False)
+        return self._db._get_row(int(self.ids[i]))
+
+    def read(self, i: int) -> Structure:
+        row = self._row(i)
+        return _structure_from_fields(
+            row.numbers, row.positions, row.get("energy"), row.get("forces"), dict(row.get("data") or {})
+        )
+
+    def charge_spin(self, i: int) -> tuple[int, int]:
+        data = self._row(i).get("data") or {}
+        return int(data.get("charge", 0) or 0), int(data.get("spin", 1) or 1)
+
+    def __getstate__(self):
+        return {"path": self.path, "ids": self.ids, "_db": None}
+
+
+class _XyzSource:
+    """Frames of one extxyz file; frame byte offsets are indexed once, then frames are read by seeking."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offsets, self.truncated = _index_xyz(path)  # offsets: [n_frames + 1] bytes
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def _text(self, i: int) -> str:
+        with open(self.path, "rb") as f:
+            f.seek(int(self.offsets[i]))
+            return f.read(int(self.offsets[i + 1] - self.offsets[i])).decode("utf-8", errors="replace")
+
+    def read(self, i: int) -> Structure:
+        from ase.io.extxyz import read_xyz
+
+        try:
+            atoms = next(read_xyz(io.StringIO(self._text(i)), 0))
+        except (KeyError, ValueError, IndexError) as err:
+            raise SymscaleError(f"{self.path}: structure {i}: cannot parse extxyz frame ({err})") from None
+        calc = atoms.calc
+        energy = calc.results.get("energy") if calc is not None else None
+        forces = calc.results.get("forces") if calc is not None else None
+        if forces is None and "forces" in atoms.arrays:
+            forces = atoms.arrays["forces"]
+        info = {k: v.item() if isinstance(v, np.generic) else v for k, v in atoms.info.items()}
+        info = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
+        if energy is None and "energy" in info:
+            energy = info.pop("energy")
+        return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
+
+    def charge_spin(self, i: int) -> tuple[int, int]:
+        s = self.read(i)
+        return s.charge, s.spin
+
+
+def _index_xyz(path: Path) -> tuple[np.ndarray, str | None]:
+    """Byte offsets of the frames of an xyz file, and a message when the last frame is truncated."""
+    offsets = [0]
+    truncated = None
+    with open(path, "rb") as f:
+        frame = 0
+        while True:
+            head = f.readline()
+            if not head:
+                break
+            if not head.strip():  # trailing blank lines
+                if not f.read().strip():
+                    break
+                raise SymscaleError(f"{path}: structure {frame}: blank line where the atom count was expected")
+            try:
+                n = int(head.split()[0])
+            except ValueError:
+                raise SymscaleError(
+                    f"{path}: structure {frame}: expected an atom count, got {head[:40].decode(errors='replace')!r}"
+                ) from None
+            got = sum(1 for _ in zip(range(n + 1), iter(f.readline, b"")))
+            if got < n + 1:
+                truncated = f"{path}: structure {frame}: truncated file ({max(got - 1, 0)} of {n} atom lines)"
+                break
+            offsets.append(f.tell())
+            frame += 1
+    return np.asarray(offsets, dtype=np.int64), truncated
+
+
+def _open_source(path: Path):
+    if not path.exists():
+        raise SymscaleError(f"cannot read {path}: no such file or folder")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in LMDB_EXTENSIONS:
+            return _LmdbSource(path)
+        if suffix in XYZ_EXTENSIONS:
+            return _XyzSource(path)
+        if suffix in DB_EXTENSIONS:
+            return _SqliteSource(path)
+    except OSError as err:
+        raise SymscaleError(f"cannot read {path}: {err.strerror or err}") from None
+    except (zlib.error, ValueError) as err:
+        if isinstance(err, SymscaleError):
+            raise
+        raise SymscaleError(f"cannot read {path}: corrupt file ({err})") from None
+    raise SymscaleError.invalid("dataset file", str(path), f"a file ending in {', '.join(ALL_EXTENSIONS)}")
+
+
+def expand_paths(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Files of a dataset: a file, several files, or folders (their dataset files, sorted by name)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(q for q in p.iterdir() if q.suffix.lower() in ALL_EXTENSIONS and q.is_file())
+            if not files:
+                raise SymscaleError(f"empty dataset: folder {p} holds no {', '.join(ALL_EXTENSIONS)} files")
+            out.extend(files)
+        else:
+            out.append(p)
+    if not out:
+        raise SymscaleError("empty dataset: no files given")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the dataset
+
+
+class Dataset:
+    """One dataset over several files: `len`, `dataset[i] -> Structure` (random access, streaming).
+
+    `neutral_only` keeps charge 0 and spin 1 (OMol25's neutral subset); `skip_invalid` leaves out invalid
+    structures (counted in `skipped`). Both are decided by one pass at open; the selection is an int array.
+    """
+
+    def __init__(self, paths, *, neutral_only: bool = False, skip_invalid: bool = False):
+        self.files = expand_paths(paths)
+        self.neutral_only = neutral_only
+        self.skip_invalid = skip_invalid
+        self.skipped = 0
+        self.skip_reasons: Counter[str] = Counter()
+        self._sources = [_open_source(p) for p in self.files]
+        self._truncations(skip_invalid)
+        sizes = np.array([len(s) for s in self._sources], dtype=np.int64)
+        self._starts = np.concatenate([[0], np.cumsum(sizes)])  # [n_files + 1]
+        self._selection: np.ndarray | None = None
+        if neutral_only or skip_invalid:
+            self._selection = self._select()
+        if len(self) == 0:
+            what = "neutral (charge 0, spin 1) " if neutral_only else "valid " if skip_invalid else ""
+            raise SymscaleError(f"empty dataset: no {what}structures in {_names(self.files)}")
+
+    def _truncations(self, skip_invalid: bool) -> None:
+        for src in self._sources:
+            message = getattr(src, "truncated", None)
+            if message is None:
+                continue
+            if not skip_invalid:
+                raise SymscaleError(message)
+            log.warning("skipping %s", message)
+            self.skipped += 1
+            self.skip_reasons["truncated file"] += 1
+
+    def _select(self) -> np.ndarray:
+        keep = []
+        for g in range(int(self._starts[-1])):
+            src, i = self._locate_raw(g)
+            if self.skip_invalid:
+                try:
+                    s = src.read(i)
+                    reason = check_structure(s)
+                except SymscaleError as err:
+                    reason, s = str(err), None
+                if reason is not None:
+                    self.skipped += 1
+                    self.skip_reasons[reason.split(" (")[0]] += 1
+                    log.info("skipping %s: structure %d: %s", src.path, i, reason)
+                    continue
+                cs = (s.charge, s.spin)
+            else:
+                cs = src.charge_spin(i)
+            if not self.neutral_only or cs == (0, 1):
+                keep.append(g)
+        return np.asarray(keep, dtype=np.int64)
+
+    def _locate_raw(self, g: int):
+        f = int(np.searchsorted(self._starts, g, side="right")) - 1
+        return self._sources[f], g - int(self._starts[f])
+
+    def locate(self, i: int) -> tuple[Path, int]:
+        """(file, row index in that file) of structure `i`."""
+        src, row = self._locate_raw(self._global(i))
+        return src.path, row
+
+    def _global(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"structure index {i} out of range for a dataset of {n}")
+        i = i % n
+        return int(self._selection[i]) if self._selection is not None else i
+
+    def __len__(self) -> int:
+        return len(self._selection) if self._selection is not None else int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> Structure:
+        src, row = self._locate_raw(self._global(int(i)))
+        s = src.read(row)
+        reason = check_structure(s)
+        if reason is not None:
+            raise SymscaleError(f"{src.path}: structure {row}: {reason}")
+        return s
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def description(self) -> str:
+        parts = [f"{len(self)} structures from {_names(self.files)}"]
+        if self.neutral_only:
+            parts.append("neutral only")
+        if self.skipped:
+            parts.append(f"{self.skipped} invalid skipped")
+        return ", ".join(parts)
+
+
+def _names(files: Sequence[Path]) -> str:
+    if len(files) <= 2:
+        return " and ".join(str(f) for f in files)
+    return f"{len(files)} files in {files[0].parent}"
+
+
+def open_dataset(paths, *, neutral_only: bool = False, skip_invalid: bool = False) -> Dataset:
+    """Open one file, several files or a folder of shards as one streaming `Dataset` (see module docstring)."""
+    return Dataset(paths, neutral_only=neutral_only, skip_invalid=skip_invalid)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# writing
+
+
+def _to_atoms(s: Structure):
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    atoms = Atoms(numbers=np.asarray(s.numbers), positions=np.asarray(s.positions, dtype=np.float64))
+    results = {}
+    if s.energy is not None:
+        results["energy"] = float(s.energy)
+    if s.forces is not None:
+        results["forces"] = np.asarray(s.forces, dtype=np.float64)
+    if results:
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def row_data(s: Structure) -> dict:
+    """The row `data` of OMol25's schema: charge, spin (multiplicity), source, plus JSON-able info."""
+    info = {k: v.item() if isinstance(v, np.generic) else v for k, v in s.info.items()}
+    data = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
+    data["charge"] = int(s.charge)
+    data["spin"] = int(s.spin)
+    data.setdefault("source", "symscale")
+    return data
+
+
+class AselmdbWriter:
+    """Appends structures to an `.aselmdb` file in the layout ase-db-backends reads (OMol25's schema).
+
+    Rows are written in transactions (`write_many` is atomic), with ids continuing from the file's `nextid`.
+    Written without ase-db-backends' per-row id bookkeeping, which is quadratic in the number of rows.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._env = _lmdb_env(self.path, readonly=False)
+        with self._env.begin() as txn:
+            raw = txn.get(b"nextid")
+        self.nextid = int(_decode(raw)) if raw is not None else 1
+
+    def write_many(self, structures: Iterable[Structure]) -> int:
+        from ase.db.core import now
+        from ase.db.row import AtomsRow
+        from ase.io.jsonio import encode
+
+        n = 0
+        with self._env.begin(write=True) as txn:
+            for s in structures:
+                row = AtomsRow(_to_atoms(s))
+                row.ctime = now()
+                dct = {k: row[k] for k in row.__dict__ if k[0] != "_" and k not in row._keys and k != "id"}
+                dct.update(mtime=row.ctime, data=row_data(s), cell=np.asarray(dct["cell"]))
+                dct.pop("user", None)
+                txn.put(str(self.nextid).encode("ascii"), zlib.compress(encode(dct).encode("utf-8")))
+                self.nextid += 1
+                n += 1
+            txn.put(b"nextid", zlib.compress(encode(self.nextid).encode("utf-8")))
+        return n
+
+    def close(self) -> None:
+        self._env.sync(True)
+        _close_env(self.path)
+
+    def __enter__(self) -> AselmdbWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -> int:
+    """Write structures to `path` (.aselmdb, .db or .xyz/.extxyz, chosen by extension; an existing file is
+    replaced). Energies eV, forces eV/Angstrom, `data`/info charge, spin, source. Returns the count written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ALL_EXTENSIONS:
+        raise SymscaleError.invalid("output file", str(path), f"a file ending in {', '.join(ALL_EXTENSIONS)}")
+    if not path.parent.exists():
+        raise SymscaleError(f"cannot write {path}: folder {path.parent} does not exist")
+    if suffix in LMDB_EXTENSIONS:
+        _close_env(path)
+    for p in (path, Path(f"{path}-lock"), Path(f"{path}.lock")):
+        p.unlink(missing_ok=True)
+    if suffix in LMDB_EXTENSIONS:
+        with AselmdbWriter(path) as w:
+            return w.write_many(structures)
+    if suffix in DB_EXTENSIONS:
+        return _write_sqlite(path, structures)
+    return _write_xyz(path, structures)
+
+
+def _write_sqlite(path: Path, structures: Iterable[Structure]) -> int:
+    import ase.db
+
+    n = 0
+    db = ase.db.connect(str(path), type="db", use_lock_file=False)
+    with db:
+        for s in structures:
+            db.write(_to_atoms(s), data=row_data(s))
+            n += 1
+    return n
+
+
+def _write_xyz(path: Path, structures: Iterable[Structure]) -> int:
+    from ase.io import write
+
+    n = 0
+    with open(path, "w") as f:
+        for s in structures:
+            atoms = _to_atoms(s)
+            atoms.info.update(row_data(s))
+            write(f, atoms, format="extxyz")
+            n += 1
+    return n

@@ -1,0 +1,110 @@
+"""Layers shared by the families: muP-style dense layers, radial bases, the cutoff envelope, readouts.
+
+Initialisation follows the muP rules of `symscale.models.mup` (Yang et al. 2022, Tensor Programs V):
+every weight matrix is drawn with std 1/sqrt(fan_in), except readouts (the last layer producing an energy
+or a force), drawn with std 1/fan_in, so that the output starts O(1/sqrt(width)) and its updates stay O(1)
+under the muP learning-rate scaling. Biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+def scatter_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
+    """out[k] = sum of src[e] over edges e with index[e] == k; src [n_edges, ...] -> [num, ...].
+
+    Uses scatter_add_ with an expanded index: on CPU it was measured about 8x faster than index_add for
+    [28k edges, 20 channels] (index_add takes a serial path there)."""
+    expanded = index.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
+    return src.new_zeros((num, *src.shape[1:])).scatter_add_(0, expanded, src)
+
+
+class Dense(nn.Linear):
+    """A linear layer with weight std 1/sqrt(fan_in) (or 1/fan_in when `readout=True`) and zero bias."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, readout: bool = False) -> None:
+        self.readout = readout
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        std = 1.0 / self.in_features if self.readout else 1.0 / math.sqrt(self.in_features)
+        nn.init.normal_(self.weight, std=std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class ElementEmbedding(nn.Embedding):
+    """Initial node features from the element index: an input layer (std 1 per coordinate)."""
+
+    def __init__(self, num_elements: int, width: int) -> None:
+        super().__init__(num_elements, width)
+
+
+class PolynomialEnvelope(nn.Module):
+    """Smooth cutoff u(d), d = r / r_cut (Gasteiger et al. 2020, DimeNet, eq. 8):
+
+        u(d) = 1 - (p+1)(p+2)/2 d^p + p(p+2) d^(p+1) - p(p+1)/2 d^(p+2)   for d < 1, else 0,
+
+    so u, u' and u'' vanish at r_cut: an atom crossing the cutoff changes energies and forces continuously.
+    """
+
+    def __init__(self, cutoff: float, exponent: int = 5) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.p = int(exponent)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        p = self.p
+        d = (r / self.cutoff).clamp(max=1.0)  # [n_edges]
+        u = 1 - (p + 1) * (p + 2) / 2 * d**p + p * (p + 2) * d ** (p + 1) - p * (p + 1) / 2 * d ** (p + 2)
+        return torch.where(r < self.cutoff, u, torch.zeros_like(u))  # [n_edges]
+
+
+class BesselBasis(nn.Module):
+    """Radial basis sqrt(2/r_cut) sin(n pi r / r_cut) / r, n = 1..num_radial (DimeNet, eq. 7), r in Angstrom.
+    Multiplied by the envelope by the caller. Fixed frequencies (not trained), so N counts no parameters here."""
+
+    def __init__(self, cutoff: float, num_radial: int = 8) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+        self.register_buffer("frequencies", torch.arange(1, num_radial + 1, dtype=torch.float64) * math.pi / cutoff)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        r = r.clamp(min=1e-6)[:, None]  # [n_edges, 1]
+        freq = self.frequencies.to(r.dtype)  # [num_radial]
+        return math.sqrt(2.0 / self.cutoff) * torch.sin(freq * r) / r  # [n_edges, num_radial]
+
+
+class MLP(nn.Sequential):
+    """Dense -> SiLU -> Dense (-> SiLU -> Dense ...); `readout=True` makes the last layer a muP readout."""
+
+    def __init__(self, sizes: list[int], *, readout: bool = False, bias_last: bool = True) -> None:
+        layers: list[nn.Module] = []
+        for k, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            last = k == len(sizes) - 2
+            layers.append(Dense(a, b, readout=readout and last, bias=bias_last or not last))
+            if not last:
+                layers.append(nn.SiLU())
+        super().__init__(*layers)
+
+
+class EnergyHead(MLP):
+    """Per-atom normalised energy from invariant node features: Dense(w, w) -> SiLU -> readout Dense(w, 1)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__([width, width, 1], readout=True)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return super().forward(h).squeeze(-1)  # [n_atoms]
+
+
+class ForceHead(MLP):
+    """Direct per-atom normalised force from node features, with no symmetry constraint (the unconstrained
+    MPNN's head): Dense(w, w) -> SiLU -> readout Dense(w, 3)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__([width, width, 3], readout=True)

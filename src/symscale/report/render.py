@@ -1,0 +1,577 @@
+"""Read a study directory and write its report: report.html (one self-contained file), report.md and PNGs.
+
+    write_report("studies/quickstart")          # -> studies/quickstart/report/report.html
+
+Inputs, read as plain files: `laws.csv` (columns arch, run, width, N, D, C, H, loss, step, seed, mode, fraction,
+prefix; N parameters, D atoms seen, C training FLOPs, H device-hours, fraction the share of the run's training
+done at that evaluation, prefix the run's training-set fraction), `fits.json` ({"fits": [FitResult dicts]}),
+`runs/<id>/plan.json`, `run.json`, `status.json` and `metrics.jsonl`, and `spec.yaml`. Missing pieces are
+reported, not fatal: without laws.csv the table is rebuilt from the runs' metrics.jsonl; without fits.json the
+fits are made with `symscale.fit` when it is installed. The HTML embeds every figure as a base64 PNG and links
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import hashlib
+import html
+import importlib.metadata
+import json
+import logging
+import math
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+import symscale
+from symscale.errors import SymscaleError
+from symscale.report import figures, narrative, reference, tables
+
+log = logging.getLogger(__name__)
+
+NUMERIC_COLUMNS = ("width", "N", "D", "C", "H", "loss", "step", "seed", "fraction", "prefix")
+TEXT_COLUMNS = ("arch", "run", "mode")
+
+
+# ---------------------------------------------------------------- the study, read
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as the report shows it: grid coordinates, final values (last evaluation), status."""
+
+    run_id: str
+    arch: str
+    mode: str
+    width: float | None
+    N: float | None
+    seed: float | None
+    fraction: float | None  # training-set fraction (the data prefix)
+    status: str
+    reason: str | None
+    D: float | None = None  # atoms seen
+    C: float | None = None  # FLOPs
+    H: float | None = None  # device-hours
+    loss: float | None = None
+    kappa: float | None = None  # forward FLOPs per atom per parameter
+    info: dict = field(default_factory=dict, repr=False)  # run.json as read
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """Everything the report needs, read once from a study directory."""
+
+    directory: Path
+    name: str
+    laws: dict[str, np.ndarray]  # column -> array, one entry per evaluation point
+    fits: list[dict]
+    fits_meta: dict  # fits.json's other top-level entries (symscale_version, ...)
+    runs: list[RunRecord]
+    spec: dict
+    spec_text: str
+    metrics: dict[str, list[dict]]  # run id -> metrics.jsonl rows
+    families: dict[str, reference.FamilyInfo]
+    archs: list[str]  # families in staircase order
+    modes: list[str]
+    notes: list[str]  # what was missing or rebuilt while reading
+
+
+def load_study(study_dir: str | Path, *, fit_missing: bool = True) -> StudyData:
+    """Read a study directory. Raises SymscaleError only when there is nothing to report on."""
+    directory = Path(study_dir)
+    if not directory.is_dir():
+        raise SymscaleError.invalid("study directory", str(study_dir), "an existing directory")
+    notes: list[str] = []
+    spec_text, spec = _read_spec(directory, notes)
+    metrics, infos, statuses = _read_runs(directory, notes)
+    laws = _read_laws(directory, metrics, infos, notes)
+    if not metrics and len(laws["loss"]) == 0:
+        raise SymscaleError(f"invalid study directory {directory}: no laws.csv and no runs/<id>/ with metrics")
+    fits, fits_meta = _read_fits(directory, notes, spec, fit_missing)
+    runs = _run_records(laws, infos, statuses, metrics)
+    archs = _order_archs({*laws["arch"].tolist(), *(r.arch for r in runs)} - {""})
+    seen = [*laws["mode"].tolist(), *(r.mode for r in runs)]
+    modes = list(dict.fromkeys(sorted(seen, key=lambda m: m != tables.ARCHITECTURE)))  # architecture first
+    name = str(spec.get("name") or directory.resolve().name)
+    families = {arch: family_info(arch, [r.info for r in runs if r.arch == arch]) for arch in archs}
+    return StudyData(
+        directory, name, laws, fits, fits_meta, runs, spec, spec_text, metrics, families, archs, modes, notes
+    )
+
+
+def _read_spec(directory: Path, notes: list[str]) -> tuple[str, dict]:
+    path = directory / "spec.yaml"
+    if not path.is_file():
+        notes.append("spec.yaml is missing: the study spec is not shown.")
+        return "", {}
+    text = path.read_text()
+    try:
+        spec = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        notes.append(f"spec.yaml is not valid YAML ({err}); shown as text only.")
+        return text, {}
+    return text, spec if isinstance(spec, dict) else {}
+
+
+def _read_json(path: Path, notes: list[str]) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        notes.append(f"{path.parent.name}/{path.name} is not valid JSON ({err}).")
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_jsonl(path: Path, notes: list[str]) -> list[dict]:
+    rows, bad = [], 0
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1  # a run killed mid-write leaves a truncated last line
+    if bad:
+        notes.append(f"{path.parent.name}/metrics.jsonl: {bad} unreadable line(s) skipped.")
+    return [r for r in rows if isinstance(r, dict)]
+
+
+def _read_runs(directory: Path, notes: list[str]) -> tuple[dict, dict, dict]:
+    metrics, infos, statuses = {}, {}, {}
+    runs_dir = directory / "runs"
+    for run_dir in sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []:
+        run_id = run_dir.name
+        plan = _read_json(run_dir / "plan.json", notes)  # written before the run starts
+        if "fraction" in plan:
+            plan["train_fraction"] = plan.pop("fraction")
+        infos[run_id] = {**plan, **_read_json(run_dir / "run.json", notes)}
+        statuses[run_id] = _read_json(run_dir / "status.json", notes)
+        metrics[run_id] = _read_jsonl(run_dir / "metrics.jsonl", notes)
+    return metrics, infos, statuses
+
+
+def _read_laws(directory: Path, metrics: dict, infos: dict, notes: list[str]) -> dict[str, np.ndarray]:
+    path = directory / "laws.csv"
+    if path.is_file():
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        notes.append("laws.csv is missing: the laws table was rebuilt from the runs' metrics.jsonl.")
+        rows = [row for run_id, lines in metrics.items() for row in _laws_rows(run_id, infos[run_id], lines)]
+    return _columns(rows)
+
+
+def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
+    """laws.csv rows of one run from its metrics lines (D = atoms_seen, C = flops, H = device_seconds/3600)."""
+    out = []
+    for line in lines:
+        seconds = line.get("device_seconds")
+        out.append(
+            {
+                "arch": info.get("arch", ""),
+                "run": run_id,
+                "width": info.get("width"),
+                "N": info.get("N"),
+                "D": line.get("atoms_seen"),
+                "C": line.get("flops"),
+                "H": None if seconds is None else float(seconds) / 3600.0,
+                "loss": line.get("val_loss"),
+                "step": line.get("step"),
+                "seed": info.get("seed"),
+                "mode": info.get("mode", tables.ARCHITECTURE),
+                "fraction": line.get("fraction"),
+            }
+        )
+    return out
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Column arrays; rows without a finite positive loss are dropped (a diverged evaluation)."""
+    rows = [r for r in rows if _number(r.get("loss")) > 0 and math.isfinite(_number(r.get("loss")))]
+    laws = {c: np.array([_number(r.get(c)) for r in rows], dtype=float) for c in NUMERIC_COLUMNS}
+    for c in TEXT_COLUMNS:
+        default = tables.ARCHITECTURE if c == "mode" else ""
+        laws[c] = np.array([str(r.get(c) or default) for r in rows], dtype=object)
+    return laws
+
+
+def _read_fits(directory: Path, notes: list[str], spec: dict, fit_missing: bool) -> tuple[list[dict], dict]:
+    path = directory / "fits.json"
+    if path.is_file():
+        payload = _read_json(path, notes)
+        fits = payload.pop("fits", [])
+        return [f for f in fits if isinstance(f, dict)], payload
+    if fit_missing and (directory / "laws.csv").is_file():
+        fits = _fit_now(directory / "laws.csv", spec, notes)
+        if fits is not None:
+            return fits, {"symscale_version": symscale.__version__}
+    notes.append("fits.json is missing: no fits are shown (run `symscale fit` on the study first).")
+    return [], {}
+
+
+def _fit_now(laws_path: Path, spec: dict, notes: list[str]) -> list[dict] | None:
+    try:
+        from symscale.fit.study import fit_laws_table
+        from symscale.fit.table import read_table
+    except ImportError:
+        return None
+    settings = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
+    kwargs = {k: settings[k] for k in ("bootstrap", "seed", "group_by") if k in settings}
+    log.info("fits.json missing: fitting %s now", laws_path)
+    results = fit_laws_table(read_table(laws_path), **kwargs)
+    notes.append("fits.json was missing: the fits were made by the report with the study's fit settings.")
+    return [r.to_dict() for r in results]
+
+
+def _last_point(laws: dict[str, np.ndarray], run_id: str, lines: list[dict]) -> dict[str, Any]:
+    """The run's last evaluation: from laws.csv, else (a run left out of it, e.g. failed) from its metrics."""
+    idx = np.flatnonzero(laws["run"] == run_id)
+    if len(idx) == 0:
+        last = next((m for m in reversed(lines) if _number(m.get("val_loss")) > 0), {})
+        seconds = _number(last.get("device_seconds"))
+        return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": seconds / 3600, "loss": last.get("val_loss")}
+    order = np.lexsort((laws["D"][idx], np.nan_to_num(laws["step"][idx], nan=-1)))
+    last = idx[order[-1]]
+    return {c: float(laws[c][last]) for c in NUMERIC_COLUMNS} | {c: laws[c][last] for c in TEXT_COLUMNS}
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))), None)
+
+
+def _run_records(laws: dict[str, np.ndarray], infos: dict, statuses: dict, metrics: dict) -> list[RunRecord]:
+    ids = list(dict.fromkeys([*infos, *laws["run"].tolist()]))
+    records = []
+    for run_id in ids:
+        info, status = infos.get(run_id, {}), statuses.get(run_id)
+        last = _last_point(laws, run_id, metrics.get(run_id, []))
+        state = (status or {}).get("status") or ("pending" if run_id in infos else "in laws.csv only")
+        N = _first(info.get("N"), info.get("n_params"), last.get("N"))
+        D, C = _first(last.get("D")), _first(last.get("C"))
+        kappa = _first(info.get("kappa"), C / (3 * N * D) if N and D and C else None)
+        records.append(
+            RunRecord(
+                run_id=run_id,
+                arch=str(_first(info.get("arch"), last.get("arch"), "")),
+                mode=str(_first(info.get("mode"), last.get("mode"), tables.ARCHITECTURE)),
+                width=_first(info.get("width"), last.get("width")),
+                N=N,
+                seed=_first(info.get("seed"), last.get("seed")),
+                fraction=_first(info.get("train_fraction"), last.get("prefix")),
+                status=str(state),
+                reason=(status or {}).get("reason"),
+                D=D,
+                C=C,
+                H=_first(last.get("H")),
+                loss=_first(last.get("loss")),
+                kappa=None if kappa is None else float(kappa),
+                info=info,
+            )
+        )
+    rank = {arch: i for i, arch in enumerate(_order_archs({r.arch for r in records}))}
+    return sorted(records, key=lambda r: (rank[r.arch], r.mode, r.width or 0, r.fraction or 0, r.seed or 0, r.run_id))
+
+
+def _order_archs(archs: set[str]) -> list[str]:
+    known = [a for a in reference.PAPER_ORDER if a in archs]
+    return known + sorted(archs - set(known))
+
+
+def _find_key(info: Any, key: str, found: set) -> None:
+    if isinstance(info, dict):
+        for k, v in info.items():
+            if k == key and isinstance(v, int | float | str):
+                found.add(v)
+            _find_key(v, key, found)
+
+
+def family_info(arch: str, run_infos: Sequence[dict] = ()) -> reference.FamilyInfo:
+    """Label, group, nu and l of a family: from the model registry when it knows the family, else built in.
+    A family with an `lmax` override (eSEN) takes l from its runs when they all agree."""
+    fallback = reference.FAMILIES.get(arch, reference.FamilyInfo(arch, "?", 0, None))
+    try:
+        from symscale.models.registry import get_family
+
+        sym = get_family(arch).symmetry
+        info = reference.FamilyInfo(fallback.label, sym.group, sym.nu, sym.l)
+    except (ImportError, SymscaleError, AttributeError):
+        info = fallback
+    lmax: set = set()
+    for run_info in run_infos:
+        _find_key(run_info, "lmax", lmax)
+    if len(lmax) == 1 and info.l is not None:
+        return reference.FamilyInfo(info.label, info.group, info.nu, lmax.pop())
+    return info
+
+
+# ---------------------------------------------------------------- the document
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+
+
+@dataclass(frozen=True)
+class Code:
+    text: str
+
+
+Block = Heading | Paragraph | Code | tables.Table | figures.Figure
+
+
+def build_document(data: StudyData, out_dir: Path) -> list[Block]:
+    """The report as a list of blocks; draws the figures into `out_dir` on the way."""
+    blocks: list[Block] = [Heading(f"symscale report: {data.name}", 1), Paragraph(_preamble(data))]
+    blocks += [Paragraph(n) for n in data.notes]
+    blocks += [Heading("What this shows"), *(Paragraph(p) for p in narrative.what_this_shows(data))]
+    blocks += _section("Compute frontier", [figures.frontier_figure(data, out_dir)])
+    blocks += [
+        Heading("Scaling exponents"),
+        tables.exponent_table(data.fits, data.archs, data.families),
+        tables.consistency_table(data.fits, data.archs, data.families),
+    ]
+    blocks += _section("Learning curves", [figures.learning_curves_figure(data, out_dir)])
+    blocks += _section(
+        "Parameter and data scaling",
+        [figures.parameter_scaling_figure(data, out_dir), figures.data_scaling_figure(data, out_dir)],
+    )
+    blocks += _section(
+        "Compute-optimal allocation",
+        [figures.isoflop_figure(data, out_dir), figures.compute_optimal_figure(data, out_dir)],
+    )
+    if any(m != tables.ARCHITECTURE for m in data.modes):
+        blocks += _section("Symmetry modes", [figures.modes_figure(data, out_dir)])
+        blocks.append(tables.modes_table(data.fits, data.archs, data.modes, data.families))
+    kappas = {arch: [r.kappa for r in data.runs if r.arch == arch and r.kappa is not None] for arch in data.archs}
+    blocks += [
+        Heading("κ: forward FLOPs per atom per parameter"),
+        tables.kappa_table(kappas, data.archs, data.families),
+    ]
+    blocks += [Heading("Runs"), tables.runs_table(data.runs)]
+    failed = tables.failed_runs_table(data.runs)
+    blocks += [failed] if failed else []
+    blocks += [Heading("Fits"), tables.fit_status_table(data.fits)] if data.fits else []
+    blocks += [Heading("Provenance"), tables.provenance_table(provenance(data))]
+    blocks += [Heading("Study spec", 3), Code(data.spec_text or "(spec.yaml missing)")]
+    return blocks
+
+
+def _section(title: str, figs: Sequence[figures.Figure | None]) -> list[Block]:
+    drawn = [f for f in figs if f is not None]
+    return [Heading(title), *drawn] if drawn else [Heading(title), Paragraph("Not enough data for this figure.")]
+
+
+def _preamble(data: StudyData) -> str:
+    finished = sum(r.status == "finished" for r in data.runs)
+    return (
+        f"Study directory {data.directory}. {len(data.runs)} runs ({finished} finished), "
+        f"{len(data.laws['loss'])} evaluation points, families: {', '.join(data.archs) or 'none'}. "
+        f"Reference values from {reference.CITATION}; they are approximate (from a digest of the paper)."
+    )
+
+
+# ---------------------------------------------------------------- provenance
+
+# run.json entries shown in the provenance table (dotted paths), with their labels
+RUN_PROVENANCE = {
+    "dataset": "dataset (runs)",
+    "n_total": "dataset size [structures]",
+    "n_train": "training structures",
+    "n_val": "validation structures",
+    "atoms_per_structure": "atoms per structure",
+    "provenance.symscale_version": "symscale version (runs)",
+    "provenance.git_sha": "git SHA (runs)",
+    "provenance.torch_version": "torch version (runs)",
+    "provenance.device": "devices (runs)",
+}
+FINGERPRINT_BYTES = 1 << 20  # bytes hashed at each end of each file
+
+
+def _git_sha() -> str:
+    package_dir = Path(symscale.__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(package_dir), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown (not a git checkout)"
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _dotted(info: dict, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(info, dict):
+            return None
+        info = info.get(part)
+    return info
+
+
+def _joined(values: set[str], limit: int = 6) -> str:
+    shown = sorted(values)[:limit]
+    return ", ".join(shown) + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+
+
+def dataset_fingerprint(path: str | Path) -> str:
+    """Total size and a fingerprint of a dataset file or folder: SHA-256 over each file's name, size and its
+    first and last MiB (a full hash of OMol25 would take hours). Not a content hash of every byte."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest, total = hashlib.sha256(), 0
+    for f in files:
+        size = f.stat().st_size
+        total += size
+        digest.update(f"{f.relative_to(root) if root.is_dir() else f.name}:{size}".encode())
+        with f.open("rb") as handle:
+            digest.update(handle.read(FINGERPRINT_BYTES))
+            if size > 2 * FINGERPRINT_BYTES:
+                handle.seek(-FINGERPRINT_BYTES, 2)
+                digest.update(handle.read())
+    return f"{len(files)} file(s), {total / 1e6:.1f} MB, fingerprint sha256:{digest.hexdigest()[:16]}"
+
+
+def provenance(data: StudyData) -> dict[str, str]:
+    """Dataset, versions, git SHA, devices: from the runs' run.json where recorded, and from this process."""
+    items = {"study": f"{data.name} ({data.directory.resolve()})"}
+    dataset = data.spec.get("dataset")
+    if isinstance(dataset, dict):
+        items["dataset (spec)"] = json.dumps(dataset, sort_keys=True, default=str)
+        path = dataset.get("path")
+        if isinstance(path, str) and Path(path).exists():
+            items["dataset files"] = dataset_fingerprint(path)
+    for key, label in RUN_PROVENANCE.items():
+        values = {str(v) for r in data.runs if (v := _dotted(r.info, key)) is not None}
+        if values:
+            items[label] = _joined(values)
+    fits_version = data.fits_meta.get("symscale_version")
+    items |= {
+        "symscale version (report)": symscale.__version__,
+        "symscale version (fits)": str(fits_version or "—"),
+        "git SHA (report)": _git_sha(),
+        "torch version (report)": _version("torch"),
+        "numpy / matplotlib": f"{_version('numpy')} / {_version('matplotlib')}",
+        "written": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    return items
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    """The report as Markdown; figures reference PNG files beside report.md."""
+    out = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Paragraph):
+            out.append(b.text)
+        elif isinstance(b, Code):
+            out.append(f"```yaml\n{b.text.rstrip()}\n```")
+        elif isinstance(b, figures.Figure):
+            out.append(f"![{b.title}]({b.path.name})\n\n*{b.caption}*")
+        else:
+            lines = [f"**{b.title}**", "", "| " + " | ".join(map(_md_cell, b.columns)) + " |"]
+            lines.append("|" + "---|" * len(b.columns))
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows]
+            lines += ["", *(f"{n}  " for n in b.notes)] if b.notes else []
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.7em}h2{margin-top:1.8em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
+th{background:#f2f2f2}.paper{background:#eef3fb;color:#335}td:first-child,th:first-child{text-align:left}
+caption{text-align:left;font-weight:bold;padding:.3em 0}
+.notes{font-size:.85em;color:#444}figure{margin:1em 0}img{max-width:100%;height:auto}
+figcaption{font-size:.9em;color:#444}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
+"""
+
+
+def _html_block(b: Block) -> str:
+    esc = html.escape
+    if isinstance(b, Heading):
+        return f"<h{b.level}>{esc(b.text)}</h{b.level}>"
+    if isinstance(b, Paragraph):
+        return f"<p>{esc(b.text)}</p>"
+    if isinstance(b, Code):
+        return f"<pre>{esc(b.text)}</pre>"
+    if isinstance(b, figures.Figure):
+        data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+        return (
+            f'<figure><img alt="{esc(b.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{esc(b.caption)}</figcaption></figure>"
+        )
+    paper = ["paper" in c for c in b.columns]  # the reference study's columns, shaded
+    cls = lambda i: ' class="paper"' if paper[i] else ""
+    head = "".join(f"<th{cls(i)}>{esc(c)}</th>" for i, c in enumerate(b.columns))
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in b.rows
+    )
+    notes = "".join(f"<div>{esc(n)}</div>" for n in b.notes)
+    return (
+        f'<div style="overflow-x:auto"><table><caption>{esc(b.title)}</caption><thead><tr>{head}</tr></thead>'
+        f'<tbody>{body}</tbody></table></div><div class="notes">{notes}</div>'
+    )
+
+
+def to_html(blocks: Sequence[Block], title: str) -> str:
+    """One self-contained HTML page: inline CSS, figures as base64 data URIs, no external reference."""
+    body = "\n".join(_html_block(b) for b in blocks)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )
+
+
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None, *, fit_missing: bool = True) -> Path:
+    """Write report.html, report.md and the PNG figures into `out_dir` (default STUDY_DIR/report).
+    Returns the path of report.html. `fit_missing`: fit the laws table when fits.json is absent."""
+    data = load_study(study_dir, fit_missing=fit_missing)
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = build_document(data, out)
+    (out / "report.md").write_text(to_markdown(blocks))
+    html_path = out / "report.html"
+    html_path.write_text(to_html(blocks, f"symscale report: {data.name}"))
+    log.info("report written to %s", html_path)
+    return html_path

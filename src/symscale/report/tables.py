@@ -1,0 +1,394 @@
+"""The report's tables, built from plain fit dictionaries (fits.json) and the study's runs.
+
+A table is a `Table` of strings, rendered to Markdown or HTML by `symscale.report.render`. Numbers are printed
+with three significant digits and 95% intervals as `0.142 [0.121, 0.163]`; a fit that could not be made
+prints `not possible [k]` with footnote k giving the reason, so a reader sees why a number is missing.
+
+Symbols: N parameters, D atoms seen, C training FLOPs, H device-hours, gamma the compute-frontier exponent,
+alpha and beta the parameter and data exponents of the sum law L = E + A N^-alpha + B D^-beta, a and b the
+compute-optimal allocation exponents (N* ~ C^a, D* ~ C^b), kappa forward FLOPs per atom per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from symscale.report import reference
+
+ARCHITECTURE = "architecture"
+LAW_NAMES = {
+    "frontier_C": "compute frontier (FLOPs)",
+    "frontier_H": "compute frontier (device-hours)",
+    "sum": "sum law L(N, D)",
+    "isoflop": "IsoFLOP allocation",
+    "allocation": "allocation from the sum law",
+}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A titled grid of already formatted cells, with footnotes."""
+
+    key: str
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A fitted value and its 95% interval (lo, hi are None when the fit gave no interval)."""
+
+    value: float
+    lo: float | None = None
+    hi: float | None = None
+
+    @property
+    def has_interval(self) -> bool:
+        return self.lo is not None and self.hi is not None
+
+    def overlaps(self, other: Estimate) -> bool:
+        """True when the two 95% intervals share a point (undecidable without intervals: True)."""
+        if not (self.has_interval and other.has_interval):
+            return True
+        return self.lo <= other.hi and other.lo <= self.hi
+
+    def contains(self, x: float) -> bool:
+        return self.has_interval and self.lo <= x <= self.hi
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    """Three significant digits, `—` for missing, plain notation between 1e-3 and 1e4."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e4:
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits - 1}e}"
+
+
+def fmt_estimate(e: Estimate | None) -> str:
+    if e is None:
+        return "—"
+    if not e.has_interval:
+        return fmt(e.value)
+    return f"{fmt(e.value)} [{fmt(e.lo)}, {fmt(e.hi)}]"
+
+
+def fmt_count(x: float | None) -> str:
+    """Integers below 1e4 as such, larger ones as 1.23e+05."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "—"
+    return f"{int(round(x))}" if abs(x) < 1e4 else f"{x:.2e}"
+
+
+# ---------------------------------------------------------------- fit lookup
+
+
+def split_group(group: str) -> tuple[str, str]:
+    """(arch, mode) of a fit group: "mpnn" -> ("mpnn", "architecture"); "mpnn/augmentation", "mpnn:augmentation"
+    and "mpnn|augmentation" -> ("mpnn", "augmentation")."""
+    parts = re.split(r"[/:|,@ ]+", str(group).strip(), maxsplit=1)
+    if len(parts) == 2 and parts[1]:
+        return parts[0], parts[1].removeprefix("mode=")
+    return parts[0], ARCHITECTURE
+
+
+def find_fit(fits: Sequence[dict], arch: str, law: str, mode: str = ARCHITECTURE) -> dict | None:
+    """The fit of `law` for family `arch` in symmetry `mode`, or None."""
+    for fit in fits:
+        if fit.get("law") == law and split_group(fit.get("group", "")) == (arch, mode):
+            return fit
+    return None
+
+
+def _interval(ci: dict, name: str) -> tuple[float | None, float | None]:
+    pair = (ci or {}).get(name)
+    if not pair or len(pair) != 2 or any(v is None or not math.isfinite(float(v)) for v in pair):
+        return None, None
+    return float(pair[0]), float(pair[1])
+
+
+def estimate(fit: dict | None, name: str) -> Estimate | None:
+    """`name` from a fit's params (with ci95) or derived values (with derived_ci95); None if absent or not ok."""
+    if not fit or not fit.get("ok"):
+        return None
+    for values, cis in (("params", "ci95"), ("derived", "derived_ci95")):
+        value = (fit.get(values) or {}).get(name)
+        if value is not None and math.isfinite(float(value)):
+            lo, hi = _interval(fit.get(cis), name)
+            return Estimate(float(value), lo, hi)
+    return None
+
+
+@dataclass
+class _Footnotes:
+    """Numbered reasons for fits that could not be made; one number per distinct (group, law)."""
+
+    notes: list[str] = field(default_factory=list)
+    index: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def cell(self, fit: dict | None, arch: str, law: str) -> str:
+        if fit is None:
+            return "—"
+        key = (str(fit.get("group")), law)
+        if key not in self.index:
+            reason = fit.get("reason") or fit.get("message") or "no reason given"
+            self.notes.append(f"[{len(self.notes) + 1}] {arch}, {LAW_NAMES.get(law, law)}: {reason}")
+            self.index[key] = len(self.notes)
+        return f"not possible [{self.index[key]}]"
+
+
+def _measured(fits: Sequence[dict], arch: str, law: str, name: str, notes: _Footnotes, mode: str) -> str:
+    fit = find_fit(fits, arch, law, mode)
+    if fit is not None and not fit.get("ok"):
+        return notes.cell(fit, arch, law)
+    return fmt_estimate(estimate(fit, name))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _exponent_row(fits: Sequence[dict], arch: str, info: reference.FamilyInfo, notes: _Footnotes) -> tuple:
+    def m(law: str, name: str) -> str:
+        return _measured(fits, arch, law, name, notes, ARCHITECTURE)
+
+    def p(name: str) -> str:
+        return fmt(reference.paper_value(arch, name))
+
+    a, b = _allocation_cells(fits, arch, notes)
+    ell = "—" if info.l is None else str(info.l)
+    return (info.label, str(info.nu), ell, m("frontier_C", "gamma"), p("gamma_flops"), m("frontier_H", "gamma")) + (
+        p("gamma_hours"),
+        m("sum", "alpha"),
+        p("alpha"),
+        m("sum", "beta"),
+        p("beta"),
+        a,
+        b,
+        m("sum", "E"),
+        m("frontier_C", "L_inf"),
+    )
+
+
+def exponent_table(fits: Sequence[dict], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
+    """Exponents per family with 95% intervals, the paper's values in adjacent columns."""
+    notes = _Footnotes()
+    rows = [_exponent_row(fits, arch, families[arch], notes) for arch in archs]
+    columns = (
+        "family",
+        "ν",
+        "ℓ",
+        "γ_C (FLOPs)",
+        "γ_C paper",
+        "γ_H (hours)",
+        "γ_H paper",
+        "α (params)",
+        "α paper",
+        "β (data)",
+        "β paper",
+        "a (N* ~ C^a)",
+        "b (D* ~ C^b)",
+        "E (sum law)",
+        "L∞ (frontier)",
+    )
+    text = (
+        "Measured values with 95% intervals in brackets; the paper's values (approximate, no intervals, "
+        "L∞ fixed at 0) beside them. a and b from the IsoFLOP fit, else from the sum law (marked *). "
+        "The paper finds a ≈ b ≈ 0.5."
+    )
+    return Table("exponents", "Scaling exponents per family", columns, tuple(rows), (text, *notes.notes))
+
+
+def _allocation_cells(fits: Sequence[dict], arch: str, notes: _Footnotes) -> tuple[str, str]:
+    iso = find_fit(fits, arch, "isoflop")
+    if iso is not None and iso.get("ok"):
+        return fmt_estimate(estimate(iso, "a")), fmt_estimate(estimate(iso, "b"))
+    a, b = sum_law_allocation(fits, arch)
+    if a is not None or b is not None:
+        return fmt_estimate(a) + "*", fmt_estimate(b) + "*"
+    if iso is not None:
+        cell = notes.cell(iso, arch, "isoflop")
+        return cell, cell
+    return "—", "—"
+
+
+def sum_law_allocation(fits: Sequence[dict], arch: str, mode: str = ARCHITECTURE) -> tuple[Estimate | None, ...]:
+    """(a, b) = (beta/(alpha+beta), alpha/(alpha+beta)) from the allocation fit, else the sum-law fit."""
+    return tuple(_from_sum_law(fits, arch, name, mode) for name in ("a", "b"))
+
+
+def sum_law_gamma(fits: Sequence[dict], arch: str, mode: str = ARCHITECTURE) -> Estimate | None:
+    """gamma = alpha beta/(alpha+beta) implied by the sum law."""
+    return _from_sum_law(fits, arch, "gamma", mode)
+
+
+def _from_sum_law(fits: Sequence[dict], arch: str, name: str, mode: str) -> Estimate | None:
+    for law in ("allocation", "sum"):
+        found = estimate(find_fit(fits, arch, law, mode), name)
+        if found is not None:
+            return found
+    alpha = estimate(find_fit(fits, arch, "sum", mode), "alpha")
+    beta = estimate(find_fit(fits, arch, "sum", mode), "beta")
+    if alpha is None or beta is None or alpha.value + beta.value <= 0:
+        return None
+    value = {"a": beta.value, "b": alpha.value, "gamma": alpha.value * beta.value}[name]
+    return Estimate(value / (alpha.value + beta.value))  # point estimate only: no covariance to propagate
+
+
+def consistency_table(fits: Sequence[dict], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
+    """gamma measured on the frontier against alpha beta/(alpha+beta) from the sum law; a, b both ways."""
+    rows = []
+    for arch in archs:
+        direct = estimate(find_fit(fits, arch, "frontier_C"), "gamma")
+        implied = sum_law_gamma(fits, arch)
+        iso = find_fit(fits, arch, "isoflop")
+        a, b = sum_law_allocation(fits, arch)
+        rows.append(
+            (
+                families[arch].label,
+                fmt_estimate(direct),
+                fmt_estimate(implied),
+                _agreement(direct, implied),
+                fmt_estimate(estimate(iso, "a")),
+                fmt_estimate(a),
+                fmt_estimate(estimate(iso, "b")),
+                fmt_estimate(b),
+            )
+        )
+    columns = (
+        "family",
+        "γ_C (frontier)",
+        "αβ/(α+β) (sum law)",
+        "agree?",
+        "a (IsoFLOP)",
+        "β/(α+β)",
+        "b (IsoFLOP)",
+        "α/(α+β)",
+    )
+    note = (
+        "If the sum law holds with L∞ = E, the frontier exponent equals αβ/(α+β). 'agree' means the 95% intervals "
+        "overlap; 'differ' that they do not; without intervals nothing is claimed."
+    )
+    return Table("consistency", "Consistency check", columns, tuple(rows), (note,))
+
+
+def _agreement(x: Estimate | None, y: Estimate | None) -> str:
+    if x is None or y is None:
+        return "—"
+    if not (x.has_interval and y.has_interval):
+        return "no intervals"
+    return "agree" if x.overlaps(y) else "differ"
+
+
+def kappa_table(
+    kappas: dict[str, list[float]], archs: Sequence[str], families: dict[str, reference.FamilyInfo]
+) -> Table:
+    """kappa (forward FLOPs per atom per parameter) per family: median over runs, range, the paper's value."""
+    rows = []
+    for arch in archs:
+        values = sorted(k for k in kappas.get(arch, []) if k is not None and math.isfinite(k) and k > 0)
+        median = values[len(values) // 2] if values else None
+        paper = reference.paper_value(arch, "kappa")
+        ratio = median / paper if median is not None and paper else None
+        spread = f"{fmt(values[0])} – {fmt(values[-1])}" if values else "—"
+        rows.append((families[arch].label, fmt(median), spread, str(len(values)), fmt(paper, 4), fmt(ratio)))
+    columns = ("family", "κ measured (median)", "κ range over runs", "runs", "κ paper", "measured / paper")
+    note = (
+        "κ in forward FLOPs per atom per parameter (C ≈ 3 κ N D). Measured from each run's run.json, else from "
+        "C/(3 N D). Differences from the paper are expected: other cutoffs, neighbour counts and depths."
+    )
+    return Table("kappa", "κ per family: measured and the paper's", columns, tuple(rows), (note,))
+
+
+def runs_table(runs: Iterable[Any]) -> Table:
+    """One row per run: arch, mode, width, N, D, C, H, final loss, status (objects with those attributes)."""
+    rows = []
+    for r in runs:
+        status = r.status if not r.reason else f"{r.status}: {r.reason}"
+        rows.append(
+            (
+                r.run_id,
+                r.arch,
+                r.mode,
+                fmt_count(r.width),
+                fmt_count(r.N),
+                fmt_count(r.D),
+                fmt_count(r.C),
+                fmt(r.H),
+                fmt(r.loss, 4),
+                status,
+            )
+        )
+    columns = ("run", "arch", "mode", "width", "N", "D [atoms]", "C [FLOPs]", "H [device-h]", "final loss", "status")
+    return Table("runs", "Runs", columns, tuple(rows), ("Final values at each run's last evaluation.",))
+
+
+def failed_runs_table(runs: Iterable[Any]) -> Table | None:
+    """Runs that did not finish, per family; None when every run finished."""
+    rows = tuple(
+        (r.arch, r.run_id, fmt_count(r.width), r.mode, r.status, r.reason or "—")
+        for r in sorted(runs, key=lambda r: (r.arch, r.width or 0, r.run_id))
+        if r.status != "finished"
+    )
+    if not rows:
+        return None
+    return Table("failed", "Runs that did not finish", ("family", "run", "width", "mode", "status", "reason"), rows)
+
+
+def fit_status_table(fits: Sequence[dict]) -> Table:
+    """Every fit: whether it was possible, on how many points, and why not."""
+    rows = []
+    for fit in fits:
+        why = fit.get("reason") if not fit.get("ok") else (fit.get("message") or "")
+        converged = fit.get("converged")
+        rows.append(
+            (
+                str(fit.get("group")),
+                LAW_NAMES.get(fit.get("law"), str(fit.get("law"))),
+                "yes" if fit.get("ok") else "no",
+                fmt_count(fit.get("n_points")),
+                fmt_count(fit.get("n_excluded")),
+                str(fit.get("method") or "—"),
+                "—" if converged is None else ("yes" if converged else "no"),
+                str(why or "—"),
+            )
+        )
+    columns = ("group", "law", "possible", "points", "excluded", "method", "converged", "reason / message")
+    return Table("fits", "Fits", columns, tuple(rows))
+
+
+def provenance_table(items: dict[str, str]) -> Table:
+    return Table("provenance", "Provenance", ("item", "value"), tuple((k, v) for k, v in items.items()))
+
+
+def modes_table(
+    fits: Sequence[dict], archs: Sequence[str], modes: Sequence[str], families: dict[str, reference.FamilyInfo]
+) -> Table:
+    """Exponents per (family, symmetry mode): does a symmetry loss or augmentation change the exponents?"""
+    notes = _Footnotes()
+    rows = []
+    for arch in archs:
+        for mode in modes:
+            if not any(find_fit(fits, arch, law, mode) for law in LAW_NAMES):
+                continue
+            laws = (("frontier_C", "gamma"), ("frontier_H", "gamma"), ("sum", "alpha"), ("sum", "beta"))
+            cells = tuple(_measured(fits, arch, law, name, notes, mode) for law, name in laws)
+            rows.append((families[arch].label, mode, *cells))
+    note = (
+        "The paper: a symmetry loss on the MPNN raises β and lowers α but leaves γ ≈ "
+        f"{reference.PAPER_SYMMETRY_LOSS_GAMMA} (approximate); eSEN ℓmax=2 has γ ≈ {reference.PAPER_ESEN_LMAX2_GAMMA}."
+    )
+    if not rows:
+        note = "No fits per symmetry mode in fits.json (fit with group_by including the mode). " + note
+    columns = ("family", "mode", "γ_C (FLOPs)", "γ_H (hours)", "α (params)", "β (data)")
+    return Table("modes", "Exponents per symmetry mode", columns, tuple(rows), (note, *notes.notes))

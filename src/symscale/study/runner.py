@@ -1,0 +1,321 @@
+"""Run a study: expand the spec, prepare the data, execute the runs that are not done, index them, export
+the laws table, fit and report.
+
+    result = run_study(load_spec("quickstart"), "studies/quickstart", out=print)
+
+Idempotent: finished runs are skipped, interrupted ones resume from their checkpoints, failed ones stay
+failed unless `retry_failed`. On a finished study only the fits and the report are refreshed.
+
+Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
+runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs),
+catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last invocation's summary).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from symscale.errors import SymscaleError
+from symscale.study.catalogue import Catalogue, export_laws, plan_path
+from symscale.study.estimate import RunEstimate, estimate_runs
+from symscale.study.executors import (
+    DEFAULT_RUN_FN,
+    RunOutcome,
+    RunTask,
+    make_executor,
+    read_status,
+    reset_for_retry,
+)
+from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+
+log = logging.getLogger(__name__)
+
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """What one invocation of a study achieved."""
+
+    study_dir: str
+    n_runs: int
+    finished: int
+    failed: int
+    pending: int
+    laws_rows: int
+    fits_path: str | None = None
+    fits_reason: str | None = None  # why there are no fits (None when fitted)
+    report_path: str | None = None
+    report_reason: str | None = None
+    failures: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (run_id, reason)
+    wall_s: float = 0.0
+
+
+# ---------------------------------------------------------------- data
+
+
+def prepare_dataset(spec: StudySpec) -> None:
+    """Make sure the study's data is there before any run starts: the built-in set is generated now (once,
+    cached; the runs then find it in the cache), a path must exist. Raises SymscaleError otherwise."""
+    ds = spec.dataset
+    if ds.builtin is not None:
+        from symscale.data.builtin import builtin_dataset
+
+        builtin_dataset(ds.builtin, seed=ds.seed)
+        return
+    if not Path(ds.path).exists():
+        raise SymscaleError(f"dataset not found: {ds.path} (the spec's dataset.path); no run was started")
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Progress:
+    """One line per run start and finish with the study's elapsed time and ETA. The ETA weighs runs by
+    their estimated FLOPs: remaining = elapsed x (cost not yet finished) / (cost finished)."""
+
+    def __init__(self, tasks: list[RunTask], out: Printer):
+        self.out = out
+        self.total = len(tasks)
+        self.cost = {t.run_id: max(t.estimated_flops, 1.0) for t in tasks}
+        self.done_cost = 0.0
+        self.done = 0
+        self.t0 = time.monotonic()
+        self.started: dict[str, float] = {}
+
+    def _clock(self) -> str:
+        elapsed = time.monotonic() - self.t0
+        if self.done_cost <= 0:
+            return f"elapsed {_hms(elapsed)}, ETA ?"
+        remaining = sum(self.cost.values()) - self.done_cost
+        return f"elapsed {_hms(elapsed)}, ETA {_hms(elapsed * remaining / self.done_cost)}"
+
+    def start(self, task: RunTask) -> None:
+        self.started.setdefault(task.run_id, time.monotonic())
+        self.out(f"[{self.done:>3}/{self.total}] start  {task.run_id} ({self._clock()})")
+
+    def finish(self, task: RunTask, outcome: RunOutcome) -> None:
+        self.done += 1
+        self.done_cost += self.cost.get(task.run_id, 0.0)
+        took = time.monotonic() - self.started.get(task.run_id, self.t0)
+        why = f": {outcome.reason}" if outcome.status != "finished" and outcome.reason else ""
+        self.out(
+            f"[{self.done:>3}/{self.total}] {outcome.status:<8} {task.run_id} in {_hms(took)}{why} ({self._clock()})"
+        )
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ---------------------------------------------------------------- the study
+
+
+def init_study_dir(spec: StudySpec, study_dir: str | Path) -> Path:
+    """Create the study directory and write spec.yaml (a changed spec replaces the old one, with a warning:
+    runs whose configuration changed get new ids; the old run directories stay)."""
+    study_dir = Path(study_dir)
+    (study_dir / "runs").mkdir(parents=True, exist_ok=True)
+    text = spec_to_yaml(spec)
+    path = study_dir / "spec.yaml"
+    if path.exists() and path.read_text() != text:
+        log.warning("spec of %s changed; runs with a changed configuration get new ids", study_dir)
+    path.write_text(text)
+    return study_dir
+
+
+def write_plan(plan: RunPlan, run_dir: Path) -> None:
+    """runs/<id>.plan.json: the run's grid coordinates and configuration, so that the catalogue knows a run
+    before it starts (beside the run directory, which belongs to the training loop)."""
+    path = plan_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(asdict(plan), indent=1, sort_keys=True, default=str)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def plan_tasks(
+    study_dir: Path,
+    plans: list[RunPlan],
+    estimates: dict[str, float],
+    *,
+    retry_failed: bool,
+    run_fn: str,
+) -> list[RunTask]:
+    """Tasks for the runs that are not finished (and not failed unless `retry_failed`)."""
+    tasks = []
+    for plan in plans:
+        run_dir = study_dir / "runs" / plan.run_id
+        write_plan(plan, run_dir)
+        status = read_status(run_dir).get("status")
+        if status == "finished" or (status == "failed" and not retry_failed):
+            continue
+        if status == "failed":
+            reset_for_retry(run_dir)
+        tasks.append(RunTask(plan.run_id, str(run_dir), plan.config, run_fn, None, estimates.get(plan.run_id, 0.0)))
+    return tasks
+
+
+def run_study(
+    spec: StudySpec,
+    study_dir: str | Path,
+    *,
+    kind: str | None = None,
+    workers: int | None = None,
+    retry_failed: bool = False,
+    run_fn: str = DEFAULT_RUN_FN,
+    finalize: bool = True,
+    out: Printer = log.info,
+) -> StudyResult:
+    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report."""
+    t0 = time.monotonic()
+    study_dir = init_study_dir(spec, study_dir)
+    plans = expand_runs(spec)
+    todo = [p for p in plans if read_status(study_dir / "runs" / p.run_id).get("status") != "finished"]
+    if todo:
+        _execute(spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out)
+    else:
+        out(f"all {len(plans)} runs of {spec.name} are finished: refreshing the fits and the report")
+    return summarize(spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0)
+
+
+def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out):
+    out(f"study {spec.name}: {len(plans)} runs in {study_dir}")
+    prepare_dataset(spec)
+    paths = None if spec.dataset.path is None else [spec.dataset.path]
+    try:
+        estimates = {e.run_id: e.flops for e in estimate_runs(spec, plans, paths, measure_kappa=False)}
+    except (SymscaleError, ImportError, RuntimeError) as err:
+        log.warning("no FLOP estimates for the ETA: %s", err)
+        estimates = {}
+    tasks = plan_tasks(study_dir, plans, estimates, retry_failed=retry_failed, run_fn=run_fn)
+    tasks.sort(key=lambda t: -t.estimated_flops)  # longest first: the shortest makespan on a pool
+    skipped = len(plans) - len(tasks)
+    if skipped:
+        out(f"{skipped} runs already finished or failed (use --retry-failed to rerun failed ones)")
+    executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
+    progress = Progress(tasks, out)
+    executor.run(tasks, on_start=progress.start, on_finish=progress.finish)
+
+
+def summarize(
+    spec: StudySpec,
+    study_dir: Path,
+    plans: list[RunPlan],
+    *,
+    finalize: bool = True,
+    out: Printer = log.info,
+    wall_s: float = 0.0,
+) -> StudyResult:
+    """Index the runs, export laws.csv and, when no run is left to do, fit and report."""
+    records = {r.run_id: r for r in Catalogue(study_dir).refresh()}
+    ids = [p.run_id for p in plans]
+    status = {i: records[i].status if i in records else "pending" for i in ids}
+    failures = tuple((i, records[i].reason or "unknown") for i in ids if status[i] == "failed")
+    n_fin = sum(s == "finished" for s in status.values())
+    n_pending = len(ids) - n_fin - len(failures)
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids)
+    fits = report = (None, "runs are still pending")
+    if finalize and n_pending == 0:
+        fits = _fit(study_dir, spec)
+        report = _report(study_dir) if spec.report else (None, "the spec says report: false")
+    result = StudyResult(
+        str(study_dir),
+        len(ids),
+        n_fin,
+        len(failures),
+        n_pending,
+        laws_rows,
+        *fits,
+        *report,
+        failures=failures,
+        wall_s=wall_s,
+    )
+    (study_dir / "study.json").write_text(json.dumps(asdict(result), indent=1))
+    _print_summary(result, out)
+    return result
+
+
+def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
+    """fits.json from laws.csv; (path, None), or (None, why not). Never stops the study."""
+    try:
+        from symscale import __version__
+        from symscale.fit.study import fit_laws_table
+        from symscale.fit.table import read_table
+    except ImportError as err:
+        return None, f"fits unavailable ({err})"
+    try:
+        table = read_table(study_dir / "laws.csv")
+        results = fit_laws_table(table, **spec.fits)
+        payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}
+        path = study_dir / "fits.json"
+        path.write_text(json.dumps(payload, indent=1, default=float))
+    except Exception as err:  # a fit failure is reported, the study still completes
+        log.exception("fits failed")
+        return None, f"fits failed: {type(err).__name__}: {err}"
+    return str(path), None
+
+
+def _report(study_dir: Path) -> tuple[str | None, str | None]:
+    """The report via `symscale.report.render.write_report`; (path, None), or (None, why not)."""
+    try:
+        from symscale.report.render import write_report
+    except ImportError as err:
+        return None, f"report unavailable ({err})"
+    try:
+        return str(write_report(study_dir)), None
+    except Exception as err:  # a report failure is reported, the study still completes
+        log.exception("report failed")
+        return None, f"report failed: {type(err).__name__}: {err}"
+
+
+def _print_summary(r: StudyResult, out: Printer) -> None:
+    out(
+        f"{r.finished}/{r.n_runs} runs finished, {r.failed} failed, {r.pending} pending; "
+        f"laws table: {r.laws_rows} points in {Path(r.study_dir) / 'laws.csv'}"
+    )
+    for run_id, reason in r.failures:
+        out(f"  failed: {run_id}: {reason}")
+    out(f"fits: {r.fits_path}" if r.fits_path else f"no fits: {r.fits_reason}")
+    out(f"report: {r.report_path}" if r.report_path else f"no report: {r.report_reason}")
+
+
+# ---------------------------------------------------------------- dry run
+
+
+def dry_run(spec: StudySpec, *, measure_kappa: bool = True) -> list[RunEstimate]:
+    """Estimates for every run of the spec; reads the dataset's size when it is there, starts nothing."""
+    paths = None
+    if spec.dataset.path is not None and Path(spec.dataset.path).exists():
+        paths = [spec.dataset.path]
+    return estimate_runs(spec, expand_runs(spec), paths, measure_kappa=measure_kappa)
+
+
+def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | None = None) -> str:
+    """The dry-run table (one line per run) and its totals."""
+    head = f"{'run':<28} {'arch':<10} {'width':>6} {'mode':<13} {'prefix':>6} {'N':>10} {'D':>10} "
+    head += f"{'kappa':>7} {'C (FLOPs)':>10} {'time':>10}"
+    lines = [head, "-" * len(head)]
+    for e in estimates:
+        lines.append(
+            f"{e.run_id:<28} {e.arch:<10} {e.width:>6} {e.mode:<13} {e.prefix:>6.2f} {e.n_params:>10.3g} "
+            f"{e.atoms:>10.3g} {e.kappa:>7.2f} {e.flops:>10.3g} {_hms(e.time_s):>10}"
+        )
+    total_c = sum(e.flops for e in estimates)
+    total_t = sum(e.time_s for e in estimates)
+    lines.append(
+        f"total: {len(estimates)} runs, {total_c:.3g} FLOPs, {_hms(total_t)} of device time "
+        f"({total_t / 3600:.3g} device-hours); largest run {max(e.flops for e in estimates):.3g} FLOPs"
+    )
+    if reference_flops:
+        lines.append(f"reference study: about {reference_flops:.0e} FLOPs for its largest runs")
+    sources = {e.arch: f"{e.kappa:.3g} ({e.kappa_source})" for e in estimates}
+    lines.append("kappa (forward FLOPs per atom per parameter): " + ", ".join(f"{a} {k}" for a, k in sources.items()))
+    lines.append("C = 3 kappa N D; time = C / the spec's estimate.flops_per_second")
+    return "\n".join(lines)

@@ -1,0 +1,422 @@
+"""The study spec: one YAML file describing a grid of runs, validated once and frozen.
+
+A spec names a dataset, the families with their widths (a ladder or an explicit list), the training prefixes
+(fractions of the training set: the D axis for the sum-law fit), seeds, symmetry modes, the evaluation
+schedule and the training settings shared by every run (passed through to `symscale.config.RunConfig`), and
+the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic ids.
+
+    spec = load_spec("quickstart")          # a preset name, or a path to a YAML file
+    plans = expand_runs(spec)               # one RunPlan per (family, width, prefix, seed, mode)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from symscale.errors import SymscaleError
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("quickstart", "quickstart-smoke", "paper")
+EXECUTORS = ("local", "slurm", "ray")
+
+# Symmetry modes: what each adds to the shared training settings (RunConfig keys). "architecture" is the
+# plain run (the symmetry is whatever the family builds in); the others are the paper's ablations.
+# multi_epoch trains on prefix/100 of the data for 100 epochs with rotation augmentation: the same D as a
+# single epoch on the prefix (the paper's "1% of the data for 100 epochs").
+MODES: dict[str, dict[str, Any]] = {
+    "architecture": {},
+    "augmentation": {"augment": "so3"},
+    "symmetry_loss": {"symmetry_loss_rotations": 5, "symmetry_loss_weight": 1.0},
+    "multi_epoch": {"epochs": 100, "augment": "so3"},
+}
+MULTI_EPOCH_REPEATS = 100
+
+_TOP_KEYS = {
+    "name": "a short study name",
+    "description": "free text",
+    "dataset": "where the structures come from",
+    "families": "list of {arch, ladder | widths, overrides, training}",
+    "prefixes": "training-set fractions in (0, 1]",
+    "seeds": "list of integer seeds",
+    "modes": f"list of symmetry modes ({', '.join(MODES)})",
+    "evaluation": "evaluation schedule (RunConfig keys)",
+    "training": "settings shared by every run (RunConfig keys)",
+    "executor": "how runs are executed",
+    "estimate": "dry-run estimates: {flops_per_second}",
+    "fits": "{bootstrap, seed} for the fits after the study",
+    "report": "true to write the report after the fits",
+}
+_DATASET_KEYS = ("builtin", "seed", "path", "neutral_only", "val", "split_seed", "elements", "size_hint")
+_FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
+_SLURM_KEYS = (
+    "partition",
+    "time_min",
+    "gpus_per_task",
+    "cpus_per_task",
+    "mem_gb",
+    "array_parallelism",
+    "max_requeues",
+    "account",
+    "constraint",
+    "local",
+    "wait",
+)
+_RAY_KEYS = ("address", "cpus_per_run", "gpus_per_run", "max_retries", "num_cpus")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where the structures come from: the built-in xTB set (`builtin` = number of structures) or files."""
+
+    builtin: int | None = None
+    seed: int = 0  # generation seed of the built-in set
+    path: str | None = None  # a file or folder (.aselmdb, ASE .db, extxyz); relative to the spec file
+    neutral_only: bool = False
+    val: int = 200  # structures held out for validation
+    split_seed: int = 0
+    elements: tuple[int, ...] | None = None  # atomic numbers, for dry runs without the data
+    size_hint: dict[str, float] = field(default_factory=dict)  # {structures, atoms_per_structure}
+
+    def run_keys(self) -> dict[str, Any]:
+        """RunConfig data keys: the built-in set by name (not where its cache lives), or the path."""
+        if self.builtin is not None:
+            data = {"source": "builtin", "builtin_structures": self.builtin, "builtin_seed": self.seed}
+        else:
+            data = {"source": self.path}
+        return {**data, "neutral_only": self.neutral_only, "n_val": self.val, "split_seed": self.split_seed}
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    arch: str
+    widths: tuple[int, ...]
+    ladder: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # model options (num_layers, lmax, ...)
+    training: dict[str, Any] = field(default_factory=dict)  # RunConfig keys for this family (e.g. its lr)
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    partition: str | None = None
+    time_min: int = 240  # minutes per job before requeue
+    gpus_per_task: int = 1
+    cpus_per_task: int = 8
+    mem_gb: float | None = None
+    array_parallelism: int = 64
+    max_requeues: int = 5
+    account: str | None = None
+    constraint: str | None = None
+    local: bool = False  # submitit's local executor: the same code path minus sbatch (tests)
+    wait: bool = True  # keep the study process polling until the jobs end
+
+
+@dataclass(frozen=True)
+class RaySpec:
+    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None starts a local one
+    cpus_per_run: float = 1.0
+    gpus_per_run: float = 0.0
+    max_retries: int = 2  # re-executions of a run whose worker died (each resumes from its checkpoint)
+    num_cpus: int | None = None  # CPUs of a local cluster (None: all)
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    kind: str = "local"
+    workers: int = 1
+    threads_per_worker: int | None = None  # None: cores // workers
+    max_restarts: int = 1  # local: restarts of a run whose worker died (resuming from its checkpoint)
+    slurm: SlurmSpec = field(default_factory=SlurmSpec)
+    ray: RaySpec = field(default_factory=RaySpec)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    dataset: DatasetSpec
+    families: tuple[FamilySpec, ...]
+    prefixes: tuple[float, ...] = (1.0,)
+    seeds: tuple[int, ...] = (0,)
+    modes: tuple[str, ...] = ("architecture",)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    executor: ExecutorSpec = field(default_factory=ExecutorSpec)
+    flops_per_second: float | None = None
+    fits: dict[str, Any] = field(default_factory=dict)
+    report: bool = True
+    description: str = ""
+    source: str = ""  # where the spec was read from
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run of a study: its id, its grid coordinates and its run configuration (a plain dict whose data
+    entry is the dataset identity; the runner substitutes the resolved paths before training)."""
+
+    run_id: str
+    arch: str
+    width: int
+    seed: int
+    mode: str
+    fraction: float
+    config: dict[str, Any]
+
+
+# ---------------------------------------------------------------- loading and validation
+
+
+def preset_path(name: str) -> Path:
+    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `paper`)."""
+    if name not in PRESETS:
+        raise SymscaleError(f"unknown study preset {name!r}; choices: {', '.join(PRESETS)}")
+    return Path(str(resources.files("symscale") / "configs" / "studies" / f"{name}.yaml"))
+
+
+def load_spec(name_or_path: str | Path, *, overrides: dict[str, Any] | None = None) -> StudySpec:
+    """Read and validate a study spec from a preset name or a YAML path. `overrides` is merged into the YAML
+    mapping first (nested dicts merged key by key), e.g. {"executor": {"workers": 2}}."""
+    path = Path(name_or_path)
+    if str(name_or_path) in PRESETS and not path.exists():
+        path = preset_path(str(name_or_path))
+    if not path.is_file():
+        raise SymscaleError.invalid("study spec", str(name_or_path), f"a YAML file or one of {', '.join(PRESETS)}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SymscaleError(f"invalid study spec {path}: not YAML ({err})") from None
+    raw = merge(raw or {}, overrides or {})
+    return parse_spec(raw, source=str(path))
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A new mapping: `base` updated by `extra`, nested mappings merged key by key."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise SymscaleError.invalid(section, mapping, "a mapping")
+    for key in mapping:
+        if key not in allowed:
+            raise SymscaleError(f"unknown key {key!r} in {section}; allowed: {', '.join(sorted(allowed))}")
+    return mapping
+
+
+def _int(section: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SymscaleError.invalid(section, value, f"an integer >= {minimum}")
+    return value
+
+
+def _positive(section: str, value: Any) -> float:
+    if isinstance(value, str):  # YAML 1.1 reads 2.0e9 (no exponent sign) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise SymscaleError.invalid(section, value, "a number > 0")
+    return float(value)
+
+
+def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
+    """Validate a study spec mapping (as read from YAML). Every error names the key and what is allowed."""
+    _check_keys("study spec", raw, _TOP_KEYS)
+    for required in ("dataset", "families"):
+        if required not in raw:
+            raise SymscaleError(f"missing key {required!r} in study spec {source}")
+    name = raw.get("name") or Path(source).stem or "study"
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise SymscaleError.invalid("name", name, "letters, digits, '-' and '_'")
+    base_dir = Path(source).parent if source else Path.cwd()
+    estimate = _check_keys("estimate", raw.get("estimate") or {}, ("flops_per_second",))
+    fps = estimate.get("flops_per_second")
+    return StudySpec(
+        name=name,
+        dataset=_parse_dataset(raw["dataset"], base_dir),
+        families=_parse_families(raw["families"]),
+        prefixes=_parse_prefixes(raw.get("prefixes", [1.0])),
+        seeds=tuple(_int("seeds[]", s) for s in _as_list("seeds", raw.get("seeds", [0]))),
+        modes=_parse_modes(raw.get("modes", ["architecture"])),
+        evaluation=dict(_check_keys("evaluation", raw.get("evaluation") or {}, _AnyKey())),
+        training=dict(_check_keys("training", raw.get("training") or {}, _AnyKey())),
+        executor=_parse_executor(raw.get("executor") or {}),
+        flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
+        fits=dict(_check_keys("fits", raw.get("fits") or {}, ("bootstrap", "seed", "group_by"))),
+        report=bool(raw.get("report", True)),
+        description=str(raw.get("description", "")),
+        source=source,
+        raw=copy.deepcopy(raw),
+    )
+
+
+class _AnyKey:
+    """Pass-through sections (training, evaluation) are checked by RunConfig, which knows its keys."""
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str)
+
+    def __iter__(self):
+        return iter(["any RunConfig key"])
+
+
+def _as_list(section: str, value: Any) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise SymscaleError.invalid(section, value, "a non-empty list")
+    return value
+
+
+def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
+    _check_keys("dataset", raw, _DATASET_KEYS)
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if ("builtin" in raw) == ("path" in raw):
+        raise SymscaleError.invalid("dataset", raw, "exactly one of 'builtin' (number of structures) or 'path'")
+    path = raw.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            raise SymscaleError.invalid("dataset.path", path, "a file or folder path")
+        path = str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
+    elements = raw.get("elements")
+    if elements is not None:
+        elements = tuple(sorted({_int("dataset.elements[]", z, 1) for z in _as_list("dataset.elements", elements)}))
+    hint = _check_keys("dataset.size_hint", raw.get("size_hint") or {}, ("structures", "atoms_per_structure"))
+    return DatasetSpec(
+        builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
+        seed=_int("dataset.seed", raw.get("seed", 0)),
+        path=path,
+        neutral_only=bool(raw.get("neutral_only", False)),
+        val=_int("dataset.val", raw.get("val", 200), 1),
+        split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
+        elements=elements,
+        size_hint={k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()},
+    )
+
+
+def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
+    families = []
+    for i, fam in enumerate(_as_list("families", raw)):
+        where = f"families[{i}]"
+        _check_keys(where, fam, _FAMILY_KEYS)
+        arch = fam.get("arch")
+        if not isinstance(arch, str):
+            raise SymscaleError.invalid(f"{where}.arch", arch, "a family name (mpnn, egnn, gemnet_oc, esen)")
+        if ("ladder" in fam) == ("widths" in fam):
+            raise SymscaleError.invalid(where, fam, "exactly one of 'ladder' (cpu | paper) or 'widths'")
+        ladder = fam.get("ladder")
+        widths = _ladder_widths(arch, ladder) if ladder is not None else fam["widths"]
+        widths = tuple(_int(f"{where}.widths[]", w, 1) for w in _as_list(f"{where}.widths", widths))
+        overrides = _check_keys(f"{where}.overrides", fam.get("overrides") or {}, _AnyKey())
+        training = _check_keys(f"{where}.training", fam.get("training") or {}, _AnyKey())
+        families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training)))
+    return tuple(families)
+
+
+def _ladder_widths(arch: str, ladder: Any) -> list[int]:
+    if not isinstance(ladder, str):
+        raise SymscaleError.invalid(f"ladder of {arch}", ladder, "a ladder name (cpu | paper)")
+    from symscale.models.ladders import load_ladder
+
+    return list(load_ladder(arch, ladder))
+
+
+def _parse_prefixes(raw: Any) -> tuple[float, ...]:
+    out = []
+    for p in _as_list("prefixes", raw):
+        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 1:
+            raise SymscaleError.invalid("prefixes[]", p, "a training-set fraction in (0, 1]")
+        out.append(float(p))
+    return tuple(sorted(set(out)))
+
+
+def _parse_modes(raw: Any) -> tuple[str, ...]:
+    for m in _as_list("modes", raw):
+        if m not in MODES:
+            raise SymscaleError.invalid("modes[]", m, f"one of {', '.join(MODES)}")
+    return tuple(dict.fromkeys(raw))
+
+
+def _parse_executor(raw: Any) -> ExecutorSpec:
+    _check_keys("executor", raw, _EXECUTOR_KEYS)
+    kind = raw.get("kind", "local")
+    if kind not in EXECUTORS:
+        raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
+    threads = raw.get("threads_per_worker")
+    slurm = _check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS)
+    ray = _check_keys("executor.ray", raw.get("ray") or {}, _RAY_KEYS)
+    return ExecutorSpec(
+        kind=kind,
+        workers=_int("executor.workers", raw.get("workers", 1), 1),
+        threads_per_worker=None if threads is None else _int("executor.threads_per_worker", threads, 1),
+        max_restarts=_int("executor.max_restarts", raw.get("max_restarts", 1)),
+        slurm=SlurmSpec(**slurm),
+        ray=RaySpec(**ray),
+    )
+
+
+# ---------------------------------------------------------------- expansion to runs
+
+
+def run_id(arch: str, width: int, config: dict[str, Any]) -> str:
+    """Deterministic id: a readable prefix and the first 10 hex digits of `RunConfig.config_hash()`, the
+    SHA-256 of the canonical JSON of the resolved configuration (defaults filled in; keys that do not change
+    results, such as threads and device, left out). Equal configs give equal ids on every machine."""
+    from symscale.config import RunConfig
+
+    return f"{arch}-w{width}-{RunConfig.from_dict(config).config_hash()[:10]}"
+
+
+def run_config(spec: StudySpec, fam: FamilySpec, width: int, fraction: float, seed: int, mode: str) -> dict:
+    """The flat RunConfig mapping of one grid point."""
+    cfg = merge(merge(spec.training, spec.evaluation), fam.training)
+    cfg = merge(cfg, MODES[mode])
+    if mode == "multi_epoch":
+        fraction = fraction / MULTI_EPOCH_REPEATS
+    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=fraction, **spec.dataset.run_keys())
+    if fam.overrides:
+        cfg["model_overrides"] = merge(cfg.get("model_overrides") or {}, fam.overrides)
+    return cfg
+
+
+def _checked_id(fam: FamilySpec, width: int, cfg: dict[str, Any]) -> str:
+    try:
+        return run_id(fam.arch, width, cfg)
+    except SymscaleError as err:
+        raise SymscaleError(f"invalid study spec (training / evaluation / family overrides): {err}") from None
+
+
+def expand_runs(spec: StudySpec) -> list[RunPlan]:
+    """Every run of the study, in a stable order (family, width, prefix, seed, mode); each configuration is
+    validated by RunConfig (an unknown training key is an error naming the allowed keys)."""
+    plans = []
+    for fam in spec.families:
+        for width in fam.widths:
+            for fraction in spec.prefixes:
+                for seed in spec.seeds:
+                    for mode in spec.modes:
+                        cfg = run_config(spec, fam, width, fraction, seed, mode)
+                        rid = _checked_id(fam, width, cfg)
+                        plans.append(RunPlan(rid, fam.arch, width, seed, mode, fraction, cfg))
+    ids = [p.run_id for p in plans]
+    if len(set(ids)) != len(ids):
+        raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")
+    return plans
+
+
+def spec_to_yaml(spec: StudySpec) -> str:
+    """The validated spec mapping as YAML (written to the study directory as spec.yaml)."""
+    return yaml.safe_dump(spec.raw, sort_keys=False)

@@ -1,0 +1,137 @@
+"""Checkpoints: data, not code. Written atomically, read with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only:
+
+    format_version   int (FORMAT_VERSION); a newer one is refused with a clear error
+    config           RunConfig.to_dict()
+    config_hash      RunConfig.config_hash()
+    model            model config {"arch", "width", "elements", "cutoff", "max_neighbors", "forces", "overrides"}
+    model_state      state dict of the model, holding schedule-free's averaged weights x
+    optimizer_state  state dict of the optimizer (saved in eval mode: call optimizer.train() after loading)
+    stats            DatasetStats.to_dict() of the training prefix
+    position         {"step", "epoch", "batch_in_epoch", "total_steps", "finished"}
+    counters         {"structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds"}
+    rng              {"torch": CPU RNG state, "generator": the run's generator state, "cuda": [states]}
+    flop_model       FlopModel.to_dict() (None when accounting is off)
+    provenance       {"symscale_version", "git_sha", "torch_version", "device", "created_utc"}
+
+`load_model(run_dir_or_file)` rebuilds the model from "model" + "stats" and loads its weights.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import pickle
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from symscale import __version__
+from symscale.errors import SymscaleError
+
+FORMAT_VERSION = 1
+
+
+def git_sha() -> str | None:
+    """The commit of the symscale source tree, if it is a git checkout (else None)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(device: str | torch.device) -> dict[str, Any]:
+    return {
+        "symscale_version": __version__,
+        "git_sha": git_sha(),
+        "torch_version": str(torch.__version__),
+        "device": str(device),
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
+    """Write `checkpoint` to `path` atomically: a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format_version": FORMAT_VERSION, **checkpoint}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
+    """A checkpoint file, or the best one of a run directory (final.pt, else last.pt)."""
+    path = Path(path_or_run_dir)
+    if path.is_dir():
+        for name in ("final.pt", "last.pt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise SymscaleError(f"no checkpoint in run directory {path} (expected checkpoints/final.pt or last.pt)")
+    if not path.is_file():
+        raise SymscaleError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint dict (never runs code: weights_only=True); a newer format is a `SymscaleError`."""
+    path = resolve_checkpoint(path_or_run_dir)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+        raise SymscaleError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from None
+    if not isinstance(ckpt, dict) or "format_version" not in ckpt:
+        raise SymscaleError(f"cannot read checkpoint {path}: not a symscale checkpoint (no format_version)")
+    version = ckpt["format_version"]
+    if version > FORMAT_VERSION:
+        raise SymscaleError(
+            f"checkpoint {path} has format version {version}, newer than this symscale {__version__} reads "
+            f"({FORMAT_VERSION}); upgrade symscale"
+        )
+    return ckpt
+
+
+def build_model_from(ckpt: dict[str, Any]):
+    """The model described by a checkpoint's "model" and "stats" entries (weights not loaded)."""
+    from symscale.models.registry import build
+
+    spec = dict(ckpt["model"])
+    stats = ckpt.get("stats") or {}
+    energies = {int(k): float(v) for k, v in (stats.get("element_energies") or {}).items()}
+    overrides = dict(spec.pop("overrides", {}) or {})
+    return build(
+        spec.pop("arch"),
+        int(spec.pop("width")),
+        **spec,
+        element_energies=energies,
+        force_scale=float(stats.get("force_rms", 1.0)),
+        **overrides,
+    )
+
+
+def load_model(
+    path_or_run_dir: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+):
+    """(model in eval mode with the checkpoint's averaged weights, checkpoint dict)."""
+    ckpt = load_checkpoint(path_or_run_dir)
+    model = build_model_from(ckpt)
+    model.load_state_dict(ckpt["model_state"])
+    model = model.to(device=device) if dtype is None else model.to(device=device, dtype=dtype)
+    return model.eval(), ckpt

@@ -1,0 +1,615 @@
+"""One training run as the study does it: `train_run(config, out_dir)`.
+
+A single pass (or `epochs` passes) over a nested training prefix in a seeded order, batch 64 structures,
+schedule-free AdamW with muP groups, the study's loss, evaluations on the fixed validation set at log-spaced
+points (with the averaged weights), compute accounting (atoms D, FLOPs C raw and corrected, device seconds),
+checkpoints, and resumption. The run directory:
+
+    config.yaml      the resolved RunConfig (and its hash in run.json / status.json)
+    stats.json       DatasetStats of the training prefix (element energies, force RMS)
+    run.json         arch, width, N, kappa, seed, mode, dataset description, steps, FLOP model, provenance
+    metrics.jsonl    one line per evaluation (see `METRIC_KEYS`)
+    status.json      {"status": "running" | "finished" | "failed", "reason", "step", "total_steps", ...}
+    checkpoints/     last.pt (at evaluation points), final.pt (at the end)
+    train.log        line-based progress
+
+Rerunning with the same directory resumes from checkpoints/last.pt (the metrics after it are recomputed);
+a finished run returns at once; a different configuration is a `SymscaleError` and nothing is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from symscale.config import RunConfig
+from symscale.data.graph import GraphBatch, collate
+from symscale.errors import SymscaleError
+from symscale.train import checkpoint as ckpt_io
+from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model
+from symscale.train.evaluation import eval_steps, evaluate
+from symscale.train.loss import force_field_loss
+from symscale.train.optim import averaged_weights, build_optimizer, clip_gradients, effective_warmup
+from symscale.train.progress import ExtraLoggers, Progress
+from symscale.train.symmetry import augment_batch, symmetry_loss
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = (
+    "step", "epoch", "fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds",
+    "train_loss", "val_loss", "val_energy_loss", "val_force_loss", "energy_mae_mev_per_atom",
+    "force_mae_mev_per_A", "force_cos",
+)  # fmt: skip
+_RUN_FILES = ("config.yaml", "status.json", "metrics.jsonl", "checkpoints")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What `train_run` returns: the run's status and its last metrics line (None before any evaluation)."""
+
+    out_dir: Path
+    status: str  # "finished" | "failed"
+    reason: str | None
+    steps: int
+    total_steps: int
+    num_parameters: int | None
+    final: dict | None
+
+
+# ---------------------------------------------------------------- run directory
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_status(out: Path, status: str, reason: str | None = None, **extra: Any) -> None:
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    _write_json(out / "status.json", {"status": status, "reason": reason, "updated_utc": now, **extra})
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
+    """The metrics.jsonl lines of a run directory (empty when none)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _truncate_metrics(out: Path, last_step: int) -> None:
+    kept = [m for m in read_metrics(out) if m["step"] <= last_step]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+
+def _existing_run(config: RunConfig, out: Path) -> RunResult | None:
+    """None to (re)start; a RunResult for a finished run; a SymscaleError for a conflicting directory."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise SymscaleError(f"output path {out} exists and is not a directory")
+    if not (out / "config.yaml").exists():
+        if any(out.iterdir()):
+            raise SymscaleError(f"output directory {out} is not empty and holds no symscale run; choose another --out")
+        return None
+    saved = RunConfig.from_yaml(out / "config.yaml")
+    diffs = config.differences(saved)
+    if diffs:
+        raise SymscaleError(
+            f"run directory {out} holds a run with a different config ({', '.join(diffs)} differ); "
+            "nothing was changed: use another --out or the same settings"
+        )
+    status = json.loads((out / "status.json").read_text()) if (out / "status.json").exists() else {}
+    if status.get("status") != "finished":
+        return None
+    metrics = read_metrics(out)
+    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    return RunResult(
+        out, "finished", None, status.get("step", 0), status.get("total_steps", 0), run.get("N"),
+        metrics[-1] if metrics else None,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The resolved data of a run: the dataset (maybe packed), prefix and validation indices, statistics."""
+
+    dataset: Any
+    train: np.ndarray
+    val: np.ndarray
+    description: str
+    n_total: int
+
+
+def open_data(config: RunConfig):
+    """The dataset named by `config.data.source` ("builtin" generates or reuses the built-in set)."""
+    from symscale.data.readers import open_dataset
+
+    d = config.data
+    if d.source == "builtin":
+        try:
+            from symscale.data.builtin import builtin_dataset
+        except ImportError as err:
+            raise SymscaleError(f"the built-in dataset is not available in this installation ({err})") from None
+
+        paths = [builtin_dataset(d.builtin_structures, seed=d.builtin_seed)]
+    else:
+        paths = [d.source] if isinstance(d.source, str) else list(d.source)
+        for p in paths:
+            if not Path(p).exists():
+                raise SymscaleError(f"data not found: {p}")
+    return open_dataset(paths[0] if len(paths) == 1 else paths, neutral_only=d.neutral_only)
+
+
+def _check_labels(dataset) -> None:
+    first = dataset[0]
+    if first.forces is None or first.energy is None:
+        missing = "forces" if first.forces is None else "energies"
+        raise SymscaleError(f"invalid data: {getattr(dataset, 'description', 'dataset')} has no {missing}")
+
+
+def resolve_data(config: RunConfig, dataset=None) -> RunData:
+    """Splits, prefix size and (when small enough) the packed in-RAM copy of prefix + validation set."""
+    from symscale.data.splits import make_splits
+
+    d = config.data
+    dataset = open_data(config) if dataset is None else dataset
+    _check_labels(dataset)
+    n_total = len(dataset)
+    if d.n_val >= n_total:
+        raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
+    splits = make_splits(n_total, d.n_val, d.split_seed)
+    pool = splits.n_train_max
+    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
+    if n_train > pool:
+        raise SymscaleError(
+            f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
+            f"(the data has {n_total} structures, {d.n_val} held out for validation)"
+        )
+    train, val = splits.train_prefix(n_train), splits.val
+    description = getattr(dataset, "description", f"{n_total} structures")
+    if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
+        from symscale.data.packed import pack
+
+        dataset = pack(dataset, np.concatenate([train, val]), description=description)
+        train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total)
+
+
+def _is_packed(dataset) -> bool:
+    return type(dataset).__name__ == "PackedDataset"
+
+
+def _batches(dataset, indices: np.ndarray, size: int, config: RunConfig, dtype, device) -> list[GraphBatch]:
+    d = config.data
+    out = []
+    for a in range(0, len(indices), size):
+        structures = [dataset[int(i)] for i in indices[a : a + size]]
+        out.append(collate(structures, d.cutoff, d.max_neighbors, dtype).to(device))
+    return out
+
+
+# ---------------------------------------------------------------- the run
+
+
+def check_model_config(config: RunConfig) -> None:
+    """Build the model on the meta device (no memory, no data) so that an unknown arch, a width that gives no
+    channels or a bad family override fails before anything is read or written."""
+    from symscale.models.registry import build
+
+    with torch.device("meta"):
+        model = build(
+            config.arch, config.width, elements=[1], cutoff=config.data.cutoff,
+            max_neighbors=config.data.max_neighbors, forces=config.forces, **dict(config.model_overrides),
+        )  # fmt: skip
+    if model.num_parameters() == 0 or any(p.numel() == 0 for p in model.parameters()):
+        raise SymscaleError.invalid(f"width for arch {config.arch!r}", config.width, "a width that gives channels")
+
+
+def _device(config: RunConfig) -> torch.device:
+    name = config.runtime.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SymscaleError.invalid("device", "cuda", "cpu (no CUDA device is available)")
+    return torch.device(name)
+
+
+def run_mode(config: RunConfig) -> str:
+    """The study's symmetry mode of a run: architecture | augmentation | symmetry_loss | multi_epoch."""
+    t = config.training
+    if t.symmetry_loss_rotations:
+        return "symmetry_loss"
+    if t.epochs > 1:
+        return "multi_epoch"
+    return "augmentation" if t.augment != "none" else "architecture"
+
+
+class _Run:
+    """State of one run between setup and the end (a class so that the steps stay short functions)."""
+
+    def __init__(self, config: RunConfig, out: Path, data: RunData, stats, progress: bool):
+        from symscale.models.registry import build
+
+        self.config, self.out, self.data, self.stats = config, out, data, stats
+        rt, tr = config.runtime, config.training
+        self.device = _device(config)
+        self.dtype = torch.float64 if rt.dtype == "float64" else torch.float32
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = rt.tf32
+            torch.backends.cudnn.allow_tf32 = rt.tf32
+        self.autocast_on = rt.autocast_bf16 and self.device.type == "cuda"
+        val_z = {int(z) for i in data.val for z in np.unique(data.dataset[int(i)].numbers)}
+        elements = sorted(set(stats.elements) | val_z)
+        torch.manual_seed(config.seed)
+        model = build(
+            config.arch, config.width, elements=elements, cutoff=config.data.cutoff,
+            max_neighbors=config.data.max_neighbors, forces=config.forces,
+            element_energies=stats.element_energies, force_scale=stats.force_rms, **dict(config.model_overrides),
+        )  # fmt: skip
+        self.model = model.to(device=self.device, dtype=self.dtype).train()
+        self.n_params = self.model.num_parameters()
+        self.steps_per_epoch = math.ceil(len(data.train) / tr.batch_size)
+        self.total_steps = tr.epochs * self.steps_per_epoch
+        self.optimizer = build_optimizer(
+            self.model, tr.lr, weight_decay=tr.weight_decay, betas=tr.betas,
+            warmup_steps=effective_warmup(tr.warmup_steps, self.total_steps),
+        )  # fmt: skip
+        ev = config.evaluation
+        self.eval_at = eval_steps(self.total_steps, ev.eval_points, ev.eval_first_fraction)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.counters = {"structures_seen": 0, "atoms_seen": 0, "flops": 0.0, "flops_raw": 0.0, "device_seconds": 0.0}
+        self.loss_sum, self.loss_n = 0.0, 0
+        self.flop_model: FlopModel | None = None
+        self.progress_mode = config.runtime.progress if progress else "off"
+        self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
+        self.equivariance_batch = None
+        sym = getattr(type(self.model), "symmetry", None)
+        if ev.equivariance_structures and sym is not None and not sym.rotation_equivariant:
+            idx = data.val[: ev.equivariance_structures]
+            self.equivariance_batch = _batches(data.dataset, idx, len(idx), config, self.dtype, self.device)[0]
+
+    # -- loss and one step
+
+    def autocast(self):
+        if self.autocast_on:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def loss(self, batch: GraphBatch, generator: torch.Generator, model=None) -> torch.Tensor:
+        """The training loss of a batch: augmentation, the study's loss, and the symmetry loss if asked for."""
+        model = self.model if model is None else model
+        tr, force_rms = self.config.training, self.stats.force_rms
+
+        def loss_of(b: GraphBatch) -> torch.Tensor:
+            return force_field_loss(model(b), b, force_rms, tr.energy_weight, tr.force_weight).total
+
+        with self.autocast():
+            b = augment_batch(batch, tr.augment, generator)
+            loss = loss_of(b)
+            if tr.symmetry_loss_rotations:
+                loss = loss + tr.symmetry_loss_weight * symmetry_loss(loss_of, b, tr.symmetry_loss_rotations, generator)
+        return loss
+
+    def train_step(self, batch: GraphBatch) -> float:
+        loss = self.loss(batch, self.generator)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"non-finite training loss ({value}) at step {self.step + 1}")
+        loss.backward()
+        clip_gradients(self.model, self.config.training.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return value
+
+    # -- compute accounting
+
+    def measure_flops(self, loader_batches: list[GraphBatch]) -> FlopModel:
+        """Fit the FLOP model on a copy of the model (no state of the run changes)."""
+        model = copy.deepcopy(self.model)
+        gen = torch.Generator().manual_seed(12345)
+
+        def step(b: GraphBatch) -> None:
+            self.loss(b, gen, model).backward()
+
+        def forward(b: GraphBatch) -> None:
+            with torch.no_grad() if self.config.forces == "direct" else contextlib.nullcontext(), self.autocast():
+                model(b)
+
+        return fit_flop_model(step, forward, loader_batches)
+
+    # -- evaluation and checkpoints
+
+    def evaluate(self) -> dict:
+        ev, tr = self.config.evaluation, self.config.training
+        with averaged_weights(self.optimizer, self.model):
+            metrics = evaluate(
+                self.model, self.val_batches, self.stats.force_rms, energy_weight=tr.energy_weight,
+                force_weight=tr.force_weight, equivariance_batch=self.equivariance_batch,
+                equivariance_rotations=ev.equivariance_rotations, autocast=self.autocast(),
+            )  # fmt: skip
+        line = {
+            "step": self.step,
+            "epoch": (self.step - 1) // self.steps_per_epoch if self.step else 0,
+            "fraction": self.step / self.total_steps,
+            **self.counters,
+            "train_loss": self.loss_sum / max(self.loss_n, 1),
+            **metrics,
+        }
+        self.loss_sum, self.loss_n = 0.0, 0
+        return line
+
+    def checkpoint_dict(self, finished: bool) -> dict:
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "config": self.config.to_dict(),
+            "config_hash": self.config.config_hash(),
+            "model": self.model.model_config(),
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "stats": self.stats.to_dict(),
+            "position": {
+                "step": self.step,
+                "epoch": self.step // self.steps_per_epoch,
+                "batch_in_epoch": self.step % self.steps_per_epoch,
+                "total_steps": self.total_steps,
+                "finished": finished,
+            },
+            "counters": dict(self.counters),
+            "rng": rng,
+            "flop_model": None if self.flop_model is None else self.flop_model.to_dict(),
+            "provenance": ckpt_io.provenance(self.device),
+        }
+
+    def save(self, name: str, finished: bool = False) -> None:
+        """Checkpoint with the averaged weights (optimizer in eval mode while saving)."""
+        with averaged_weights(self.optimizer, self.model):
+            ckpt_io.save_checkpoint(self.out / "checkpoints" / name, self.checkpoint_dict(finished))
+
+    def restore(self, ckpt: dict) -> None:
+        """Load weights (x), optimizer state (saved in eval mode), counters, RNG; back to train mode (y)."""
+        self.model.load_state_dict(ckpt["model_state"])
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.optimizer.train()
+        self.model.train()
+        self.step = int(ckpt["position"]["step"])
+        self.counters.update(ckpt["counters"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["generator"])
+        if "cuda" in ckpt["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        if ckpt.get("flop_model"):
+            self.flop_model = FlopModel.from_dict(ckpt["flop_model"])
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite training loss: the run stops with status failed."""
+
+
+def _epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
+    """The training prefix in the seeded order of one epoch."""
+    return train[np.random.default_rng([int(seed), int(epoch)]).permutation(len(train))]
+
+
+def _loader(run: _Run, epoch: int, start_batch: int):
+    from symscale.data.loader import BatchLoader
+
+    d = run.config.data
+    order = _epoch_order(run.data.train, run.config.seed, epoch)
+    return BatchLoader(
+        run.data.dataset, order, run.config.training.batch_size, cutoff=d.cutoff, max_neighbors=d.max_neighbors,
+        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch,
+    )  # fmt: skip
+
+
+def _run_json(run: _Run) -> dict:
+    c = run.config
+    kappa, kappa_raw = run.flop_model.kappa(run.n_params) if run.flop_model else (None, None)
+    return {
+        "arch": c.arch,
+        "width": c.width,
+        "N": run.n_params,
+        "kappa": kappa,
+        "kappa_raw": kappa_raw,
+        "seed": c.seed,
+        "mode": run_mode(c),
+        "symmetry": dict(vars(type(run.model).symmetry)) if hasattr(type(run.model), "symmetry") else None,
+        "dataset": run.data.description,
+        "n_total": run.data.n_total,
+        "n_train": len(run.data.train),
+        "n_val": len(run.data.val),
+        "atoms_per_structure": run.stats.atoms_per_structure,
+        "total_steps": run.total_steps,
+        "eval_steps": run.eval_at,
+        "config_hash": c.config_hash(),
+        "flop_model": run.flop_model.to_dict() if run.flop_model else None,
+        "provenance": ckpt_io.provenance(run.device),
+    }
+
+
+def _setup(config: RunConfig, out: Path, dataset, progress: bool) -> tuple[_Run, dict | None]:
+    from symscale.data.stats import DatasetStats, compute_stats
+
+    data = resolve_data(config, dataset)
+    last = out / "checkpoints" / "last.pt"
+    ckpt = ckpt_io.load_checkpoint(last) if last.exists() else None
+    if ckpt is not None:
+        stats = DatasetStats.from_dict(ckpt["stats"])
+    else:
+        d = config.data
+        stats = compute_stats(
+            data.dataset, data.train, max_samples=d.stats_max_samples, cutoff=d.cutoff,
+            max_neighbors=d.max_neighbors, seed=d.split_seed,
+        )  # fmt: skip
+    return _Run(config, out, data, stats, progress), ckpt
+
+
+def _start_fresh(run: _Run) -> None:
+    out, rt = run.out, run.config.runtime
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(run.config.to_yaml())
+    run.stats.save(out / "stats.json")
+    (out / "metrics.jsonl").write_text("")
+    (out / "train.log").write_text("")
+    if rt.compute_accounting:
+        first = _loader(run, 0, 0)
+        sample = [first.batch(b).to(run.device) for b in range(min(rt.flop_samples, len(first)))]
+        run.flop_model = run.measure_flops(sample)
+    _write_json(out / "run.json", _run_json(run))
+
+
+def _append_metrics(out: Path, line: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(line) + "\n")
+
+
+def _train(run: _Run, progress: Progress, loggers: ExtraLoggers) -> dict | None:
+    """The loop over epochs and batches from the run's position; returns the last metrics line."""
+    clock = DeviceClock(run.device, run.counters["device_seconds"])
+    eval_set, ev = set(run.eval_at), run.config.evaluation
+    last_line = None
+    for epoch in range(run.step // run.steps_per_epoch, run.config.training.epochs):
+        start = run.step - epoch * run.steps_per_epoch
+        for batch in _loader(run, epoch, start):
+            batch = batch.to(run.device)
+            with clock:
+                value = run.train_step(batch)
+            run.step += 1
+            run.loss_sum, run.loss_n = run.loss_sum + value, run.loss_n + 1
+            _count(run, batch, clock)
+            progress.update(run.step, batch.num_atoms, value)
+            if run.step in eval_set:
+                last_line = run.evaluate()
+                _append_metrics(run.out, last_line)
+                loggers.write(last_line)
+                progress.log(
+                    f"eval step {run.step}/{run.total_steps} val_loss {last_line['val_loss']:.5g} "
+                    f"force_mae {last_line['force_mae_mev_per_A']:.4g} meV/A"
+                )
+                k = run.eval_at.index(run.step) + 1
+                if ev.checkpoint_every and k % ev.checkpoint_every == 0 and run.step < run.total_steps:
+                    run.save("last.pt")
+    return last_line
+
+
+def _count(run: _Run, batch: GraphBatch, clock: DeviceClock) -> None:
+    c = run.counters
+    c["structures_seen"] += batch.num_structures
+    c["atoms_seen"] += batch.num_atoms
+    c["device_seconds"] = clock.seconds
+    if run.flop_model is not None:
+        corrected, raw = run.flop_model.step(batch.num_atoms, batch.num_edges)
+        c["flops"] += corrected
+        c["flops_raw"] += raw
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def train_run(config: RunConfig, out_dir: str | os.PathLike, *, progress: bool = True, dataset=None) -> RunResult:
+    """Train (or resume, or return a finished) run in `out_dir`; see the module docstring.
+
+    `dataset`: an already opened dataset (any object with len and [i] -> Structure) to use instead of
+    `config.data.source` (tests, benchmarks). Raises `SymscaleError` for bad input before writing anything;
+    a non-finite loss or out-of-memory ends the run with status "failed" (returned, not raised)."""
+    out = Path(out_dir)
+    check_model_config(config)
+    done = _existing_run(config, out)
+    if done is not None:
+        return done
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    run, ckpt = _setup(config, out, dataset, progress)
+    if ckpt is not None:
+        run.restore(ckpt)
+        _truncate_metrics(out, run.step)
+    else:
+        _start_fresh(run)
+    status = {"step": run.step, "total_steps": run.total_steps, "config_hash": config.config_hash()}
+    write_status(out, "running", **status)
+    prog = Progress(out / "train.log", run.total_steps, run.step, run.progress_mode, config.runtime.log_every_s)
+    loggers = ExtraLoggers(out, config.runtime.tensorboard, config.runtime.wandb, out.name, config.to_dict())
+    prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
+    try:
+        last = _train(run, prog, loggers)
+    except NonFiniteLoss as err:
+        return _fail(run, str(err), prog)
+    except Exception as err:  # recorded in status.json, then re-raised unless it is an out-of-memory error
+        if not _is_oom(err):
+            write_status(out, "failed", f"{type(err).__name__}: {err}", step=run.step, total_steps=run.total_steps)
+            raise
+        return _fail(run, f"out of memory at step {run.step + 1}: {str(err).splitlines()[0]}", prog)
+    finally:
+        prog.close()
+        loggers.close()
+    run.save("final.pt", finished=True)
+    run.save("last.pt", finished=True)
+    write_status(out, "finished", None, step=run.step, total_steps=run.total_steps, config_hash=config.config_hash())
+    prog.log(f"finished at step {run.step}")
+    last = last or (read_metrics(out) or [None])[-1]
+    return RunResult(out, "finished", None, run.step, run.total_steps, run.n_params, last)
+
+
+def _fail(run: _Run, reason: str, prog: Progress) -> RunResult:
+    logger.warning("run %s failed: %s", run.out, reason)
+    prog.log(f"failed: {reason}")
+    write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    metrics = read_metrics(run.out)
+    return RunResult(
+        run.out, "failed", reason, run.step, run.total_steps, run.n_params, metrics[-1] if metrics else None
+    )
+
+
+# ---------------------------------------------------------------- learning-rate search (muP transfer)
+
+
+@dataclass(frozen=True)
+class LrSearch:
+    """Short runs over a grid of learning rates; the best by final validation loss (failed runs excluded)."""
+
+    best_lr: float | None
+    runs: list[dict]  # {"lr", "status", "val_loss", "reason", "run_dir"}
+
+    def to_dict(self) -> dict:
+        return {"best_lr": self.best_lr, "runs": list(self.runs)}
+
+
+def tune_learning_rate(
+    config: RunConfig, lrs: list[float], out_dir: str | os.PathLike, *, dataset=None, progress: bool = False
+) -> LrSearch:
+    """Train `config` once per learning rate in `lrs` (runs in out_dir/lr-<lr>, resumable) and pick the lr
+    with the lowest final validation loss. Tune at the family's base width: muP transfers it to other widths."""
+    out = Path(out_dir)
+    runs = []
+    for lr in lrs:
+        result = train_run(config.updated({"lr": lr}), out / f"lr-{lr:g}", progress=progress, dataset=dataset)
+        val = result.final["val_loss"] if result.final and result.status == "finished" else None
+        runs.append({"lr": lr, "status": result.status, "val_loss": val, "reason": result.reason,
+                     "run_dir": str(result.out_dir)})  # fmt: skip
+    ok = [r for r in runs if r["val_loss"] is not None and math.isfinite(r["val_loss"])]
+    best = min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
+    search = LrSearch(best, runs)
+    _write_json(out / "tune_lr.json", {**search.to_dict(), "arch": config.arch, "width": config.width})
+    return search

@@ -1,0 +1,84 @@
+"""RunConfig: validation, unknown keys, flat/dotted/nested keys, overrides, YAML, hash."""
+
+from __future__ import annotations
+
+import pytest
+
+from symscale.config import RunConfig, allowed_keys
+from symscale.errors import SymscaleError
+
+
+def base(**kw) -> RunConfig:
+    return RunConfig.from_dict({"arch": "mpnn", "width": 8, **kw})
+
+
+def test_defaults_roundtrip_and_hash_stable():
+    c = base()
+    assert c.training.batch_size == 64 and c.training.epochs == 1 and c.evaluation.eval_points == 24
+    assert RunConfig.from_dict(c.to_dict()) == c
+    assert c.config_hash() == base().config_hash()
+    assert len(c.config_hash()) == 16
+
+
+def test_flat_dotted_and_nested_keys_agree():
+    a = base(lr=3e-4)
+    b = base(**{"training.lr": 3e-4})
+    c = RunConfig.from_dict({"arch": "mpnn", "width": 8, "training": {"lr": 3e-4}})
+    assert a == b == c and a.training.lr == 3e-4
+
+
+def test_unknown_key_lists_allowed_keys():
+    with pytest.raises(SymscaleError, match="unknown config key 'training.lrr'.*training.lr"):
+        base(**{"training.lrr": 1})
+    with pytest.raises(SymscaleError, match="unknown config key 'bogus'"):
+        base(bogus=1)
+    assert "training.symmetry_loss_rotations" in allowed_keys()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"width": 0},
+        {"lr": -1.0},
+        {"augment": "so2"},
+        {"batch_size": 2.5},
+        {"device": "tpu"},
+        {"n_train": 10, "train_fraction": 0.5},
+        {"train_fraction": 1.5},
+        {"epochs": 0},
+    ],
+)
+def test_invalid_values_are_user_errors(kw):
+    with pytest.raises(SymscaleError):
+        base(**kw)
+
+
+def test_with_overrides_parses_values():
+    c = base().with_overrides(["lr=1e-3", "training.epochs=3", "model_overrides={num_layers: 2}", "grad_clip=none"])
+    assert c.training.lr == 1e-3 and c.training.epochs == 3
+    assert dict(c.model_overrides) == {"num_layers": 2} and c.training.grad_clip is None
+    with pytest.raises(SymscaleError, match="key=value"):
+        base().with_overrides(["lr"])
+
+
+def test_data_path_shorthand_and_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("arch: egnn\nwidth: 16\ndata: [a.xyz, b.xyz]\ntraining:\n  lr: 1e-3\n")  # YAML reads 1e-3 as str
+    c = RunConfig.from_yaml(p)
+    assert c.data.source == ("a.xyz", "b.xyz") and c.training.lr == 1e-3
+    assert RunConfig.from_dict(c.to_dict()) == c
+
+
+def test_differences_ignore_runtime_only_keys():
+    a = base()
+    assert a.differences(a.with_overrides(["threads=4", "progress=off"])) == []
+    assert a.config_hash() == a.with_overrides(["threads=4"]).config_hash()
+    assert a.differences(a.with_overrides(["lr=0.1"])) == ["training.lr"]
+
+
+def test_config_is_frozen():
+    c = base()
+    with pytest.raises(AttributeError):
+        c.width = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        c.model_overrides["x"] = 1  # type: ignore[index]

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from symscale.data.graph import collate
+from symscale.data.loader import BatchLoader
+from symscale.data.packed import PackedDataset, pack
+from symscale.data.splits import make_splits
+from symscale.data.stats import DatasetStats, compute_stats
+from symscale.data.toy import toy_structures
+from symscale.errors import SymscaleError
+
+
+def test_prefixes_are_nested_seeded_and_disjoint_from_val():
+    s = make_splits(1000, 100, seed=3)
+    assert len(s.val) == 100 and len(s.pool) == 900
+    assert set(s.val).isdisjoint(s.pool)
+    assert sorted(np.concatenate([s.val, s.pool]).tolist()) == list(range(1000))
+    small, large = s.train_prefix(50), s.train_prefix(400)
+    assert np.array_equal(large[:50], small)
+    assert np.array_equal(make_splits(1000, 100, seed=3).train_prefix(400), large)
+    assert not np.array_equal(make_splits(1000, 100, seed=4).train_prefix(400), large)
+    with pytest.raises(SymscaleError):
+        s.train_prefix(901)
+    with pytest.raises(SymscaleError):
+        make_splits(10, 10, 0)
+
+
+def test_stats_match_hand_computation(tmp_path):
+    structures = toy_structures(30, seed=2)
+    st = compute_stats(structures, max_samples=100, cutoff=3.0, max_neighbors=4)
+    # hand computation: composition matrix, least squares, force RMS, brute-force neighbour count
+    elements = sorted({int(z) for s in structures for z in s.numbers})
+    A = np.array([[np.sum(s.numbers == z) for z in elements] for s in structures], dtype=float)
+    e = np.array([s.energy for s in structures])
+    coef = np.linalg.lstsq(A, e, rcond=None)[0]
+    assert st.elements == tuple(elements)
+    for z, c in zip(elements, coef):
+        assert st.element_energies[z] == pytest.approx(c, rel=1e-9)
+    forces = np.concatenate([s.forces for s in structures])
+    assert st.force_rms == pytest.approx(np.sqrt(np.mean(forces**2)))
+    neighbours = 0
+    for s in structures:
+        d = np.linalg.norm(s.positions[:, None] - s.positions[None], axis=-1) + np.eye(len(s)) * 1e9
+        neighbours += np.minimum((d < 3.0).sum(1), 4).sum()
+    assert st.mean_neighbors == pytest.approx(neighbours / len(forces))
+    assert st.atoms_per_structure == pytest.approx(len(forces) / 30)
+    assert DatasetStats.load(st.save(tmp_path / "stats.json")) == st
+    assert compute_stats(structures, max_samples=10).n_sampled == 10
+
+
+def test_packed_equals_source_and_saves(tmp_path):
+    structures = toy_structures(9, seed=4)
+    p = pack(structures, indices=[8, 0, 3])
+    assert len(p) == 3 and np.array_equal(p[0].positions, structures[8].positions)
+    assert p[2].energy == structures[3].energy
+    q = PackedDataset.load(p.save(tmp_path / "p.npz"))
+    assert np.array_equal(q.forces, p.forces) and q.description == p.description
+
+
+def test_loader_order_resume_and_prefetch():
+    structures = toy_structures(10, seed=6)
+    idx = np.array([9, 2, 5, 0, 1, 7, 3])
+    batches = list(BatchLoader(structures, idx, batch_size=3))
+    assert len(batches) == 3 and batches[-1].num_structures == 1
+    ref = collate([structures[i] for i in (9, 2, 5)])
+    assert torch.equal(batches[0].pos, ref.pos) and torch.equal(batches[0].edge_index, ref.edge_index)
+    resumed = list(BatchLoader(structures, idx, batch_size=3, start_batch=1))
+    assert torch.equal(resumed[0].energy, batches[1].energy)
+    pre = list(BatchLoader(structures, idx, batch_size=3, prefetch=2, dtype=torch.float64))
+    assert [b.num_atoms for b in pre] == [b.num_atoms for b in batches] and pre[0].pos.dtype == torch.float64

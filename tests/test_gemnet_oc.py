@@ -1,0 +1,316 @@
+"""GemNet-OC: triplet and quadruplet construction against brute force, symmetry, smoothness, forces, ladder."""
+
+from __future__ import annotations
+
+import math
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from symscale.data.graph import Structure, collate
+from symscale.data.toy import toy_structures
+from symscale.errors import SymscaleError
+from symscale.models.basis import PolynomialEnvelope, edge_frames, legendre
+from symscale.models.gemnet_oc import (
+    GemNetOC,
+    channel_dims,
+    dihedral_sum,
+    nearest_edges,
+    triplet_geometry,
+    triplets,
+)
+from symscale.models.registry import build
+
+ELEMENTS = [1, 6, 7, 8]
+
+
+def model(width=8, dtype=torch.float64, seed=0, **kw):
+    torch.manual_seed(seed)
+    return build("gemnet_oc", width, elements=ELEMENTS, **kw).to(dtype)
+
+
+def batch_of(structures, dtype=torch.float64, **kw):
+    return collate(structures, dtype=dtype, **kw)
+
+
+def random_orthogonal(seed, reflect=False):
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if (np.linalg.det(q) < 0) != reflect:
+        q[:, 0] = -q[:, 0]
+    return torch.tensor(q, dtype=torch.float64)
+
+
+def brute_triplets(edge_index):
+    edges = edge_index.T.tolist()
+    return {
+        (a, b) for a, (k, j) in enumerate(edges) for b, (j2, i) in enumerate(edges) if j == j2 and k != i
+    }  # (k -> j, j -> i)
+
+
+@pytest.mark.parametrize("max_neighbors", [30, 3])
+def test_triplets_equal_brute_force(max_neighbors):
+    b = batch_of(toy_structures(5, seed=2, max_atoms=9), max_neighbors=max_neighbors)
+    t_in, t_out = triplets(b.edge_index, b.num_atoms)
+    got = list(zip(t_in.tolist(), t_out.tolist()))
+    assert len(got) == len(set(got))
+    assert set(got) == brute_triplets(b.edge_index)
+
+
+def test_triplets_of_tiny_graphs():
+    for n in (1, 2):
+        b = batch_of(toy_structures(1, seed=0, min_atoms=n, max_atoms=n))
+        assert triplets(b.edge_index, b.num_atoms)[0].numel() == 0
+    b = batch_of(toy_structures(1, seed=0, min_atoms=3, max_atoms=3))
+    assert triplets(b.edge_index, b.num_atoms)[0].numel() == 6  # each of 6 edges has one partner
+
+
+def signed_dihedral(p_l, p_k, p_j, p_i):
+    """IUPAC dihedral of the chain l-k-j-i (0 = cis), from explicit plane normals."""
+    b1, b2, b3 = p_k - p_l, p_j - p_k, p_i - p_j
+    n1, n2 = np.cross(b1, b2), np.cross(b2, b3)
+    return math.atan2(np.dot(np.cross(n1, n2), b2 / np.linalg.norm(b2)), np.dot(n1, n2))
+
+
+def angle(p_a, p_center, p_b):
+    v, w = p_a - p_center, p_b - p_center
+    return math.acos(np.dot(v, w) / np.linalg.norm(v) / np.linalg.norm(w))
+
+
+def brute_nearest(edge_index, dist, k):
+    keep = set()
+    for i in set(edge_index[1].tolist()):
+        incoming = sorted((dist[e].item(), e) for e in range(edge_index.shape[1]) if edge_index[1, e] == i)
+        keep |= {e for _, e in incoming[:k]}
+    return keep
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_nearest_edges_equal_brute_force(k):
+    b = batch_of(toy_structures(4, seed=6, max_atoms=9))
+    dist = (b.pos[b.edge_index[0]] - b.pos[b.edge_index[1]]).norm(dim=-1)
+    got = nearest_edges(b.edge_index, dist, b.num_atoms, k).tolist()
+    assert got == sorted(brute_nearest(b.edge_index, dist, k))
+
+
+@pytest.mark.parametrize("chiral,quad_neighbors", [(False, None), (True, None), (False, 3)])
+def test_dihedral_sum_equals_brute_force_quadruplets(chiral, quad_neighbors):
+    """The factorised two-pass sum equals the explicit sum over all paths l -> k -> j -> i (l != j, k != i)
+    whose three edges are among the `quad_neighbors` nearest incoming edges of their target."""
+    b = batch_of(toy_structures(2, seed=5, min_atoms=5, max_atoms=6), max_neighbors=4)
+    pos, ei = b.pos, b.edge_index
+    vec = pos[ei[0]] - pos[ei[1]]
+    dist = vec.norm(dim=-1)
+    u = vec / dist[:, None]
+    order, q, n_leg = 3, 2, 3
+    geo = triplet_geometry(u, ei, b.num_atoms, n_leg, order - 1, chiral, dist, quad_neighbors)
+    n_edges = ei.shape[1]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n_edges, q, generator=g, dtype=torch.float64)
+    w_outer = torch.randn(n_leg, order, q, generator=g, dtype=torch.float64)
+    gate = torch.randn(n_edges, q, generator=g, dtype=torch.float64)
+    w_inner = torch.randn(n_leg, 2 * order - 1 if chiral else order, q, generator=g, dtype=torch.float64)
+    got = dihedral_sum(x, w_outer, gate, w_inner, geo)
+
+    p = pos.numpy()
+    allowed = brute_nearest(ei, dist, quad_neighbors or 99)
+    trip = [(a, c) for a, c in brute_triplets(ei) if a in allowed and c in allowed]
+    expected = np.zeros((n_edges, q))
+    n_quad = 0
+    for a, b_ in trip:
+        for b2, c in trip:
+            if b2 != b_:
+                continue
+            n_quad += 1
+            (l, k), (_, j), (_, i) = ei[:, a].tolist(), ei[:, b_].tolist(), ei[:, c].tolist()
+            phi = signed_dihedral(p[l], p[k], p[j], p[i])
+            theta1, theta2 = angle(p[l], p[k], p[j]), angle(p[k], p[j], p[i])
+            leg1 = legendre(torch.tensor(math.cos(theta1), dtype=torch.float64), n_leg).numpy()
+            leg2 = legendre(torch.tensor(math.cos(theta2), dtype=torch.float64), n_leg).numpy()
+            for m in range(order):
+                fw = x[a].numpy() * (leg1 @ w_outer[:, m].numpy()) * gate[b_].numpy()
+                fw = fw * (math.sin(theta1) * math.sin(theta2)) ** m
+                expected[c] += fw * (leg2 @ w_inner[:, m].numpy()) * math.cos(m * phi)
+                if chiral and m > 0:
+                    expected[c] += fw * (leg2 @ w_inner[:, order - 1 + m].numpy()) * math.sin(m * phi)
+    assert n_quad > (5 if quad_neighbors else 20)
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
+
+
+def test_edge_frames_orthonormal_and_legendre():
+    u = torch.nn.functional.normalize(torch.randn(50, 3, dtype=torch.float64), dim=-1)
+    e1, e2 = edge_frames(u)
+    frame = torch.stack([e1, e2, u], -1)  # [n, 3, 3]
+    eye = torch.eye(3, dtype=torch.float64).expand(50, 3, 3)
+    assert torch.allclose(frame.transpose(1, 2) @ frame, eye, atol=1e-12)
+    assert torch.allclose(torch.linalg.det(frame), torch.ones(50, dtype=torch.float64))
+    x = torch.linspace(-1, 1, 7, dtype=torch.float64)
+    assert torch.allclose(legendre(x, 4)[:, 3], (5 * x**3 - 3 * x) / 2)
+
+
+def test_envelope_is_smooth_at_one():
+    x = torch.tensor([0.0, 1 - 1e-4, 1.0, 1.5], dtype=torch.float64, requires_grad=True)
+    env = PolynomialEnvelope(5)(x)
+    (grad,) = torch.autograd.grad(env.sum(), x)
+    assert env[0] == 1 and env[2] == 0 and env[3] == 0 and abs(env[1]) < 1e-9
+    assert abs(grad[1]) < 1e-5 and grad[2] == 0  # u' = O((1 - x)^2)
+
+
+def rotated(b, R):
+    return b.replace(pos=b.pos @ R.T)
+
+
+@pytest.mark.parametrize("forces", ["direct", "conservative"])
+def test_rotation_invariance_and_force_equivariance(forces):
+    b = batch_of(toy_structures(4, seed=3, max_atoms=10))
+    net = model(forces=forces)
+    out = net(b)
+    assert out.forces.abs().max() > 1e-4  # not trivially zero
+    for seed, reflect in [(0, False), (1, False), (2, True)]:
+        R = random_orthogonal(seed, reflect)
+        out_r = net(rotated(b, R))
+        torch.testing.assert_close(out_r.energy, out.energy, atol=1e-9, rtol=0)
+        torch.testing.assert_close(out_r.forces, out.forces @ R.T, atol=1e-9, rtol=0)
+
+
+def test_chiral_model_sees_reflections_but_not_rotations():
+    b = batch_of(toy_structures(4, seed=3, min_atoms=5, max_atoms=10))
+    net = model(chiral=True)
+    assert net.symmetry.group == "SE(3)" and not net.symmetry.reflection_equivariant
+    assert GemNetOC.symmetry.reflection_equivariant  # the class default is unchanged
+    out = net(b)
+    R = random_orthogonal(4)
+    torch.testing.assert_close(net(rotated(b, R)).energy, out.energy, atol=1e-9, rtol=0)
+    mirrored = net(rotated(b, torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))))
+    assert (mirrored.energy - out.energy).abs().max() > 1e-6
+
+
+def test_conservative_forces_equal_finite_differences():
+    s = toy_structures(1, seed=7, min_atoms=5, max_atoms=5)[0]
+    net = model(forces="conservative")
+    b = batch_of([s])
+    forces = net(b).forces.detach()
+    eps = 1e-5
+    for atom, axis in [(0, 0), (2, 1), (4, 2)]:
+        shift = torch.zeros_like(b.pos)
+        shift[atom, axis] = eps
+        e_plus = net(b.replace(pos=b.pos + shift)).energy.sum().detach()
+        e_minus = net(b.replace(pos=b.pos - shift)).energy.sum().detach()
+        assert abs(-(e_plus - e_minus) / (2 * eps) - forces[atom, axis]) < 1e-7
+
+
+@pytest.mark.parametrize("forces", ["direct", "conservative"])
+def test_energy_and_forces_continuous_at_cutoff(forces):
+    """Near the cutoff, removing the pair from the graph changes nothing: its messages vanish as (1 - d/c)^3,
+    so an atom crossing the cutoff sees no jump in energy or forces."""
+    cutoff = 3.0
+    net = model(cutoff=cutoff, forces=forces)
+
+    def with_and_without_pair(r):
+        pos = np.array([[0.0, 0, 0], [1.2, 0, 0], [1.7, 1.1, 0], [math.sqrt(r**2 - 0.13), 0.3, 0.2]])
+        b = batch_of([Structure(numbers=np.array([6, 8, 1, 7]), positions=pos)], cutoff=cutoff)
+        src, dst = b.edge_index
+        pair = ((src == 0) & (dst == 3)) | ((src == 3) & (dst == 0))  # |pos3 - pos0| = r
+        assert int(pair.sum()) == 2
+        return net(b), net(b.replace(edge_index=b.edge_index[:, ~pair]))
+
+    full, cut = with_and_without_pair(cutoff - 1e-3)
+    assert abs(full.energy - cut.energy).item() < 1e-8
+    assert (full.forces - cut.forces).abs().max().item() < 1e-6
+    full, cut = with_and_without_pair(cutoff - 0.3)
+    assert abs(full.energy - cut.energy).item() > 1e-6  # the pair does contribute inside
+
+
+def test_width_one_is_finite():
+    out = model(width=1)(batch_of(toy_structures(2, seed=0)))
+    assert torch.isfinite(out.energy).all() and torch.isfinite(out.forces).all()
+
+
+def test_tiny_molecules_and_float32():
+    structures = [toy_structures(1, seed=s, min_atoms=n, max_atoms=n)[0] for s, n in [(0, 1), (1, 2), (2, 3)]]
+    for forces in ("direct", "conservative"):
+        net = model(forces=forces, dtype=torch.float32)
+        out = net(batch_of(structures, dtype=torch.float32))
+        assert out.energy.shape == (3,) and out.forces.shape == (6, 3)
+        assert torch.isfinite(out.energy).all() and torch.isfinite(out.forces).all()
+        assert out.forces[0].abs().max() == 0  # a lone atom feels no force
+
+
+def test_training_step_reduces_loss():
+    b = batch_of(toy_structures(8, seed=1), dtype=torch.float32)
+    net = model(width=8, dtype=torch.float32, element_energies={1: -10.7, 6: -48.8, 7: -70.9, 8: -102.5})
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        out = net(b)
+        loss = ((out.energy - b.energy) / b.n_atoms).abs().mean() + (out.forces - b.forces).norm(dim=-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_width_scales_every_channel_dimension():
+    """From base_width to 2 * base_width every parameter grows along some dims, by at most 2x (muP roles)."""
+    small, large = model(GemNetOC.base_width), model(2 * GemNetOC.base_width)
+    assert set(channel_dims(64).values()) == {64, 128, 16, 8}
+    for (name, p), (_, q) in zip(small.named_parameters(), large.named_parameters()):
+        assert all(a <= b <= 2 * a for a, b in zip(p.shape, q.shape)), name
+        assert p.shape != q.shape, name  # nothing stays fixed: no width-independent parameter
+    readouts = [n for n, p in small.named_parameters() if "readout" in n]
+    assert len(readouts) == 2 * (3 + 1)
+
+
+def test_readout_init_is_mup():
+    net = model(width=128, dtype=torch.float32)
+    w = net.outputs[1].energy_readout.weight
+    assert abs(w.std().item() * 128 - 1) < 0.3  # std 1/fan_in
+    hidden = net.blocks[0].dense_skip.weight
+    assert abs(hidden.std().item() * math.sqrt(256) - 1) < 0.1  # std 1/sqrt(fan_in)
+
+
+def test_invalid_options_are_user_errors():
+    bad = [{"num_blocks": 0}, {"max_dihedral_order": -1}, {"avg_neighbors": 0.0}, {"radial_basis": "cosine"}]
+    for kw in [*bad, {"quad_neighbors": 0}]:
+        with pytest.raises(SymscaleError):
+            model(**kw)
+    with pytest.raises(SymscaleError):
+        model(bad_option=1)
+
+
+def test_ladder_spans_the_required_parameter_ranges():
+    text = resources.files("symscale").joinpath("configs/ladders/gemnet_oc.yaml").read_text()
+    ladder = yaml.safe_load(text)
+    for name, low, high in (("cpu", 5e2, 2e5), ("paper", 5e4, 2e7)):
+        widths = ladder[name]
+        assert len(widths) >= 4 and widths == sorted(widths)
+        n = [build("gemnet_oc", w, elements=[1, 6, 7, 8, 9, 16, 17, 35]).num_parameters() for w in widths]
+        assert low <= n[0] and n[-1] <= high and n[-1] / n[0] >= 10**1.5, (name, n)
+        for w, count in zip(widths, n):
+            assert f"{w}: N = {count}" in text  # the comment states N
+
+
+def test_batching_consistency():
+    structures = toy_structures(3, seed=9, max_atoms=8)
+    net = model()
+    together = net(batch_of(structures))
+    offset = 0
+    for k, s in enumerate(structures):
+        alone = net(batch_of([s]))
+        torch.testing.assert_close(alone.energy[0], together.energy[k], atol=1e-10, rtol=0)
+        torch.testing.assert_close(alone.forces, together.forces[offset : offset + len(s)], atol=1e-10, rtol=0)
+        offset += len(s)
+
+
+def test_permutation_equivariance():
+    s = toy_structures(1, seed=11, min_atoms=7, max_atoms=7)[0]
+    perm = np.random.default_rng(0).permutation(len(s))
+    s_perm = Structure(numbers=s.numbers[perm], positions=s.positions[perm])
+    net = model()
+    out, out_p = net(batch_of([s])), net(batch_of([s_perm]))
+    torch.testing.assert_close(out_p.energy, out.energy, atol=1e-10, rtol=0)
+    torch.testing.assert_close(out_p.forces, out.forces[perm], atol=1e-10, rtol=0)

@@ -1,0 +1,118 @@
+"""Report tables and the generated text, from hand-written fit dictionaries (no figures, fast)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from symscale.report import narrative, reference, tables
+
+
+def _fit(group, law, params, lo_hi=None, ok=True, reason=None, derived=None):
+    ci = {k: list(lo_hi[k]) for k in lo_hi} if lo_hi else {}
+    return {
+        "group": group,
+        "law": law,
+        "ok": ok,
+        "reason": reason,
+        "params": params,
+        "ci95": ci,
+        "derived": derived or {},
+        "derived_ci95": {},
+        "n_points": 10,
+        "n_excluded": 1,
+        "method": "test",
+        "converged": ok,
+        "message": "",
+    }
+
+
+FAMILIES = {a: reference.FAMILIES[a] for a in ("mpnn", "egnn", "gemnet_oc", "esen")}
+DATA = SimpleNamespace(families=FAMILIES)
+
+
+def test_formatting():
+    assert tables.fmt(0.14159) == "0.142"
+    assert tables.fmt(None) == "—"
+    assert tables.fmt(2.5e6) == "2.50e+06"
+    assert tables.fmt_estimate(tables.Estimate(0.2, 0.15, 0.25)) == "0.2 [0.15, 0.25]"
+    assert tables.fmt_count(123456) == "1.23e+05" and tables.fmt_count(640) == "640"
+
+
+def test_split_group_and_find_fit():
+    assert tables.split_group("mpnn") == ("mpnn", "architecture")
+    assert tables.split_group("mpnn/symmetry_loss") == ("mpnn", "symmetry_loss")
+    assert tables.split_group("mpnn:mode=augmentation") == ("mpnn", "augmentation")
+    fits = [_fit("mpnn", "sum", {"alpha": 0.3}), _fit("mpnn/augmentation", "sum", {"alpha": 0.5})]
+    assert tables.find_fit(fits, "mpnn", "sum")["params"]["alpha"] == 0.3
+    assert tables.find_fit(fits, "mpnn", "sum", "augmentation")["params"]["alpha"] == 0.5
+    assert tables.find_fit(fits, "egnn", "sum") is None
+
+
+def test_estimate_reads_params_then_derived():
+    fit = _fit("x", "sum", {"alpha": 0.3}, {"alpha": (0.2, 0.4)}, derived={"gamma": 0.1})
+    assert tables.estimate(fit, "alpha") == tables.Estimate(0.3, 0.2, 0.4)
+    assert tables.estimate(fit, "gamma") == tables.Estimate(0.1)
+    assert tables.estimate({**fit, "ok": False}, "alpha") is None
+
+
+def test_impossible_fit_gets_a_numbered_reason():
+    fits = [
+        _fit("egnn", "frontier_C", {}, ok=False, reason="2 runs finished, need 3"),
+        _fit("egnn", "sum", {}, ok=False, reason="a single data prefix"),
+        _fit("mpnn", "frontier_C", {"gamma": 0.15, "F": 1.0}, {"gamma": (0.1, 0.2)}),
+    ]
+    table = tables.exponent_table(fits, ["mpnn", "egnn"], FAMILIES)
+    rows = {r[0]: r for r in table.rows}
+    assert rows["MPNN"][3] == "0.15 [0.1, 0.2]" and rows["MPNN"][4] == "0.14"
+    assert rows["MC-EGNN"][3] == "not possible [1]" and rows["MC-EGNN"][7] == "not possible [2]"
+    assert any("[1] egnn" in n and "need 3" in n for n in table.notes)
+    assert any("[2] egnn" in n and "single data prefix" in n for n in table.notes)
+
+
+def test_consistency_uses_point_estimates_without_intervals():
+    fits = [
+        _fit("esen", "frontier_C", {"gamma": 0.4}, {"gamma": (0.35, 0.45)}),
+        _fit("esen", "sum", {"alpha": 0.8, "beta": 0.8}),
+    ]
+    row = tables.consistency_table(fits, ["esen"], FAMILIES).rows[0]
+    assert row[2] == "0.4" and row[3] == "no intervals"  # 0.8*0.8/1.6, no covariance to make an interval
+    assert row[5] == "0.5"
+
+
+def test_kappa_table_median_and_ratio():
+    table = tables.kappa_table({"egnn": [20.0, 28.09, 30.0]}, ["egnn"], FAMILIES)
+    assert table.rows[0][1] == "28.1" and table.rows[0][4] == "28.09" and table.rows[0][5] == "1"
+
+
+def test_narrative_orders_only_disjoint_intervals():
+    gammas = {
+        "mpnn": tables.Estimate(0.14, 0.10, 0.18),
+        "egnn": tables.Estimate(0.17, 0.12, 0.22),  # overlaps mpnn
+        "esen": tables.Estimate(0.40, 0.35, 0.45),
+    }
+    text = narrative.gamma_ordering(DATA, gammas)
+    assert "eSEN > MPNN" in text and "eSEN > MC-EGNN" in text
+    assert "cannot distinguish" in text and "MPNN and MC-EGNN" in text
+    assert "MC-EGNN > MPNN" not in text
+    assert "agrees with the paper" in text
+
+
+def test_narrative_flags_order_against_the_paper_and_missing_intervals():
+    gammas = {"mpnn": tables.Estimate(0.5, 0.45, 0.55), "esen": tables.Estimate(0.2, 0.15, 0.25)}
+    assert "Against the paper's order: MPNN > eSEN" in narrative.gamma_ordering(DATA, gammas)
+    gammas = {"mpnn": tables.Estimate(0.14), "esen": tables.Estimate(0.4)}
+    text = narrative.gamma_ordering(DATA, gammas)
+    assert ">" not in text and "no ordering is claimed" in text
+    assert "nothing is claimed" in narrative.gamma_ordering(DATA, {})
+
+
+def test_paper_comparison_and_coverage():
+    gammas = {"mpnn": tables.Estimate(0.15, 0.12, 0.18), "esen": tables.Estimate(0.2, 0.15, 0.25)}
+    text = narrative.paper_comparison(DATA, gammas)
+    assert "inside our 95% interval for MPNN (0.14)" in text and "outside it for eSEN (0.4)" in text
+    runs = [SimpleNamespace(status="finished"), SimpleNamespace(status="failed")]
+    laws = {"N": np.array([1e3, 5e3]), "D": np.array([1e5, 1e7]), "C": np.array([1e9, 1e12])}
+    text = narrative.coverage(SimpleNamespace(runs=runs, archs=["mpnn"], laws=laws))
+    assert "1 failed" in text and "less than a decade" in text and "2.0 decades" in text

@@ -1,0 +1,102 @@
+"""The slurm executor through submitit's local executor and the ray executor on a local cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from symscale.study.executors import RayExecutor, RunTask, SlurmExecutor, execute_run, lock_path
+from symscale.study.spec import RaySpec, SlurmSpec
+
+FAKE = "test_study_executors:fake_run"
+TESTS = str(Path(__file__).parent)
+
+
+def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
+    return [
+        RunTask(f"r{i}", str(root / f"r{i}"), {"arch": "mpnn", "width": 2 + i, "steps": 3, **cfg}, FAKE)
+        for i in range(n)
+    ]
+
+
+def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
+    for t in tasks:
+        ref = tmp_path / "ref" / t.run_id
+        execute_run(RunTask(t.run_id, str(ref), t.config, FAKE))
+        if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
+            return False
+    return True
+
+
+def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", TESTS)  # the job processes import the fake run function
+    tasks = _tasks(tmp_path / "runs")
+    finished = []
+    ex = SlurmExecutor(tmp_path / "slurm", SlurmSpec(local=True, time_min=5), threads=1)
+    outcomes = ex.run(tasks, on_finish=lambda t, o: finished.append(t.run_id))
+    assert sorted(finished) == ["r0", "r1", "r2"]
+    assert all(o.status == "finished" for o in outcomes), outcomes
+    assert _same_as_reference(tmp_path, tasks)
+
+
+def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
+    """A preempted (timed-out) task is checkpointed by submitit, requeued and resumes where it stopped."""
+    submitit = pytest.importorskip("submitit")
+    monkeypatch.setenv("PYTHONPATH", TESTS)
+    from symscale.study.executors import CheckpointableRun
+
+    task = _tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
+    ex = submitit.LocalExecutor(folder=tmp_path / "slurm", max_num_timeout=3)
+    ex.update_parameters(timeout_min=5)
+    job = ex.submit(CheckpointableRun(), task)
+    ckpt = Path(task.run_dir) / "checkpoints" / "last.json"
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (ckpt.exists() and json.loads(ckpt.read_text())["step"] >= 3):
+        time.sleep(0.05)
+    # the signal submitit's controller sends to a task before its time limit (SLURM: at preemption)
+    pid = json.loads(lock_path(task.run_dir).read_text())["pid"]
+    os.kill(pid, signal.SIGUSR2)
+    outcome = job.result()
+    assert outcome.status == "finished"
+    logs = "".join(p.read_text() for p in (tmp_path / "slurm").glob("*_log.*"))
+    assert "requeue" in logs.lower()
+    steps = [json.loads(line)["step"] for line in (Path(task.run_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 31))  # resumed: every step once
+    assert _same_as_reference(tmp_path, [task])
+
+
+@pytest.mark.slow
+def test_ray_executor_local_cluster(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    tasks = _tasks(tmp_path / "runs")
+    finished = []
+    ex = RayExecutor(RaySpec(num_cpus=2, cpus_per_run=1), threads=1)
+    outcomes = ex.run(tasks, on_finish=lambda t, o: finished.append(t.run_id))
+    assert sorted(finished) == ["r0", "r1", "r2"]
+    assert all(o.status == "finished" for o in outcomes), outcomes
+    assert _same_as_reference(tmp_path, tasks)
+
+
+@pytest.mark.parametrize(
+    "module, cls, extra", [("submitit", "slurm", "symscale[slurm]"), ("ray", "ray", "symscale[ray]")]
+)
+def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
+    from symscale.errors import SymscaleError
+    from symscale.study.executors import make_executor
+    from symscale.study.spec import ExecutorSpec
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(
+        SymscaleError,
+        match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
+    ):
+        make_executor(ExecutorSpec(), tmp_path, kind=cls)
