@@ -1,0 +1,31 @@
+"""Scaling-law fits with honest uncertainty.
+
+Symbols (used only inside this package):
+    N      trainable parameters;  D  data seen (atoms, or tokens);  C  training compute (FLOPs);
+    H      device-hours;  L  validation loss.
+    Sum law            L(N, D) = E + A N^-alpha + B D^-beta
+    Compute frontier   L(C)    = L_inf + F C^-gamma   (on the lower envelope of all evaluations of a group)
+    Allocation         C = k N D (k = 3 kappa):  N* ~ C^a, D* ~ C^b, a = beta/(alpha+beta), b = alpha/(alpha+beta),
+                       gamma (derived) = alpha beta / (alpha + beta)
+Every fit returns a `FitResult`, whose intervals come from a non-parametric bootstrap (whole runs are
+resampled when the table has a `run` column).
+"""
+
+from symscale.fit.allocation import allocation, compute_optimal
+from symscale.fit.frontier import compute_frontier, fit_frontier
+from symscale.fit.isoflop import fit_isoflop
+from symscale.fit.parametric import fit_sum_law
+from symscale.fit.results import FitResult
+from symscale.fit.table import LawsTable, read_table
+
+__all__ = [
+    "FitResult",
+    "LawsTable",
+    "allocation",
+    "compute_frontier",
+    "compute_optimal",
+    "fit_frontier",
+    "fit_isoflop",
+    "fit_sum_law",
+    "read_table",
+]

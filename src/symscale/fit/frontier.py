@@ -1,0 +1,129 @@
+"""The compute frontier: the lower envelope of loss over compute across all evaluations of a group, and the
+power law L(C) = L_inf + F C^-gamma through it (L_inf = 0, the reference study's choice, or free).
+
+The same code fits the time frontier with device-hours H in place of C.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+
+from symscale.errors import SymscaleError
+from symscale.fit.bootstrap import unit_index, weights_for
+from symscale.fit.results import FitResult, summarize
+
+
+def run_fractions(runs: np.ndarray | None, x: np.ndarray, fraction: np.ndarray | None) -> np.ndarray:
+    """Fraction of its run at which each point was evaluated: given, or x / (the run's largest x)."""
+    if fraction is not None:
+        return np.asarray(fraction, dtype=float)
+    if runs is None:
+        return np.ones_like(x)
+    units, n = unit_index(len(x), runs)
+    largest = np.zeros(n)
+    np.maximum.at(largest, units, x)
+    return x / largest[units]
+
+
+def compute_frontier(x, loss, *, runs=None, fraction=None, drop_fraction: float = 0.05) -> np.ndarray:
+    """Indices of the frontier points, in increasing x: points (after dropping the first `drop_fraction` of
+    each run) whose loss is lower than that of every point with smaller or equal x."""
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    keep = np.flatnonzero(run_fractions(runs, x, fraction) >= drop_fraction)
+    order = keep[np.lexsort((loss[keep], x[keep]))]
+    best = np.inf
+    out = []
+    for i in order:
+        if loss[i] < best:
+            out.append(i)
+            best = loss[i]
+    return np.array(out, dtype=int)
+
+
+def _power_law(log_x: np.ndarray, log_l: np.ndarray, free_l_inf: bool) -> tuple[float, float, float]:
+    """(L_inf, F, gamma) by least squares on log L."""
+    slope, intercept = np.polyfit(log_x, log_l, 1)
+    if not free_l_inf:
+        return 0.0, float(np.exp(intercept)), float(-slope)
+    scale = np.exp(log_l).min()
+
+    def sse(p):
+        l_inf = scale * (1 / (1 + np.exp(-p[0])))  # in (0, min L)
+        pred = np.log(l_inf + np.exp(p[1] - p[2] * log_x))
+        return np.sum((pred - log_l) ** 2)
+
+    starts = [[s, intercept, -slope] for s in (-4.0, -1.0, 1.0)]
+    res = min(
+        (minimize(sse, x0, method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-9}) for x0 in starts),
+        key=lambda r: r.fun,
+    )
+    l_inf = scale / (1 + np.exp(-res.x[0]))
+    return float(l_inf), float(np.exp(res.x[1])), float(res.x[2])
+
+
+def fit_frontier(
+    x,
+    loss,
+    *,
+    runs=None,
+    fraction=None,
+    drop_fraction: float = 0.05,
+    free_l_inf: bool = False,
+    bootstrap: int = 4000,
+    seed: int = 42,
+    axis: str = "C",
+    group: str = "all",
+) -> FitResult:
+    """Fit L(x) = L_inf + F x^-gamma on the frontier of (x, loss); bootstrap by resampling whole runs."""
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    law = f"frontier_{axis}"
+    for name, v in ((axis, x), ("loss", loss)):
+        if not np.isfinite(v).all():
+            raise SymscaleError(f"frontier ({group}): {name} has NaN or inf at row {int(np.argmax(~np.isfinite(v)))}")
+        if (v <= 0).any():
+            raise SymscaleError(f"frontier ({group}): {name} must be positive, got {v[np.argmax(v <= 0)]!r}")
+    idx = compute_frontier(x, loss, runs=runs, fraction=fraction, drop_fraction=drop_fraction)
+    n_params = 3 if free_l_inf else 2
+    if len(idx) <= n_params:
+        raise SymscaleError(
+            f"frontier ({group}): {len(idx)} frontier points for {n_params} parameters; need more points than parameters"
+        )
+    lx = np.log(x)
+    l_inf, F, gamma = _power_law(lx[idx], np.log(loss[idx]), free_l_inf)
+    params = {"L_inf": l_inf, "F": F, "gamma": gamma}
+    samples: dict[str, np.ndarray] = {}
+    if bootstrap > 0:
+        weights = weights_for(len(x), runs, bootstrap, seed)
+        draws = []
+        for w in weights:
+            sub = np.flatnonzero(w > 0)
+            f_idx = sub[
+                compute_frontier(
+                    x[sub],
+                    loss[sub],
+                    runs=None if runs is None else np.asarray(runs)[sub],
+                    fraction=run_fractions(runs, x, fraction)[sub],
+                    drop_fraction=drop_fraction,
+                )
+            ]
+            draws.append(
+                _power_law(lx[f_idx], np.log(loss[f_idx]), free_l_inf)
+                if len(f_idx) > n_params
+                else (np.nan, np.nan, np.nan)
+            )
+        samples = dict(zip(("L_inf", "F", "gamma"), np.array(draws).T))
+    se, ci = summarize(samples) if samples else ({}, {})
+    return FitResult(
+        group=group,
+        law=law,
+        params=params,
+        se=se,
+        ci95=ci,
+        n_points=int(len(idx)),
+        n_excluded=int(len(x) - len(idx)),
+        method="least squares on log L over the lower envelope" + (", L_inf free" if free_l_inf else ", L_inf = 0"),
+        settings={"drop_fraction": drop_fraction, "free_L_inf": free_l_inf, "bootstrap": bootstrap, "seed": seed},
+        extra={"frontier_x": x[idx].tolist(), "frontier_loss": loss[idx].tolist()},
+        samples=samples,
+    )
