@@ -191,7 +191,12 @@ def hand_written_fits(root: Path, archs=tuple(TRUE)) -> dict:
         fits.append(
             _fit(arch, "sum", {"E": 0.0, "A": A, "B": B, "alpha": alpha, "beta": beta}, derived={"gamma": g, "a": a})
         )
-        fits.append(_fit(arch, "isoflop", {"a": a, "b": b}))
+        # the IsoFLOP law N* = G C^a from the closed form of the sum law at C = 3 kappa N D
+        G = (alpha * A / (beta * B)) ** (1 / (alpha + beta)) * (3 * kappa) ** -a
+        budgets = np.geomspace(1e11, 1e13, 4)
+        iso = _fit(arch, "isoflop", {"a": a, "G": G}, ci={"a": [a - 0.02, a + 0.02]}, derived={"b": b})
+        iso["extra"] = {"budgets": budgets.tolist(), "N_opt": (G * budgets**a).tolist()}
+        fits.append(iso)
     return {"fits": fits, "symscale_version": "0.1.0"}
 
 

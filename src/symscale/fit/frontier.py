@@ -87,7 +87,8 @@ def fit_frontier(
     n_params = 3 if free_l_inf else 2
     if len(idx) <= n_params:
         raise SymscaleError(
-            f"frontier ({group}): {len(idx)} frontier points for {n_params} parameters; need more points than parameters"
+            f"frontier ({group}): {len(idx)} frontier points for {n_params} parameters; "
+            "need more points than parameters"
         )
     lx = np.log(x)
     l_inf, F, gamma = _power_law(lx[idx], np.log(loss[idx]), free_l_inf)

@@ -33,17 +33,22 @@ def default_budgets(C, runs, n_budgets: int = 5) -> np.ndarray:
     return np.geomspace(lo, hi, n_budgets)
 
 
-def _vertices(curves, budgets, min_models: int = 3) -> np.ndarray:
-    """log N_opt per budget (NaN where the parabola has no interior minimum or too few models)."""
+def _vertices(curves, budgets, min_models: int = 3, window: int = 2) -> np.ndarray:
+    """log N_opt per budget (NaN where there is no interior minimum or too few models). The parabola is
+    fitted to the best model and its `window` neighbours on each side in N, where the profile is parabolic."""
     out = np.full(len(budgets), np.nan)
     for b, c in enumerate(np.log(budgets)):
-        pts = [(np.log(n), np.interp(c, lc, ll)) for n, lc, ll in curves if lc[0] <= c <= lc[-1]]
-        log_n = np.array([p[0] for p in pts])
-        if len(np.unique(log_n)) < min_models:
+        pts = sorted((np.log(n), np.interp(c, lc, ll)) for n, lc, ll in curves if lc[0] <= c <= lc[-1])
+        if len({p[0] for p in pts}) < min_models:
             continue
-        k2, k1, _ = np.polyfit(log_n, [p[1] for p in pts], 2)
+        log_n, log_l = np.array(pts).T
+        best = int(np.argmin(log_l))
+        if best == 0 or best == len(pts) - 1:
+            continue  # the optimum is at the edge of the ladder: not bracketed
+        sel = slice(max(0, best - window), best + window + 1)
+        k2, k1, _ = np.polyfit(log_n[sel], log_l[sel], 2)
         vertex = -k1 / (2 * k2) if k2 > 0 else np.nan
-        if log_n.min() <= vertex <= log_n.max():
+        if log_n[sel].min() <= vertex <= log_n[sel].max():
             out[b] = vertex
     return out
 

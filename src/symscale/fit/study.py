@@ -18,12 +18,28 @@ from symscale.fit.table import LawsTable
 log = logging.getLogger(__name__)
 
 
-def _guarded(group: str, law: str, fn, *args, **kwargs) -> FitResult:
+def _guarded(law: str, fn, *args, **kwargs) -> FitResult:
+    """`fn(*args, **kwargs)`, or a failed `FitResult` saying why when the fit is not possible."""
+    group = kwargs.get("group") or getattr(args[0], "group", "all")
     try:
         return fn(*args, **kwargs)
     except SymscaleError as err:
         log.info("%s fit for %s not possible: %s", law, group, err)
         return FitResult.failed(group, law, str(err))
+
+
+def study_groups(table: LawsTable, group_by: str | None) -> list[tuple[str, LawsTable]]:
+    """Groups to fit: one per value of `group_by`; with a `mode` column, the "architecture" rows of each
+    group keep its plain name and every other symmetry mode becomes its own group "<arch>/<mode>", so that
+    augmentation or symmetry-loss runs never mix into a family's own laws."""
+    groups = table.groups(group_by if group_by and group_by in table else None)
+    if "mode" not in table:
+        return groups
+    out = []
+    for name, sub in groups:
+        for mode, part in sub.groups("mode"):
+            out.append((name if mode == "architecture" else f"{name}/{mode}", part))
+    return out
 
 
 def fitted_k(table: LawsTable) -> float:
@@ -43,7 +59,7 @@ def fit_laws_table(
 ) -> list[FitResult]:
     """frontier_C, frontier_H (when H exists), sum, isoflop and allocation per group."""
     results: list[FitResult] = []
-    for group, sub in table.groups(group_by if group_by and group_by in table else None):
+    for group, sub in study_groups(table, group_by):
         runs = sub["run"] if "run" in sub else None
         fraction = sub["fraction"] if "fraction" in sub else None
         common = dict(
@@ -52,13 +68,12 @@ def fit_laws_table(
         frontier = None
         for axis in ("C", "H"):
             if axis in sub:
-                fit = _guarded(group, f"frontier_{axis}", fit_frontier, sub[axis], sub["loss"], axis=axis, **common)
+                fit = _guarded(f"frontier_{axis}", fit_frontier, sub[axis], sub["loss"], axis=axis, **common)
                 results.append(fit)
                 frontier = fit if axis == "C" else frontier
         late = run_fractions(runs, sub["D"], fraction) >= drop_fraction
         s = sub.select(late)
         sum_fit = _guarded(
-            group,
             "sum",
             fit_sum_law,
             s["N"],
@@ -74,7 +89,6 @@ def fit_laws_table(
         if "C" in sub:
             results.append(
                 _guarded(
-                    group,
                     "isoflop",
                     fit_isoflop,
                     s["N"],
@@ -88,5 +102,5 @@ def fit_laws_table(
             )
             k = (k_per_group or {}).get(group) or fitted_k(sub)
             budget = float(np.max(sub["C"]))
-            results.append(_guarded(group, "allocation", allocation, sum_fit, k, budget=budget, frontier_fit=frontier))
+            results.append(_guarded("allocation", allocation, sum_fit, k, budget=budget, frontier_fit=frontier))
     return results

@@ -213,25 +213,43 @@ def fixed_levels(rows: dict[str, np.ndarray], x_col: str, k: int, min_sizes: int
     return [float(eligible[i]) for i in picks]
 
 
-def isoflop_optima(rows: dict[str, np.ndarray], k: int = 8) -> list[tuple[float, float, float]]:
-    """(C, N*, D*) per compute budget: minimum of a parabola in log N fitted to the IsoFLOP profile, kept only
+def isoflop_optima(rows: dict[str, np.ndarray], budgets: Sequence[float]) -> list[tuple[float, float]]:
+    """(C, N*) per compute budget: minimum of a parabola in log N fitted to the IsoFLOP profile, kept only
     when the profile curves upward and the minimum lies inside the sampled N."""
     out = []
-    for budget in fixed_levels(rows, "C", k):
+    for budget in budgets:
         sizes, losses = interpolate_at(rows, "C", budget)
         if len(sizes) < 3:
             continue
         c2, c1, _ = np.polyfit(np.log(sizes), np.log(losses), 2)
-        if c2 <= 0 or not np.log(sizes[0]) < -c1 / (2 * c2) < np.log(sizes[-1]):
-            continue
-        n_opt = float(np.exp(-c1 / (2 * c2)))
-        d_sizes, d_values = interpolate_at(rows, "C", budget, y_col="D")
-        d_opt = float(np.exp(np.interp(np.log(n_opt), np.log(d_sizes), np.log(d_values))))
-        out.append((budget, n_opt, d_opt))
+        if c2 > 0 and np.log(sizes[0]) < -c1 / (2 * c2) < np.log(sizes[-1]):
+            out.append((budget, float(np.exp(-c1 / (2 * c2)))))
     return out
 
 
+def flops_per_param_atom(rows: dict[str, np.ndarray]) -> float | None:
+    """k in C = k N D (3 kappa), the median of C / (N D) over the family's evaluations."""
+    ok = _positive(rows["C"], rows["N"], rows["D"])
+    return float(np.median(rows["C"][ok] / (rows["N"][ok] * rows["D"][ok]))) if ok.any() else None
+
+
+def _budgets(data: Any, arch: str, rows: dict[str, np.ndarray], k: int) -> list[float]:
+    """The IsoFLOP fit's budgets when it recorded them, else up to k log-spaced budgets of the report's own."""
+    iso = tables.find_fit(data.fits, arch, "isoflop")
+    budgets = ((iso or {}).get("settings") or {}).get("budgets")
+    return [float(b) for b in budgets] if budgets else fixed_levels(rows, "C", k)
+
+
 # ---------------------------------------------------------------- 1. compute frontier
+
+
+def _frontier_points(x: np.ndarray, y: np.ndarray, fit: dict | None) -> tuple[np.ndarray, np.ndarray]:
+    """The points the frontier fit used (it drops the start of each run), else the lower envelope of all."""
+    extra = (fit or {}).get("extra") or {}
+    if fit and fit.get("ok") and extra.get("frontier_x"):
+        return np.asarray(extra["frontier_x"], float), np.asarray(extra["frontier_loss"], float)
+    env = lower_envelope(x, y)
+    return x[env], y[env]
 
 
 def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: dict | None) -> bool:
@@ -239,9 +257,9 @@ def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: 
     if not ok.any():
         return False
     x, y = rows[axis][ok], rows["loss"][ok]
-    env = lower_envelope(x, y)
     ax.scatter(x, y, s=7, color=color, alpha=0.18, linewidths=0)
-    ax.scatter(x[env], y[env], s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
+    fx, fy = _frontier_points(x, y, fit)
+    ax.scatter(fx, fy, s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
     gamma = tables.estimate(fit, "gamma")
     if gamma is None:
         reason = "not possible" if fit is not None else "not fitted"
@@ -273,8 +291,8 @@ def frontier_figure(data: Any, out_dir: Path, mode: str = tables.ARCHITECTURE) -
         return None
     caption = (
         "Validation loss against training compute, one colour per family. Faint: every evaluation of every run; "
-        "bold: the compute frontier (lower envelope); line: the fitted law L = L∞ + F·x^(−γ), γ with its 95% "
-        "interval in the legend. Left in FLOPs, right in device-hours."
+        "bold: the compute frontier (lower envelope, as used by the fit); line: the fitted law "
+        "L = L∞ + F·x^(−γ), γ with its 95% interval in the legend. Left in FLOPs, right in device-hours."
     )
     return _save(fig, out_dir, "frontier", "Compute frontier", caption)
 
@@ -390,14 +408,15 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
 
 def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     """IsoFLOP profiles: loss against N at fixed training FLOPs, with a parabola in log N and its minimum."""
-    archs = [a for a in data.archs if fixed_levels(_family_rows(data, a), "C", 5)]
+    levels_of = {a: _budgets(data, a, _family_rows(data, a), 5) for a in data.archs}
+    archs = [a for a in data.archs if levels_of[a]]
     if not archs:
         return None
     fig, axes = _grid(len(archs))
     cmap = colormaps[LEVEL_CMAP]
     for ax, arch in zip(axes, archs):
         rows = _family_rows(data, arch)
-        levels = fixed_levels(rows, "C", 5)
+        levels = levels_of[arch]
         for i, budget in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
             sizes, losses = interpolate_at(rows, "C", budget)
@@ -408,7 +427,8 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
         _title(ax, data, arch, "IsoFLOP profiles (★: minimum of the parabola in log N)")
     caption = (
         "IsoFLOP profiles: loss against parameter count at fixed training FLOPs (learning curves interpolated to "
-        "each budget). Dashed: a parabola in log N; star: its minimum, the compute-optimal N*."
+        "each budget; the budgets of the IsoFLOP fit where it recorded them). Dashed: a parabola in log N; star: "
+        "its minimum, the compute-optimal N*."
     )
     return _save(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
 
@@ -424,41 +444,81 @@ def _draw_parabola(ax: Any, sizes: np.ndarray, losses: np.ndarray, color: Any) -
         ax.plot(np.exp(x), np.exp(np.polyval([c2, c1, c0], x)), "*", color=color, ms=13, mec="black", mew=0.5)
 
 
-def _allocation(data: Any, arch: str, name: str) -> tuple[tables.Estimate | None, str]:
-    iso = tables.estimate(tables.find_fit(data.fits, arch, "isoflop"), name)
-    if iso is not None:
-        return iso, "IsoFLOP"
-    est = dict(zip("ab", tables.sum_law_allocation(data.fits, arch)))[name]
-    return est, "sum law"
+@dataclass(frozen=True)
+class _Allocation:
+    """A family's compute-optimal points (C, N*, D*) and the fitted law N*(C), D*(C) drawn through them."""
+
+    points: np.ndarray  # [n_budgets, 3]: C [FLOPs], N*, D* [atoms]
+    law: Any  # C -> (N*, D*), or None when no fit is available
+    a: tables.Estimate | None
+    b: tables.Estimate | None
+    source: str
+
+
+def _sum_law_optimum(q: dict, k: float) -> Any:
+    """C -> (N*, D*) minimising A N^-alpha + B D^-beta at N D = C / k (closed form, see symscale.fit)."""
+    G = (q["alpha"] * q["A"] / (q["beta"] * q["B"])) ** (1 / (q["alpha"] + q["beta"]))
+    a = q["beta"] / (q["alpha"] + q["beta"])
+
+    def law(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n_star = G * (C / k) ** a
+        return n_star, C / k / n_star
+
+    return law
+
+
+def _allocation(data: Any, arch: str) -> _Allocation | None:
+    """From the IsoFLOP fit (its vertices and N* = G C^a), else from the report's parabola minima with the sum
+    law's closed form N* = G (C/k)^(beta/(alpha+beta)); D* = C / (k N*) with k = C / (N D) of the family."""
+    rows = _family_rows(data, arch)
+    k = flops_per_param_atom(rows)
+    if k is None:
+        return None
+    iso = tables.find_fit(data.fits, arch, "isoflop")
+    extra = (iso or {}).get("extra") or {}
+    if iso and iso.get("ok") and extra.get("budgets"):
+        c, n = np.asarray(extra["budgets"], float), np.asarray(extra["N_opt"], float)
+        G, a_fit = iso["params"]["G"], iso["params"]["a"]
+        law = lambda C: (G * C**a_fit, C / (k * G * C**a_fit))
+        a, b = tables.estimate(iso, "a"), tables.estimate(iso, "b")
+        return _Allocation(np.column_stack([c, n, c / (k * n)]), law, a, b, "IsoFLOP fit")
+    optima = isoflop_optima(rows, _budgets(data, arch, rows, 8))
+    if not optima:
+        return None
+    c, n = np.array(optima).T
+    a, b = tables.sum_law_allocation(data.fits, arch)
+    fit = tables.find_fit(data.fits, arch, "sum")
+    law = _sum_law_optimum(fit["params"], k) if fit is not None and fit.get("ok") else None
+    return _Allocation(np.column_stack([c, n, c / (k * n)]), law, a, b, "sum law")
 
 
 def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
-    """N*(C) and D*(C) from the IsoFLOP minima, with lines of the fitted exponents a and b."""
-    optima = {a: isoflop_optima(_family_rows(data, a)) for a in data.archs}
-    optima = {a: np.array(v) for a, v in optima.items() if v}
-    if not optima:
+    """N*(C) and D*(C): the IsoFLOP vertices with the fitted laws and their exponents a and b."""
+    found = {arch: _allocation(data, arch) for arch in data.archs}
+    found = {arch: v for arch, v in found.items() if v is not None}
+    if not found:
         return None
-    fig = MplFigure(figsize=(13.5, 4.8 + 0.22 * len(optima)), layout="constrained")
+    fig = MplFigure(figsize=(13.5, 4.8 + 0.22 * len(found)), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, col, name, ylabel in ((axes[0], 1, "a", "N"), (axes[1], 2, "b", "D")):
-        for arch, points in optima.items():
+    for ax, col, name in ((axes[0], 1, "a"), (axes[1], 2, "b")):
+        for arch, alloc in found.items():
             color, label = family_color(arch, data.archs), family_label(data.families[arch])
-            ax.plot(points[:, 0], points[:, col], "o", color=color, ms=6)
-            est, source = _allocation(data, arch, name)
-            text = f"{label}: {name} = {tables.fmt_estimate(est)} ({source})" if est else f"{label}: {name} not fitted"
-            c = np.geomspace(points[:, 0].min(), points[:, 0].max(), 50)
-            if est is not None:
-                shift = np.mean(np.log(points[:, col]) - est.value * np.log(points[:, 0]))
-                ax.plot(c, np.exp(shift) * c**est.value, color=color, lw=1.8, label=text)
-            else:
+            ax.plot(alloc.points[:, 0], alloc.points[:, col], "o", color=color, ms=6)
+            est = alloc.a if name == "a" else alloc.b
+            text = f"{label}: {_gamma_text(name, est)} ({alloc.source})"
+            if alloc.law is None:
                 ax.plot([], [], "o", color=color, label=text)
-        _log_axes(ax, AXIS_LABELS["C"], f"compute-optimal {AXIS_LABELS[ylabel].replace(ylabel, ylabel + '*', 1)}")
+                continue
+            c = np.geomspace(alloc.points[:, 0].min() / 1.5, alloc.points[:, 0].max() * 1.5, 50)
+            ax.plot(c, alloc.law(c)[col - 1], color=color, lw=1.8, label=text)
+        ylabel = "compute-optimal parameters N* [count]" if col == 1 else "compute-optimal data D* [atoms]"
+        _log_axes(ax, AXIS_LABELS["C"], ylabel)
         _legend_below(ax)
         ax.set_title(f"Compute-optimal {'model size N*(C) ~ C^a' if col == 1 else 'data D*(C) ~ C^b'}")
     caption = (
-        "Compute-optimal allocation: points are the IsoFLOP minima found by the report; lines have the fitted "
-        "exponent (IsoFLOP fit, else β/(α+β) and α/(α+β) from the sum law) through those points. The paper finds "
-        "a ≈ b ≈ 0.5 for every family."
+        "Compute-optimal allocation: points are the IsoFLOP minima (those of the IsoFLOP fit when it succeeded, "
+        "else the report's), D* = C/(k N*) with k = C/(N D) of the family; lines are the fitted laws (IsoFLOP "
+        "fit, else the closed form of the sum law). The paper finds a ≈ b ≈ 0.5 for every family."
     )
     return _save(fig, out_dir, "compute_optimal", "Compute-optimal allocation", caption)
 

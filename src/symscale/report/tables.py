@@ -176,8 +176,15 @@ def _exponent_row(fits: Sequence[dict], arch: str, info: reference.FamilyInfo, n
         a,
         b,
         m("sum", "E"),
-        m("frontier_C", "L_inf"),
+        _l_inf_cell(fits, arch, notes),
     )
+
+
+def _l_inf_cell(fits: Sequence[dict], arch: str, notes: _Footnotes) -> str:
+    fit = find_fit(fits, arch, "frontier_C")
+    if fit is not None and fit.get("ok") and (fit.get("settings") or {}).get("free_L_inf") is False:
+        return "0 (fixed)"
+    return _measured(fits, arch, "frontier_C", "L_inf", notes, ARCHITECTURE)
 
 
 def exponent_table(fits: Sequence[dict], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
@@ -249,19 +256,18 @@ def consistency_table(fits: Sequence[dict], archs: Sequence[str], families: dict
     """gamma measured on the frontier against alpha beta/(alpha+beta) from the sum law; a, b both ways."""
     rows = []
     for arch in archs:
-        direct = estimate(find_fit(fits, arch, "frontier_C"), "gamma")
-        implied = sum_law_gamma(fits, arch)
-        iso = find_fit(fits, arch, "isoflop")
+        frontier, iso = find_fit(fits, arch, "frontier_C"), find_fit(fits, arch, "isoflop")
+        direct, implied = estimate(frontier, "gamma"), sum_law_gamma(fits, arch)
         a, b = sum_law_allocation(fits, arch)
         rows.append(
             (
                 families[arch].label,
-                fmt_estimate(direct),
+                _cell(frontier, "gamma"),
                 fmt_estimate(implied),
                 _agreement(direct, implied),
-                fmt_estimate(estimate(iso, "a")),
+                _cell(iso, "a"),
                 fmt_estimate(a),
-                fmt_estimate(estimate(iso, "b")),
+                _cell(iso, "b"),
                 fmt_estimate(b),
             )
         )
@@ -280,6 +286,10 @@ def consistency_table(fits: Sequence[dict], archs: Sequence[str], families: dict
         "overlap; 'differ' that they do not; without intervals nothing is claimed."
     )
     return Table("consistency", "Consistency check", columns, tuple(rows), (note,))
+
+
+def _cell(fit: dict | None, name: str) -> str:
+    return "not possible" if fit is not None and not fit.get("ok") else fmt_estimate(estimate(fit, name))
 
 
 def _agreement(x: Estimate | None, y: Estimate | None) -> str:
