@@ -280,7 +280,7 @@ class _Run:
         self.progress_mode = config.runtime.progress if progress else "off"
         self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
         self.equivariance_batch = None
-        sym = getattr(type(self.model), "symmetry", None)
+        sym = getattr(self.model, "symmetry", None)
         if ev.equivariance_structures and sym is not None and not sym.rotation_equivariant:
             idx = data.val[: ev.equivariance_structures]
             self.equivariance_batch = _batches(data.dataset, idx, len(idx), config, self.dtype, self.device)[0]
@@ -431,7 +431,7 @@ def _run_json(run: _Run) -> dict:
         "kappa_raw": kappa_raw,
         "seed": c.seed,
         "mode": run_mode(c),
-        "symmetry": dict(vars(type(run.model).symmetry)) if hasattr(type(run.model), "symmetry") else None,
+        "symmetry": dict(vars(run.model.symmetry)) if hasattr(run.model, "symmetry") else None,
         "dataset": run.data.description,
         "n_total": run.data.n_total,
         "n_train": len(run.data.train),
