@@ -8,7 +8,8 @@ same batch (seed 0) is repeated so that the FLOPs counted on it are exactly thos
 Reported per (library, arch, width): N, atoms/s, step time, FLOPs per step (forward + backward, counted by
 torch.utils.flop_counter.FlopCounterMode), the fraction of the machine's fp32 matmul peak (190 GFLOP/s on
 2 threads, measured for this project), and the peak memory of a step (growth of the process's peak RSS during
-the timed steps, MiB; each configuration runs in its own process so that the peak is its own).
+any step, MiB, over the peak after building the model and the batch; each configuration runs in its own
+process so that the peak is its own).
 
 Baselines run in separate interpreters because their pinned dependencies conflict (mace-torch pins
 e3nn==0.4.4; symscale's esen uses e3nn 0.6): pass `--mace-python /path/to/venv/bin/python` (a venv created
@@ -208,12 +209,12 @@ def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, thr
     batch = make_batches(1)[0]  # one fixed batch: FLOPs counted on it are exactly those of each timed step
     model, step = LIBRARIES[library](arch, width)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and batch built, no step yet
     with FlopCounterMode(display=False) as counter:
         step(batch)
     flops_per_step = counter.get_total_flops()
     for _ in range(warmup):
         step(batch)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     for _ in range(steps):
         step(batch)
@@ -277,6 +278,10 @@ def plan(args) -> list[tuple[str, str, str, int]]:
     return jobs
 
 
+def _ran(results: list[dict], library: str) -> bool:
+    return any(r.get("library") == library and "skipped" not in r for r in results)
+
+
 def environment() -> dict:
     import torch
 
@@ -305,6 +310,7 @@ def main(argv=None) -> int:
     p.add_argument("--mace-steps", type=int, default=1, help="timed MACE steps (default 1; a step takes ~10 s)")
     p.add_argument("--fairchem-python", help="python of a venv with fairchem-core (default: fairchem skipped)")
     p.add_argument("--fairchem-widths", type=int, nargs="*", default=[8, 16], help="eSEN channels (default 8 16)")
+    p.add_argument("--merge", action="store_true", help="keep other configurations already in --out")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
     args = p.parse_args(argv)
     if args.worker:
@@ -320,6 +326,11 @@ def main(argv=None) -> int:
         results.append({"library": "mace", "skipped": "no --mace-python given (mace-torch pins e3nn==0.4.4)"})
     if not args.fairchem_python:
         results.append({"library": "fairchem", "skipped": "no --fairchem-python given"})
+    if args.merge and args.out.exists():
+        fresh = {(r.get("library"), r.get("arch"), r.get("width")) for r in results}
+        old = json.loads(args.out.read_text())["results"]
+        results = [r for r in old if (r.get("library"), r.get("arch"), r.get("width")) not in fresh] + results
+        results = [r for r in results if "skipped" not in r or r.get("arch") or not _ran(results, r["library"])]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "training step", "batch_size": BATCH_SIZE, "environment": environment()}
     payload["results"] = results

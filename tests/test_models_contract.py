@@ -262,3 +262,36 @@ def test_unknown_element_is_clear_error(arch, molecules):
 def test_unknown_override_is_clear_error(arch):
     with pytest.raises(SymscaleError):
         build(arch, 8, elements=ELEMENTS, no_such_option=3)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_ladders_span_the_promised_range(arch):
+    from symscale.models.ladders import BUILTIN_ELEMENTS, ladder_rungs
+
+    try:
+        cpu = ladder_rungs(arch, "cpu", BUILTIN_ELEMENTS)
+        paper = ladder_rungs(arch, "paper", BUILTIN_ELEMENTS)
+    except SymscaleError as err:
+        pytest.fail(f"{arch} has no ladder preset: {err}")
+    for rungs, lo, hi in ((cpu, 5e2, 2e5), (paper, 5e4, 2e7)):
+        n = [r.num_parameters for r in rungs]
+        assert len(n) >= 4 and n == sorted(n) and len(set(n)) == len(n)
+        assert n[0] >= lo and n[-1] <= hi, n
+        assert np.log10(n[-1] / n[0]) >= 1.5, n
+
+
+def test_unknown_ladder_is_clear_error():
+    with pytest.raises(SymscaleError, match="ladder"):
+        load_ladder("mpnn", "laptop")
+
+
+def test_models_cli_prints_families_and_ladder(capsys):
+    from symscale.cli import main
+
+    assert main(["models", "--ladder", "cpu", "--elements", "H", "C", "N", "O"]) == 0
+    out = capsys.readouterr().out
+    for arch in ARCHS:
+        assert arch in out
+    n = count_parameters("mpnn", load_ladder("mpnn", "cpu")[0], ELEMENTS)
+    assert f"N={n:,}" in out
+    assert main(["models", "--arch", "nope"]) == 2

@@ -23,6 +23,7 @@ Departures from the original papers and why:
   and forces are continuous at the cutoff (Satorras et al. use fully connected graphs without cutoff);
 - the vector update is divided by (r + 1) and by a constant neighbour count `avg_neighbors` (the stabilisation
   that Satorras et al. suggest), and the channels are mixed by a bias-free K x K matrix after each update;
+- W_h [h_i, h_j] is computed as W_t h_i + W_s h_j on the nodes before gathering to the edges (same function);
 - invariants s_ij use channel-wise inner products (3K numbers) instead of all K^2 channel pairs, which keeps the
   parameter count quadratic in width.
 """

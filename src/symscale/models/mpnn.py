@@ -18,6 +18,8 @@ Departures from the reference study (whose code is not public) and why:
   continuous as atoms cross the cutoff; the paper does not say how it handles the cutoff;
 - the edge input is a separate input layer W_e (not concatenated into the hidden matrix) so that muP can scale
   it as an input weight;
+- W_h [h_i, h_j] is computed as W_t h_i + W_s h_j on the nodes before gathering to the edges (the same
+  function and parameter count, far fewer FLOPs);
 - aggregation is a sum divided by a constant `avg_neighbors` (not the mean over the actual neighbours), which
   keeps activations O(1) without making the model depend on the neighbour count.
 """
