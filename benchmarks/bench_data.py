@@ -1,6 +1,6 @@
 """Data-layer speed: reading (.aselmdb direct vs packed arrays), batching with neighbour lists, generation.
 
-    python benchmarks/bench_data.py [--structures 2000] [--generate 40] [--workers 2] [--out benchmarks/results/data.json]
+    python benchmarks/bench_data.py [--structures 2000] [--generate 40] [--workers 2] [--out PATH.json]
 
 Writes JSON with the numbers, the hardware, package versions and the git SHA. Speed is compared side by side
 here and never asserted in tests. The load average is recorded: on a shared machine the numbers are pessimistic.

@@ -37,8 +37,11 @@ def omol25_file(path, n=10):
     expected = []
     db = ase.db.connect(str(path), use_lock_file=False)
     for i in range(n):
-        atoms = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63],
-                                        [0.63, -0.63, -0.63]] + rng.normal(0, 0.05, (5, 3)))
+        atoms = Atoms(
+            "CH4",
+            positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63], [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]
+            + rng.normal(0, 0.05, (5, 3)),
+        )
         energy, forces = float(-1000 + i), rng.normal(size=(5, 3))
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
         charge, spin = [(0, 1), (1, 2), (0, 3), (-1, 1)][i % 4]
@@ -92,6 +95,7 @@ def test_extxyz_reads_charge_spin_and_labels(tmp_path):
 
 
 # ---- bad input: each one a SymscaleError naming the file and the structure, or a counted skip ----
+
 
 def bad_structures():
     good = toy_structures(4, seed=5)

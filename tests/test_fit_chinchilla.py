@@ -53,7 +53,9 @@ def test_the_readme_command_reproduces_it(tmp_path, capsys):
     import json
 
     fit = json.loads(out.read_text())["fits"][0]
-    assert fit["n_points"] == 240 and abs(fit["params"]["alpha"] - PUBLISHED["alpha"]) < 0.005
+    assert (
+        fit["n_points"] == 240 and fit["n_excluded"] == 5 and abs(fit["params"]["alpha"] - PUBLISHED["alpha"]) < 0.005
+    )
     assert "alpha" in capsys.readouterr().out
 
 

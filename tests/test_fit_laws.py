@@ -160,3 +160,90 @@ def test_symmetry_modes_are_fitted_as_their_own_groups():
     )
     names = [name for name, _ in study_groups(table, "arch")]
     assert names == ["mpnn", "mpnn/symmetry_loss"]
+
+
+BAD_TABLES = {
+    "more points than parameters": "N,D,loss\n1e3,1e4,3\n1e4,1e5,2\n1e5,1e6,1\n",
+    "positive": "N,D,loss\n1e3,1e4,3\n-1e4,1e4,2.5\n1e5,1e4,2\n1e6,1e5,1.5\n1e7,1e5,1.2\n1e8,1e5,1.1\n",
+    "NaN": "N,D,loss\n1e3,1e4,3\n1e4,1e4,nan\n1e5,1e4,2\n1e6,1e5,1.5\n1e7,1e5,1.2\n1e8,1e5,1.1\n",
+    "single distinct N": "N,D,loss\n" + "".join(f"1e3,1e{i},{3 - i / 5}\n" for i in range(4, 10)),
+    "single distinct D": "N,D,loss\n" + "".join(f"1e{i},1e4,{3 - i / 5}\n" for i in range(3, 9)),
+    "no variation": "N,D,loss\n" + "".join(f"1e{i},1e{i + 1},2.0\n" for i in range(3, 9)),
+}
+
+
+@pytest.mark.parametrize("match", list(BAD_TABLES))
+def test_cli_refuses_each_bad_input_with_one_line(match, tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text(BAD_TABLES[match])
+    assert main(["fit", str(path), "--bootstrap", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("symscale fit: error:") and match in err[0]
+
+
+def test_non_convergence_is_reported_with_the_best_residual(monkeypatch):
+    import symscale.fit.parametric as parametric
+    from symscale.fit.optimize import batched_lbfgs
+
+    def never_converges(fg, x0, **kwargs):
+        out = batched_lbfgs(fg, x0, max_iter=2)
+        return type(out)(x=out.x, fun=out.fun, iterations=out.iterations, converged=out.converged & False)
+
+    monkeypatch.setattr(parametric, "batched_lbfgs", never_converges)
+    N, D, loss = sum_law_points(0.4, 0.3, 1.0)
+    with pytest.raises(SymscaleError, match="did not converge from any .* best objective"):
+        fit_sum_law(N, D, loss, bootstrap=0)
+
+
+def test_frontier_refuses_too_few_and_bad_points():
+    with pytest.raises(SymscaleError, match="more points than parameters"):
+        fit_frontier(np.array([1.0, 2.0, 3.0]), np.array([2.0, 2.0, 2.0]), drop_fraction=0.0, bootstrap=0)
+    with pytest.raises(SymscaleError, match="positive"):
+        fit_frontier(np.array([1.0, -2.0, 3.0, 4.0]), np.array([4.0, 3.0, 2.0, 1.0]), bootstrap=0)
+
+
+def test_frontier_holdout_predicts_the_top_compute_points():
+    from symscale.fit.holdout import frontier_holdout
+
+    table = learning_curves(0.4, 0.3)
+    check = frontier_holdout(table["C"], table["loss"], runs=table["run"], fraction=table["fraction"], top_fraction=0.3)
+    assert check["n_test"] > 0 and check["mean_abs_rel_error"] < 0.05
+
+
+def test_bootstrap_resamples_whole_runs():
+    from symscale.fit.bootstrap import weights_for
+
+    runs = np.array(["a", "a", "a", "b", "b", "c"])
+    w = weights_for(len(runs), runs, 200, seed=1)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 1] == w[:, 2]).all() and (w[:, 3] == w[:, 4]).all()
+    assert (w[:, [0, 3, 5]].sum(1) == 3).all()  # three runs drawn per resample
+    assert np.array_equal(w, weights_for(len(runs), runs, 200, seed=1))
+
+
+@pytest.mark.slow
+def test_bootstrap_interval_covers_the_truth_at_about_the_nominal_rate():
+    """Over repeated synthetic draws, the 95% percentile interval of alpha and beta covers the truth."""
+    alpha, beta, draws = 0.4, 0.3, 80
+    hits = {"alpha": 0, "beta": 0}
+    for seed in range(draws):
+        N, D, loss = sum_law_points(alpha, beta, 1.0, noise=0.02, seed=100 + seed)
+        fit = fit_sum_law(N, D, loss, bootstrap=300, seed=seed, workers=2)
+        hits["alpha"] += fit.ci95["alpha"][0] <= alpha <= fit.ci95["alpha"][1]
+        hits["beta"] += fit.ci95["beta"][0] <= beta <= fit.ci95["beta"][1]
+    for name, n in hits.items():
+        assert 0.85 <= n / draws <= 1.0, (name, n / draws)
+
+
+def test_cli_frontier_holdout(tmp_path, capsys):
+    table = learning_curves(widths=8, points=15)
+    path = tmp_path / "laws.csv"
+    cols = ["N", "D", "C", "loss", "run", "fraction"]
+    lines = [",".join(cols)] + [",".join(str(table[c][i]) for c in cols) for i in range(len(table))]
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "fits.json"
+    args = ["fit", str(path), "--law", "frontier", "--bootstrap", "0", "--holdout-top-compute", "0.3"]
+    assert main(args + ["--json", str(out)]) == 0
+    assert "frontier_C holdout" in capsys.readouterr().out
+    import json
+
+    assert json.loads(out.read_text())["holdout"][0]["law"] == "frontier_C"

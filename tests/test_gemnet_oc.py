@@ -19,6 +19,7 @@ from symscale.models.gemnet_oc import (
     channel_dims,
     dihedral_sum,
     nearest_edges,
+    rms_norm,
     triplet_geometry,
     triplets,
 )
@@ -314,3 +315,12 @@ def test_permutation_equivariance():
     out, out_p = net(batch_of([s])), net(batch_of([s_perm]))
     torch.testing.assert_close(out_p.energy, out.energy, atol=1e-10, rtol=0)
     torch.testing.assert_close(out_p.forces, out.forces[perm], atol=1e-10, rtol=0)
+
+
+def test_rms_norm_unit_rms_and_smooth_at_zero():
+    x = torch.randn(5, 32, dtype=torch.float64) * torch.tensor([1e-3, 0.1, 1.0, 10.0, 100.0])[:, None].double()
+    rms = rms_norm(x).pow(2).mean(-1).sqrt()
+    assert torch.allclose(rms[2:], torch.ones(3, dtype=torch.float64), atol=1e-3)  # normalised where large
+    tiny = torch.full((1, 4), 1e-9, dtype=torch.float64)
+    assert torch.allclose(rms_norm(tiny), tiny / 1e-2)  # linear with gain 1/sqrt(eps) near zero, rms_norm(0) = 0
+    assert rms_norm(torch.zeros(2, 3)).abs().max() == 0

@@ -162,7 +162,7 @@ def test_sigkill_and_resume_gives_the_same_metrics(tmp_path):
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert json.loads((out / "status.json").read_text())["status"] == "running", "killed too late"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,40 +29,103 @@ def add_parser(subparsers) -> None:
             "--derive D='{Training FLOP} / (6 * {N})' --drop-highest-loss 5"
         ),
     )
-    p.add_argument("table", help="CSV file (a study's laws.csv, or any table)")
-    p.add_argument("--law", choices=LAWS, default="sum", help="which law to fit (default sum; all = everything)")
-    p.add_argument("--group-by", default=None, help="fit each value of this column separately (e.g. arch)")
-    p.add_argument("--bootstrap", type=int, default=4000, help="bootstrap resamples (default 4000; 0 = none)")
-    p.add_argument("--seed", type=int, default=42, help="bootstrap seed (default 42)")
-    p.add_argument("--method", choices=["huber-lse", "varpro"], default="huber-lse", help="sum-law method")
+    p.add_argument("table", help="CSV file (a study's laws.csv, or any table with a header row)")
     p.add_argument(
-        "--fix-E", type=float, default=None, help="fix E of the sum law (0: the reference study's L_inf = 0)"
+        "--law",
+        choices=LAWS,
+        default="sum",
+        help="sum: L(N, D); frontier: L(C) on the lower envelope; isoflop: N_opt(C) from IsoFLOP parabolas; "
+        "all: every law the columns allow, plus the allocation (default: sum)",
     )
-    p.add_argument("--free-L-inf", action="store_true", help="frontier: fit L_inf instead of fixing it at 0")
-    p.add_argument("--x", choices=["C", "H"], default="C", help="frontier axis: C (FLOPs) or H (device-hours)")
-    p.add_argument("--drop-fraction", type=float, default=0.05, help="drop the first fraction of each run (0.05)")
-    p.add_argument("--k", type=float, default=None, help="C = k N D for the allocation (default: fitted from C)")
-    p.add_argument("--budget", type=float, default=None, help="report N*, D* at this compute budget (FLOPs)")
     p.add_argument(
-        "--col", action="append", default=[], metavar="NAME=COLUMN", help="map a file column to N, D, loss, ..."
+        "--group-by", default=None, help="fit each value of this column separately, e.g. arch (default: one group)"
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=4000,
+        help="bootstrap resamples for SEs and 95%% intervals; whole runs are resampled when a run column "
+        "exists (default: 4000; 0 = no intervals)",
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the bootstrap resamples (default: 42)")
+    p.add_argument(
+        "--method",
+        choices=["huber-lse", "varpro"],
+        default="huber-lse",
+        help="sum-law method: huber-lse = Epoch AI's recipe; varpro = least squares on L with E, A, B solved "
+        "linearly (NNLS) inside a search over alpha, beta (default: huber-lse)",
+    )
+    p.add_argument(
+        "--fix-E",
+        type=float,
+        default=None,
+        help="fix E of the sum law, in loss units (0: the reference study's L_inf = 0; default: fitted)",
+    )
+    p.add_argument(
+        "--free-L-inf", action="store_true", help="frontier: fit L_inf instead of fixing it at 0 (default: 0)"
+    )
+    p.add_argument(
+        "--x",
+        choices=["C", "H"],
+        default="C",
+        help="frontier axis for --law frontier: C (training FLOPs) or H (device-hours) (default: C)",
+    )
+    p.add_argument(
+        "--drop-fraction",
+        type=float,
+        default=0.05,
+        help="drop the first fraction of each run's evaluations before the frontier (from the fraction column, "
+        "else x / the run's largest x) (default: 0.05)",
+    )
+    p.add_argument(
+        "--k",
+        type=float,
+        default=None,
+        help="k in C = k N D (FLOPs per parameter per token or atom; 6 for transformers, 3 kappa here) for the "
+        "allocation (default: the median of C / (N D) when C exists)",
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, help="report N*, D* and the loss at this compute budget, in FLOPs"
+    )
+    p.add_argument(
+        "--col",
+        action="append",
+        default=[],
+        metavar="NAME=COLUMN",
+        help="use a file column as N, D, C, H, loss, run or arch, e.g. --col N='Model Size' (repeatable)",
     )
     p.add_argument(
         "--derive",
         action="append",
         default=[],
         metavar="NAME=EXPR",
-        help="compute a column, e.g. D='{Training FLOP} / (6 * {N})' (numbers, {column}, + - * / **)",
+        help="compute a column from others, e.g. D='{Training FLOP} / (6 * {N})' for tokens from FLOPs "
+        "(numbers, {column}, + - * / ** and parentheses; repeatable, applied after --col)",
     )
-    p.add_argument("--drop-highest-loss", type=int, default=0, help="exclude the K highest-loss rows (Epoch: 5)")
+    p.add_argument(
+        "--drop-highest-loss",
+        type=int,
+        default=0,
+        metavar="K",
+        help="exclude the K highest-loss rows before fitting, as Epoch AI did with K = 5 (default: 0)",
+    )
     p.add_argument(
         "--holdout-top-compute",
         type=float,
         default=None,
         metavar="F",
-        help="fit on runs below the (1-F) compute quantile and report the prediction error on the rest",
+        help=(
+            "extrapolation check (0 < F < 1): refit the sum law on the runs below the (1-F) quantile of compute "
+            "(C, else 6 N D) and the frontier on the points below it, and report the relative prediction error "
+            "on the held-out top-compute points (default: off)"
+        ),
     )
-    p.add_argument("--workers", type=int, default=None, help="bootstrap worker processes (default: up to 4)")
-    p.add_argument("--json", dest="json_out", default=None, help="write all results as JSON to this file")
+    p.add_argument(
+        "--workers", type=int, default=None, help="bootstrap worker processes (default: CPU count, at most 4)"
+    )
+    p.add_argument(
+        "--json", dest="json_out", default=None, metavar="OUT", help="write all results as JSON (FitResult schema)"
+    )
     p.set_defaults(func=run)
 
 
@@ -78,13 +142,34 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 def load(args: argparse.Namespace):
     from symscale.fit.table import read_table
 
+    if args.bootstrap < 0:
+        raise SymscaleError.invalid("--bootstrap", args.bootstrap, "0 or a positive number of resamples")
     table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
+    if not 0 <= args.drop_highest_loss < len(table):
+        raise SymscaleError.invalid("--drop-highest-loss", args.drop_highest_loss, f"0 <= K < {len(table)} rows")
     if args.drop_highest_loss:
+        table.require("loss")
         order = np.argsort(table["loss"], kind="stable")
         keep = np.zeros(len(table), dtype=bool)
         keep[order[: len(table) - args.drop_highest_loss]] = True
+        dropped = table.select(~keep)
         table = table.select(keep)
+        args.dropped = dropped  # counted into each group's n_excluded
     return table
+
+
+def with_dropped(args, group: str, results: list) -> list:
+    """Count the rows removed by --drop-highest-loss into the n_excluded of the group's fits."""
+    dropped = getattr(args, "dropped", None)
+    if dropped is None:
+        return results
+    n = len(dropped) if not args.group_by else int((dropped[args.group_by].astype(str) == group).sum())
+    return [
+        dataclasses.replace(
+            r, n_excluded=r.n_excluded + n, settings={**r.settings, "drop_highest_loss": args.drop_highest_loss}
+        )
+        for r in results
+    ]
 
 
 def fit_group(args, group: str, sub) -> list:
@@ -145,7 +230,31 @@ def fit_group(args, group: str, sub) -> list:
     return out
 
 
-def holdout(args, group: str, sub) -> dict:
+def holdout(args, group: str, sub) -> list[dict]:
+    """Extrapolation checks for the laws asked for: the sum law and/or the frontier."""
+    out = []
+    if args.law in ("sum", "all"):
+        out.append(holdout_sum(args, group, sub))
+    if args.law in ("frontier", "all"):
+        from symscale.fit.holdout import frontier_holdout
+
+        axes = [args.x] if args.law == "frontier" else [a for a in ("C", "H") if a in sub]
+        for axis in axes:
+            sub.require(axis, "loss")
+            check = frontier_holdout(
+                sub[axis],
+                sub["loss"],
+                runs=sub["run"] if "run" in sub else None,
+                fraction=sub["fraction"] if "fraction" in sub else None,
+                top_fraction=args.holdout_top_compute,
+                drop_fraction=args.drop_fraction,
+                free_l_inf=args.free_L_inf,
+            )
+            out.append({"group": group, "law": f"frontier_{axis}", **check})
+    return out
+
+
+def holdout_sum(args, group: str, sub) -> dict:
     from symscale.fit import fit_sum_law
     from symscale.fit.holdout import prediction_errors, split_by_compute
 
@@ -173,14 +282,15 @@ def run(args: argparse.Namespace) -> int:
         raise SymscaleError(f"--group-by {args.group_by}: no such column in {args.table}")
     results, checks = [], []
     for group, sub in table.groups(args.group_by):
-        results += fit_group(args, group, sub)
+        results += with_dropped(args, group, fit_group(args, group, sub))
         if args.holdout_top_compute:
-            checks.append(holdout(args, group, sub))
+            checks += holdout(args, group, sub)
     for r in results:
         print_result(r)
     for c in checks:
         print(
-            f"[{c['group']}] holdout (top compute): fitted on {c['n_train']} points, predicted {c['n_test']}: "
+            f"[{c['group']}] {c['law']} holdout (top compute): fitted on {c['n_train']} points, "
+            f"predicted {c['n_test']}: "
             f"mean |rel. error| {c['mean_abs_rel_error']:.3%}, max {c['max_abs_rel_error']:.3%}"
         )
     if args.json_out:

@@ -6,7 +6,6 @@ import argparse
 
 from symscale.config import RunConfig, read_yaml_mapping
 
-
 EPILOG = """\
 common RunConfig keys for --set / --config (defaults; all keys: symscale.config.allowed_keys()):
   n_val=200                 structures in the fixed validation set

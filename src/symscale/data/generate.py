@@ -30,7 +30,7 @@ import numpy as np
 from symscale.data import xtb
 from symscale.data.graph import Structure
 from symscale.data.molecules import seed_molecules
-from symscale.data.readers import AselmdbWriter, _LmdbSource, _lmdb_env
+from symscale.data.readers import AselmdbWriter, _lmdb_env, _LmdbSource
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)

@@ -141,7 +141,7 @@ def _drug_molecules(n: int, seed: int) -> list[SeedMolecule]:
         if len(out) >= n:
             break
         j = (offset + step) % len(lines)
-        if name == "moses" and len(lines[j]) > 34:  # cheap pre-filter: longer SMILES have > 30 atoms
+        if name == "moses" and len(lines[j]) > 48:  # cheap pre-filter: no usable one is longer
             continue
         smi = usable_smiles(lines[j])
         if smi is not None:

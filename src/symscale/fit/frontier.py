@@ -31,14 +31,10 @@ def compute_frontier(x, loss, *, runs=None, fraction=None, drop_fraction: float 
     each run) whose loss is lower than that of every point with smaller or equal x."""
     x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
     keep = np.flatnonzero(run_fractions(runs, x, fraction) >= drop_fraction)
-    order = keep[np.lexsort((loss[keep], x[keep]))]
-    best = np.inf
-    out = []
-    for i in order:
-        if loss[i] < best:
-            out.append(i)
-            best = loss[i]
-    return np.array(out, dtype=int)
+    order = keep[np.lexsort((loss[keep], x[keep]))]  # by x, ties by loss
+    sorted_loss = loss[order]
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(sorted_loss)[:-1]])
+    return order[sorted_loss < best_before].astype(int)
 
 
 def _power_law(log_x: np.ndarray, log_l: np.ndarray, free_l_inf: bool) -> tuple[float, float, float]:

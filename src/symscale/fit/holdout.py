@@ -31,3 +31,33 @@ def prediction_errors(predicted: np.ndarray, observed: np.ndarray) -> dict[str, 
         "mean_abs_rel_error": float(rel.mean()),
         "max_abs_rel_error": float(rel.max()),
     }
+
+
+def frontier_holdout(
+    x, loss, *, runs=None, fraction=None, top_fraction: float, drop_fraction: float = 0.05, free_l_inf=False
+) -> dict[str, float]:
+    """Fit the frontier on the points with x below the (1 - top_fraction) quantile of x, and compare its
+    prediction with the frontier points of the full data above that cut (the extrapolation a user relies on)."""
+    from symscale.fit.frontier import compute_frontier, fit_frontier, run_fractions
+
+    if not 0 < top_fraction < 1:
+        raise SymscaleError.invalid("holdout fraction", top_fraction, "a number between 0 and 1")
+    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
+    cut = np.quantile(x, 1 - top_fraction)
+    envelope = compute_frontier(x, loss, runs=runs, fraction=fraction, drop_fraction=drop_fraction)
+    test = envelope[x[envelope] > cut]
+    if len(test) == 0:
+        raise SymscaleError(f"holdout: no frontier point above the compute cut {cut:.4g}")
+    train = x <= cut
+    fit = fit_frontier(
+        x[train],
+        loss[train],
+        runs=None if runs is None else np.asarray(runs)[train],
+        fraction=run_fractions(runs, x, fraction)[train],  # fractions of the full runs, not the cut ones
+        drop_fraction=drop_fraction,
+        free_l_inf=free_l_inf,
+        bootstrap=0,
+    )
+    p = fit.params
+    predicted = p["L_inf"] + p["F"] * x[test] ** -p["gamma"]
+    return {"n_train": fit.n_points, "cut": float(cut), **prediction_errors(predicted, loss[test])}

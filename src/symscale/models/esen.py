@@ -145,7 +145,9 @@ class SO2Convolution(nn.Module):
         n_edges = x.shape[0]
         rad = self.radial(edge_features)  # [E, sum_m n_m * c_in]
         n0 = self.sizes[0]
-        y0 = self.linears[0](x[:, :n0].reshape(n_edges, -1) * rad[:, : n0 * self.c_in])  # [E, n0 c_out + extra]
+        y0 = self.linears[0](
+            x[:, :n0].reshape(n_edges, n0 * self.c_in) * rad[:, : n0 * self.c_in]
+        )  # [E, n0 c_out + extra]
         out = [y0[:, : n0 * self.c_out].reshape(n_edges, n0, self.c_out)]
         row, r_off = n0, n0 * self.c_in
         for m in range(1, self.mmax + 1):
@@ -286,9 +288,7 @@ class ESEN(ForceField):
         self.edge_embedding = EdgeEmbedding(self.num_elements, width, num_radial, cutoff)
         self.envelope = PolynomialEnvelope(cutoff)
         self.degree_embedding = EdgeDegreeEmbedding(lmax, self.mmax, width, avg_num_neighbors)
-        self.blocks = nn.ModuleList(
-            ESENBlock(lmax, self.mmax, width, avg_num_neighbors) for _ in range(num_layers)
-        )
+        self.blocks = nn.ModuleList(ESENBlock(lmax, self.mmax, width, avg_num_neighbors) for _ in range(num_layers))
         self.norm = EquivariantLayerNorm(lmax, width)
         self.energy_head = nn.Sequential(Dense(width, width), nn.SiLU(), Dense(width, 1, readout=True))
         self.force_head = Dense(width, 1, bias=False, readout=True)

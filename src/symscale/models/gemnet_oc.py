@@ -9,15 +9,16 @@ l -> k -> j -> i (three edges, l != j, k != i) with the dihedral phi between the
 (k, j, i) around the middle edge k - j (phi = 0 for l and i on the same side).
 
 Update rule (one `InteractionBlock`, in order; sums over neighbours are divided by `avg_neighbors`, each of
-the two quadruplet passes by sqrt(min(avg_neighbors, quad_neighbors)): chosen so that every branch is of order
-one at initialisation, the role of GemNet's fitted ScaleFactors):
+the two quadruplet passes by sqrt(min(avg_neighbors, quad_neighbors)); the aggregated triplet, quadruplet and
+atom-pair bottleneck features and the edge and atom states are then RMS-normalised over channels (`rms_norm`,
+the parameter-free stand-in for GemNet's fitted ScaleFactors):
     x_skip = Dense(m)
     x_trip = TripletInteraction:  sum_k  P(cos theta_kji) . [Dense(m_kj) * rbf(d_kj)]        (angles)
     x_quad = QuadrupletInteraction: sum_{k, l} sum_m sin^m theta_lkj sin^m theta_kji cos(m phi_lkji)
              * w_m(theta_lkj) w'_m(theta_kji) rbf(d_kj) [Dense(m_lk) * rbf(d_lk)]           (dihedrals)
-    m <- residual MLPs of (m + (x_skip + x_trip + x_quad) / sqrt 3) / sqrt 2
-    h <- (h + AtomUpdate(sum_j m_ji * rbf(d_ji)) + PairInteraction(sum_j h_j * rbf(d_ji))) / sqrt 3
-    m <- (m + Dense([h_i, h_j, m_ji])) / sqrt 2, then residual MLPs
+    m <- rms_norm(residual MLPs of (m + (x_skip + x_trip + x_quad) / sqrt 3) / sqrt 2)
+    h <- rms_norm(h + AtomUpdate(sum_j m_ji * rbf(d_ji)) + PairInteraction(sum_j h_j * rbf(d_ji)))
+    m <- rms_norm(residual MLPs of (m + Dense([h_i, h_j, m_ji])) / sqrt 2)
 Each block (and the embedding) feeds an `OutputBlock`: per-atom energy from sum_j m_ji * rbf(d_ji), per-edge
 force scalar s_ji; E = sum of atom energies (base class), F_i = sum_j s_ji u_ji (equivariant by construction).
 
@@ -47,10 +48,15 @@ Where this departs from the paper, and why:
 - Triplet messages use a per-channel filter of the Legendre basis (DimeNet++ style, Hadamard) instead of
   GemNet's bilinear layer over (radial x spherical) basis products; no "swap" of messages to the reverse edge
   (with a neighbour cap the reverse edge may not exist).
-- Fixed normalisation by `avg_neighbors` instead of GemNet's ScaleFactors fitted on data (so activations at
-  init are of order one only up to a seed-dependent factor of a few); He-orthogonal weights of variance
-  1/fan_in as in GemNet, but readouts N(0, 1/fan_in^2) (muP); no biases (every message vanishes with its
-  edge's radial envelope, so energies and forces are smooth at the cutoff).
+- Parameter-free RMS normalisation instead of GemNet's ScaleFactors fitted on data: the aggregated triplet,
+  quadruplet and atom-pair bottleneck features (before their up-projection) and the edge and atom states
+  (end of each update) are divided by their RMS over channels (plus `NORM_EPS`, so that a message that
+  vanishes with its envelope still vanishes smoothly). Without it the bottleneck branches are products of
+  several per-channel random filters whose RMS over the few bottleneck channels (width / 8) is heavy-tailed
+  and grew about 5x from width 32 to 256, and the states drifted with depth: the muP coordinate check failed.
+  He-orthogonal weights of variance 1/fan_in as in GemNet, but readouts N(0, 1/fan_in^2), centred (muP);
+  no biases (every message vanishes with its edge's radial envelope, so energies and forces are smooth at
+  the cutoff).
 - Fewer residual layers (1 before and 1 after the skip connection, 1 after the concatenation, 1 in the atom
   update and output blocks; GemNet-OC: 2, 2, 1, 3, 3) and 16 Gaussian radial functions (GemNet-OC: 128),
   to keep the CPU ladder small and fast.
@@ -69,6 +75,7 @@ from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatc
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
 from symscale.models.basis import RadialBasis, edge_frames, legendre
+from symscale.models.heads import scatter_sum
 from symscale.models.registry import register
 
 INV_SQRT2 = 1 / math.sqrt(2)
@@ -79,18 +86,21 @@ class ScaledSiLU(nn.Module):
     """SiLU / 0.6, roughly variance preserving for unit-variance inputs (as in GemNet)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.silu(x) * (1 / 0.6)
+        return torch.nn.functional.silu(x).mul_(1 / 0.6)  # in place: silu's backward keeps its input
 
 
 class Dense(nn.Linear):
     """Bias-free linear layer, optionally followed by ScaledSiLU. Weights He-orthogonal with variance 1/fan_in
-    (GemNet's init; orthogonality keeps narrow models stable), or N(0, 1/fan_in^2) for a muP readout."""
+    (GemNet's init; orthogonality keeps narrow models stable), or N(0, 1/fan_in^2) for a muP readout,
+    centred so that it starts blind to the mean of its inputs (large after SiLU)."""
 
     def __init__(self, fan_in: int, fan_out: int, activation: bool = False, readout: bool = False) -> None:
         super().__init__(fan_in, fan_out, bias=False)
         with torch.no_grad():
             if readout:
                 nn.init.normal_(self.weight, std=1 / fan_in)
+                if fan_in > 1:
+                    self.weight.sub_(self.weight.mean(1, keepdim=True))
             elif self.weight.numel() == 1:
                 self.weight.fill_(1.0)
             else:  # GemNet's He-orthogonal: (semi-)orthogonal, standardised to variance 1/fan_in
@@ -118,9 +128,13 @@ def residual_stack(channels: int, n: int) -> nn.Sequential:
     return nn.Sequential(*[ResidualLayer(channels) for _ in range(n)])
 
 
-def scatter_sum(src: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    """out[index[t]] += src[t]; out has `size` rows."""
-    return src.new_zeros((size, *src.shape[1:])).index_add_(0, index, src)
+NORM_EPS = 1e-4
+
+
+def rms_norm(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
+    """x / sqrt(mean over the last dim of x^2 + eps): unit RMS over channels wherever mean x^2 >> eps, and
+    linear (gain 1/sqrt(eps)) near x = 0, so that features that vanish at the cutoff still vanish smoothly."""
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
 def triplets(edge_index: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,7 +253,7 @@ class TripletInteraction(nn.Module):
     def forward(self, m: torch.Tensor, rbf: torch.Tensor, geo: TripletGeometry) -> torch.Tensor:
         x = self.down(self.dense_in(m) * self.rbf(rbf))  # [E, trip]
         msg = x.index_select(0, geo.t_in) * self.angle(geo.legendre)  # [T, trip]
-        return self.up(scatter_sum(msg, geo.t_out, m.shape[0]) * self.norm)  # [E, edge]
+        return self.up(rms_norm(scatter_sum(msg, geo.t_out, m.shape[0]) * self.norm))  # [E, edge]
 
 
 class QuadrupletInteraction(nn.Module):
@@ -266,7 +280,7 @@ class QuadrupletInteraction(nn.Module):
         w_outer = self.angle_outer.weight.t().view(-1, order, q)  # [L, M+1, Q]
         w_inner = self.angle_inner.weight.t().view(w_outer.shape[0], -1, q)  # [L, M+1 (+M), Q]
         y = dihedral_sum(x, w_outer, self.rbf_middle(rbf) * self.norm, w_inner, geo)  # [E, Q]
-        return self.up(y * self.norm)  # [E, edge]
+        return self.up(rms_norm(y * self.norm))  # [E, edge]
 
 
 def dihedral_sum(
@@ -286,7 +300,7 @@ def dihedral_sum(
     # pass 1: A_m[kj] = sum_l x_lk wo_m(theta_lkj) z_l^m, slots [Re m = 0..M, Im m = 1..M]
     weights = torch.cat([w_outer, w_outer[:, 1:]], 1).permute(1, 0, 2)  # [2M+1, L, Q]
     a = torch.bmm(geo.dihedral_in, weights) * x.index_select(0, geo.q_in)  # [2M+1, T, Q]
-    a = a.new_zeros(2 * order - 1, n_edges, a.shape[-1]).index_add_(1, geo.q_out, a) * gate  # [2M+1, E, Q]
+    a = scatter_sum(a.transpose(0, 1), geo.q_out, n_edges).transpose(0, 1) * gate  # [2M+1, E, Q]
     # pass 2: y = sum over slots of A[kj] * C, with C the coefficients of Re/Im A in Re(A conj z) (+ Im(A conj z))
     wc = w_inner[:, :order].permute(1, 0, 2)  # [M+1, L, Q]
     if w_inner.shape[1] > order:  # chiral
@@ -325,7 +339,7 @@ class PairInteraction(nn.Module):
 
     def forward(self, h: torch.Tensor, rbf: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         x = self.down(h).index_select(0, edge_index[0]) * self.rbf(rbf)  # [E, pair]
-        return self.up(scatter_sum(x, edge_index[1], h.shape[0]) * self.norm)  # [A, atom]
+        return self.up(rms_norm(scatter_sum(x, edge_index[1], h.shape[0]) * self.norm))  # [A, atom]
 
 
 class InteractionBlock(nn.Module):
@@ -347,13 +361,13 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h, m, rbf, geo: TripletGeometry, edge_index: torch.Tensor):  # noqa: ANN001
         x = (self.dense_skip(m) + self.triplet(m, rbf, geo) + self.quadruplet(m, rbf, geo)) * INV_SQRT3  # [E, edge]
-        m = self.after_skip((m + self.before_skip(x)) * INV_SQRT2)  # [E, edge]
+        m = rms_norm(self.after_skip((m + self.before_skip(x)) * INV_SQRT2))  # [E, edge]
         h_edge = self.atom_update(m, rbf, edge_index[1], h.shape[0])  # [A, atom]
-        h = (h + h_edge + self.pair(h, rbf, edge_index)) * INV_SQRT3  # [A, atom]
+        h = rms_norm(h + h_edge + self.pair(h, rbf, edge_index))  # [A, atom]
         x = self.concat(
             torch.cat([h.index_select(0, edge_index[1]), h.index_select(0, edge_index[0]), m], -1)
         )  # [E, edge]
-        m = self.after_concat((m + x) * INV_SQRT2)  # [E, edge]
+        m = rms_norm(self.after_concat((m + x) * INV_SQRT2))  # [E, edge]
         return h, m
 
 
@@ -422,7 +436,7 @@ class GemNetOC(ForceField):
             raise SymscaleError.invalid("quad_neighbors", quad_neighbors, "an integer >= 1 or None (all edges)")
         self.quad_neighbors = quad_neighbors
         atom, edge, norm = self.dims["atom"], self.dims["edge"], 1.0 / avg_neighbors
-        # 1/n per sum, but 1/sqrt(n) per dihedral pass (random-sign filters twice: incoherent at init)
+        # 1/n per sum, 1/sqrt(n) per dihedral pass: only sets the size of the features relative to NORM_EPS
         norms = {"atom": norm, "trip": norm, "quad": min(avg_neighbors, quad_neighbors or avg_neighbors) ** -0.5}
         direct = forces == "direct"
         self.radial = RadialBasis(num_radial, cutoff, kind=radial_basis)

@@ -21,6 +21,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts only:
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import pickle
 import subprocess
@@ -36,6 +37,7 @@ from symscale.errors import SymscaleError
 FORMAT_VERSION = 1
 
 
+@functools.cache
 def git_sha() -> str | None:
     """The commit of the symscale source tree, if it is a git checkout (else None)."""
     here = Path(__file__).resolve().parent
