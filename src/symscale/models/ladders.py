@@ -37,9 +37,17 @@ def _ladder_file(arch: str):
     return path
 
 
+def ladder_overrides(arch: str, name: str) -> dict:
+    """Model options that ladder `name` of `arch` is defined with (the file's `overrides: {name: {...}}`),
+    e.g. eSEN's `paper` ladder is at lmax 4. Empty when the ladder uses the family's defaults."""
+    data = yaml.safe_load(_ladder_file(arch).read_text()) or {}
+    return dict((data.get("overrides") or {}).get(name) or {})
+
+
 def load_ladder(arch: str, name: str) -> list[int]:
     """The widths of ladder `name` ("cpu" or "paper") of family `arch`, ascending."""
     data = yaml.safe_load(_ladder_file(arch).read_text()) or {}
+    data.pop("overrides", None)
     if name not in data:
         raise SymscaleError.invalid(f"ladder for arch {arch!r}", name, f"one of {', '.join(sorted(data))}")
     widths = data[name]
@@ -56,5 +64,6 @@ def count_parameters(arch: str, width: int, elements: Sequence[int] = BUILTIN_EL
 
 
 def ladder_rungs(arch: str, name: str, elements: Sequence[int] = BUILTIN_ELEMENTS, **overrides) -> list[Rung]:
-    """Widths of a ladder with their exact N for `elements`."""
-    return [Rung(w, count_parameters(arch, w, elements, **overrides)) for w in load_ladder(arch, name)]
+    """Widths of a ladder with their exact N for `elements` (at the ladder's own overrides, then `overrides`)."""
+    options = {**ladder_overrides(arch, name), **overrides}
+    return [Rung(w, count_parameters(arch, w, elements, **options)) for w in load_ladder(arch, name)]

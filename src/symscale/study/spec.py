@@ -321,6 +321,10 @@ def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
         widths = _ladder_widths(arch, ladder) if ladder is not None else fam["widths"]
         widths = tuple(_int(f"{where}.widths[]", w, 1) for w in _as_list(f"{where}.widths", widths))
         overrides = _check_keys(f"{where}.overrides", fam.get("overrides") or {}, _AnyKey())
+        if ladder is not None:  # the ladder's own model options (e.g. eSEN paper: lmax 4), then the spec's
+            from symscale.models.ladders import ladder_overrides
+
+            overrides = {**ladder_overrides(arch, ladder), **overrides}
         training = _check_keys(f"{where}.training", fam.get("training") or {}, _AnyKey())
         families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training)))
     return tuple(families)
