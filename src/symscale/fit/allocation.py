@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from symscale.errors import SymscaleError
+from symscale.fit.parametric import derived_exponents
 from symscale.fit.results import FitResult, summarize
 
 
@@ -40,14 +41,10 @@ def allocation(
     if not k > 0:
         raise SymscaleError.invalid("k (C = k N D)", k, "a positive number")
     p = sum_fit.params
-    total = p["alpha"] + p["beta"]
-    params = {"a": p["beta"] / total, "b": p["alpha"] / total, "gamma": p["alpha"] * p["beta"] / total}
+    params = derived_exponents(p["alpha"], p["beta"])
     derived: dict[str, float] = {"k": float(k)}
-    samples = {}
     s = sum_fit.samples
-    if s:
-        t = s["alpha"] + s["beta"]
-        samples = {"a": s["beta"] / t, "b": s["alpha"] / t, "gamma": s["alpha"] * s["beta"] / t}
+    samples = derived_exponents(s["alpha"], s["beta"]) if s else {}
     d_samples = {}
     if budget is not None:
         n_star, d_star, l_star = compute_optimal(p, budget, k)

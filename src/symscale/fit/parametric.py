@@ -142,12 +142,13 @@ def _params(full: np.ndarray, fixed_e: float | None) -> dict[str, float]:
     return {"E": E, "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": float(alpha), "beta": float(beta)}
 
 
-def derived_exponents(alpha: float, beta: float) -> dict[str, float]:
-    """Compute-optimal exponents a, b and the implied frontier exponent gamma (C = k N D)."""
-    total = alpha + beta
-    if total <= 0:
-        return {"a": float("nan"), "b": float("nan"), "gamma": float("nan")}
-    return {"a": beta / total, "b": alpha / total, "gamma": alpha * beta / total}
+def derived_exponents(alpha, beta) -> dict:
+    """Compute-optimal exponents a, b and the implied frontier exponent gamma (C = k N D), for numbers or
+    arrays of bootstrap samples (NaN where alpha + beta <= 0)."""
+    alpha, beta = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
+    total = np.where(alpha + beta > 0, alpha + beta, np.nan)
+    out = {"a": beta / total, "b": alpha / total, "gamma": alpha * beta / total}
+    return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
 
 def fit_sum_law(
@@ -221,14 +222,7 @@ def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix
     se, ci = summarize(samples) if samples else ({}, {})
     d_se, d_ci = {}, {}
     if samples:
-        total = samples["alpha"] + samples["beta"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d_samples = {
-                "a": samples["beta"] / total,
-                "b": samples["alpha"] / total,
-                "gamma": samples["alpha"] * samples["beta"] / total,
-            }
-        d_se, d_ci = summarize(d_samples)
+        d_se, d_ci = summarize(derived_exponents(samples["alpha"], samples["beta"]))
     return FitResult(
         group=group,
         law="sum",
