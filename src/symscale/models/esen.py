@@ -47,13 +47,12 @@ Departures from eSEN (and why):
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional
 
-from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatch, edge_vectors
+from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models import so3
 from symscale.models.base import ForceField, Symmetry
@@ -260,33 +259,20 @@ class ESEN(ForceField):
         self,
         width: int,
         *,
-        elements: Sequence[int],
-        cutoff: float = DEFAULT_CUTOFF,
-        max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
-        forces: str = "direct",
-        element_energies: Mapping[int, float] | None = None,
-        force_scale: float = 1.0,
         lmax: int = 2,
         mmax: int = 2,
         num_layers: int = 2,
         num_radial: int = 32,
         avg_num_neighbors: float = 20.0,
+        **shared,
     ) -> None:
-        super().__init__(
-            width,
-            elements=elements,
-            cutoff=cutoff,
-            max_neighbors=max_neighbors,
-            forces=forces,
-            element_energies=element_energies,
-            force_scale=force_scale,
-        )
+        super().__init__(width, **shared)  # elements, cutoff, forces, ... (ForceField)
         _check_options(lmax, mmax, num_layers, num_radial, avg_num_neighbors)
         self.lmax, self.mmax, self.num_layers = lmax, min(mmax, lmax), num_layers
         self.symmetry = Symmetry(group="SO(3)", nu=2, l=lmax, rotation_equivariant=True, reflection_equivariant=False)
         self.embedding = ElementEmbedding(self.num_elements, width)
-        self.edge_embedding = EdgeEmbedding(self.num_elements, width, num_radial, cutoff)
-        self.envelope = PolynomialEnvelope(cutoff)
+        self.edge_embedding = EdgeEmbedding(self.num_elements, width, num_radial, self.cutoff)
+        self.envelope = PolynomialEnvelope(self.cutoff)
         self.degree_embedding = EdgeDegreeEmbedding(lmax, self.mmax, width, avg_num_neighbors)
         self.blocks = nn.ModuleList(ESENBlock(lmax, self.mmax, width, avg_num_neighbors) for _ in range(num_layers))
         self.norm = EquivariantLayerNorm(lmax, width)

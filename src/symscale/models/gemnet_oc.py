@@ -65,13 +65,12 @@ Where this departs from the paper, and why:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatch, edge_vectors
+from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
 from symscale.models.basis import RadialBasis, edge_frames, legendre
@@ -403,12 +402,6 @@ class GemNetOC(ForceField):
         self,
         width: int,
         *,
-        elements: Sequence[int],
-        cutoff: float = DEFAULT_CUTOFF,
-        max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
-        forces: str = "direct",
-        element_energies: Mapping[int, float] | None = None,
-        force_scale: float = 1.0,
         num_blocks: int = 3,
         num_radial: int = 16,
         num_spherical: int = 7,
@@ -417,16 +410,9 @@ class GemNetOC(ForceField):
         chiral: bool = False,
         avg_neighbors: float = 16.0,
         radial_basis: str = "gaussian",
+        **shared,
     ) -> None:
-        super().__init__(
-            width,
-            elements=elements,
-            cutoff=cutoff,
-            max_neighbors=max_neighbors,
-            forces=forces,
-            element_energies=element_energies,
-            force_scale=force_scale,
-        )
+        super().__init__(width, **shared)  # elements, cutoff, forces, ... (ForceField)
         _check_options(num_blocks, num_radial, num_spherical, max_dihedral_order, avg_neighbors)
         if chiral:
             self.symmetry = Symmetry(group="SE(3)", nu=4, l=0, rotation_equivariant=True, reflection_equivariant=False)
@@ -438,8 +424,8 @@ class GemNetOC(ForceField):
         atom, edge, norm = self.dims["atom"], self.dims["edge"], 1.0 / avg_neighbors
         # 1/n per sum, 1/sqrt(n) per dihedral pass: only sets the size of the features relative to NORM_EPS
         norms = {"atom": norm, "trip": norm, "quad": min(avg_neighbors, quad_neighbors or avg_neighbors) ** -0.5}
-        direct = forces == "direct"
-        self.radial = RadialBasis(num_radial, cutoff, kind=radial_basis)
+        direct = self.force_mode == "direct"
+        self.radial = RadialBasis(num_radial, self.cutoff, kind=radial_basis)
         self.atom_embedding = nn.Parameter(torch.randn(atom, self.num_elements))  # [atom, n_elements], std 1
         self.edge_embedding = Dense(2 * atom + num_radial, edge, activation=True)
         self.blocks = nn.ModuleList(

@@ -84,6 +84,12 @@ def _family_rows(data: Any, arch: str) -> dict[str, np.ndarray]:
     return rows if len(rows["loss"]) else select(data.laws, arch)
 
 
+def _has_positive(data: Any, arch: str, *columns: str) -> bool:
+    """Whether the family has at least one row where all `columns` are finite and positive."""
+    rows = _family_rows(data, arch)
+    return bool(_positive(*(rows[c] for c in columns)).any())
+
+
 def _positive(*arrays: np.ndarray) -> np.ndarray:
     mask = np.ones(len(arrays[0]), dtype=bool)
     for a in arrays:
@@ -302,7 +308,7 @@ def frontier_figure(data: Any, out_dir: Path, mode: str = tables.ARCHITECTURE) -
 
 def learning_curves_figure(data: Any, out_dir: Path) -> Figure | None:
     """Loss against atoms seen, one panel per family, one line per run coloured by N."""
-    archs = [a for a in data.archs if _positive(_family_rows(data, a)["D"], _family_rows(data, a)["loss"]).any()]
+    archs = [a for a in data.archs if _has_positive(data, a, "D", "loss")]
     if not archs:
         return None
     fig, axes = _grid(len(archs))
@@ -373,7 +379,7 @@ def parameter_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
 
 def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
     """Loss against D for each N (faint: every evaluation; bold: each run's end), with the sum-law fit."""
-    archs = [a for a in data.archs if _positive(_family_rows(data, a)["D"], _family_rows(data, a)["N"]).any()]
+    archs = [a for a in data.archs if _has_positive(data, a, "D", "N")]
     if not archs:
         return None
     fig, axes = _grid(len(archs))
