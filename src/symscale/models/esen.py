@@ -32,7 +32,9 @@ Departures from eSEN (and why):
   exactly equivariant and cheaper on a CPU.
 - The edge features (Gaussian distance basis, source and target element embeddings) go through one shared
   `EdgeEmbedding` layer; each SO2Convolution then has only a linear radial head on it (eSCN/eSEN use a
-  separate radial MLP per convolution). This saves about a third of the per-edge work at small widths.
+  separate radial MLP per convolution). This saves about a third of the per-edge work at small widths. The
+  distance basis and the two element embeddings are summed as separate terms of equal variance rather than
+  concatenated into one linear layer, so edge features keep their size at every width (muP).
 - The hidden width of messages equals `width` and the feed-forward hidden width is 2 * width; eSEN's
   released models use separate sphere/hidden/edge channel counts. One knob (`width`) scales everything
   except the distance basis (`num_radial`), as the study requires.
@@ -47,6 +49,7 @@ Departures from eSEN (and why):
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torch import nn
@@ -61,17 +64,25 @@ from symscale.models.registry import register
 
 logger = logging.getLogger(__name__)
 
+_INV_SQRT3 = 1.0 / math.sqrt(3.0)
+
 
 class GaussianBasis(nn.Module):
-    """`num` Gaussians of the distance d [Angstrom], centres evenly on [0, cutoff], width one spacing."""
+    """`num` Gaussians of the distance d [Angstrom], centres evenly on [0, cutoff], width one spacing.
+
+    Scaled so that the sum of squares over the basis is about `num` at any d inside the cutoff (the squares of
+    unit-spaced Gaussians of this width sum to sqrt(pi)): each coordinate then has mean square about 1, like
+    the other inputs of a 1/sqrt(fan_in) layer."""
 
     def __init__(self, num: int, cutoff: float) -> None:
         super().__init__()
         self.register_buffer("centres", torch.linspace(0.0, cutoff, num), persistent=False)
         self.spacing = cutoff / max(num - 1, 1)
+        self.scale = math.sqrt(num / math.sqrt(math.pi))
 
     def forward(self, dist: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-0.5 * ((dist[:, None] - self.centres.to(dist.dtype)) / self.spacing) ** 2)  # [E, num]
+        z = (dist[:, None] - self.centres.to(dist.dtype)) / self.spacing
+        return self.scale * torch.exp(-0.5 * z**2)  # [E, num]
 
 
 def gate(x: torch.Tensor, gates: torch.Tensor, row_degree: torch.Tensor) -> torch.Tensor:
@@ -162,18 +173,24 @@ class SO2Convolution(nn.Module):
 
 
 class EdgeEmbedding(nn.Module):
-    """Edge features [E, width] = SiLU(Linear([Gaussian basis of d, embedding(Z_j), embedding(Z_i)]))."""
+    """Edge features [E, width] = SiLU((Linear(Gaussian basis of d) + source(Z_j) + target(Z_i)) / sqrt(3)).
+
+    The same function class as one linear layer on [basis, embedding(Z_j), embedding(Z_i)], but the distance
+    part (a fixed `num_radial` inputs, a muP input layer) and the element parts (embeddings) each contribute
+    O(1) at every width. One linear on the concatenation would give the distance a share of about
+    num_radial / (num_radial + 2 width) of the variance, so edge features (and every radial weight computed from
+    them) would change with width, which the muP coordinate check catches."""
 
     def __init__(self, num_elements: int, width: int, num_radial: int, cutoff: float) -> None:
         super().__init__()
         self.basis = GaussianBasis(num_radial, cutoff)
+        self.radial = Dense(num_radial, width)
         self.source = ElementEmbedding(num_elements, width)
         self.target = ElementEmbedding(num_elements, width)
-        self.linear = Dense(num_radial + 2 * width, width)
 
     def forward(self, dist: torch.Tensor, species: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        src, tgt = self.source(species[edge_index[0]]), self.target(species[edge_index[1]])  # [E, width] each
-        return functional.silu(self.linear(torch.cat([self.basis(dist), src, tgt], dim=-1)))  # [E, width]
+        pre = self.radial(self.basis(dist)) + self.source(species[edge_index[0]]) + self.target(species[edge_index[1]])
+        return functional.silu(pre * _INV_SQRT3)  # [E, width]
 
 
 class EdgeDegreeEmbedding(nn.Module):
