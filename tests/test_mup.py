@@ -137,7 +137,7 @@ def test_esen_edge_features_do_not_depend_on_width():
             torch.manual_seed(seed)
             model = build("esen", width, elements=ELEMENTS)
             hook = model.edge_embedding.register_forward_hook(
-                lambda module, inputs, out: squares.append(float(out.detach().pow(2).mean()))
+                lambda module, inputs, out, squares=squares: squares.append(float(out.detach().pow(2).mean()))
             )
             model(batch)
             hook.remove()
