@@ -275,7 +275,37 @@ def plan(args) -> list[tuple[str, str, str, int]]:
         jobs += [(args.mace_python, "mace", "mace", w) for w in args.mace_widths]
     if args.fairchem_python:
         jobs += [(args.fairchem_python, "fairchem", "esen", w) for w in args.fairchem_widths]
+        if "esen" in (args.archs or list_archs()):  # symscale's esen at fairchem's widths too, for the ratio
+            have = {(lib, a, w) for _, lib, a, w in jobs}
+            jobs += [
+                (sys.executable, "symscale", "esen", w)
+                for w in args.fairchem_widths
+                if ("symscale", "esen", w) not in have
+            ]
     return jobs
+
+
+def comparisons(results: list[dict]) -> list[dict]:
+    """symscale's esen against fairchem's eSEN at equal width: speedup = fairchem step time / symscale's."""
+    ours = {
+        r["width"]: r for r in results if r.get("library") == "symscale" and r.get("arch") == "esen" and "step_s" in r
+    }
+    out = []
+    for r in results:
+        if r.get("library") == "fairchem" and "step_s" in r and r["width"] in ours:
+            mine = ours[r["width"]]
+            out.append(
+                {
+                    "arch": "esen",
+                    "width": r["width"],
+                    "baseline": "fairchem",
+                    "symscale_step_s": mine["step_s"],
+                    "baseline_step_s": r["step_s"],
+                    "speedup": r["step_s"] / mine["step_s"],
+                    "memory_ratio": mine["peak_step_memory_mib"] / max(r["peak_step_memory_mib"], 1e-9),
+                }
+            )
+    return out
 
 
 def _ran(results: list[dict], library: str) -> bool:
@@ -334,6 +364,12 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": "training step", "batch_size": BATCH_SIZE, "environment": environment()}
     payload["results"] = results
+    payload["comparisons"] = comparisons(results)
+    for c in payload["comparisons"]:
+        print(
+            f"esen width {c['width']}: symscale {c['symscale_step_s']:.3f} s/step, fairchem "
+            f"{c['baseline_step_s']:.3f} s/step, speedup {c['speedup']:.2f}x"
+        )
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0

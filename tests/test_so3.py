@@ -75,11 +75,21 @@ def test_edge_frame_maps_edge_to_y_and_sh_to_m0():
 
 
 @pytest.mark.parametrize(("lmax", "mmax"), [(2, 2), (4, 2), (6, 3)])
-def test_fast_rotation_matches_matrices(lmax, mmax):
+def test_edge_rotation_keeps_the_rows_of_the_full_wigner_matrix(lmax, mmax):
     v = torch.randn(6, 3, dtype=DT, generator=torch.Generator().manual_seed(6))
     x = torch.randn(6, so3.num_coefficients(lmax), 4, dtype=DT)
-    w = so3.edge_frame_rotation(v, lmax, mmax)
+    full = so3.edge_wigner(v, lmax)  # [E, K, K]
+    rows = torch.tensor([l * l + l + m for l, m in so3.edge_frame_rows(lmax, mmax)])
     r = so3.edge_rotation(v, lmax, mmax)
     h = r.to_edge(x)
-    assert torch.allclose(h, w @ x, atol=1e-12)
-    assert torch.allclose(r.from_edge(h), w.transpose(1, 2) @ h, atol=1e-12)
+    assert torch.allclose(h, full[:, rows] @ x, atol=1e-12)
+    # back to the global frame: the orthogonal projection onto the kept rows, rotated back
+    assert torch.allclose(r.from_edge(h), full[:, rows].transpose(1, 2) @ full[:, rows] @ x, atol=1e-12)
+    assert torch.allclose(r.to_edge(r.from_edge(h)), h, atol=1e-12)  # rows of a rotation are orthonormal
+    y = r.to_edge(so3.spherical_harmonics(lmax, v)[..., None])[..., 0]  # Y(r_hat) in its own edge frame
+    assert y[:, lmax + 1 :].abs().max() < 1e-12  # only the m = 0 rows (the first lmax + 1) survive
+    weight = torch.rand(6, dtype=DT, generator=torch.Generator().manual_seed(7))
+    weighted = so3.edge_rotation(v, lmax, mmax, weight=weight)
+    assert torch.allclose(weighted.to_edge(x), h, atol=1e-12)  # the weight applies on the way back only
+    assert torch.allclose(weighted.from_edge(h), weight[:, None, None] * r.from_edge(h), atol=1e-12)
+    assert torch.allclose(weighted.from_edge(h[:, :2]), weight[:, None, None] * r.from_edge(h[:, :2]), atol=1e-12)

@@ -35,7 +35,16 @@ from torch import nn
 
 from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import MLP, BesselBasis, Dense, ElementEmbedding, EnergyHead, PolynomialEnvelope, scatter_sum
+from symscale.models.heads import (
+    MLP,
+    BesselBasis,
+    Dense,
+    ElementEmbedding,
+    EnergyHead,
+    PolynomialEnvelope,
+    gather,
+    scatter_sum,
+)
 from symscale.models.registry import register
 
 
@@ -58,15 +67,17 @@ class EquivariantBlock(nn.Module):
     def forward(self, h, vectors, rbf, vec, r, env, edge_index):
         j, i = edge_index
         rhat = vec / r.clamp(min=1e-9)[:, None]  # [n_edges, 3]
+        v_i, v_j = gather(vectors, i), gather(vectors, j)  # [n_edges, K, 3] each
         s = torch.cat(
             [
-                (vectors[i] * vectors[j]).sum(-1),  # [n_edges, K]
-                torch.einsum("ekc,ec->ek", vectors[i], rhat),  # [n_edges, K]
-                torch.einsum("ekc,ec->ek", vectors[j], rhat),  # [n_edges, K]
+                (v_i * v_j).sum(-1),  # [n_edges, K]
+                torch.einsum("ekc,ec->ek", v_i, rhat),  # [n_edges, K]
+                torch.einsum("ekc,ec->ek", v_j, rhat),  # [n_edges, K]
             ],
             dim=-1,
         )  # [n_edges, 3K]
-        pre = self.node_target(h)[i] + self.node_source(h)[j] + self.radial_input(rbf) + self.invariant_input(s)
+        pre = gather(self.node_target(h), i) + gather(self.node_source(h), j)  # [n_edges, width]
+        pre = pre + self.radial_input(rbf) + self.invariant_input(s)
         m = env[:, None] * nn.functional.silu(self.message(nn.functional.silu(pre)))  # [n_edges, width]
         agg = scatter_sum(m, i, h.shape[0]) / self.avg_neighbors  # [n_atoms, width]
         h = h + self.update(torch.cat([h, agg], dim=-1))  # [n_atoms, width]

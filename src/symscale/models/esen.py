@@ -59,7 +59,7 @@ from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models import so3
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import Dense, ElementEmbedding, PolynomialEnvelope
+from symscale.models.heads import Dense, ElementEmbedding, PolynomialEnvelope, gather
 from symscale.models.registry import register
 
 logger = logging.getLogger(__name__)
@@ -85,13 +85,15 @@ class GaussianBasis(nn.Module):
         return self.scale * torch.exp(-0.5 * z**2)  # [E, num]
 
 
-def gate(x: torch.Tensor, gates: torch.Tensor, row_degree: torch.Tensor) -> torch.Tensor:
+def gate(x: torch.Tensor, gates: torch.Tensor, gate_of_row: torch.Tensor) -> torch.Tensor:
     """Gate nonlinearity: SiLU on the l = 0 row (row 0), sigmoid(gates[l-1]) times every row of degree l > 0.
 
-    x: [n, rows, c]; gates: [n, lmax, c]; row_degree: [rows] degree of each row (row 0 is the only l = 0 row).
+    x: [n, rows, c]; gates: [n, lmax, c]; gate_of_row: [rows - 1] = degree - 1 of rows 1.. (row 0 is the only
+    l = 0 row). `index_select` on dim 1 (forward and backward) measured 4.6x faster than advanced indexing.
     """
-    g = torch.sigmoid(gates)  # [n, lmax, c]
-    return torch.cat([functional.silu(x[:, :1]), x[:, 1:] * g[:, row_degree[1:] - 1]], dim=1)
+    g = torch.sigmoid(gates).index_select(1, gate_of_row)  # [n, rows - 1, c]
+    x0, rest = x.split([1, x.shape[1] - 1], dim=1)  # split, not slicing: its backward needs no zero fill
+    return torch.cat([functional.silu(x0), rest * g], dim=1)
 
 
 class EquivariantLayerNorm(nn.Module):
@@ -108,12 +110,12 @@ class EquivariantLayerNorm(nn.Module):
         self.register_buffer("degree_weight", 1.0 / ((2 * degree + 1.0) * (lmax + 1)), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x0 = x[:, :1] - x[:, :1].mean(dim=-1, keepdim=True)  # [n, 1, c]
-        x = torch.cat([x0, x[:, 1:]], dim=1)  # [n, K, c]
+        x0, rest = x.split([1, x.shape[1] - 1], dim=1)  # [n, 1, c], [n, K-1, c]
+        x = torch.cat([x0 - x0.mean(dim=-1, keepdim=True), rest], dim=1)  # l = 0 centred, [n, K, c]
         ms = (x.pow(2).mean(dim=-1) * self.degree_weight.to(x.dtype)).sum(dim=-1)  # [n]
-        x = x * torch.rsqrt(ms + self.eps)[:, None, None]
-        x = x * self.weight.view(self.lmax + 1, self.channels)[self.degree]  # [n, K, c]
-        return torch.cat([x[:, :1] + self.bias, x[:, 1:]], dim=1)
+        gain = self.weight.view(self.lmax + 1, self.channels)[self.degree]  # [K, c]
+        shift = functional.pad(self.bias[None], (0, 0, 0, x.shape[1] - 1))  # [K, c], bias on l = 0 only
+        return x * (torch.rsqrt(ms + self.eps)[:, None, None] * gain) + shift
 
 
 class SO3Linear(nn.Module):
@@ -145,31 +147,31 @@ class SO2Convolution(nn.Module):
 
     def __init__(self, lmax: int, mmax: int, c_in: int, c_out: int, edge_dim: int, extra: int = 0) -> None:
         super().__init__()
-        self.lmax, self.mmax, self.c_in, self.c_out = lmax, min(mmax, lmax), c_in, c_out
+        self.lmax, self.mmax, self.c_in, self.c_out, self.extra = lmax, min(mmax, lmax), c_in, c_out, extra
         self.sizes = [lmax + 1 - m for m in range(self.mmax + 1)]  # degrees l >= m per block
         self.radial = Dense(edge_dim, sum(self.sizes) * c_in)
         self.linears = nn.ModuleList([Dense(self.sizes[0] * c_in, self.sizes[0] * c_out + extra)])
         self.linears.extend(Dense(n * c_in, 2 * n * c_out, bias=False) for n in self.sizes[1:])
 
     def forward(self, x: torch.Tensor, edge_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # torch.split rather than slicing throughout: the backward of a split is one cat, while each slice's
+        # backward fills a zero tensor the size of its input (measured a fifth of an eSEN step on CPU)
         n_edges = x.shape[0]
-        rad = self.radial(edge_features)  # [E, sum_m n_m * c_in]
+        rads = self.radial(edge_features).split([n * self.c_in for n in self.sizes], dim=1)  # [E, n_m c_in] per m
+        blocks = x.split([self.sizes[0]] + [2 * n for n in self.sizes[1:]], dim=1)  # m = 0, then (-m, +m) pairs
         n0 = self.sizes[0]
-        y0 = self.linears[0](
-            x[:, :n0].reshape(n_edges, n0 * self.c_in) * rad[:, : n0 * self.c_in]
-        )  # [E, n0 c_out + extra]
-        out = [y0[:, : n0 * self.c_out].reshape(n_edges, n0, self.c_out)]
-        row, r_off = n0, n0 * self.c_in
+        y0, extra = self.linears[0](blocks[0].reshape(n_edges, n0 * self.c_in) * rads[0]).split(
+            [n0 * self.c_out, self.extra], dim=1
+        )  # [E, n0 c_out], [E, extra]
+        out = [y0.reshape(n_edges, n0, self.c_out)]
         for m in range(1, self.mmax + 1):
             n = self.sizes[m]
-            xm = x[:, row : row + 2 * n].reshape(n_edges, 2, n * self.c_in)  # [E, (-m, +m), n c_in]
-            ym = self.linears[m](xm * rad[:, None, r_off : r_off + n * self.c_in])  # [E, 2, 2 n c_out]
-            k = n * self.c_out
-            y_neg = ym[:, 0, :k] - ym[:, 1, k:]  # W1 x_- - W2 x_+
-            y_pos = ym[:, 0, k:] + ym[:, 1, :k]  # W2 x_- + W1 x_+
-            out += [y_neg.reshape(n_edges, n, self.c_out), y_pos.reshape(n_edges, n, self.c_out)]
-            row, r_off = row + 2 * n, r_off + n * self.c_in
-        return torch.cat(out, dim=1), y0[:, n0 * self.c_out :]
+            xm = blocks[m].reshape(n_edges, 2, n * self.c_in)  # [E, (-m, +m), n c_in]
+            ym = self.linears[m](xm * rads[m][:, None])  # [E, 2, 2 n c_out]: (W1 x, W2 x) for x_- and x_+
+            (w1_minus, w2_minus), (w1_plus, w2_plus) = (y.split(n * self.c_out, dim=-1) for y in ym.unbind(1))
+            y_minus, y_plus = w1_minus - w2_plus, w2_minus + w1_plus  # W1 x_- - W2 x_+,  W2 x_- + W1 x_+
+            out += [y_minus.reshape(n_edges, n, self.c_out), y_plus.reshape(n_edges, n, self.c_out)]
+        return torch.cat(out, dim=1), extra
 
 
 class EdgeEmbedding(nn.Module):
@@ -200,14 +202,11 @@ class EdgeDegreeEmbedding(nn.Module):
     def __init__(self, lmax: int, mmax: int, width: int, avg_num_neighbors: float) -> None:
         super().__init__()
         self.lmax, self.width, self.avg = lmax, width, avg_num_neighbors
-        self.num_rows = len(so3.edge_frame_rows(lmax, mmax))
         self.linear = Dense(width, (lmax + 1) * width)
 
-    def forward(self, edge_features, rotation, envelope, target, n_atoms) -> torch.Tensor:
+    def forward(self, edge_features, rotation, target, n_atoms) -> torch.Tensor:
         m0 = self.linear(edge_features).view(-1, self.lmax + 1, self.width)  # [E, lmax+1, c] (m = 0 rows)
-        m0 = m0 * envelope[:, None, None]
-        h = functional.pad(m0, (0, 0, 0, self.num_rows - self.lmax - 1))  # [E, Kt, c], |m| > 0 rows zero
-        msg = rotation.from_edge(h)  # [E, K, c]
+        msg = rotation.from_edge(m0)  # [E, K, c]: rows |m| > 0 are zero, only the m = 0 columns are used
         return msg.new_zeros(n_atoms, *msg.shape[1:]).index_add(0, target, msg) / self.avg  # [A, K, c]
 
 
@@ -219,18 +218,18 @@ class Edgewise(nn.Module):
         super().__init__()
         self.avg = avg_num_neighbors
         rows = so3.edge_frame_rows(lmax, mmax)
-        self.register_buffer("row_degree", torch.tensor([l for l, _ in rows]), persistent=False)
+        self.register_buffer("gate_of_row", torch.tensor([l - 1 for l, _ in rows[1:]]), persistent=False)
         self.conv1 = SO2Convolution(lmax, mmax, 2 * width, width, width, extra=lmax * width)
         self.conv2 = SO2Convolution(lmax, mmax, width, width, width)
         self.lmax, self.width = lmax, width
 
-    def forward(self, x, edge_features, rotation, envelope, edge_index) -> torch.Tensor:
-        pair = torch.cat([x[edge_index[0]], x[edge_index[1]]], dim=-1)  # [E, K, 2c]
+    def forward(self, x, edge_features, rotation, edge_index) -> torch.Tensor:
+        pair = torch.cat([gather(x, edge_index[0]), gather(x, edge_index[1])], dim=-1)  # [E, K, 2c]
         h = rotation.to_edge(pair)  # [E, Kt, 2c] edge frame
         h, gates = self.conv1(h, edge_features)  # [E, Kt, c], [E, lmax * c]
-        h = gate(h, gates.view(-1, self.lmax, self.width), self.row_degree)
+        h = gate(h, gates.view(-1, self.lmax, self.width), self.gate_of_row)
         h, _ = self.conv2(h, edge_features)  # [E, Kt, c]
-        msg = rotation.from_edge(h * envelope[:, None, None])  # [E, K, c]
+        msg = rotation.from_edge(h)  # [E, K, c], times the envelope (folded into the rotation back)
         return msg.new_zeros(x.shape[0], *msg.shape[1:]).index_add(0, edge_index[1], msg) / self.avg
 
 
@@ -242,11 +241,11 @@ class FeedForward(nn.Module):
         self.lmax, self.hidden = lmax, 2 * width
         self.up = SO3Linear(lmax, width, self.hidden, extra=lmax * self.hidden)
         self.down = SO3Linear(lmax, self.hidden, width)
-        self.register_buffer("row_degree", so3.degree_index(lmax), persistent=False)
+        self.register_buffer("gate_of_row", so3.degree_index(lmax)[1:] - 1, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, gates = self.up(x)  # [A, K, 2c], [A, lmax * 2c]
-        h = gate(h, gates.view(-1, self.lmax, self.hidden), self.row_degree)
+        h = gate(h, gates.view(-1, self.lmax, self.hidden), self.gate_of_row)
         return self.down(h)[0]  # [A, K, c]
 
 
@@ -260,8 +259,8 @@ class ESENBlock(nn.Module):
         self.norm2 = EquivariantLayerNorm(lmax, width)
         self.feed_forward = FeedForward(lmax, width)
 
-    def forward(self, x, edge_features, rotation, envelope, edge_index) -> torch.Tensor:
-        x = x + self.edgewise(self.norm1(x), edge_features, rotation, envelope, edge_index)
+    def forward(self, x, edge_features, rotation, edge_index) -> torch.Tensor:
+        x = x + self.edgewise(self.norm1(x), edge_features, rotation, edge_index)
         return x + self.feed_forward(self.norm2(x))
 
 
@@ -302,14 +301,14 @@ class ESEN(ForceField):
         edge_index = batch.edge_index
         vec = edge_vectors(pos, edge_index)  # [E, 3]
         dist = vec.norm(dim=-1)  # [E]
-        rotation = so3.edge_rotation(vec, self.lmax, self.mmax)  # D(R_e) per edge, applied by factors
         envelope = self.envelope(dist)  # [E]
+        rotation = so3.edge_rotation(vec, self.lmax, self.mmax, weight=envelope)  # D(R_e), envelope on the way back
         edge_features = self.edge_embedding(dist, species, edge_index)  # [E, c]
         x = pos.new_zeros(pos.shape[0], so3.num_coefficients(self.lmax), self.width)  # [A, K, c]
         x[:, 0] = self.embedding(species)
-        x = x + self.degree_embedding(edge_features, rotation, envelope, edge_index[1], pos.shape[0])
+        x = x + self.degree_embedding(edge_features, rotation, edge_index[1], pos.shape[0])
         for block in self.blocks:
-            x = block(x, edge_features, rotation, envelope, edge_index)  # [A, K, c]
+            x = block(x, edge_features, rotation, edge_index)  # [A, K, c]
         x = self.norm(x)
         energy = self.energy_head(x[:, 0]).squeeze(-1)  # [A]
         if self.force_mode == "conservative":

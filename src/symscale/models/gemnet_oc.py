@@ -74,7 +74,7 @@ from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
 from symscale.models.basis import RadialBasis, edge_frames, legendre
-from symscale.models.heads import scatter_sum
+from symscale.models.heads import gather, scatter_sum
 from symscale.models.registry import register
 
 INV_SQRT2 = 1 / math.sqrt(2)
@@ -251,7 +251,7 @@ class TripletInteraction(nn.Module):
 
     def forward(self, m: torch.Tensor, rbf: torch.Tensor, geo: TripletGeometry) -> torch.Tensor:
         x = self.down(self.dense_in(m) * self.rbf(rbf))  # [E, trip]
-        msg = x.index_select(0, geo.t_in) * self.angle(geo.legendre)  # [T, trip]
+        msg = gather(x, geo.t_in) * self.angle(geo.legendre)  # [T, trip]
         return self.up(rms_norm(scatter_sum(msg, geo.t_out, m.shape[0]) * self.norm))  # [E, edge]
 
 
@@ -298,7 +298,7 @@ def dihedral_sum(
     order, n_edges = w_outer.shape[1], x.shape[0]
     # pass 1: A_m[kj] = sum_l x_lk wo_m(theta_lkj) z_l^m, slots [Re m = 0..M, Im m = 1..M]
     weights = torch.cat([w_outer, w_outer[:, 1:]], 1).permute(1, 0, 2)  # [2M+1, L, Q]
-    a = torch.bmm(geo.dihedral_in, weights) * x.index_select(0, geo.q_in)  # [2M+1, T, Q]
+    a = torch.bmm(geo.dihedral_in, weights) * gather(x, geo.q_in)  # [2M+1, T, Q]
     a = scatter_sum(a.transpose(0, 1), geo.q_out, n_edges).transpose(0, 1) * gate  # [2M+1, E, Q]
     # pass 2: y = sum over slots of A[kj] * C, with C the coefficients of Re/Im A in Re(A conj z) (+ Im(A conj z))
     wc = w_inner[:, :order].permute(1, 0, 2)  # [M+1, L, Q]
@@ -337,7 +337,7 @@ class PairInteraction(nn.Module):
         self.norm = norm
 
     def forward(self, h: torch.Tensor, rbf: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = self.down(h).index_select(0, edge_index[0]) * self.rbf(rbf)  # [E, pair]
+        x = gather(self.down(h), edge_index[0]) * self.rbf(rbf)  # [E, pair]
         return self.up(rms_norm(scatter_sum(x, edge_index[1], h.shape[0]) * self.norm))  # [A, atom]
 
 
@@ -363,9 +363,7 @@ class InteractionBlock(nn.Module):
         m = rms_norm(self.after_skip((m + self.before_skip(x)) * INV_SQRT2))  # [E, edge]
         h_edge = self.atom_update(m, rbf, edge_index[1], h.shape[0])  # [A, atom]
         h = rms_norm(h + h_edge + self.pair(h, rbf, edge_index))  # [A, atom]
-        x = self.concat(
-            torch.cat([h.index_select(0, edge_index[1]), h.index_select(0, edge_index[0]), m], -1)
-        )  # [E, edge]
+        x = self.concat(torch.cat([gather(h, edge_index[1]), gather(h, edge_index[0]), m], -1))  # [E, edge]
         m = rms_norm(self.after_concat((m + x) * INV_SQRT2))  # [E, edge]
         return h, m
 
@@ -446,9 +444,7 @@ class GemNetOC(ForceField):
             u, edge_index, n_atoms, self.num_spherical, self.max_dihedral_order, self.chiral, dist, self.quad_neighbors
         )
         h = self.atom_embedding.t()[species]  # [A, atom]
-        m = self.edge_embedding(
-            torch.cat([h.index_select(0, edge_index[1]), h.index_select(0, edge_index[0]), rbf], -1)
-        )  # [E, edge]
+        m = self.edge_embedding(torch.cat([gather(h, edge_index[1]), gather(h, edge_index[0]), rbf], -1))  # [E, edge]
         e, s = self.outputs[0](m, rbf, edge_index[1], n_atoms)  # [A], [E] | None
         for block, output in zip(self.blocks, self.outputs[1:]):
             h, m = block(h, m, rbf, geo, edge_index)

@@ -23,6 +23,30 @@ def scatter_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tenso
     return src.new_zeros((num, *src.shape[1:])).scatter_add_(0, expanded, src)
 
 
+class _Gather(torch.autograd.Function):
+    """rows = src.index_select(0, index), with the backward as a scatter_add_ of a contiguous gradient."""
+
+    @staticmethod
+    def forward(ctx, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        ctx.num = src.shape[0]
+        return src.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        return scatter_sum(grad.contiguous(), index, ctx.num), None  # differentiable: double backward works
+
+
+def gather(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """src[index] along dim 0 ([num, ...] -> [len(index), ...]), e.g. atom features onto edges.
+
+    Same values and gradients as `src[index]`; on CPU the backward of advanced indexing (index_put with
+    accumulate) and of index_select (index_add) take serial paths, so this one scatters with scatter_add_
+    instead: forward plus backward of two [28k edges, 9, 16] gathers measured 14.5 ms against 42.5 ms."""
+    return _Gather.apply(src, index)
+
+
 class Dense(nn.Linear):
     """A linear layer with weight std 1/sqrt(fan_in) (or 1/fan_in when `readout=True`) and zero bias."""
 

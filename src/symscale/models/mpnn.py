@@ -39,6 +39,7 @@ from symscale.models.heads import (
     EnergyHead,
     ForceHead,
     PolynomialEnvelope,
+    gather,
     scatter_sum,
 )
 from symscale.models.registry import register
@@ -59,7 +60,8 @@ class InteractionBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, edge_feat: torch.Tensor, env: torch.Tensor, edge_index: torch.Tensor):
         j, i = edge_index
-        pre = self.node_target(h)[i] + self.node_source(h)[j] + self.edge_input(edge_feat)  # [n_edges, width]
+        pre = gather(self.node_target(h), i) + gather(self.node_source(h), j)  # [n_edges, width]
+        pre = pre + self.edge_input(edge_feat)
         m = env[:, None] * self.message(nn.functional.silu(pre))  # [n_edges, width]
         agg = scatter_sum(m, i, h.shape[0]) / self.avg_neighbors  # [n_atoms, width]
         return h + self.update(torch.cat([h, agg], dim=-1))  # [n_atoms, width]
