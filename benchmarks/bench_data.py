@@ -2,6 +2,10 @@
 
     python benchmarks/bench_data.py [--structures 2000] [--generate 40] [--workers 2] [--out PATH.json]
 
+Also times batching from a packed dataset whose neighbour lists were stored at packing time (what training
+does) against the fastest training step of the study (each family at its smallest `cpu` ladder width, on the
+same batches), and reports the ratio; the data-layer issue asks for at least 10x.
+
 Writes JSON with the numbers, the hardware, package versions and the git SHA. Speed is compared side by side
 here and never asserted in tests. The load average is recorded: on a shared machine the numbers are pessimistic.
 """
@@ -61,6 +65,45 @@ def bench_reading(path: Path) -> dict:
     }
 
 
+def bench_loader_vs_training(path: Path, threads: int) -> dict:
+    """Batches of 64 with neighbour lists from a packed dataset (lists searched per batch, and stored at packing
+    time as training does), against the fastest training step of the study: every family at the smallest
+    width of its `cpu` ladder, timed on the same batches. The issue's target: loader >= 10x the fastest step."""
+    from bench_models import symscale_step
+    from symscale.models.ladders import load_ladder
+    from symscale.models.registry import list_archs
+
+    ds = open_dataset(path)
+    t_pack_graph = timed(lambda: pack(ds, graph=(6.0, 30)))
+    packed = pack(ds, graph=(6.0, 30))
+    loader = BatchLoader(packed, batch_size=64)
+    atoms = int(packed.n_atoms.sum())
+    t_stored = timed(lambda: list(loader), 3)
+    batches = list(loader)[:4]
+    steps = {}
+    torch.set_num_threads(threads)
+    for arch in list_archs():
+        width = load_ladder(arch, "cpu")[0]
+        _, step = symscale_step(arch, width)
+        step(batches[0])  # warm-up
+        t = time.perf_counter()
+        for b in batches:
+            step(b)
+        steps[f"{arch}@{width}"] = sum(b.num_atoms for b in batches) / (time.perf_counter() - t)
+    torch.set_num_threads(1)
+    fastest = max(steps, key=steps.get)
+    loader_rate = atoms / t_stored
+    return {
+        "pack_with_graph_seconds": t_pack_graph,
+        "batches_per_s_packed_bs64_stored_neighbours": len(loader) / t_stored,
+        "atoms_per_s_packed_stored_neighbours": loader_rate,
+        "training_threads": threads,
+        "training_atoms_per_s_smallest_cpu_width": steps,
+        "fastest_training_step": fastest,
+        "loader_over_fastest_training_step": loader_rate / steps[fastest],
+    }
+
+
 def bench_generation(n: int, workers: int, folder: Path) -> dict:
     t = time.perf_counter()
     report = generate_dataset(folder / "gen.aselmdb", n, workers=workers, seed=0, progress=False)
@@ -96,7 +139,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--structures", type=int, default=2000, help="toy structures (20-30 atoms) to read")
     p.add_argument("--generate", type=int, default=40, help="structures to generate (0: skip)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="generation worker processes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the training steps compared against")
     p.add_argument("--out", default="benchmarks/results/data.json")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -106,6 +150,8 @@ def main() -> None:
         write_structures(path, toy_structures(args.structures, seed=0, min_atoms=20, max_atoms=30))
         result["reading"] = bench_reading(path)
         print(json.dumps(result["reading"], indent=1))
+        result["loader_vs_training"] = bench_loader_vs_training(path, args.threads)
+        print(json.dumps(result["loader_vs_training"], indent=1))
         if args.generate:
             result["generation"] = bench_generation(args.generate, args.workers, Path(tmp))
             print(json.dumps(result["generation"], indent=1))

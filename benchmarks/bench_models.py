@@ -62,13 +62,14 @@ def loss_fn(energy, forces, batch):
 # ---- one step per library: returns (model, step(batch) -> None) ---------------------------------------------
 
 
-def symscale_step(arch: str, width: int):
+def symscale_step(arch: str, width: int, esen_lmax: int = 2):
     import torch
 
     from symscale.models import mup
     from symscale.models.registry import build
 
-    model = build(arch, width, elements=ELEMENTS)
+    options = {"lmax": esen_lmax, "mmax": 2} if arch == "esen" else {}
+    model = build(arch, width, elements=ELEMENTS, **options)
     opt = torch.optim.Adam(mup.param_groups(model, lr=1e-3, weight_decay=0.0))
 
     def step(batch):
@@ -136,9 +137,9 @@ def mace_step(arch: str, width: int):
     return model, step
 
 
-def fairchem_step(arch: str, width: int):
+def fairchem_step(arch: str, width: int, esen_lmax: int = 2):
     """fairchem's eSEN backbone (eSCNMDBackbone, fairchem-core 2.24) with linear energy and direct-force heads,
-    at symscale esen's defaults: `width` sphere/hidden/edge channels, lmax = mmax = 2, 2 layers, 32 radial
+    at symscale esen's defaults: `width` sphere/hidden/edge channels, lmax (default 2), mmax 2, 2 layers, 32 radial
     functions, cutoff 6, no dataset embedding. Edges are symscale's (otf_graph=False), the same for both."""
     import torch
     from ase import Atoms
@@ -148,7 +149,7 @@ def fairchem_step(arch: str, width: int):
     backbone = eSCNMDBackbone(
         max_num_elements=100,
         sphere_channels=width,
-        lmax=2,
+        lmax=esen_lmax,
         mmax=2,
         otf_graph=False,
         max_neighbors=30,
@@ -200,14 +201,14 @@ LIBRARIES = {"symscale": symscale_step, "mace": mace_step, "fairchem": fairchem_
 # ---- the worker: one configuration in its own process --------------------------------------------------------
 
 
-def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, threads: int) -> dict:
+def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, threads: int, esen_lmax: int = 2) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     batch = make_batches(1)[0]  # one fixed batch: FLOPs counted on it are exactly those of each timed step
-    model, step = LIBRARIES[library](arch, width)
+    model, step = LIBRARIES[library](arch, width, esen_lmax) if arch == "esen" else LIBRARIES[library](arch, width)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and batch built, no step yet
     with FlopCounterMode(display=False) as counter:
@@ -224,6 +225,7 @@ def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, thr
         "library": library,
         "arch": arch,
         "width": width,
+        "lmax": esen_lmax if arch == "esen" else None,
         "num_parameters": n_params,
         "atoms_per_step": batch.num_atoms,
         "edges_per_step": batch.num_edges,
@@ -240,6 +242,7 @@ def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, thr
 def spawn(python: str, library: str, arch: str, width: int, args) -> dict:
     cmd = [python, __file__, "--worker", library, arch, str(width)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    cmd += ["--esen-lmax", str(args.esen_lmax)]
     env = dict(os.environ)
     if library == "mace":
         # e3nn 0.4.4 (pinned by mace-torch) loads its own constants file with torch.load, which torch >= 2.6
@@ -340,12 +343,14 @@ def main(argv=None) -> int:
     p.add_argument("--mace-steps", type=int, default=1, help="timed MACE steps (default 1; a step takes ~10 s)")
     p.add_argument("--fairchem-python", help="python of a venv with fairchem-core (default: fairchem skipped)")
     p.add_argument("--fairchem-widths", type=int, nargs="*", default=[8, 16], help="eSEN channels (default 8 16)")
+    p.add_argument("--esen-lmax", type=int, default=2, help="lmax of both eSEN models (default 2; mmax 2)")
     p.add_argument("--merge", action="store_true", help="keep other configurations already in --out")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
     args = p.parse_args(argv)
     if args.worker:
         library, arch, width = args.worker
-        print(json.dumps(run_worker(library, arch, int(width), args.steps, args.warmup, args.threads)))
+        result = run_worker(library, arch, int(width), args.steps, args.warmup, args.threads, args.esen_lmax)
+        print(json.dumps(result))
         return 0
     results = []
     for python, library, arch, width in plan(args):

@@ -3,9 +3,9 @@
 `BatchLoader(dataset, indices, batch_size)` yields `GraphBatch`es of `indices` in the given order (the
 caller shuffles, e.g. with a seeded permutation per epoch); the last batch may be smaller. `start_batch`
 skips ahead without reading the skipped structures, so a resumed run sees exactly the batches it would have
-seen. With `prefetch > 0` a background thread collates up to that many batches ahead; the order and content
-are unchanged (one producer, a FIFO queue).
-"""
+seen. A `PackedDataset` with stored neighbour lists (`pack(..., graph=...)`) batches by numpy gathers alone.
+With `prefetch > 0` a background thread collates up to that many batches ahead; the order and content are
+unchanged (one producer, a FIFO queue)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,20 @@ from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatc
 from symscale.errors import SymscaleError
 
 _DONE = object()
+
+
+def collate_indices(
+    dataset,
+    indices,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+    dtype: torch.dtype = torch.float32,
+) -> GraphBatch:
+    """The batch of structures `indices` of `dataset`: through the dataset's own `collate` when it has one (a
+    `PackedDataset` with stored neighbour lists gathers them instead of searching), else structure by structure."""
+    if hasattr(dataset, "collate"):
+        return dataset.collate(indices, cutoff, max_neighbors, dtype)
+    return collate([dataset[int(i)] for i in indices], cutoff, max_neighbors, dtype)
 
 
 class BatchLoader:
@@ -54,7 +68,7 @@ class BatchLoader:
     def batch(self, b: int) -> GraphBatch:
         """Batch number `b` (0-based)."""
         idx = self.indices[b * self.batch_size : (b + 1) * self.batch_size]
-        return collate([self.dataset[int(i)] for i in idx], self.cutoff, self.max_neighbors, self.dtype)
+        return collate_indices(self.dataset, idx, self.cutoff, self.max_neighbors, self.dtype)
 
     def __iter__(self) -> Iterator[GraphBatch]:
         if self.prefetch <= 0:

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from symscale.config import RunConfig
-from symscale.data.graph import GraphBatch, collate
+from symscale.data.graph import GraphBatch
+from symscale.data.loader import collate_indices
 from symscale.errors import SymscaleError
 from symscale.train import checkpoint as ckpt_io
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model
@@ -186,7 +187,8 @@ def resolve_data(config: RunConfig, dataset=None) -> RunData:
     if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
         from symscale.data.packed import pack
 
-        dataset = pack(dataset, np.concatenate([train, val]), description=description)
+        graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
+        dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
     return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total)
 
@@ -197,11 +199,10 @@ def _is_packed(dataset) -> bool:
 
 def _batches(dataset, indices: np.ndarray, size: int, config: RunConfig, dtype, device) -> list[GraphBatch]:
     d = config.data
-    out = []
-    for a in range(0, len(indices), size):
-        structures = [dataset[int(i)] for i in indices[a : a + size]]
-        out.append(collate(structures, d.cutoff, d.max_neighbors, dtype).to(device))
-    return out
+    return [
+        collate_indices(dataset, indices[a : a + size], d.cutoff, d.max_neighbors, dtype).to(device)
+        for a in range(0, len(indices), size)
+    ]
 
 
 # ---------------------------------------------------------------- the run
