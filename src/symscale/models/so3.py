@@ -38,7 +38,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from e3nn import o3
 
 __all__ = [
     "angles_to_matrix",
@@ -77,6 +76,8 @@ def spherical_harmonics(lmax: int, vectors: torch.Tensor) -> torch.Tensor:
     e3nn's basis with component normalisation (|Y^l|^2 = 2l+1), inputs normalised first; y is the polar axis.
     """
     _check_lmax(lmax)
+    from e3nn import o3  # imported on first use: e3nn takes seconds to import, and most commands never need it
+
     return o3.spherical_harmonics(list(range(lmax + 1)), vectors, normalize=True, normalization="component")
 
 
@@ -125,6 +126,8 @@ def j_matrix(l: int) -> torch.Tensor:
 
     Solved by least squares from Y^l(Q x) = J^l Y^l(x) on 4(2l+1)^2 random unit vectors (exact to ~1e-15).
     """
+    from e3nn import o3
+
     _check_lmax(l)
     gen = torch.Generator().manual_seed(1234)
     x = torch.randn(4 * (2 * l + 1) ** 2, 3, generator=gen, dtype=torch.float64)
