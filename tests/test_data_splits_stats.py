@@ -5,7 +5,8 @@ import torch
 from symscale.data.graph import collate
 from symscale.data.loader import BatchLoader
 from symscale.data.packed import PackedDataset, pack
-from symscale.data.splits import make_splits
+from symscale.data.readers import open_dataset, write_structures
+from symscale.data.splits import make_splits, molecule_groups
 from symscale.data.stats import DatasetStats, compute_stats
 from symscale.data.toy import toy_structures
 from symscale.errors import SymscaleError
@@ -24,6 +25,33 @@ def test_prefixes_are_nested_seeded_and_disjoint_from_val():
         s.train_prefix(901)
     with pytest.raises(SymscaleError):
         make_splits(10, 10, 0)
+
+
+def test_validation_takes_whole_molecules_when_groups_are_known():
+    groups = np.repeat(np.random.default_rng(0).permutation(250), 4)  # 250 molecules, 4 snapshots each
+    s = make_splits(1000, 101, seed=5, groups=groups)
+    assert s.by_molecule and 101 <= len(s.val) < 105  # whole molecules: at least n_val, less than one more
+    assert set(groups[s.val]).isdisjoint(groups[s.pool])  # no molecule on both sides
+    assert sorted(np.concatenate([s.val, s.pool]).tolist()) == list(range(1000))
+    assert np.array_equal(make_splits(1000, 101, seed=5, groups=groups).pool, s.pool)  # seeded
+    assert np.array_equal(s.train_prefix(600)[:50], s.train_prefix(50))  # still nested
+    plain = make_splits(1000, 101, seed=5)
+    assert not plain.by_molecule and not set(groups[plain.val]).isdisjoint(groups[plain.pool])
+    with pytest.raises(SymscaleError):
+        make_splits(8, 5, seed=0, groups=[0, 0, 0, 0, 1, 1, 1, 1])  # five structures need both molecules
+
+
+def test_molecule_groups_are_read_from_the_rows(tmp_path):
+    structures = toy_structures(12, seed=3)
+    for k, s in enumerate(structures):
+        s.info["mol"] = k // 3
+    write_structures(tmp_path / "a.aselmdb", structures[:6])
+    write_structures(tmp_path / "b.aselmdb", structures[6:])
+    groups = molecule_groups(open_dataset(tmp_path))  # two files: their molecule ids 0, 1 and 2, 3 stay apart
+    assert groups is not None and len(set(groups.tolist())) == 4
+    assert all(len(set(groups[k : k + 3].tolist())) == 1 for k in range(0, 12, 3))
+    assert molecule_groups(toy_structures(5)) is None  # rows without molecule ids: split by structure
+    assert molecule_groups(open_dataset(tmp_path), max_structures=10) is None
 
 
 def test_stats_match_hand_computation(tmp_path):

@@ -135,6 +135,7 @@ class RunData:
     val: np.ndarray
     description: str
     n_total: int
+    split: str = "by structure"  # how the validation set was drawn: "by molecule" (whole molecules) or not
 
 
 def open_data(config: RunConfig):
@@ -166,7 +167,7 @@ def _check_labels(dataset) -> None:
 
 def resolve_data(config: RunConfig, dataset=None) -> RunData:
     """Splits, prefix size and (when small enough) the packed in-RAM copy of prefix + validation set."""
-    from symscale.data.splits import make_splits
+    from symscale.data.splits import make_splits, molecule_groups
 
     d = config.data
     dataset = open_data(config) if dataset is None else dataset
@@ -174,13 +175,13 @@ def resolve_data(config: RunConfig, dataset=None) -> RunData:
     n_total = len(dataset)
     if d.n_val >= n_total:
         raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    splits = make_splits(n_total, d.n_val, d.split_seed)
+    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))  # whole molecules in val
     pool = splits.n_train_max
     n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
     if n_train > pool:
         raise SymscaleError(
             f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
-            f"(the data has {n_total} structures, {d.n_val} held out for validation)"
+            f"(the data has {n_total} structures, {len(splits.val)} held out for validation)"
         )
     train, val = splits.train_prefix(n_train), splits.val
     description = getattr(dataset, "description", f"{n_total} structures")
@@ -190,7 +191,8 @@ def resolve_data(config: RunConfig, dataset=None) -> RunData:
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
         dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
-    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total)
+    split = "by molecule" if splits.by_molecule else "by structure"
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split)
 
 
 def _is_packed(dataset) -> bool:
@@ -437,6 +439,7 @@ def _run_json(run: _Run) -> dict:
         "n_total": run.data.n_total,
         "n_train": len(run.data.train),
         "n_val": len(run.data.val),
+        "val_split": run.data.split,
         "atoms_per_structure": run.stats.atoms_per_structure,
         "total_steps": run.total_steps,
         "eval_steps": run.eval_at,
