@@ -21,10 +21,13 @@ def compute_optimal(params: dict, C, k: float) -> tuple[np.ndarray, np.ndarray, 
     """(N*, D*, predicted loss) at compute C (FLOPs) for sum-law parameters E, A, B, alpha, beta."""
     E, A, B, alpha, beta = (np.asarray(params[n], dtype=float) for n in ("E", "A", "B", "alpha", "beta"))
     budget = np.asarray(C, dtype=float) / k
-    G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
-    n_star = G * budget ** (beta / (alpha + beta))
-    d_star = budget / n_star
-    return n_star, d_star, E + A * n_star**-alpha + B * d_star**-beta
+    # bootstrap samples of a poorly constrained law can have exponents near 0 or of opposite sign: their N*
+    # overflows to inf or nan, which is the honest answer for that sample; no warning per sample
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
+        n_star = G * budget ** (beta / (alpha + beta))
+        d_star = budget / n_star
+        return n_star, d_star, E + A * n_star**-alpha + B * d_star**-beta
 
 
 def allocation(

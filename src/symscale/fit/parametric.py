@@ -213,8 +213,9 @@ def _huber_refits(objective: HuberLSE, x0: np.ndarray, weights: np.ndarray) -> n
 
 def _samples_from(full: np.ndarray, fixed_e) -> dict[str, np.ndarray]:
     a, b, e, alpha, beta = full.T
-    E = np.zeros_like(a) if fixed_e is not None and not np.isfinite(fixed_e) else np.exp(e)
-    return {"E": E, "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta}
+    with np.errstate(over="ignore"):  # a refit that ran off to log A ~ 1e3 gives A = inf, kept as such
+        E = np.zeros_like(a) if fixed_e is not None and not np.isfinite(fixed_e) else np.exp(e)
+        return {"E": E, "A": np.exp(a), "B": np.exp(b), "alpha": alpha, "beta": beta}
 
 
 def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix_E, n_starts, polish) -> FitResult:

@@ -55,7 +55,8 @@ def summarize(samples: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[st
         v = v[np.isfinite(v)]
         if len(v) < 2:
             continue
-        se[name] = float(np.std(v, ddof=1))
+        with np.errstate(over="ignore"):  # samples near 1e300 (a degenerate refit): the SE is then inf
+            se[name] = float(np.std(v, ddof=1))
         ci[name] = [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
     return se, ci
 
