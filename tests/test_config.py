@@ -82,3 +82,11 @@ def test_config_is_frozen():
         c.width = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         c.model_overrides["x"] = 1  # type: ignore[index]
+
+
+def test_loader_workers_do_not_change_what_a_run_is():
+    a = RunConfig.from_dict({"arch": "mpnn", "width": 8})
+    b = RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime.loader_workers": 4})
+    assert b.runtime.loader_workers == 4 and a.config_hash() == b.config_hash()
+    with pytest.raises(SymscaleError):
+        RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime.loader_workers": -1})

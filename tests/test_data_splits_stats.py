@@ -97,3 +97,22 @@ def test_loader_order_resume_and_prefetch():
     assert torch.equal(resumed[0].energy, batches[1].energy)
     pre = list(BatchLoader(structures, idx, batch_size=3, prefetch=2, dtype=torch.float64))
     assert [b.num_atoms for b in pre] == [b.num_atoms for b in batches] and pre[0].pos.dtype == torch.float64
+
+
+def test_loader_workers_give_the_same_batches_in_the_same_order(tmp_path):
+    """Worker processes read and collate from disk (the unpacked path of a large dataset), in order."""
+    write_structures(tmp_path / "d.aselmdb", toy_structures(40, seed=8))
+    ds = open_dataset(tmp_path / "d.aselmdb")
+    order = np.random.default_rng(2).permutation(40)
+    ref = list(BatchLoader(ds, order, batch_size=6))
+    for loader in (BatchLoader(ds, order, batch_size=6, workers=2), BatchLoader(ds, order, 6, workers=1, prefetch=3)):
+        got = list(loader)
+        assert len(got) == len(ref) == 7
+        for a, b in zip(got, ref, strict=True):
+            assert torch.equal(a.pos, b.pos) and torch.equal(a.edge_index, b.edge_index)
+            assert torch.equal(a.energy, b.energy) and torch.equal(a.forces, b.forces)
+    resumed = list(BatchLoader(ds, order, batch_size=6, start_batch=5, workers=2))
+    assert len(resumed) == 2 and torch.equal(resumed[0].pos, ref[5].pos)
+    assert list(BatchLoader(ds, order, batch_size=6, start_batch=7, workers=2)) == []
+    with pytest.raises(SymscaleError):
+        BatchLoader(ds, order, batch_size=6, workers=-1)

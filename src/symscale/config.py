@@ -36,7 +36,14 @@ DTYPES = ("float32", "float64")
 FORCE_MODES = ("direct", "conservative")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 # keys that may change between a run and its resumption without changing its results (not hashed)
-RESUMABLE_KEYS = ("runtime.threads", "runtime.progress", "runtime.tensorboard", "runtime.wandb", "runtime.device")
+RESUMABLE_KEYS = (
+    "runtime.threads",
+    "runtime.progress",
+    "runtime.tensorboard",
+    "runtime.wandb",
+    "runtime.device",
+    "runtime.loader_workers",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class RuntimeConfig:
     device: str = "cpu"  # "cpu" | "cuda" | "auto" (cuda when available)
     dtype: str = "float32"  # "float32" | "float64"
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    loader_workers: int = 0  # processes that read and collate batches ahead (0: in the training process)
     tf32: bool = False  # allow TF32 matmuls on CUDA
     autocast_bf16: bool = False  # bf16 autocast of forward and backward on CUDA
     compute_accounting: bool = True  # measure FLOPs (C) per batch; off only for benchmarks
@@ -257,6 +265,7 @@ def _validate(cfg: RunConfig) -> None:
     _check_choice("runtime.device", r.device, DEVICES)
     _check_choice("runtime.dtype", r.dtype, DTYPES)
     _check_range("runtime.threads", r.threads, 1, expected="an integer >= 1")
+    _check_range("runtime.loader_workers", r.loader_workers, 0, expected="an integer >= 0")
     _check_range("runtime.flop_samples", r.flop_samples, 1, expected="an integer >= 1")
     _check_choice("runtime.progress", r.progress, PROGRESS_MODES)
 

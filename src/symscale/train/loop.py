@@ -419,7 +419,7 @@ def _loader(run: _Run, epoch: int, start_batch: int):
     order = _epoch_order(run.data.train, run.config.seed, epoch)
     return BatchLoader(
         run.data.dataset, order, run.config.training.batch_size, cutoff=d.cutoff, max_neighbors=d.max_neighbors,
-        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch,
+        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch, workers=run.config.runtime.loader_workers,
     )  # fmt: skip
 
 
