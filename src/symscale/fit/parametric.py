@@ -138,8 +138,9 @@ def _check(N, D, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _params(full: np.ndarray, fixed_e: float | None) -> dict[str, float]:
     a, b, e, alpha, beta = full
-    E = 0.0 if fixed_e is not None and not np.isfinite(fixed_e) else float(np.exp(e))
-    return {"E": E, "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": float(alpha), "beta": float(beta)}
+    with np.errstate(over="ignore"):  # a fit that ran off to log A ~ 1e3 reports A = inf, without a warning
+        E = 0.0 if fixed_e is not None and not np.isfinite(fixed_e) else float(np.exp(e))
+        return {"E": E, "A": float(np.exp(a)), "B": float(np.exp(b)), "alpha": float(alpha), "beta": float(beta)}
 
 
 def derived_exponents(alpha, beta) -> dict:
