@@ -38,7 +38,7 @@ def _sums(out, batch: GraphBatch) -> np.ndarray:
     diff = out.forces - batch.forces  # [A, 3]
     cos = torch.nn.functional.cosine_similarity(out.forces, batch.forces, dim=-1, eps=1e-12).sum()
     values = [de, diff.norm(dim=-1).sum(), diff.abs().sum(), cos]
-    return np.array([float(v) for v in values] + [batch.num_structures, batch.num_atoms], dtype=np.float64)
+    return np.array([float(v.detach()) for v in values] + [batch.num_structures, batch.num_atoms], dtype=np.float64)
 
 
 def evaluate(
