@@ -116,3 +116,16 @@ def test_paper_comparison_and_coverage():
     laws = {"N": np.array([1e3, 5e3]), "D": np.array([1e5, 1e7]), "C": np.array([1e9, 1e12])}
     text = narrative.coverage(SimpleNamespace(runs=runs, archs=["mpnn"], laws=laws))
     assert "1 failed" in text and "less than a decade" in text and "2.0 decades" in text
+
+
+def test_narrative_flags_families_that_barely_learned():
+    rows = []
+    for run, losses in (("m1", [1.46, 1.45, 1.44]), ("m2", [1.45, 1.40, 1.38])):  # falls of 1% and 5%
+        rows += [{"arch": "mpnn", "run": run, "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), losses)]
+    rows += [{"arch": "esen", "run": "e1", "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), (1.4, 0.8, 0.3))]
+    laws = {k: np.array([r[k] for r in rows]) for k in ("arch", "run", "D", "loss")}  # as the report reads them
+    data = SimpleNamespace(families=FAMILIES, archs=["mpnn", "esen"], laws=laws)
+    text = narrative.barely_learning(data)
+    assert "MPNN (at most 5%)" in text and "eSEN" not in text
+    laws["loss"][3:6] = [1.45, 1.2, 1.0]  # one run that learned clears the family
+    assert narrative.barely_learning(data) == ""

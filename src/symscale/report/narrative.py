@@ -40,6 +40,37 @@ def coverage(data: Any) -> str:
     return text
 
 
+LEARNING_FALL = 0.10  # a family whose loss fell less than this fraction in every run has barely learned
+
+
+def barely_learning(data: Any) -> str:
+    """Families whose validation loss fell by less than 10% in every run (first evaluation to the best later
+    one): their fitted exponents describe the start of training, not how the family scales."""
+    laws = data.laws  # column -> array, one entry per evaluation point
+    if any(col not in laws for col in ("arch", "run", "D", "loss")):
+        return ""
+    arch_col, run_col = np.asarray(laws["arch"]), np.asarray(laws["run"])
+    d_col, loss_col = np.asarray(laws["D"], dtype=float), np.asarray(laws["loss"], dtype=float)
+    flagged = []
+    for arch in data.archs:
+        falls = []
+        for run in np.unique(run_col[arch_col == arch]):
+            rows = run_col == run
+            loss = loss_col[rows][np.argsort(d_col[rows], kind="stable")]
+            if len(loss) >= 2 and np.isfinite(loss[0]) and loss[0] > 0:
+                falls.append(1.0 - np.nanmin(loss[1:]) / loss[0])
+        if falls and max(falls) < LEARNING_FALL:
+            flagged.append(f"{data.families[arch].label} (at most {100 * max(falls):.0f}%)")
+    if not flagged:
+        return ""
+    return (
+        "Barely learning: the validation loss fell by less than 10% from the first evaluation in every run of "
+        + ", ".join(flagged)
+        + ". Exponents fitted to such curves describe the start of training, not how the family scales; "
+        "more data or another learning rate is needed before reading them."
+    )
+
+
 def _pair_text(data: Any, hi: str, lo: str) -> str:
     return f"{data.families[hi].label} > {data.families[lo].label}"
 
@@ -153,12 +184,13 @@ def missing_fits(data: Any) -> str:
 
 
 def what_this_shows(data: Any) -> list[str]:
-    """The paragraphs, in order: coverage, gamma ordering, paper comparison, consistency, missing fits."""
+    """The paragraphs, in order: coverage, barely learning families, gamma ordering, paper comparison,
+    consistency, missing fits."""
     gammas = {}
     for arch in data.archs:
         est = tables.estimate(tables.find_fit(data.fits, arch, "frontier_C"), "gamma")
         if est is not None:
             gammas[arch] = est
-    paragraphs = [coverage(data), gamma_ordering(data, gammas), paper_comparison(data, gammas)]
+    paragraphs = [coverage(data), barely_learning(data), gamma_ordering(data, gammas), paper_comparison(data, gammas)]
     paragraphs += [consistency(data), missing_fits(data)]
     return [p for p in paragraphs if p]
