@@ -19,7 +19,7 @@ its full dependency set pulls CUDA packages, hence --no-deps). Every configurati
 batches (same seed). A baseline that cannot be imported is recorded with the reason it was skipped.
 
     python benchmarks/bench_models.py                      # all families, two widths each
-    python benchmarks/bench_models.py --mace-python /tmp/mace-venv/bin/python --out benchmarks/results/models.json
+    python benchmarks/bench_models.py --mace-python <mace-venv>/bin/python --out benchmarks/results/models.json
 
 Writes JSON with hardware, versions and git SHA.
 """

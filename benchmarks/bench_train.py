@@ -155,7 +155,7 @@ def main() -> None:
         "platform": platform.platform(),
         "processor": platform.processor(),
         "threads": args.threads,
-        "settings": vars(args),
+        "settings": {**vars(args), "out": Path(args.out).name},  # no absolute path of this machine
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
