@@ -41,6 +41,15 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
+def _steady_batches_per_s(loader) -> float:
+    """Batches per second after the first one has arrived (worker start-up excluded)."""
+    batches = iter(loader)
+    next(batches)
+    t = time.perf_counter()
+    n = sum(1 for _ in batches)
+    return n / (time.perf_counter() - t)
+
+
 def bench_reading(path: Path) -> dict:
     ds = open_dataset(path)
     atoms = sum(len(ds[i]) for i in range(len(ds)))
@@ -52,6 +61,8 @@ def bench_reading(path: Path) -> dict:
     t_batches = timed(lambda: list(loader), 2)
     lmdb_loader = BatchLoader(ds, batch_size=64)
     t_lmdb_batches = timed(lambda: list(lmdb_loader))
+    t_lmdb_workers = timed(lambda: list(BatchLoader(ds, batch_size=64, workers=2)))  # spawn start included
+    steady_workers = _steady_batches_per_s(BatchLoader(ds, batch_size=64, workers=2))
     return {
         "structures": len(ds),
         "atoms": atoms,
@@ -61,6 +72,8 @@ def bench_reading(path: Path) -> dict:
         "pack_seconds": t_pack,
         "batches_per_s_packed_bs64_with_neighbours": len(loader) / t_batches,
         "batches_per_s_aselmdb_bs64_with_neighbours": len(lmdb_loader) / t_lmdb_batches,
+        "batches_per_s_aselmdb_bs64_with_neighbours_2_workers_incl_start": len(lmdb_loader) / t_lmdb_workers,
+        "batches_per_s_aselmdb_bs64_with_neighbours_2_workers_steady": steady_workers,
         "atoms_per_s_packed_batches": atoms / t_batches,
     }
 
