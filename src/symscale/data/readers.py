@@ -185,9 +185,9 @@ class _LmdbSource:
             dct.get("data") or {},
         )
 
-    def charge_spin(self, i: int) -> tuple[int, int]:
-        data = self.row(i).get("data") or {}
-        return int(data.get("charge", 0) or 0), int(data.get("spin", 1) or 1)
+    def metadata(self, i: int) -> dict:
+        """The row's `data` (charge, spin and what else the writer stored), without building the structure."""
+        return dict(self.row(i).get("data") or {})
 
     def __getstate__(self):
         return {"path": self.path, "ids": self.ids}
@@ -268,9 +268,8 @@ class _SqliteSource:
             row.numbers, row.positions, row.get("energy"), row.get("forces"), dict(row.get("data") or {})
         )
 
-    def charge_spin(self, i: int) -> tuple[int, int]:
-        data = self._row(i).get("data") or {}
-        return int(data.get("charge", 0) or 0), int(data.get("spin", 1) or 1)
+    def metadata(self, i: int) -> dict:
+        return dict(self._row(i).get("data") or {})
 
     def __getstate__(self):
         return {"path": self.path, "ids": self.ids, "_db": None}
@@ -309,9 +308,9 @@ class _XyzSource:
             energy = info.pop("energy")
         return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
 
-    def charge_spin(self, i: int) -> tuple[int, int]:
-        s = self.read(i)
-        return s.charge, s.spin
+    def metadata(self, i: int) -> dict:
+        s = self.read(i)  # an extxyz frame has no cheaper way to its comment line's keys
+        return {**s.info, "charge": s.charge, "spin": s.spin}
 
 
 def _index_xyz(path: Path) -> tuple[np.ndarray, str | None]:
@@ -437,7 +436,8 @@ class Dataset:
                     continue
                 cs = (s.charge, s.spin)
             else:
-                cs = src.charge_spin(i)
+                meta = src.metadata(i)
+                cs = (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1))
             if not self.neutral_only or cs == (0, 1):
                 keep.append(g)
         return np.asarray(keep, dtype=np.int64)
@@ -460,6 +460,12 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self._selection) if self._selection is not None else int(self._starts[-1])
+
+    def metadata(self, i: int) -> dict:
+        """Structure `i`'s stored metadata (row `data`: charge, spin, e.g. the built-in set's `mol`), read
+        without building or checking the structure."""
+        src, row = self._locate_raw(self._global(int(i)))
+        return src.metadata(row)
 
     def __getitem__(self, i: int) -> Structure:
         src, row = self._locate_raw(self._global(int(i)))
