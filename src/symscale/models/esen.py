@@ -199,7 +199,7 @@ class EdgeDegreeEmbedding(nn.Module):
     """Initial l > 0 features: sum over neighbours of D_ij^T applied to m = 0 radial coefficients, i.e. sum_j
     radial_l(edge_ij) Y_l(r_ij) up to normalisation, times the envelope, / avg_num_neighbors."""
 
-    def __init__(self, lmax: int, mmax: int, width: int, avg_num_neighbors: float) -> None:
+    def __init__(self, lmax: int, width: int, avg_num_neighbors: float) -> None:
         super().__init__()
         self.lmax, self.width, self.avg = lmax, width, avg_num_neighbors
         self.linear = Dense(width, (lmax + 1) * width)
@@ -289,7 +289,7 @@ class ESEN(ForceField):
         self.embedding = ElementEmbedding(self.num_elements, width)
         self.edge_embedding = EdgeEmbedding(self.num_elements, width, num_radial, self.cutoff)
         self.envelope = PolynomialEnvelope(self.cutoff)
-        self.degree_embedding = EdgeDegreeEmbedding(lmax, self.mmax, width, avg_num_neighbors)
+        self.degree_embedding = EdgeDegreeEmbedding(lmax, width, avg_num_neighbors)
         self.blocks = nn.ModuleList(ESENBlock(lmax, self.mmax, width, avg_num_neighbors) for _ in range(num_layers))
         self.norm = EquivariantLayerNorm(lmax, width)
         self.energy_head = nn.Sequential(Dense(width, width), nn.SiLU(), Dense(width, 1, readout=True))
