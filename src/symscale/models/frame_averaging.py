@@ -35,7 +35,10 @@ Choices, and where this departs from the papers:
   the frame spins freely in the degenerate plane and the output depends on eigh's choice there; near such a
   geometry it varies quickly, and at it the frame is no longer a function of the input (Dym et al. 2024 show
   that no finite frame can be both equivariant and continuous everywhere). tests/test_frame_averaging.py
-  measures each case. `canonical_mpnn` is discontinuous in addition wherever a third moment changes sign.
+  measures each case. `canonical_mpnn` has one frame, so nothing averages the arbitrary axes away: for single
+  atoms and linear molecules its energy is exact but its force components along those axes are not
+  equivariant (nor continuous as a molecule straightens), and it is discontinuous wherever a third moment
+  changes sign; reflections of planar molecules (normal axis set by handedness) are not exact either.
 - Gradients through the eigenvectors (conservative forces) use a degeneracy-safe eigh backward (the
   1 / (lambda_j - lambda_i) factor is set to 0 for equal eigenvalues), so that single atoms and linear
   molecules get finite forces; in those cases the dropped term multiplies a zero (see the derivation in
