@@ -125,6 +125,22 @@ def parameter_count(
     return embedding + num_layers * (attention_params + mlp + norms) + final_norm + energy_head + force_head
 
 
+def matmul_flops(
+    width: int, n_atoms: int, *, num_layers: int = 4, mlp_ratio: int = 4, direct_forces: bool = True
+) -> int:
+    """Forward FLOPs of the matrix products for ONE structure of `n_atoms` atoms (2 per multiply-add), itemised:
+    every weight matrix once per token, and per layer q k^T and (attention) v, 2 n^2 d FLOPs each. This is what
+    torch's FLOP counter registers as matmul work (`raw`); cross-checked in tests/test_transformer.py."""
+    d, n = width, n_atoms
+    per_token = (
+        3 * d
+        + num_layers * (4 * d * d + 2 * mlp_ratio * d * d)
+        + (d * d + d)
+        + ((d * d + 3 * d) if direct_forces else 0)
+    )
+    return 2 * n * per_token + num_layers * 2 * (2 * n * n * d)
+
+
 def padded_slots(batch: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """Position of each atom within its structure [n_atoms] and the key mask [n_structures, 1, 1, n_tokens]
     (n_tokens = atoms of the largest structure; True where a slot holds an atom). Atoms of a structure are
