@@ -122,7 +122,7 @@ def canonical_signs(local: torch.Tensor, axes: torch.Tensor, batch: GraphBatch) 
     counts = batch.n_atoms.to(local.dtype)[:, None]  # [n_structures, 1]
     third = local.new_zeros(n_structures, 3).index_add(0, batch.batch, local**3) / counts  # [n_structures, 3]
     second = local.new_zeros(n_structures, 3).index_add(0, batch.batch, local**2) / counts
-    radius3 = second.sum(-1, keepdim=True).clamp(min=1e-300) ** 1.5  # [n_structures, 1], Angstrom^3
+    radius3 = second.sum(-1, keepdim=True) ** 1.5  # [n_structures, 1], Angstrom^3 (0 for one atom: all ambiguous)
     ambiguous = third.abs() <= THIRD_MOMENT_TOL * radius3  # [n_structures, 3]
     signs = torch.where(ambiguous, torch.ones_like(third), torch.sign(third)).detach()  # [n_structures, 3]
     handedness = torch.linalg.det(axes.detach()) * signs.prod(-1)  # [n_structures], +-1
