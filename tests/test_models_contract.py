@@ -151,10 +151,13 @@ def test_smooth_at_cutoff(arch):
         e, f = outputs(model, b)
         energies.append(float(e[0]))
         forces.append(f)
-    jumps = np.abs(np.diff(energies))
+    # a graph-free model (no cutoff: every atom sees every atom) keeps changing with the distance there; what
+    # must hold for it is smoothness, so it is checked on second differences (0.002 Angstrom steps)
+    order = 2 if getattr(model, "graph_free", False) else 1
+    jumps = np.abs(np.diff(energies, n=order))
     assert jumps.max() < 1e-6, jumps
-    force_jumps = [float((a - b).abs().max()) for a, b in zip(forces[:-1], forces[1:], strict=True)]
-    assert max(force_jumps) < 1e-5, force_jumps
+    force_jumps = torch.diff(torch.stack(forces), n=order, dim=0).abs().amax(dim=(1, 2))
+    assert float(force_jumps.max()) < 1e-5, force_jumps
     # sanity: the far atom does interact well inside the cutoff (the test would catch a missing envelope)
     e_in, _ = outputs(model, batch_of([_three_atoms(CUTOFF - 2.0)]))
     assert abs(float(e_in[0]) - energies[-1]) > 1e-6

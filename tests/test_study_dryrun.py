@@ -42,3 +42,19 @@ def test_paper_needs_its_data(capsys):
     assert "--data PATH" in capsys.readouterr().err
     with pytest.raises(SymscaleError, match="unknown study preset 'papr'; choices: quickstart"):
         preset_path("papr")
+
+
+def test_extended_plans_the_staircase_and_the_new_rungs(capsys):
+    """The extended preset: the quickstart's four families on the same ladders, plus frame averaging,
+    canonicalisation and the graph-free transformer on theirs (issue 19)."""
+    spec = load_spec("extended")
+    quickstart = load_spec("quickstart")
+    archs = [f.arch for f in spec.families]
+    assert archs == [f.arch for f in quickstart.families] + ["fa_mpnn", "canonical_mpnn", "transformer"]
+    widths = {f.arch: f.widths for f in spec.families}
+    assert all(widths[f.arch] == f.widths for f in quickstart.families)
+    assert all(len(widths[a]) >= 6 for a in ("fa_mpnn", "canonical_mpnn", "transformer"))
+    assert main(["study", "extended", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    for arch in ("fa_mpnn-w8-", "canonical_mpnn-w64-", "transformer-w56-"):
+        assert arch in out

@@ -28,7 +28,7 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, paper")
+    p.add_argument("spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, paper, extended")
     p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
     p.add_argument(
         "--data",

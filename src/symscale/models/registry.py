@@ -15,7 +15,7 @@ from symscale.models.base import ForceField
 
 _REGISTRY: dict[str, type[ForceField]] = {}
 # modules that register a family when imported
-_FAMILY_MODULES = ("mpnn", "egnn", "gemnet_oc", "esen")
+_FAMILY_MODULES = ("mpnn", "egnn", "gemnet_oc", "esen", "frame_averaging", "transformer")
 
 
 def register(name: str):

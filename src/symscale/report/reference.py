@@ -42,6 +42,10 @@ FAMILIES: dict[str, FamilyInfo] = {
     "egnn": FamilyInfo("MC-EGNN", "E(3)", 2, 1),
     "gemnet_oc": FamilyInfo("GemNet-OC", "E(3)", 4, 0),
     "esen": FamilyInfo("eSEN", "SO(3)", 2, "2-4"),
+    # rungs the paper left open (issue 19); the description is part of the label
+    "fa_mpnn": FamilyInfo("MPNN, frame-averaged", "E(3)", 2, None),
+    "canonical_mpnn": FamilyInfo("MPNN, canonicalised", "E(3)", 2, None),
+    "transformer": FamilyInfo("Transformer (none, attention)", "T(3)", 2, None),
 }
 
 # Approximate, from a digest of the paper (PAPER.md, "Reported exponents" and the family table).

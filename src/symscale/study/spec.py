@@ -24,7 +24,7 @@ from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quickstart", "quickstart-smoke", "paper")
+PRESETS = ("quickstart", "quickstart-smoke", "paper", "extended")
 EXECUTORS = ("local", "slurm", "ray")
 
 # Symmetry modes: what each adds to the shared training settings (RunConfig keys). "architecture" is the
@@ -175,7 +175,7 @@ class RunPlan:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `paper`)."""
+    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `paper`, `extended`)."""
     if name not in PRESETS:
         raise SymscaleError(f"unknown study preset {name!r}; choices: {', '.join(PRESETS)}")
     return Path(str(resources.files("symscale") / "configs" / "studies" / f"{name}.yaml"))
