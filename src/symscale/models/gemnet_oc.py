@@ -29,7 +29,8 @@ force scalar s_ji; E = sum_i e_i (base class), F_i = sum_j s_ji u_ji (equivarian
 Sizes: `width` is the atom embedding size; edges have 2 * width channels, the triplet and atom-interaction
 bottlenecks width / 4 and the quadruplet bottleneck width / 8 (at least 1): the ratios of GemNet-OC's
 published configuration (atom 256, edge 512, triplet 64, atom interaction 64, quadruplet 32). The basis
-embeddings keep GemNet-OC's fixed sizes (rbf 16, cbf 16, sbf 32) at every width. Published depth: 4 blocks,
+embeddings keep GemNet-OC's fixed sizes (rbf 16, cbf 16, sbf 32) from width 32 up. `base_width` = 32
+(N = 0.92M), near the 1M parameters where the reference study tuned its learning rate. Published depth: 4 blocks,
 128 Gaussian radial functions, 7 circular / spherical orders, residual layers 2 before and 2 after the skip,
 1 after the concatenation, 2 atom-embedding layers, 3 in the atom update and output blocks, 3 after the atom
 skip of the output block, 2 in the global output MLPs.
@@ -57,17 +58,26 @@ Where this departs from the paper, and why (one list):
 - No "swap" of the triplet and quadruplet messages onto the reverse edge (GemNet-OC's symmetric message
   passing): with a per-atom neighbour cap the reverse edge may not exist.
 - Normalisation: GemNet-OC's ScaleFactors are fitted once on data; here sums over neighbours are divided by
-  `avg_neighbors` (1/sqrt of it for the per-pass sums of the quadruplets), and, with `rms_norm=True`, the
-  outputs of the bilinear layers, the atom update sums and the atom and edge states after each block are
-  divided by their RMS over channels (parameter-free, `NORM_EPS` keeps messages that vanish with their
-  envelope smooth). Measured need (muP coordinate check of tests/test_mup.py, activation RMS after 4 Adam
-  steps, widths 16 and 128, pooled over 3 seeds): see `RMS_NORM_ABLATION` below.
+  `avg_neighbors` (or by the neighbour cap of the sub-graph, if smaller) and, with `rms_norm=True` (default),
+  the outputs of the bilinear layers and the atom and edge states after each update are divided by their RMS
+  over channels (parameter-free; `NORM_EPS` keeps messages that vanish with their envelope smooth). The
+  ablation that shows they are needed: the muP coordinate check of tests/test_mup.py (activation RMS of
+  every Linear, 3 seeds pooled, widths 16 and 128, 4 Adam steps at lr 3e-3) gives a largest width ratio of
+  1.61 at init and 2.55 after the steps with the norms, and 1051 at init (the output blocks' atom layers)
+  and 4.50 after the steps without them (the test's limit is 4).
+- Basis embeddings (rbf 16, cbf 16, sbf 32) are capped at the width (`basis_embedding_sizes`): below width 32
+  GemNet-OC's width-independent radial x angular embeddings (about 2.7e5 parameters at 128 radial functions)
+  would dominate N. At and above width 32 (the muP base width) they are the published sizes. The `cpu`
+  ladder also uses 16 radial functions instead of 128, for the same reason (configs/ladders/gemnet_oc.yaml).
+- Parameter count: at the same atom width this model has about 3x the parameters of the reference study's
+  GemNet-OC (1.71M at width 48, 39.8M at 256, against 0.58M and 13.0M in PAPER.md), whose exact
+  configuration is not public; the `paper` ladder covers its N range (0.34M to 15.8M) rather than its widths.
 - muP: He-orthogonal weights of variance 1/fan_in as GemNet's, readouts N(0, 1/fan_in^2) and centred; no
   biases (every message vanishes with its edge's envelope, so energies and forces are smooth at the cutoff).
   The edge embedding is split into a node part Dense([h_i, h_j]) and a distance part Dense(rbf), summed and
   divided by sqrt 2 before the activation (GemNet-OC: one Dense of the concatenation), so that its node
   matrix has fan-in 2 * width and muP multiplier width / base_width exactly (the concatenation's was
-  (2 w + num_radial) / (2 w_base + num_radial), 1.89 instead of 2 at width 128).
+  (2 w + num_radial) / (2 w_base + num_radial): 1.89 instead of 2 at width 128 against base 64).
 """
 
 from __future__ import annotations
@@ -91,11 +101,6 @@ BASIS_EMBEDDING = {"rbf": 16, "cbf": 16, "sbf": 32}  # GemNet-OC's basis embeddi
 RESIDUAL_LAYERS = {  # GemNet-OC's published counts
     "before_skip": 2, "after_skip": 2, "concat": 1, "atom_emb": 2, "atom": 3, "after_atom": 3, "global": 2,
 }  # fmt: skip
-
-# muP coordinate-check ablation (the activation-size spread of tests/test_mup.py over widths 16..128: the
-# largest max/min ratio of any Linear's output RMS, at init / after 4 Adam steps); filled from
-# `python -m symscale.models.gemnet_oc` style runs, see the report in the module docstring
-RMS_NORM_ABLATION: dict[str, str] = {}
 
 
 class ScaledSiLU(nn.Module):
