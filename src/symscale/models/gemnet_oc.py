@@ -236,7 +236,6 @@ class Geometry:
     N = num_spherical - 1 (highest dihedral frequency), K = N + 1 (+ N when chiral) dihedral functions."""
 
     edge_index: torch.Tensor  # [2, E]
-    u: torch.Tensor  # [E, 3] unit edge vectors
     e2e: Grouping  # triplets (k -> j, j -> i) of the main graph, by output edge
     e2e_in: torch.Tensor  # [T] input edge
     e2e_leg: torch.Tensor  # [T, L] P_a(cos theta_kji)
@@ -555,7 +554,7 @@ class GemNetOC(ForceField):
         a2e, e2a = in_ae[t_in], in_ae[t_out]
         quad = quadruplet_geometry(u, edge_index, n_atoms, t_in, t_out, in_q, self.num_spherical, self.chiral)
         return Geometry(
-            edge_index, u, Grouping.of(t_out, n_edges), t_in, leg,
+            edge_index, Grouping.of(t_out, n_edges), t_in, leg,
             Grouping.of(t_out[a2e], n_edges), t_in[a2e], leg[a2e],
             Grouping.of(t_out[e2a], n_edges), t_in[e2a], leg[e2a],
             Grouping.of(edge_index[1], n_atoms), quad,
