@@ -1,65 +1,83 @@
-"""GemNet-OC (Gasteiger et al. 2022), the nu = 4, l = 0 rung of the staircase: invariant edge embeddings
-updated with distances, triplet angles and quadruplet dihedrals; direct forces as sums of learned edge
-scalars times unit edge vectors.
+"""GemNet-OC (Gasteiger et al. 2022, "GemNet-OC: developing graph neural networks for large and diverse
+molecular simulation datasets"), the nu = 4, l = 0 rung of the staircase: invariant atom and edge
+embeddings updated with distances, triplet angles and quadruplet dihedrals; direct forces as sums of learned
+edge scalars times unit edge vectors.
 
 Graph convention (symscale.data.graph): an edge e = (j -> i) has r_e = pos[j] - pos[i], d_e = |r_e|,
 u_e = r_e / d_e. A triplet (k -> j, j -> i) is a pair of edges through the shared atom j with k != i; its
-angle theta_kji is the angle at j between r_jk and r_ji, cos theta = -u_in . u_out. A quadruplet is a path
-l -> k -> j -> i (three edges, l != j, k != i) with the dihedral phi between the planes (l, k, j) and
-(k, j, i) around the middle edge k - j (phi = 0 for l and i on the same side).
+angle theta_kji at j has cos theta = -u_in . u_out. A quadruplet is a path l -> k -> j -> i (l != j, k != i,
+l != i) with the dihedral phi between the half-planes (l, k, j) and (k, j, i) around the middle edge k - j.
 
-Update rule (one `InteractionBlock`, in order; sums over neighbours are divided by `avg_neighbors`, each of
-the two quadruplet passes by sqrt(min(avg_neighbors, quad_neighbors)); the aggregated triplet, quadruplet and
-atom-pair bottleneck features and the edge and atom states are then RMS-normalised over channels (`rms_norm`,
-the parameter-free stand-in for GemNet's fitted ScaleFactors):
+Update rule of one `InteractionBlock` (GemNet-OC's, in order; "rbf" is the shared radial basis of an edge
+projected to 16 channels, "cbf" the per-edge radial x Legendre circular basis, "sbf" the quadruplet basis;
+x -> Bil(basis, x) is GemNet's efficient bilinear layer: aggregate basis (x) features over the triplets or
+quadruplets of each output, contract with the output edge's radial embedding, one dense layer):
     x_skip = Dense(m)
-    x_trip = TripletInteraction:  sum_k  P(cos theta_kji) . [Dense(m_kj) * rbf(d_kj)]        (angles)
-    x_quad = QuadrupletInteraction: sum_{k, l} sum_m sin^m theta_lkj sin^m theta_kji cos(m phi_lkji)
-             * w_m(theta_lkj) w'_m(theta_kji) rbf(d_kj) [Dense(m_lk) * rbf(d_lk)]           (dihedrals)
-    m <- rms_norm(residual MLPs of (m + (x_skip + x_trip + x_quad) / sqrt 3) / sqrt 2)
-    h <- rms_norm(h + AtomUpdate(sum_j m_ji * rbf(d_ji)) + PairInteraction(sum_j h_j * rbf(d_ji)))
-    m <- rms_norm(residual MLPs of (m + Dense([h_i, h_j, m_ji])) / sqrt 2)
-Each block (and the embedding) feeds an `OutputBlock`: per-atom energy from sum_j m_ji * rbf(d_ji), per-edge
-force scalar s_ji; E = sum of atom energies (base class), F_i = sum_j s_ji u_ji (equivariant by construction).
+    x_e2e  = TripletInteraction:   Bil(cbf(d_ji, theta_kji), [Dense(m_kj) * rbf_kj])              edge -> edge
+    x_quad = QuadrupletInteraction: Bil(sbf(d_ji, theta_kji, phi), [Dense(m_lk) * rbf_lk * cbf(d_kj, theta_lkj)])
+    x_a2e  = atom-to-edge:          Bil(cbf(d_ji, theta_kji), [Dense(h_k) * rbf_kj])               atom -> edge
+    h_e2a  = edge-to-atom:          sum_j Bil(cbf(d_ji, theta_kji), [Dense(m_kj) * rbf_kj])        edge -> atom
+    h_a2a  = PairInteraction:       Bil(rbf(d_ji), h_j)                                            atom -> atom
+    m <- (m + ResidualLayers((x_skip + x_e2e + x_quad + x_a2e) / 2)) / sqrt 2, then ResidualLayers
+    h <- ResidualLayers((h + h_e2a + h_a2a) / sqrt 3)
+    h <- (h + AtomUpdate(sum_j m_ji * rbf_ji)) / sqrt 2
+    m <- (m + ResidualLayers(Dense([h_i, h_j, m_ji]))) / sqrt 2
+The embedding and every block feed an `OutputBlock` (per-atom and per-edge features); the outputs of all
+blocks are concatenated and mapped by the global output MLPs to the per-atom energy e_i and the per-edge
+force scalar s_ji; E = sum_i e_i (base class), F_i = sum_j s_ji u_ji (equivariant by construction).
 
-Width: `width` is the atom embedding size; edge embeddings have 2 * width channels, the triplet and
-atom-pair bottlenecks width / 4 and the quadruplet bottleneck width / 8 (at least 1), the ratios of
-GemNet-OC's defaults (atom 256, edge 512, triplet 64, quadruplet 32, atom-pair 64). Depth is fixed:
-`num_blocks` = 3 interaction blocks by default (GemNet-OC: 4).
+Sizes: `width` is the atom embedding size; edges have 2 * width channels, the triplet and atom-interaction
+bottlenecks width / 4 and the quadruplet bottleneck width / 8 (at least 1): the ratios of GemNet-OC's
+published configuration (atom 256, edge 512, triplet 64, atom interaction 64, quadruplet 32). The basis
+embeddings keep GemNet-OC's fixed sizes (rbf 16, cbf 16, sbf 32) from width 32 up. `base_width` = 32
+(N = 0.92M), near the 1M parameters where the reference study tuned its learning rate. Published depth: 4 blocks,
+128 Gaussian radial functions, 7 circular / spherical orders, residual layers 2 before and 2 after the skip,
+1 after the concatenation, 2 atom-embedding layers, 3 in the atom update and output blocks, 3 after the atom
+skip of the output block, 2 in the global output MLPs.
 
-Where this departs from the paper, and why:
-- One graph (cutoff 6 Angstrom, 30 neighbours, from the data layer) for the embedding, triplet, atom-pair and
-  output parts; quadruplets use its subgraph of each atom's `quad_neighbors` = 8 nearest incoming edges (the
-  neighbour cap of GemNet-OC's quadruplet graph). GemNet-OC uses four graphs with their own cutoffs (up to
-  12 Angstrom); the study feeds every family the same graph so that only the architecture differs.
-- Quadruplets are never enumerated. The dihedral basis is factorised through the middle edge: in a frame
-  (e1, e2, u_kj) of the middle edge, each outer bond gets the phase z = w . e1 + i w . e2 = sin(theta) e^{i phi}
-  and sum_m Re(z_l^m conj(z_i^m)) = sin^m sin^m cos(m (phi_l - phi_i)) is a product, so the sum over all
-  quadruplets becomes two passes over the triplet list: pass 1 collects sum_l f_l z_l^m on each middle edge
-  (complex, m = 0..max_dihedral_order), pass 2 contracts it with conj(z_i^m) for each outgoing edge. Cost
-  O(triplets * channels) instead of O(quadruplets * channels) (quadruplets grow as neighbours^3 per edge), so
-  no cap on the number of quadruplets is needed beyond the 8-neighbour subgraph. The arbitrary in-plane
-  frame (basis.edge_frames) cancels exactly.
-  Consequences: paths that return to their start (l = i, dihedral 0) are kept, GemNet-OC removes them; the
-  angular part is separable, w_m(theta_lkj) w'_m(theta_kji) per channel, rather than GemNet's full spherical
-  basis with a bilinear layer; only m <= 2 (default) dihedral harmonics.
-- cos(m phi) only by default, so the model is invariant under reflections as well (group E(3)). GemNet uses
-  signed dihedrals and distinguishes mirror images; `chiral=True` adds the sin(m phi) terms (group SE(3)).
-- Triplet messages use a per-channel filter of the Legendre basis (DimeNet++ style, Hadamard) instead of
-  GemNet's bilinear layer over (radial x spherical) basis products; no "swap" of messages to the reverse edge
-  (with a neighbour cap the reverse edge may not exist).
-- Parameter-free RMS normalisation instead of GemNet's ScaleFactors fitted on data: the aggregated triplet,
-  quadruplet and atom-pair bottleneck features (before their up-projection) and the edge and atom states
-  (end of each update) are divided by their RMS over channels (plus `NORM_EPS`, so that a message that
-  vanishes with its envelope still vanishes smoothly). Without it the bottleneck branches are products of
-  several per-channel random filters whose RMS over the few bottleneck channels (width / 8) is heavy-tailed
-  and grew about 5x from width 32 to 256, and the states drifted with depth: the muP coordinate check failed.
-  He-orthogonal weights of variance 1/fan_in as in GemNet, but readouts N(0, 1/fan_in^2), centred (muP);
-  no biases (every message vanishes with its edge's radial envelope, so energies and forces are smooth at
-  the cutoff).
-- Fewer residual layers (1 before and 1 after the skip connection, 1 after the concatenation, 1 in the atom
-  update and output blocks; GemNet-OC: 2, 2, 1, 3, 3) and 16 Gaussian radial functions (GemNet-OC: 128),
-  to keep the CPU ladder small and fast.
+Where this departs from the paper, and why (one list):
+- One graph. GemNet-OC builds four graphs with their own cutoffs (12 Angstrom in its OC20 configuration)
+  and neighbour caps (main 30, quadruplet 8, atom-edge 20, atom-atom 1000). The study feeds every family the
+  same graph (the data layer's cutoff, default 6 Angstrom, 30 neighbours), so that only the architecture
+  differs, and on a CPU a 12 Angstrom graph of small molecules would be nearly complete. Here the main and
+  atom-atom graphs are that graph; the quadruplet graph (the middle edge of a quadruplet) is each atom's
+  `quad_neighbors` = 8 nearest incoming edges, and the atom-edge graph its `aeaint_neighbors` = 20 nearest:
+  the published neighbour caps, at the shared cutoff. What it changes: no interaction reaches beyond 6 A.
+- Quadruplets are never enumerated. The published basis is "legendre_outer": P_a(cos theta_kji) P_b(cos phi)
+  for a, b < num_spherical, with the unsigned dihedral. Polynomials of cos phi of degree < num_spherical span
+  the same space as cos(n phi), n < num_spherical, and cos(n phi) factorises through the middle edge: in a
+  frame of the middle edge each outer bond has a phase z = sin(theta) e^{i phi}, and
+  Re(z_l^n conj(w_i^n)) = sin^n(theta_lkj) sin^n(theta_kji) cos(n phi). So the basis used is
+  P_a(cos theta_kji) sin^n(theta_lkj) sin^n(theta_kji) cos(n phi) (a, n < num_spherical), and the sum over
+  quadruplets becomes two passes over triplets (`quadruplet_basis_sum`): O(triplets), not O(quadruplets).
+  The sin^n factors make the basis a polynomial of the coordinates (smooth where l, k, j or k, j, i are
+  collinear and the dihedral is undefined: GemNet-OC's basis is not differentiable there). Paths with l = i
+  are removed exactly, as GemNet-OC removes them.
+- `chiral=True` adds the sin(n phi) terms (the signed dihedral of the original GemNet; group SE(3)); the
+  default (published GemNet-OC, unsigned dihedral) is invariant under reflections too (group E(3)).
+- No "swap" of the triplet and quadruplet messages onto the reverse edge (GemNet-OC's symmetric message
+  passing): with a per-atom neighbour cap the reverse edge may not exist.
+- Normalisation: GemNet-OC's ScaleFactors are fitted once on data; here sums over neighbours are divided by
+  `avg_neighbors` (or by the neighbour cap of the sub-graph, if smaller) and, with `rms_norm=True` (default),
+  the outputs of the bilinear layers and the atom and edge states after each update are divided by their RMS
+  over channels (parameter-free; `NORM_EPS` keeps messages that vanish with their envelope smooth). The
+  ablation that shows they are needed: the muP coordinate check of tests/test_mup.py (activation RMS of
+  every Linear, 3 seeds pooled, widths 16 and 128, 4 Adam steps at lr 3e-3) gives a largest width ratio of
+  1.61 at init and 2.55 after the steps with the norms, and 1051 at init (the output blocks' atom layers)
+  and 4.50 after the steps without them (the test's limit is 4).
+- Basis embeddings (rbf 16, cbf 16, sbf 32) are capped at the width (`basis_embedding_sizes`): below width 32
+  GemNet-OC's width-independent radial x angular embeddings (about 2.7e5 parameters at 128 radial functions)
+  would dominate N. At and above width 32 (the muP base width) they are the published sizes. The `cpu`
+  ladder also uses 16 radial functions instead of 128, for the same reason (configs/ladders/gemnet_oc.yaml).
+- Parameter count: at the same atom width this model has about 3x the parameters of the reference study's
+  GemNet-OC (1.71M at width 48, 39.8M at 256, against 0.58M and 13.0M in PAPER.md), whose exact
+  configuration is not public; the `paper` ladder covers its N range (0.34M to 15.8M) rather than its widths.
+- muP: He-orthogonal weights of variance 1/fan_in as GemNet's, readouts N(0, 1/fan_in^2) and centred; no
+  biases (every message vanishes with its edge's envelope, so energies and forces are smooth at the cutoff).
+  The edge embedding is split into a node part Dense([h_i, h_j]) and a distance part Dense(rbf), summed and
+  divided by sqrt 2 before the activation (GemNet-OC: one Dense of the concatenation), so that its node
+  matrix has fan-in 2 * width and muP multiplier width / base_width exactly (the concatenation's was
+  (2 w + num_radial) / (2 w_base + num_radial): 1.89 instead of 2 at width 128 against base 64).
 """
 
 from __future__ import annotations
@@ -78,7 +96,11 @@ from symscale.models.heads import gather, scatter_sum
 from symscale.models.registry import register
 
 INV_SQRT2 = 1 / math.sqrt(2)
-INV_SQRT3 = 1 / math.sqrt(3)
+NORM_EPS = 1e-4
+BASIS_EMBEDDING = {"rbf": 16, "cbf": 16, "sbf": 32}  # GemNet-OC's basis embedding sizes (fixed with width)
+RESIDUAL_LAYERS = {  # GemNet-OC's published counts
+    "before_skip": 2, "after_skip": 2, "concat": 1, "atom_emb": 2, "atom": 3, "after_atom": 3, "global": 2,
+}  # fmt: skip
 
 
 class ScaledSiLU(nn.Module):
@@ -127,7 +149,9 @@ def residual_stack(channels: int, n: int) -> nn.Sequential:
     return nn.Sequential(*[ResidualLayer(channels) for _ in range(n)])
 
 
-NORM_EPS = 1e-4
+def mlp(fan_in: int, channels: int, n_residual: int) -> nn.Sequential:
+    """Dense(fan_in, channels) + ScaledSiLU, then `n_residual` residual layers (GemNet's get_mlp)."""
+    return nn.Sequential(Dense(fan_in, channels, activation=True), *residual_stack(channels, n_residual))
 
 
 def rms_norm(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
@@ -136,8 +160,12 @@ def rms_norm(x: torch.Tensor, eps: float = NORM_EPS) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+# ----------------------------------------------------------------------------- graph indices
+
+
 def triplets(edge_index: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """All pairs of edges (k -> j, j -> i) with k != i, as (t_in, t_out) edge indices [n_triplets] each.
+    """All pairs of edges (k -> j, j -> i) with k != i, as (t_in, t_out) edge indices [n_triplets] each,
+    sorted by t_out.
 
     For every edge (j -> i) the candidates are the incoming edges of j, found as a contiguous block of the
     edges sorted by target; the one coming from i is removed. Vectorised, no loop over atoms or edges."""
@@ -154,18 +182,46 @@ def triplets(edge_index: torch.Tensor, num_atoms: int) -> tuple[torch.Tensor, to
     return t_in[keep], t_out[keep]
 
 
-def nearest_edges(edge_index: torch.Tensor, dist: torch.Tensor, num_atoms: int, k: int) -> torch.Tensor:
-    """Ids (sorted) of the at most `k` shortest incoming edges of every atom, ties broken by edge id."""
+def nearest_edges(edge_index: torch.Tensor, dist: torch.Tensor, num_atoms: int, k: int | None) -> torch.Tensor:
+    """Mask [E] of the at most `k` shortest incoming edges of every atom (ties broken by edge id); all when None."""
+    if k is None:
+        return torch.ones_like(edge_index[0], dtype=torch.bool)
     order = torch.argsort(dist.detach(), stable=True)  # [E] by distance
     order = order[torch.argsort(edge_index[1, order], stable=True)]  # grouped by target, nearest first
     target = edge_index[1, order]  # [E]
     in_degree = torch.bincount(target, minlength=num_atoms)  # [A]
     rank = torch.arange(order.numel(), device=order.device) - (torch.cumsum(in_degree, 0) - in_degree)[target]
-    return order[rank < k].sort().values
+    mask = torch.zeros_like(edge_index[0], dtype=torch.bool)
+    mask[order[rank < k]] = True
+    return mask
+
+
+@dataclass
+class Grouping:
+    """Rows grouped by an output index, for sums as one padded batched matmul (GemNet's "efficient" form)."""
+
+    out: torch.Tensor  # [n] output index of each row
+    rank: torch.Tensor  # [n] position of the row among the rows of its output
+    size: int  # number of outputs
+    k_max: int  # most rows of one output
+
+    @classmethod
+    def of(cls, out: torch.Tensor, size: int) -> Grouping:
+        order = torch.argsort(out, stable=True)
+        counts = torch.bincount(out, minlength=size)  # [size]
+        rank = torch.empty_like(out)
+        rank[order] = torch.arange(out.numel(), device=out.device) - (torch.cumsum(counts, 0) - counts)[out[order]]
+        return cls(out, rank, size, int(counts.max()) if out.numel() else 0)
+
+    def sum(self, basis: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """out[o] = sum over rows r of o of basis[r, :, None] * x[r, None, :]: [n, S], [n, C] -> [size, S, C]."""
+        pad_x = x.new_zeros(self.size, self.k_max, x.shape[-1]).index_put((self.out, self.rank), x)  # [O, K, C]
+        pad_b = basis.new_zeros(self.size, self.k_max, basis.shape[-1]).index_put((self.out, self.rank), basis)
+        return torch.bmm(pad_b.transpose(1, 2), pad_x)  # [O, S, C]
 
 
 def complex_powers(re: torch.Tensor, im: torch.Tensor, max_order: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real and imaginary parts of z^m, m = 0..max_order, for z = re + i im. Returns two [n, max_order + 1]."""
+    """Real and imaginary parts of z^n, n = 0..max_order, for z = re + i im. Returns two [T, max_order + 1]."""
     out_re, out_im = [torch.ones_like(re)], [torch.zeros_like(im)]
     for _ in range(max_order):
         pr, pi = out_re[-1], out_im[-1]
@@ -175,218 +231,262 @@ def complex_powers(re: torch.Tensor, im: torch.Tensor, max_order: int) -> tuple[
 
 
 @dataclass
-class TripletGeometry:
-    """Per-triplet indices and bases. T = number of triplets, L = num_spherical, M = max_dihedral_order.
+class Geometry:
+    """Indices and angular bases of one batch, shared by all blocks. T = triplets, L = num_spherical,
+    N = num_spherical - 1 (highest dihedral frequency), K = N + 1 (+ N when chiral) dihedral functions."""
 
-    The dihedral bases hold 2M + 1 real slots (Re z^m, m = 0..M, then Im z^m, m = 1..M) of the products of
-    the Legendre basis with the in-plane phases z^m (module docstring); they do not depend on the weights,
-    so they are computed once per forward pass and shared by all blocks."""
-
-    t_in: torch.Tensor  # [T] edge (k -> j)
-    t_out: torch.Tensor  # [T] edge (j -> i)
-    legendre: torch.Tensor  # [T, L] P_l(cos theta_kji)
-    q_in: torch.Tensor  # [T_q] triplets of the quadruplet graph (each atom's `quad_neighbors` nearest edges)
-    q_out: torch.Tensor  # [T_q]
-    # pass 1: phase of the incoming bond u_in in the frame of the outgoing edge (the middle edge)
-    dihedral_in: torch.Tensor  # [2M+1, T_q, L]
-    # pass 2: phase of the reversed outgoing bond -u_out in the frame of the incoming edge (the middle edge),
-    # arranged as the coefficients of Re A and Im A in Re(A conj z) (and Im(A conj z) when chiral)
-    dihedral_out: torch.Tensor  # [2M+1, T_q, L] (chiral: [2M+1, T_q, 2L])
-
-
-def triplet_geometry(
-    u: torch.Tensor,
-    edge_index: torch.Tensor,
-    num_atoms: int,
-    num_spherical: int,
-    max_order: int,
-    chiral: bool = False,
-    dist: torch.Tensor | None = None,
-    quad_neighbors: int | None = None,
-) -> TripletGeometry:
-    """Triplet indices, Legendre basis of the angle and dihedral bases from unit edge vectors u [E, 3].
-    Quadruplets use only each atom's `quad_neighbors` nearest incoming edges (all edges when None)."""
-    t_in, t_out = triplets(edge_index, num_atoms)
-    leg = legendre(-(u.index_select(0, t_in) * u.index_select(0, t_out)).sum(-1), num_spherical)  # [T, L]
-    if quad_neighbors is None:
-        q_in, q_out = t_in, t_out
-    else:
-        sub = nearest_edges(edge_index, dist, num_atoms, quad_neighbors)  # [E_q]
-        q_in, q_out = (sub[t] for t in triplets(edge_index[:, sub], num_atoms))
-    dihedral_in, dihedral_out = dihedral_bases(u, q_in, q_out, num_spherical, max_order, chiral)
-    return TripletGeometry(t_in, t_out, leg, q_in, q_out, dihedral_in, dihedral_out)
+    edge_index: torch.Tensor  # [2, E]
+    e2e: Grouping  # triplets (k -> j, j -> i) of the main graph, by output edge
+    e2e_in: torch.Tensor  # [T] input edge
+    e2e_leg: torch.Tensor  # [T, L] P_a(cos theta_kji)
+    a2e: Grouping  # triplets whose input edge is in the atom-edge graph
+    a2e_in: torch.Tensor
+    a2e_leg: torch.Tensor
+    e2a: Grouping  # triplets whose output edge is in the atom-edge graph
+    e2a_in: torch.Tensor
+    e2a_leg: torch.Tensor
+    pairs: Grouping  # edges by target atom
+    quad: QuadrupletGeometry
 
 
-def dihedral_bases(
-    u: torch.Tensor, t_in: torch.Tensor, t_out: torch.Tensor, num_spherical: int, max_order: int, chiral: bool
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two passes' bases (TripletGeometry) for the triplets (t_in, t_out) of unit edge vectors u [E, 3]."""
-    e1, e2 = edge_frames(u)  # [E, 3] each
-    u_in, u_out = u.index_select(0, t_in), u.index_select(0, t_out)  # [T, 3]
-    leg = legendre(-(u_in * u_out).sum(-1), num_spherical)  # [T, L], angle at the shared atom j
-    zr, zi = complex_powers(
-        (u_in * e1.index_select(0, t_out)).sum(-1), (u_in * e2.index_select(0, t_out)).sum(-1), max_order
-    )  # [T, M+1] each
-    dihedral_in = torch.cat([zr.t()[..., None] * leg, zi.t()[1:, :, None] * leg], 0)  # [2M+1, T, L]
-    zr, zi = complex_powers(
-        -(u_out * e1.index_select(0, t_in)).sum(-1), -(u_out * e2.index_select(0, t_in)).sum(-1), max_order
-    )
-    lr, li = zr.t()[..., None] * leg, zi.t()[..., None] * leg  # [M+1, T, L]
-    if chiral:  # C_re = wc zr - ws zi, C_im = wc zi + ws zr
-        return dihedral_in, torch.cat([torch.cat([lr, -li], -1), torch.cat([li, lr], -1)[1:]], 0)  # [2M+1, T, 2L]
-    return dihedral_in, torch.cat([lr, li[1:]], 0)  # C_re = wc zr, C_im = wc zi: [2M+1, T, L]
+@dataclass
+class QuadrupletGeometry:
+    """Quadruplets l -> k -> j -> i as two triplet lists through the middle edge k -> j (module docstring).
+
+    pass 1: triplets (l -> k, k -> j) with k -> j in the quadruplet graph; `phase_in` holds the 2N + 1 real
+    slots (Re z^n, n = 0..N; Im z^n, n = 1..N) of the phase z of bond k -> l in the middle edge's frame.
+    pass 2: triplets (k -> j, j -> i) with k -> j in the quadruplet graph; `coef` [T2, 2N + 1, K] maps those
+    slots to Re(z^n conj w^n) (and Im, chiral) with w the phase of bond j -> i in the same frame."""
+
+    first: Grouping  # pass-1 triplets by middle edge
+    first_in: torch.Tensor  # [T1] outer edge l -> k
+    first_leg: torch.Tensor  # [T1, L] P_a(cos theta_lkj)
+    phase_in: torch.Tensor  # [T1, 2N+1]
+    second: Grouping  # pass-2 triplets by output edge
+    second_mid: torch.Tensor  # [T2] middle edge k -> j
+    second_leg: torch.Tensor  # [T2, L] P_a(cos theta_kji)
+    coef: torch.Tensor  # [T2, 2N+1, K]
+    back: torch.Tensor  # [R] pass-1 triplet (l = i, k, j) of the returning paths ...
+    back_of: torch.Tensor  # [R] ... and the pass-2 triplet it returns on
+
+
+def _angle_legendre(u: torch.Tensor, t_in: torch.Tensor, t_out: torch.Tensor, num: int) -> torch.Tensor:
+    return legendre(-(u.index_select(0, t_in) * u.index_select(0, t_out)).sum(-1), num)  # [T, num]
+
+
+def _phase(v: torch.Tensor, e1: torch.Tensor, e2: torch.Tensor, max_order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return complex_powers((v * e1).sum(-1), (v * e2).sum(-1), max_order)  # [T, N+1] each
+
+
+def quadruplet_geometry(
+    u: torch.Tensor, edge_index: torch.Tensor, n_atoms: int, t_in: torch.Tensor, t_out: torch.Tensor,
+    in_quad: torch.Tensor, num_spherical: int, chiral: bool,
+) -> QuadrupletGeometry:  # fmt: skip
+    """Bases of both passes from the main triplets (t_in, t_out) and the quadruplet-graph mask in_quad [E]."""
+    n_edges, n_max = u.shape[0], num_spherical - 1
+    e1, e2 = edge_frames(u)  # [E, 3] frame of every edge (used for the middle edges)
+    first = in_quad[t_out]  # pass 1: middle edge is the output
+    f_in, f_mid = t_in[first], t_out[first]
+    zr, zi = _phase(u[f_in], e1[f_mid], e2[f_mid], n_max)  # bond k -> l in the frame of k -> j
+    phase_in = torch.cat([zr, zi[:, 1:]], -1)  # [T1, 2N+1]
+    second = in_quad[t_in]  # pass 2: middle edge is the input
+    s_mid, s_out = t_in[second], t_out[second]
+    wr, wi = _phase(-u[s_out], e1[s_mid], e2[s_mid], n_max)  # bond j -> i in the frame of k -> j
+    coef = _dihedral_coefficients(wr, wi, chiral)  # [T2, 2N+1, K]
+    # returning paths l = i: the pass-1 triplet (i -> k, k -> j) for each pass-2 triplet (k -> j, j -> i)
+    src, dst = edge_index
+    key1 = (src[f_in] * n_atoms + dst[f_in]) * n_atoms + dst[f_mid]  # (l, k, j)
+    key2 = (dst[s_out] * n_atoms + src[s_mid]) * n_atoms + dst[s_mid]  # (i, k, j)
+    order = torch.argsort(key1)
+    pos = torch.searchsorted(key1[order], key2).clamp(max=max(key1.numel() - 1, 0))
+    hit = key1[order][pos] == key2 if key1.numel() else torch.zeros_like(key2, dtype=torch.bool)
+    back_of = torch.nonzero(hit).flatten()
+    back = order[pos[back_of]]
+    return QuadrupletGeometry(
+        Grouping.of(f_mid, n_edges), f_in, _angle_legendre(u, f_in, f_mid, num_spherical), phase_in,
+        Grouping.of(s_out, n_edges), s_mid, _angle_legendre(u, s_mid, s_out, num_spherical), coef, back, back_of,
+    )  # fmt: skip
+
+
+def _dihedral_coefficients(wr: torch.Tensor, wi: torch.Tensor, chiral: bool) -> torch.Tensor:
+    """[T, 2N+1, K]: column n < N+1 gives Re(z^n conj w^n) = sum over slots; columns N+1.. give Im (chiral)."""
+    t, order = wr.shape
+    n = order - 1
+    coef = wr.new_zeros(t, 2 * n + 1, order + (n if chiral else 0))
+    idx = torch.arange(order, device=wr.device)
+    coef[:, idx, idx] = wr  # Re z^n * Re w^n
+    coef[:, order + idx[1:] - 1, idx[1:]] = wi[:, 1:]  # Im z^n * Im w^n
+    if chiral:
+        cols = order + idx[1:] - 1
+        coef[:, order + idx[1:] - 1, cols] = wr[:, 1:]  # Im z^n * Re w^n
+        coef[:, idx[1:], cols] = -wi[:, 1:]  # - Re z^n * Im w^n
+    return coef
+
+
+def quadruplet_basis_sum(x: torch.Tensor, cbf: torch.Tensor, q: QuadrupletGeometry, norms: tuple[float, float]):
+    """Sum over quadruplets (l -> k, k -> j, j -> i) into the output edge (j -> i) of the basis times features:
+
+        S[ji, (a, n), c] = sum_{k, l} P_a(cos theta_kji) Re(z_l^n conj w_i^n) x[lk, c] cbf[(lk, kj), c]
+
+    (and Im(...) for the sin(n phi) columns when chiral), without the returning paths l = i.
+    x: [E, C] outer-edge features; cbf: [T1, C] per pass-1 triplet. Returns [E, L * K, C]."""
+    x1 = gather(x, q.first_in) * cbf  # [T1, C]
+    a = q.first.sum(q.phase_in, x1) * norms[0]  # [E, 2N+1, C] phase sums on each middle edge
+    b = torch.bmm(q.coef.transpose(1, 2), gather(a, q.second_mid))  # [T2, K, C]
+    if q.back.numel():  # remove l = i: its pass-1 term enters pass 2 through the same middle edge
+        ret = q.phase_in.index_select(0, q.back)[:, :, None] * x1.index_select(0, q.back)[:, None, :]  # [R, 2N+1, C]
+        ret = torch.bmm(q.coef.index_select(0, q.back_of).transpose(1, 2), ret) * norms[0]  # [R, K, C]
+        b = b.index_add(0, q.back_of, -ret)
+    n_edges, n_c = a.shape[0], b.shape[2]
+    s = q.second.sum(q.second_leg, b.flatten(1)) * norms[1]  # [E, L, K * C]
+    return s.reshape(n_edges, -1, n_c)  # [E, L * K, C], basis index a * K + n
+
+
+# ----------------------------------------------------------------------------- layers
 
 
 class TripletInteraction(nn.Module):
-    """Angle messages into edge (j -> i) from the edges (k -> j): sum_k P(cos theta_kji) . x_kj."""
+    """Messages from edges (k -> j) (or atoms k) into edges (j -> i) through the angle theta_kji:
+    Bil(cbf(d_ji, theta_kji), Dense(x_kj) * rbf_kj), GemNet-OC's edge-to-edge, atom-to-edge and edge-to-atom
+    interactions (the last sums the edge outputs onto their target atoms)."""
 
-    def __init__(self, edge: int, trip: int, num_radial: int, num_spherical: int, norm: float) -> None:
+    def __init__(self, fan_in: int, fan_out: int, channels: int, emb: dict[str, int], norm: float, rms: bool) -> None:
         super().__init__()
-        self.dense_in = Dense(edge, edge, activation=True)
-        self.rbf = Dense(num_radial, edge)
-        self.down = Dense(edge, trip, activation=True)
-        self.angle = Dense(num_spherical, trip)
-        self.up = Dense(trip, edge, activation=True)
-        self.norm = norm
+        self.dense_in = Dense(fan_in, fan_in, activation=True)
+        self.rbf = Dense(emb["rbf"], fan_in)
+        self.down = Dense(fan_in, channels, activation=True)
+        self.bilinear = Dense(emb["cbf"] * channels, channels)
+        self.up = Dense(channels, fan_out, activation=True)
+        self.norm, self.rms = norm, rms
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, geo: TripletGeometry) -> torch.Tensor:
-        x = self.down(self.dense_in(m) * self.rbf(rbf))  # [E, trip]
-        msg = gather(x, geo.t_in) * self.angle(geo.legendre)  # [T, trip]
-        return self.up(rms_norm(scatter_sum(msg, geo.t_out, m.shape[0]) * self.norm))  # [E, edge]
+    def forward(self, x, rbf, group: Grouping, t_in, leg, rad, expand=None, to_atoms=None):  # noqa: ANN001
+        x = self.dense_in(x)  # [n_in, fan_in]
+        if expand is not None:  # atom features onto the edges they start
+            x = gather(x, expand)  # [E, fan_in]
+        x = self.down(x * self.rbf(rbf))  # [E, C]
+        s = group.sum(leg, gather(x, t_in)) * self.norm  # [E, L, C]
+        y = torch.bmm(rad, s)  # [E, EMB_CBF, C]
+        if to_atoms is not None:  # edge-to-atom: sum over the atom-edge graph's edges of each atom
+            y = scatter_sum(y, to_atoms[0], to_atoms[1]) * self.norm  # [A, EMB_CBF, C]
+        y = self.bilinear(y.flatten(1))  # [n_out, C]
+        return self.up(rms_norm(y) if self.rms else y)  # [n_out, fan_out]
 
 
 class QuadrupletInteraction(nn.Module):
-    """Dihedral messages into edge (j -> i) from edges (l -> k) along paths l -> k -> j -> i, factorised
-    through the middle edge (k -> j) as two passes over the triplets (module docstring)."""
+    """Messages into edge (j -> i) from edges (l -> k) along paths l -> k -> j -> i: Dense(m_lk) * rbf_lk times
+    the circular basis of theta_lkj (Hadamard), then Bil(sbf(d_ji, theta_kji, phi), .) (module docstring)."""
 
-    def __init__(
-        self, edge: int, quad: int, num_radial: int, num_spherical: int, max_order: int, chiral: bool, norm: float
-    ) -> None:
+    def __init__(self, edge: int, channels: int, emb: dict[str, int], norms: tuple[float, float], rms: bool) -> None:
         super().__init__()
-        self.max_order, self.chiral, self.norm = max_order, chiral, norm
-        n_out = 2 * max_order + 1 if chiral else max_order + 1  # cos(m phi), m = 0..M (+ sin(m phi), m = 1..M)
         self.dense_in = Dense(edge, edge, activation=True)
-        self.rbf_outer = Dense(num_radial, edge)
-        self.down = Dense(edge, quad, activation=True)
-        self.angle_outer = Dense(num_spherical, (max_order + 1) * quad)
-        self.rbf_middle = Dense(num_radial, quad)
-        self.angle_inner = Dense(num_spherical, n_out * quad)
-        self.up = Dense(quad, edge, activation=True)
+        self.rbf = Dense(emb["rbf"], edge)
+        self.down = Dense(edge, channels, activation=True)
+        self.cbf = Dense(emb["cbf"], channels)
+        self.bilinear = Dense(emb["sbf"] * channels, channels)
+        self.up = Dense(channels, edge, activation=True)
+        self.norms, self.rms = norms, rms
 
-    def forward(self, m: torch.Tensor, rbf: torch.Tensor, geo: TripletGeometry) -> torch.Tensor:
-        x = self.down(self.dense_in(m) * self.rbf_outer(rbf))  # [E, Q] outer bond l -> k
-        order, q = self.max_order + 1, x.shape[1]
-        w_outer = self.angle_outer.weight.t().view(-1, order, q)  # [L, M+1, Q]
-        w_inner = self.angle_inner.weight.t().view(w_outer.shape[0], -1, q)  # [L, M+1 (+M), Q]
-        y = dihedral_sum(x, w_outer, self.rbf_middle(rbf) * self.norm, w_inner, geo)  # [E, Q]
-        return self.up(rms_norm(y * self.norm))  # [E, edge]
+    def forward(self, m: torch.Tensor, rbf: torch.Tensor, cbf: torch.Tensor, sbf: torch.Tensor, q) -> torch.Tensor:  # noqa: ANN001
+        x = self.down(self.dense_in(m) * self.rbf(rbf))  # [E, C] outer bond l -> k
+        s = quadruplet_basis_sum(x, self.cbf(cbf), q, self.norms)  # [E, L*K, C]
+        y = self.bilinear(torch.bmm(sbf, s).flatten(1))  # [E, EMB_SBF, C] -> [E, C]
+        return self.up(rms_norm(y) if self.rms else y)  # [E, edge]
 
 
-def dihedral_sum(
-    x: torch.Tensor, w_outer: torch.Tensor, gate: torch.Tensor, w_inner: torch.Tensor, geo: TripletGeometry
-) -> torch.Tensor:
-    """Sum over quadruplet paths (l -> k, k -> j, j -> i) into edge (j -> i), factorised through k -> j:
+class PairInteraction(nn.Module):
+    """Atom -> atom: Bil(rbf(d_ji), Dense(h_j)) summed over the neighbours j of i (GemNet-OC's atom interaction)."""
 
-        y[ji] = sum_{k, l} gate[kj] x[lk] sum_m wo_m(theta_lkj) sin^m(theta_lkj) sin^m(theta_kji)
-                * [wc_m(theta_kji) cos(m phi) + ws_m(theta_kji) sin(m phi)]
+    def __init__(self, atom: int, channels: int, emb: dict[str, int], norm: float, rms: bool) -> None:
+        super().__init__()
+        self.down = Dense(atom, channels, activation=True)
+        self.bilinear = Dense(emb["rbf"] * channels, channels)
+        self.up = Dense(channels, atom, activation=True)
+        self.norm, self.rms = norm, rms
 
-    with wo_m(theta) = sum_l P_l(cos theta) w_outer[l, m], wc_m = ... w_inner[l, m], ws_m = ... w_inner[l, M + m]
-    (the sin terms only when w_inner has 2M + 1 columns). x: [E, Q]; w_outer: [L, M+1, Q]; gate: [E, Q];
-    w_inner: [L, M+1 or 2M+1, Q]. Returns [E, Q]. The complex sums are kept as 2M + 1 real slots
-    (Re m = 0..M, Im m = 1..M) along a leading dimension, so every per-triplet product is one batched matmul
-    of a small basis with the weights."""
-    order, n_edges = w_outer.shape[1], x.shape[0]
-    # pass 1: A_m[kj] = sum_l x_lk wo_m(theta_lkj) z_l^m, slots [Re m = 0..M, Im m = 1..M]
-    weights = torch.cat([w_outer, w_outer[:, 1:]], 1).permute(1, 0, 2)  # [2M+1, L, Q]
-    a = torch.bmm(geo.dihedral_in, weights) * gather(x, geo.q_in)  # [2M+1, T, Q]
-    a = scatter_sum(a.transpose(0, 1), geo.q_out, n_edges).transpose(0, 1) * gate  # [2M+1, E, Q]
-    # pass 2: y = sum over slots of A[kj] * C, with C the coefficients of Re/Im A in Re(A conj z) (+ Im(A conj z))
-    wc = w_inner[:, :order].permute(1, 0, 2)  # [M+1, L, Q]
-    if w_inner.shape[1] > order:  # chiral
-        ws = torch.cat([torch.zeros_like(wc[:1]), w_inner[:, order:].permute(1, 0, 2)], 0)  # [M+1, L, Q]
-        wc = torch.cat([wc, ws], 1)  # [M+1, 2L, Q]
-    assert wc.shape[1] == geo.dihedral_out.shape[-1], "dihedral basis built for another chirality"
-    weights = torch.cat([wc, wc[1:]], 0)  # [2M+1, L or 2L, Q]
-    y = (a.index_select(1, geo.q_in) * torch.bmm(geo.dihedral_out, weights)).sum(0)  # [T, Q]
-    return scatter_sum(y, geo.q_out, n_edges)  # [E, Q]
+    def forward(self, h: torch.Tensor, rad: torch.Tensor, pairs: Grouping, source: torch.Tensor) -> torch.Tensor:
+        s = pairs.sum(rad, gather(self.down(h), source)) * self.norm  # [A, EMB_RBF, C]
+        y = self.bilinear(s.flatten(1))  # [A, C]
+        return self.up(rms_norm(y) if self.rms else y)  # [A, atom]
 
 
 class AtomUpdate(nn.Module):
-    """Edge -> atom: h_i update from sum_j m_ji * rbf(d_ji), then residual MLPs (GemNet's AtomUpdateBlock)."""
+    """Edge -> atom: sum_j m_ji * rbf(d_ji), then Dense and residual layers (GemNet's AtomUpdateBlock)."""
 
-    def __init__(self, atom: int, edge: int, num_radial: int, num_layers: int, norm: float) -> None:
+    def __init__(self, atom: int, edge: int, emb_rbf: int, num_layers: int, norm: float) -> None:
         super().__init__()
-        self.rbf = Dense(num_radial, edge)
-        self.dense = Dense(edge, atom, activation=True)
-        self.layers = residual_stack(atom, num_layers)
+        self.rbf = Dense(emb_rbf, edge)
+        self.layers = mlp(edge, atom, num_layers)
         self.norm = norm
 
     def forward(self, m: torch.Tensor, rbf: torch.Tensor, target: torch.Tensor, num_atoms: int) -> torch.Tensor:
         x = scatter_sum(m * self.rbf(rbf), target, num_atoms) * self.norm  # [A, edge]
-        return self.layers(self.dense(x))  # [A, atom]
-
-
-class PairInteraction(nn.Module):
-    """Atom -> atom: sum_j Dense(h_j) * rbf(d_ji), through a width / 4 bottleneck (GemNet-OC's atom-to-atom)."""
-
-    def __init__(self, atom: int, pair: int, num_radial: int, norm: float) -> None:
-        super().__init__()
-        self.down = Dense(atom, pair, activation=True)
-        self.rbf = Dense(num_radial, pair)
-        self.up = Dense(pair, atom, activation=True)
-        self.norm = norm
-
-    def forward(self, h: torch.Tensor, rbf: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        x = gather(self.down(h), edge_index[0]) * self.rbf(rbf)  # [E, pair]
-        return self.up(rms_norm(scatter_sum(x, edge_index[1], h.shape[0]) * self.norm))  # [A, atom]
+        return self.layers(x)  # [A, atom]
 
 
 class InteractionBlock(nn.Module):
-    """One GemNet-OC block: edge update from triplets, quadruplets and a skip; atom update; concatenation."""
+    """One GemNet-OC block: edge update from the skip, triplets, quadruplets and atoms; atom update from edges
+    and atoms; atom update from the new edges; concatenation (module docstring)."""
 
-    def __init__(self, dims: dict[str, int], num_radial: int, num_spherical: int, max_order: int, chiral: bool,
-                 norms: dict[str, float]) -> None:  # fmt: skip
+    def __init__(self, dims: dict[str, int], emb: dict[str, int], norms: dict, rms: bool) -> None:
         super().__init__()
-        atom, edge, quad = dims["atom"], dims["edge"], dims["quad"]
+        atom, edge, n = dims["atom"], dims["edge"], RESIDUAL_LAYERS
         self.dense_skip = Dense(edge, edge, activation=True)
-        self.triplet = TripletInteraction(edge, dims["trip"], num_radial, num_spherical, norms["trip"])
-        self.quadruplet = QuadrupletInteraction(edge, quad, num_radial, num_spherical, max_order, chiral, norms["quad"])
-        self.before_skip = residual_stack(edge, 1)
-        self.after_skip = residual_stack(edge, 1)
-        self.atom_update = AtomUpdate(atom, edge, num_radial, 1, norms["atom"])
-        self.pair = PairInteraction(atom, dims["pair"], num_radial, norms["atom"])
+        self.triplet = TripletInteraction(edge, edge, dims["trip"], emb, norms["main"], rms)
+        self.quadruplet = QuadrupletInteraction(edge, dims["quad"], emb, norms["quad"], rms)
+        self.atom_edge = TripletInteraction(atom, edge, dims["aint"], emb, norms["aeaint"], rms)
+        self.edge_atom = TripletInteraction(edge, atom, dims["aint"], emb, norms["aeaint"], rms)
+        self.pair = PairInteraction(atom, dims["aint"], emb, norms["main"], rms)
+        self.before_skip = residual_stack(edge, n["before_skip"])
+        self.after_skip = residual_stack(edge, n["after_skip"])
+        self.atom_emb = residual_stack(atom, n["atom_emb"])
+        self.atom_update = AtomUpdate(atom, edge, emb["rbf"], n["atom"], norms["main"])
         self.concat = Dense(2 * atom + edge, edge, activation=True)
-        self.after_concat = residual_stack(edge, 1)
+        self.after_concat = residual_stack(edge, n["concat"])
+        self.rms = rms
 
-    def forward(self, h, m, rbf, geo: TripletGeometry, edge_index: torch.Tensor):  # noqa: ANN001
-        x = (self.dense_skip(m) + self.triplet(m, rbf, geo) + self.quadruplet(m, rbf, geo)) * INV_SQRT3  # [E, edge]
-        m = rms_norm(self.after_skip((m + self.before_skip(x)) * INV_SQRT2))  # [E, edge]
-        h_edge = self.atom_update(m, rbf, edge_index[1], h.shape[0])  # [A, atom]
-        h = rms_norm(h + h_edge + self.pair(h, rbf, edge_index))  # [A, atom]
-        x = self.concat(torch.cat([gather(h, edge_index[1]), gather(h, edge_index[0]), m], -1))  # [E, edge]
-        m = rms_norm(self.after_concat((m + x) * INV_SQRT2))  # [E, edge]
+    def forward(self, h: torch.Tensor, m: torch.Tensor, b: dict, geo: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+        src, dst = geo.edge_index
+        x = self.dense_skip(m)  # [E, edge]
+        x = x + self.triplet(m, b["rbf_tint"], geo.e2e, geo.e2e_in, geo.e2e_leg, b["cbf_tint"])
+        x = x + self.quadruplet(m, b["rbf_qint"], b["cbf_qint"], b["sbf_qint"], geo.quad)
+        x = x + self.atom_edge(h, b["rbf_aeint"], geo.a2e, geo.a2e_in, geo.a2e_leg, b["cbf_aeint"], expand=src)
+        h_e2a = self.edge_atom(
+            m, b["rbf_eaint"], geo.e2a, geo.e2a_in, geo.e2a_leg, b["cbf_eaint"], to_atoms=(dst, h.shape[0])
+        )  # [A, atom]
+        h_a2a = self.pair(h, b["rbf_aint"], geo.pairs, src)  # [A, atom]
+        m = self._norm(self.after_skip((m + self.before_skip(x * 0.5)) * INV_SQRT2))  # [E, edge]
+        h = self.atom_emb((h + h_e2a + h_a2a) / math.sqrt(3))  # [A, atom]
+        h = self._norm((h + self.atom_update(m, b["rbf_h"], dst, h.shape[0])) * INV_SQRT2)  # [A, atom]
+        x = self.concat(torch.cat([gather(h, dst), gather(h, src), m], -1))  # [E, edge]
+        m = self._norm((m + self.after_concat(x)) * INV_SQRT2)  # [E, edge]
         return h, m
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x) if self.rms else x
 
 
 class OutputBlock(nn.Module):
-    """Per-atom energy from sum_j m_ji * rbf(d_ji) and per-edge force scalar from m_ji * rbf(d_ji)."""
+    """Per-atom features from sum_j m_ji * rbf(d_ji) and the atom state; per-edge force features m_ji * rbf."""
 
-    def __init__(self, atom: int, edge: int, num_radial: int, direct_forces: bool, norm: float) -> None:
+    def __init__(self, atom: int, edge: int, emb_rbf: int, direct_forces: bool, norm: float) -> None:
         super().__init__()
-        self.energy = AtomUpdate(atom, edge, num_radial, 1, norm)
-        self.energy_readout = Dense(atom, 1, readout=True)
+        self.energy = AtomUpdate(atom, edge, emb_rbf, RESIDUAL_LAYERS["atom"], norm)
+        self.after_atom = residual_stack(atom, RESIDUAL_LAYERS["after_atom"])
         self.direct_forces = direct_forces
         if direct_forces:
-            self.force_rbf = Dense(num_radial, edge)
-            self.force_layers = residual_stack(edge, 1)
-            self.force_readout = Dense(edge, 1, readout=True)
+            self.force_layers = mlp(edge, edge, RESIDUAL_LAYERS["atom"])
+            self.force_rbf = Dense(emb_rbf, edge)
 
-    def forward(self, m, rbf, target: torch.Tensor, num_atoms: int):  # noqa: ANN001
-        e = self.energy_readout(self.energy(m, rbf, target, num_atoms))[:, 0]  # [A]
+    def forward(self, h, m, rbf, target: torch.Tensor):  # noqa: ANN001
+        x_e = self.energy(m, rbf, target, h.shape[0])  # [A, atom]
+        x_e = self.after_atom((x_e + h) * INV_SQRT2)  # [A, atom]
         if not self.direct_forces:
-            return e, None
-        s = self.force_readout(self.force_layers(m * self.force_rbf(rbf)))[:, 0]  # [E]
-        return e, s
+            return x_e, None
+        return x_e, self.force_layers(m) * self.force_rbf(rbf)  # [A, atom], [E, edge]
+
+
+RBF_EMBEDDINGS = ("rbf_tint", "rbf_qint", "rbf_aeint", "rbf_eaint", "rbf_h", "rbf_out", "rbf_aint")
+CBF_EMBEDDINGS = ("cbf_tint", "cbf_qint", "cbf_aeint", "cbf_eaint")
 
 
 @register("gemnet_oc")
@@ -394,66 +494,108 @@ class GemNetOC(ForceField):
     """GemNet-OC with one width knob (module docstring). `width` = atom embedding channels."""
 
     symmetry = Symmetry(group="E(3)", nu=4, l=0, rotation_equivariant=True, reflection_equivariant=True)
-    base_width = 64  # N = 0.87M, where the reference study tuned its learning rate (about 1M)
+    base_width = 32  # N = 0.92M, where the reference study tuned its learning rate (about 1M)
 
     def __init__(
         self,
         width: int,
         *,
-        num_blocks: int = 3,
-        num_radial: int = 16,
+        num_blocks: int = 4,
+        num_radial: int = 128,
         num_spherical: int = 7,
-        max_dihedral_order: int = 2,
+        basis_embedding: dict[str, int] | None = None,
         quad_neighbors: int | None = 8,
+        aeaint_neighbors: int | None = 20,
         chiral: bool = False,
+        rms_norm: bool = True,
         avg_neighbors: float = 16.0,
         radial_basis: str = "gaussian",
         **shared,
     ) -> None:
         super().__init__(width, **shared)  # elements, cutoff, forces, ... (ForceField)
-        _check_options(num_blocks, num_radial, num_spherical, max_dihedral_order, avg_neighbors)
+        _check_options(num_blocks, num_radial, num_spherical, avg_neighbors, quad_neighbors, aeaint_neighbors)
         if chiral:
             self.symmetry = Symmetry(group="SE(3)", nu=4, l=0, rotation_equivariant=True, reflection_equivariant=False)
         self.dims = channel_dims(width)
-        self.num_spherical, self.max_dihedral_order, self.chiral = num_spherical, max_dihedral_order, chiral
-        if quad_neighbors is not None and (not isinstance(quad_neighbors, int) or quad_neighbors < 1):
-            raise SymscaleError.invalid("quad_neighbors", quad_neighbors, "an integer >= 1 or None (all edges)")
-        self.quad_neighbors = quad_neighbors
-        atom, edge, norm = self.dims["atom"], self.dims["edge"], 1.0 / avg_neighbors
-        # 1/n per sum, 1/sqrt(n) per dihedral pass: only sets the size of the features relative to NORM_EPS
-        norms = {"atom": norm, "trip": norm, "quad": min(avg_neighbors, quad_neighbors or avg_neighbors) ** -0.5}
+        self.emb = emb = basis_embedding_sizes(width, basis_embedding)
+        self.num_spherical, self.chiral = num_spherical, chiral
+        self.quad_neighbors, self.aeaint_neighbors = quad_neighbors, aeaint_neighbors
+        atom, edge, n = self.dims["atom"], self.dims["edge"], avg_neighbors
+        n_dihedral = num_spherical + (num_spherical - 1 if chiral else 0)  # cos(n phi) (+ sin(n phi))
+        norms = {
+            "main": 1 / n,
+            "aeaint": 1 / min(n, aeaint_neighbors or n),
+            "quad": (1 / n, 1 / min(n, quad_neighbors or n)),
+        }
         direct = self.force_mode == "direct"
         self.radial = RadialBasis(num_radial, self.cutoff, kind=radial_basis)
+        self.rbf_embeddings = nn.ModuleDict({k: Dense(num_radial, emb["rbf"]) for k in RBF_EMBEDDINGS})
+        self.cbf_embeddings = nn.ModuleDict({k: Dense(num_radial, emb["cbf"] * num_spherical) for k in CBF_EMBEDDINGS})
+        self.sbf_embedding = Dense(num_radial, emb["sbf"] * num_spherical * n_dihedral)
         self.atom_embedding = nn.Parameter(torch.randn(atom, self.num_elements))  # [atom, n_elements], std 1
-        self.edge_embedding = Dense(2 * atom + num_radial, edge, activation=True)
-        self.blocks = nn.ModuleList(
-            InteractionBlock(self.dims, num_radial, num_spherical, max_dihedral_order, chiral, norms)
-            for _ in range(num_blocks)
-        )
-        self.outputs = nn.ModuleList(OutputBlock(atom, edge, num_radial, direct, norm) for _ in range(num_blocks + 1))
+        self.edge_node = Dense(2 * atom, edge)  # node part of the edge embedding
+        self.edge_distance = Dense(num_radial, edge)  # distance part
+        self.act = ScaledSiLU()
+        self.blocks = nn.ModuleList(InteractionBlock(self.dims, emb, norms, rms_norm) for _ in range(num_blocks))
+        self.outputs = nn.ModuleList(OutputBlock(atom, edge, emb["rbf"], direct, 1 / n) for _ in range(num_blocks + 1))
+        self.out_energy = mlp(atom * (num_blocks + 1), atom, RESIDUAL_LAYERS["global"])
+        self.energy_readout = Dense(atom, 1, readout=True)
+        if direct:
+            self.out_forces = mlp(edge * (num_blocks + 1), edge, RESIDUAL_LAYERS["global"])
+            self.force_readout = Dense(edge, 1, readout=True)
+
+    def geometry(self, u: torch.Tensor, dist: torch.Tensor, edge_index: torch.Tensor, n_atoms: int) -> Geometry:
+        """Triplets of the main graph and their subsets for the atom-edge and quadruplet graphs, with bases."""
+        t_in, t_out = triplets(edge_index, n_atoms)
+        leg = _angle_legendre(u, t_in, t_out, self.num_spherical)  # [T, L]
+        n_edges = edge_index.shape[1]
+        in_ae = nearest_edges(edge_index, dist, n_atoms, self.aeaint_neighbors)  # [E]
+        in_q = nearest_edges(edge_index, dist, n_atoms, self.quad_neighbors)  # [E]
+        a2e, e2a = in_ae[t_in], in_ae[t_out]
+        quad = quadruplet_geometry(u, edge_index, n_atoms, t_in, t_out, in_q, self.num_spherical, self.chiral)
+        return Geometry(
+            edge_index, Grouping.of(t_out, n_edges), t_in, leg,
+            Grouping.of(t_out[a2e], n_edges), t_in[a2e], leg[a2e],
+            Grouping.of(t_out[e2a], n_edges), t_in[e2a], leg[e2a],
+            Grouping.of(edge_index[1], n_atoms), quad,
+        )  # fmt: skip
+
+    def bases(self, rbf: torch.Tensor, geo: Geometry) -> dict[str, torch.Tensor]:
+        """Radial and angular embeddings shared by all blocks (GemNet-OC's shared down-projections)."""
+        n_edges, n_leg = rbf.shape[0], self.num_spherical
+        b = {k: layer(rbf) for k, layer in self.rbf_embeddings.items()}  # [E, EMB_RBF] each
+        b |= {k: layer(rbf).view(n_edges, self.emb["cbf"], n_leg) for k, layer in self.cbf_embeddings.items()}
+        b["sbf_qint"] = self.sbf_embedding(rbf).view(n_edges, self.emb["sbf"], -1)  # [E, EMB_SBF, L*K]
+        q = geo.quad  # circular basis of theta_lkj with the middle edge's radial part, per pass-1 triplet
+        b["cbf_qint"] = torch.bmm(gather(b["cbf_qint"], q.first.out), q.first_leg[:, :, None])[..., 0]  # [T1, EMB_CBF]
+        return b
 
     def interactions(
         self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         edge_index, n_atoms = batch.edge_index, pos.shape[0]
+        src, dst = edge_index
         vec = edge_vectors(pos, edge_index)  # [E, 3] r_ij = pos[j] - pos[i]
         dist = vec.norm(dim=-1)  # [E]
         u = vec / dist[:, None]  # [E, 3]
         rbf = self.radial(dist)  # [E, num_radial]
-        geo = triplet_geometry(
-            u, edge_index, n_atoms, self.num_spherical, self.max_dihedral_order, self.chiral, dist, self.quad_neighbors
-        )
+        geo = self.geometry(u, dist, edge_index, n_atoms)
+        b = self.bases(rbf, geo)
         h = self.atom_embedding.t()[species]  # [A, atom]
-        m = self.edge_embedding(torch.cat([gather(h, edge_index[1]), gather(h, edge_index[0]), rbf], -1))  # [E, edge]
-        e, s = self.outputs[0](m, rbf, edge_index[1], n_atoms)  # [A], [E] | None
+        m = self.edge_node(torch.cat([gather(h, dst), gather(h, src)], -1))  # [E, edge]
+        m = self.act((m + self.edge_distance(rbf)) * INV_SQRT2)  # [E, edge]
+        x_e, x_f = self.outputs[0](h, m, b["rbf_out"], dst)
+        xs_e, xs_f = [x_e], [x_f]
         for block, output in zip(self.blocks, self.outputs[1:]):
-            h, m = block(h, m, rbf, geo, edge_index)
-            e_b, s_b = output(m, rbf, edge_index[1], n_atoms)
-            e = e + e_b
-            s = s + s_b if s is not None else None
-        if s is None:
+            h, m = block(h, m, b, geo)
+            x_e, x_f = output(h, m, b["rbf_out"], dst)
+            xs_e.append(x_e)
+            xs_f.append(x_f)
+        e = self.energy_readout(self.out_energy(torch.cat(xs_e, -1)))[:, 0]  # [A]
+        if self.force_mode != "direct":
             return e, None
-        return e, scatter_sum(s[:, None] * u, edge_index[1], n_atoms)  # [A, 3] F_i = sum_j s_ji u_ji
+        s = self.force_readout(self.out_forces(torch.cat(xs_f, -1)))[:, 0]  # [E]
+        return e, scatter_sum(s[:, None] * u, dst, n_atoms)  # [A, 3] F_i = sum_j s_ji u_ji
 
 
 def channel_dims(width: int) -> dict[str, int]:
@@ -462,19 +604,27 @@ def channel_dims(width: int) -> dict[str, int]:
         "atom": width,
         "edge": 2 * width,
         "trip": max(1, width // 4),
-        "pair": max(1, width // 4),
+        "aint": max(1, width // 4),
         "quad": max(1, width // 8),
     }
 
 
-def _check_options(num_blocks: int, num_radial: int, num_spherical: int, max_order: int, avg_neighbors: float) -> None:
-    for name, value, low in (
-        ("num_blocks", num_blocks, 1),
-        ("num_radial", num_radial, 1),
-        ("num_spherical", num_spherical, 1),
-        ("max_dihedral_order", max_order, 0),
-    ):
-        if not isinstance(value, int) or value < low:
+def basis_embedding_sizes(width: int, sizes: dict[str, int] | None = None) -> dict[str, int]:
+    """Channels of the rbf, cbf and sbf embeddings: GemNet-OC's 16, 16, 32 (or `sizes`), at most `width`
+    each, so that below width 32 the width-independent basis layers do not dominate N (module docstring)."""
+    sizes = {**BASIS_EMBEDDING, **(sizes or {})}
+    if set(sizes) != set(BASIS_EMBEDDING) or not all(isinstance(v, int) and v >= 1 for v in sizes.values()):
+        raise SymscaleError.invalid("basis_embedding", sizes, "positive integers for keys rbf, cbf, sbf")
+    return {k: min(v, width) for k, v in sizes.items()}
+
+
+def _check_options(num_blocks, num_radial, num_spherical, avg_neighbors, quad_neighbors, aeaint_neighbors) -> None:  # noqa: ANN001
+    for name, value, low in (("num_blocks", num_blocks, 1), ("num_radial", num_radial, 1),
+                             ("num_spherical", num_spherical, 1)):  # fmt: skip
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise SymscaleError.invalid(name, value, f"an integer >= {low}")
     if not avg_neighbors > 0:
         raise SymscaleError.invalid("avg_neighbors", avg_neighbors, "a positive number")
+    for name, value in (("quad_neighbors", quad_neighbors), ("aeaint_neighbors", aeaint_neighbors)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise SymscaleError.invalid(name, value, "an integer >= 1 or None (all edges)")
