@@ -33,6 +33,22 @@ def prediction_errors(predicted: np.ndarray, observed: np.ndarray) -> dict[str, 
     }
 
 
+def sum_holdout(
+    table: LawsTable, top_fraction: float, method: str = "huber-lse", fix_E: float | None = None
+) -> dict[str, float]:
+    """Fit the sum law (no bootstrap) on the runs below the compute cut of `split_by_compute` and compare its
+    prediction with the losses of the held-out top-compute runs."""
+    from symscale.fit.parametric import fit_sum_law, sum_law
+
+    train, test = split_by_compute(table, top_fraction)
+    if not test.any() or train.sum() < 6:
+        raise SymscaleError(f"holdout ({table.source}): too few points on one side of the compute split")
+    t = table.select(train)
+    fit = fit_sum_law(t["N"], t["D"], t["loss"], method=method, fix_E=fix_E, bootstrap=0)
+    predicted = sum_law(fit.params, table["N"][test], table["D"][test])
+    return {"n_train": int(train.sum()), **prediction_errors(predicted, table["loss"][test])}
+
+
 def frontier_holdout(
     x, loss, *, runs=None, fraction=None, top_fraction: float, drop_fraction: float = 0.05, free_l_inf=False
 ) -> dict[str, float]:
@@ -58,6 +74,7 @@ def frontier_holdout(
         free_l_inf=free_l_inf,
         bootstrap=0,
     )
-    p = fit.params
-    predicted = p["L_inf"] + p["F"] * x[test] ** -p["gamma"]
+    from symscale.fit.frontier import frontier_law
+
+    predicted = frontier_law(fit.params, x[test])
     return {"n_train": fit.n_points, "cut": float(cut), **prediction_errors(predicted, loss[test])}

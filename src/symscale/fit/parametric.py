@@ -152,6 +152,13 @@ def derived_exponents(alpha, beta) -> dict:
     return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
 
 
+def sum_law(params: dict[str, float], N: np.ndarray | float, D: np.ndarray | float) -> np.ndarray:
+    """L(N, D) = E + A N^-alpha + B D^-beta for fitted `params` (E taken as 0 when absent)."""
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+    p = params
+    return p.get("E", 0.0) + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
+
+
 def fit_sum_law(
     N,
     D,
