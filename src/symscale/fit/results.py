@@ -23,6 +23,10 @@ def _finite(value: Any) -> bool:
         return False
 
 
+def _shown(value: Any) -> str:
+    return "null" if value is None else str(value)
+
+
 @dataclass(frozen=True)
 class FitResult:
     """One law fitted to one group. `ok=False` (with `reason`) when the fit was not possible.
@@ -60,7 +64,7 @@ class FitResult:
             object.__setattr__(self, "arch", self.group)
         bad = [name for name, value in self.params.items() if not _finite(value)]
         if self.ok and bad:  # e.g. the sum law's B = inf: written as null, it would crash every reader
-            values = ", ".join(f"{name} = {self.params[name]}" for name in bad)
+            values = ", ".join(f"{name} = {_shown(self.params[name])}" for name in bad)
             object.__setattr__(self, "ok", False)
             object.__setattr__(self, "converged", False)
             object.__setattr__(self, "reason", f"non-finite coefficient ({values})")
@@ -87,7 +91,6 @@ class FitResult:
             values["arch"], _, values["mode"] = str(data["group"]).partition("/")
         for name in ("params", "se", "ci95", "derived", "derived_se", "derived_ci95", "settings", "extra"):
             values[name] = dict(values.get(name) or {})
-        values["params"] = {k: math.nan if v is None else v for k, v in values["params"].items()}
         return cls(**values)
 
 
