@@ -62,6 +62,14 @@ def test_frontier_is_the_lower_envelope():
     assert compute_frontier(x, loss, drop_fraction=0.0).tolist() == [0, 1, 3]
 
 
+def test_lower_envelope_without_dropping():
+    from symscale.fit.frontier import lower_envelope
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([5.0, 6.0, 4.0, 4.0, 1.0])
+    assert lower_envelope(x, y).tolist() == [True, False, True, False, True]
+
+
 def test_free_l_inf_frontier_finds_the_floor():
     table = learning_curves(E=0.5)
     fit = fit_frontier(
