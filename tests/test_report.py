@@ -350,7 +350,13 @@ def test_modes_add_a_symmetry_figure_and_missing_fits_are_not_made_by_the_report
     md = (html.parent / "report.md").read_text()
     assert "## Symmetry modes" in md and (html.parent / "symmetry_modes.png").is_file()
     assert "**Exponents per symmetry mode**" in md
-    assert "fits.json is missing" in md and "symscale fit " in md and "--group-by arch" in md
+    assert "fits.json is missing" in md
+    command = re.search(r"symscale fit (\S+) .*--json (\S+)", md).group(0)
+    assert "--group-by arch --bootstrap 20 --seed 0" in command  # the spec's fit settings
+    monkeypatch.undo()
+    assert main(command.split()[1:]) == 0  # the command the report names makes the study's fits
+    md = (write_report(root).parent / "report.md").read_text()
+    assert "fits.json is missing" not in md and "mpnn/symmetry_loss" in md
 
 
 def test_a_fit_with_a_null_coefficient_is_reported_not_possible(tmp_path):

@@ -35,6 +35,7 @@ import yaml
 
 import symscale
 from symscale.errors import SymscaleError
+from symscale.fit.menu import FitSettings
 from symscale.fit.results import FitResult
 from symscale.report import figures, narrative, reference, tables
 
@@ -98,7 +99,7 @@ def load_study(study_dir: str | Path) -> StudyData:
     laws = _read_laws(directory, metrics, infos, notes)
     if not metrics and len(laws["loss"]) == 0:
         raise SymscaleError(f"invalid study directory {directory}: no laws.csv and no runs/<id>/ with metrics")
-    fits, fits_meta = _read_fits(directory, notes)
+    fits, fits_meta = _read_fits(directory, notes, spec)
     runs = _run_records(laws, infos, statuses, metrics)
     archs = _order_archs({*laws["arch"].tolist(), *(r.arch for r in runs)} - {""})
     seen = [*laws["mode"].tolist(), *(r.mode for r in runs)]
@@ -216,19 +217,26 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     return laws
 
 
-FIT_COMMAND = "symscale fit {laws} --law all --group-by arch --bootstrap B --seed S --json {fits}"
+def fit_command(directory: Path, spec: dict) -> str:
+    """The `symscale fit` command that writes the study's fits.json with the study's fit settings."""
+    defaults = FitSettings()
+    settings = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
+    group_by = settings.get("group_by", defaults.group_by)
+    return (
+        f"symscale fit {directory / 'laws.csv'} --law all"
+        + (f" --group-by {group_by}" if group_by else "")
+        + f" --bootstrap {settings.get('bootstrap', defaults.bootstrap)} --seed {settings.get('seed', defaults.seed)}"
+        + f" --json {directory / 'fits.json'}"
+    )
 
 
-def _read_fits(directory: Path, notes: list[str]) -> tuple[list[FitResult], dict]:
+def _read_fits(directory: Path, notes: list[str], spec: dict) -> tuple[list[FitResult], dict]:
     """fits.json as typed results (entries that are not fit results are skipped with a note), and its
     other top-level entries. Without it, no fits: the report says how to make them and never fits itself."""
     path = directory / "fits.json"
     if not path.is_file():
-        command = FIT_COMMAND.format(laws=directory / "laws.csv", fits=path)
-        notes.append(
-            "fits.json is missing: no fits are shown. Make them with the study's fit settings (spec.yaml, "
-            f"fits:) and report again: {command}."
-        )
+        command = fit_command(directory, spec)
+        notes.append(f"fits.json is missing: no fits are shown. Make them with the study's settings: {command}")
         return [], {}
     payload = _read_json(path, notes)
     fits, bad = [], 0
