@@ -110,3 +110,9 @@ def test_a_table_without_group_column_is_one_group(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     results = fit_table(read_table(path), FitSettings(laws=("frontier",), bootstrap=0, group_by=None))
     assert [(r.group, r.arch, r.mode) for r in results] == [("all", "all", "architecture")]
+
+
+def test_empty_options_and_mode_cells_are_the_plain_family(tmp_path):
+    path = tmp_path / "laws.csv"
+    path.write_text("arch,options,mode,N,D,loss\n" + "".join(f"mpnn,,,1e{i},1e5,{3 - i / 5}\n" for i in range(3, 9)))
+    assert [g for g, _ in groups(read_table(path), "arch")] == [Group("mpnn")]

@@ -115,11 +115,13 @@ def groups(table: LawsTable, group_by: str | None) -> list[tuple[Group, LawsTabl
     for arch, by_arch in table.groups(group_by):
         for options, by_options in by_arch.groups("options" if "options" in table else None):
             for mode, rows in by_options.groups("mode" if "mode" in table else None):
-                group = Group(
-                    arch, "" if options in ("all", "nan") else options, ARCHITECTURE if mode == "all" else mode
-                )
-                out.append((group, rows))
+                out.append((Group(arch, _text(options, ""), _text(mode, ARCHITECTURE)), rows))
     return out
+
+
+def _text(value: str, default: str) -> str:
+    """A group field from a table cell: the default for an empty cell (read as "" or "nan") or no column."""
+    return default if value in ("", "nan", "all") else value
 
 
 def fitted_k(table: LawsTable) -> float:

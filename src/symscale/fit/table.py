@@ -20,7 +20,7 @@ import numpy as np
 from symscale.errors import SymscaleError
 
 NUMERIC = ("N", "D", "C", "H", "loss", "step", "fraction", "width", "seed")
-TEXT = ("arch", "run", "mode")
+TEXT = ("arch", "run", "mode", "options")
 
 
 @dataclass(frozen=True)
