@@ -184,68 +184,56 @@ def _guarded(law: str, label: str, fn: Callable[..., FitResult], *args: Any, **k
 
 
 def _fit_group(group: Group, rows: LawsTable, s: FitSettings, k: float | None) -> list[FitResult]:
-    label, out = group.label, []
-    runs = rows["run"] if "run" in rows else None
-    frontier = None
-    if "frontier" in s.laws:
-        for axis in (a for a in s.axes if a in rows):
-            fit = _guarded(
-                f"frontier_{axis}",
-                label,
-                fit_frontier,
-                rows[axis],
-                rows["loss"],
-                runs=runs,
-                fraction=rows["fraction"] if "fraction" in rows else None,
-                drop_fraction=s.drop_fraction,
-                free_l_inf=s.free_l_inf,
-                bootstrap=s.bootstrap,
-                seed=s.seed,
-                axis=axis,
-                group=label,
-            )
-            out.append(fit)
-            frontier = fit if axis == "C" else frontier
+    """The laws of one group, in the menu's order; k (C = k N D) given or the group's median."""
+    label = group.label
+    frontiers = _frontier_fits(label, rows, s) if "frontier" in s.laws else []
     late = late_rows(rows, s.drop_fraction)
     late_runs = late["run"] if "run" in late else None
+    out = list(frontiers)
     if "sum" in s.laws:
         sum_fit = _guarded(
-            "sum",
-            label,
-            fit_sum_law,
-            late["N"],
-            late["D"],
-            late["loss"],
-            runs=late_runs,
-            method=s.method,
-            fix_E=s.fix_E,
-            bootstrap=s.bootstrap,
-            seed=s.seed,
-            workers=s.workers,
-            group=label,
-        )
+            "sum", label, fit_sum_law, late["N"], late["D"], late["loss"], runs=late_runs, method=s.method,
+            fix_E=s.fix_E, bootstrap=s.bootstrap, seed=s.seed, workers=s.workers, group=label,
+        )  # fmt: skip
         out.append(sum_fit)
     if "isoflop" in s.laws and "C" in rows:
         bootstrap = min(s.bootstrap, ISOFLOP_BOOTSTRAP_CAP)
-        out.append(
-            _guarded(
-                "isoflop",
-                label,
-                fit_isoflop,
-                late["N"],
-                late["C"],
-                late["loss"],
-                runs=late_runs,
-                bootstrap=bootstrap,
-                seed=s.seed,
-                group=label,
-            )
-        )
+        iso = _guarded(
+            "isoflop", label, fit_isoflop, late["N"], late["C"], late["loss"], runs=late_runs,
+            bootstrap=bootstrap, seed=s.seed, group=label,
+        )  # fmt: skip
+        out.append(iso)
     k = k or s.k or (fitted_k(rows) if "C" in rows else None)
     if "sum" in s.laws and k:
         budget = s.budget if s.budget is not None else (float(np.max(rows["C"])) if "C" in rows else None)
+        frontier = next((f for f in frontiers if f.law == "frontier_C"), None)
         out.append(_guarded("allocation", label, allocation, sum_fit, k, budget=budget, frontier_fit=frontier))
     return out
+
+
+def _frontier_fits(label: str, rows: LawsTable, s: FitSettings) -> list[FitResult]:
+    """One frontier per axis of `s.axes` the rows have, over every row (the fit drops each run's start)."""
+    runs = rows["run"] if "run" in rows else None
+    fraction = rows["fraction"] if "fraction" in rows else None
+    return [
+        _guarded(
+            f"frontier_{axis}",
+            label,
+            fit_frontier,
+            rows[axis],
+            rows["loss"],
+            runs=runs,
+            fraction=fraction,
+            drop_fraction=s.drop_fraction,
+            free_l_inf=s.free_l_inf,
+            bootstrap=s.bootstrap,
+            seed=s.seed,
+            axis=axis,
+            group=label,
+        )
+        for axis in s.axes
+        if axis in rows
+    ]
 
 
 def holdout_checks(table: LawsTable, settings: FitSettings, top_fraction: float) -> list[dict[str, Any]]:
