@@ -25,6 +25,7 @@ def split_by_compute(table: LawsTable, top_fraction: float) -> tuple[np.ndarray,
 
 
 def prediction_errors(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float]:
+    """Number of held-out points and the mean and largest |predicted - observed| / observed over them."""
     rel = np.abs(predicted - observed) / observed
     return {
         "n_test": int(len(observed)),

@@ -42,6 +42,7 @@ class LawsTable:
         return self.columns[name]
 
     def select(self, mask: np.ndarray) -> LawsTable:
+        """The rows where `mask` is true (or the rows an index array names)."""
         return LawsTable({k: v[mask] for k, v in self.columns.items()}, self.source)
 
     def groups(self, by: str | None) -> list[tuple[str, LawsTable]]:
