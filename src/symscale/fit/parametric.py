@@ -233,7 +233,8 @@ def _samples_from(full: np.ndarray, fixed_e) -> dict[str, np.ndarray]:
 def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix_E, n_starts, polish) -> FitResult:
     derived = derived_exponents(params["alpha"], params["beta"])
     se, ci = summarize(samples) if samples else ({}, {})
-    d_se, d_ci = {}, {}
+    d_se: dict[str, float] = {}
+    d_ci: dict[str, list[float]] = {}
     if samples:
         d_se, d_ci = summarize(derived_exponents(samples["alpha"], samples["beta"]))
     return FitResult(

@@ -12,6 +12,7 @@ Symbols: N parameters, D atoms seen, C training FLOPs, L validation loss, k in C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -101,11 +102,11 @@ def isoflop_parabola(profile: Profile) -> Parabola | None:
         return None
     log_n = np.log(profile.N)
     c2, c1, c0 = (float(c) for c in np.polyfit(log_n, np.log(profile.loss), 2))
-    vertex = -c1 / (2 * c2) if c2 > 0 else None
-    inside = vertex is not None and log_n[0] < vertex < log_n[-1]
-    n_opt = float(np.exp(vertex)) if inside else None
-    loss_opt = float(np.exp(np.polyval([c2, c1, c0], vertex))) if inside else None
-    return Parabola((c2, c1, c0), (float(profile.N[0]), float(profile.N[-1])), n_opt, loss_opt)
+    n_range = (float(profile.N[0]), float(profile.N[-1]))
+    vertex = -c1 / (2 * c2) if c2 > 0 else math.nan  # a parabola that opens downwards has no minimum
+    if not log_n[0] < vertex < log_n[-1]:
+        return Parabola((c2, c1, c0), n_range, None, None)
+    return Parabola((c2, c1, c0), n_range, math.exp(vertex), float(np.exp(np.polyval([c2, c1, c0], vertex))))
 
 
 def flops_per_param_atom(rows: LawsTable) -> float | None:
