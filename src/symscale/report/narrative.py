@@ -176,7 +176,7 @@ def missing_fits(data: Any) -> str:
     failed = [f for f in data.fits if not f.ok]
     if not failed:
         return "" if data.fits else "No fits are available, so the tables below show no exponents."
-    items = [f"{f.group} {tables.LAW_NAMES.get(f.law, f.law)}: {tables.not_possible(f)}" for f in failed]
+    items = [f"{f.group} {tables.LAW_NAMES.get(f.law, f.law)} ({f.reason or 'no reason given'})" for f in failed]
     return f"{len(failed)} fit(s) were not possible: " + "; ".join(items) + "."
 
 

@@ -358,7 +358,7 @@ def fit_status_table(fits: Sequence[FitResult]) -> Table:
     """Every fit: whether it was possible, on how many points, and why not."""
     rows = []
     for fit in fits:
-        why = not_possible(fit) if not fit.ok else fit.message
+        why = (fit.reason or "no reason given") if not fit.ok else fit.message
         rows.append(
             (
                 fit.group,
