@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from symscale.cli import main
 from symscale.errors import SymscaleError
 from symscale.fit import allocation, compute_frontier, fit_frontier, fit_isoflop, fit_sum_law
-from symscale.fit.study import fit_laws_table
 from symscale.fit.table import from_arrays
 
 
@@ -63,6 +62,14 @@ def test_frontier_is_the_lower_envelope():
     assert compute_frontier(x, loss, drop_fraction=0.0).tolist() == [0, 1, 3]
 
 
+def test_lower_envelope_without_dropping():
+    from symscale.fit.frontier import lower_envelope
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    y = np.array([5.0, 6.0, 4.0, 4.0, 1.0])
+    assert lower_envelope(x, y).tolist() == [True, False, True, False, True]
+
+
 def test_free_l_inf_frontier_finds_the_floor():
     table = learning_curves(E=0.5)
     fit = fit_frontier(
@@ -80,19 +87,6 @@ def test_isoflop_and_allocation_recover_a():
     alloc = allocation(s, 6.0, budget=1e15)
     assert alloc.params["a"] == pytest.approx(beta / (alpha + beta), abs=0.02)
     assert alloc.derived["N_star"] * alloc.derived["D_star"] * 6.0 == pytest.approx(1e15, rel=1e-9)
-
-
-def test_study_fits_never_raise_and_report_why():
-    table = learning_curves(widths=6, points=12)
-    tiny = from_arrays(N=[1e3, 1e3], D=[1e4, 1e5], C=[6e7, 6e8], loss=[2.0, 1.5], run=["x", "x"], arch=["b", "b"])
-    both = from_arrays(
-        **{k: np.concatenate([table[k], tiny[k]]) for k in ("N", "D", "C", "loss", "run")},
-        arch=np.array(["a"] * len(table) + ["b", "b"]),
-    )
-    results = fit_laws_table(both, bootstrap=10, workers=1)
-    by = {(r.group, r.law): r for r in results}
-    assert by[("a", "frontier_C")].ok and by[("a", "sum")].ok
-    assert not by[("b", "sum")].ok and "single distinct N" in by[("b", "sum")].reason
 
 
 ORDERED = {}
@@ -147,19 +141,6 @@ def test_plan_reads_fit_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "N*" in text and "1e+18" in text
     assert main(["plan", "--fits", str(out), "--budget", "1e18", "--arch", "nope"]) == 2
-
-
-def test_symmetry_modes_are_fitted_as_their_own_groups():
-    from symscale.fit.study import study_groups
-
-    a = learning_curves(widths=5, points=10)
-    n = len(a)
-    cols = {k: np.concatenate([a[k], a[k]]) for k in ("N", "D", "C", "loss", "run")}
-    table = from_arrays(
-        **cols, arch=np.array(["mpnn"] * (2 * n)), mode=np.array(["architecture"] * n + ["symmetry_loss"] * n)
-    )
-    names = [name for name, _ in study_groups(table, "arch")]
-    assert names == ["mpnn", "mpnn/symmetry_loss"]
 
 
 BAD_TABLES = {

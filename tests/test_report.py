@@ -16,8 +16,8 @@ import yaml
 
 from symscale.cli import main
 from symscale.errors import SymscaleError
+from symscale.fit.frontier import lower_envelope
 from symscale.report import reference, write_report
-from symscale.report.figures import lower_envelope
 
 # family -> (alpha, beta, A, B, kappa); gamma = alpha beta / (alpha + beta)
 TRUE = {
@@ -314,12 +314,6 @@ def test_provenance_names_dataset_versions_and_devices(synthetic_report):
     assert "```yaml\nname: synthetic" in md  # the study spec
 
 
-def test_lower_envelope():
-    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    y = np.array([5.0, 6.0, 4.0, 4.0, 1.0])
-    assert lower_envelope(x, y).tolist() == [True, False, True, False, True]
-
-
 def test_too_few_runs_still_reports_why_through_the_cli(tmp_path, capsys):
     root = make_study(tmp_path / "tiny", archs=("egnn",), widths=(16,), fractions=(1.0,), laws=False)
     reason = "too few model sizes: 1 < 3"
@@ -343,16 +337,66 @@ def test_missing_study_is_a_user_error(tmp_path):
         write_report(tmp_path / "empty")
 
 
-def test_modes_add_a_symmetry_figure_and_fits_are_made_when_missing(tmp_path):
+def test_modes_add_a_symmetry_figure_and_missing_fits_are_not_made_by_the_report(tmp_path, monkeypatch):
+    import symscale.fit.menu
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("the report must not fit")
+
+    monkeypatch.setattr(symscale.fit.menu, "fit_table", no_fitting)
     modes = ("architecture", "symmetry_loss")
     root = make_study(tmp_path / "modes", archs=("mpnn",), widths=(8, 32), fractions=(1.0,), modes=modes)
     html = write_report(root)
     md = (html.parent / "report.md").read_text()
     assert "## Symmetry modes" in md and (html.parent / "symmetry_modes.png").is_file()
     assert "**Exponents per symmetry mode**" in md
-    try:
-        import symscale.fit.study  # noqa: F401
-    except ImportError:
-        assert "fits.json is missing" in md
-    else:
-        assert "the fits were made by the report" in md
+    assert "fits.json is missing" in md
+    command = re.search(r"symscale fit (\S+) .*--json (\S+)", md).group(0)
+    assert "--group-by arch --bootstrap 20 --seed 0" in command  # the spec's fit settings
+    monkeypatch.undo()
+    assert main(command.split()[1:]) == 0  # the command the report names makes the study's fits
+    md = (write_report(root).parent / "report.md").read_text()
+    assert "fits.json is missing" not in md and "mpnn/symmetry_loss" in md
+
+
+def test_a_fit_with_a_null_coefficient_is_reported_not_possible(tmp_path):
+    """fits.json from an older symscale: a sum law 'ok' with B = inf, written as null (the figures raised
+    TypeError on it)."""
+    root = make_study(tmp_path / "null", archs=("mpnn", "esen"))
+    doc = hand_written_fits(root, archs=("mpnn", "esen"))
+    for fit in doc["fits"]:
+        if fit["group"] == "mpnn" and fit["law"] == "sum":
+            fit["params"]["B"] = None
+    (root / "fits.json").write_text(json.dumps(doc))
+    md = (write_report(root).parent / "report.md").read_text()
+    row = {r[0]: r for r in _table(md, "Scaling exponents per family")}["MPNN"]
+    assert row[7].startswith("not possible [")
+    assert "not possible: non-finite coefficient (B = null)" in md
+    assert "nan" not in row[7]
+
+
+def test_family_labels_come_from_what_the_runs_recorded():
+    from symscale.report.render import family_info
+
+    chiral = {"symmetry": {"group": "SE(3)", "nu": 4, "l": 0, "rotation_equivariant": True}}
+    assert family_info("gemnet_oc", [chiral, chiral]).group == "SE(3)"
+    assert family_info("gemnet_oc", []).group == "E(3)"  # nothing recorded: the paper's staircase
+    mixed = [chiral, {"symmetry": {"group": "E(3)", "nu": 4, "l": 0}}]
+    assert family_info("gemnet_oc", mixed).group == "E(3)"
+
+
+def test_report_imports_no_model_and_does_no_fit_mathematics():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, symscale.report.render, symscale.cli.report; "
+        "print(sorted(m for m in sys.modules if m.startswith(('symscale.models', 'symscale.train', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    sources = (Path(__file__).parents[1] / "src" / "symscale" / "report").glob("*.py")
+    for path in sources:
+        text = path.read_text()
+        for call in ("polyfit", "np.interp", "minimize(", "fit_table(", "fit_laws_table("):
+            assert call not in text, (path.name, call)

@@ -6,26 +6,30 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from symscale.fit.results import FitResult
 from symscale.report import narrative, reference, tables
 
 
-def _fit(group, law, params, lo_hi=None, ok=True, reason=None, derived=None):
+def _fit(group, law, params, lo_hi=None, ok=True, reason=None, derived=None, **fields) -> FitResult:
     ci = {k: list(lo_hi[k]) for k in lo_hi} if lo_hi else {}
-    return {
-        "group": group,
-        "law": law,
-        "ok": ok,
-        "reason": reason,
-        "params": params,
-        "ci95": ci,
-        "derived": derived or {},
-        "derived_ci95": {},
-        "n_points": 10,
-        "n_excluded": 1,
-        "method": "test",
-        "converged": ok,
-        "message": "",
-    }
+    return FitResult.from_dict(
+        {
+            "group": group,
+            "law": law,
+            "ok": ok,
+            "reason": reason,
+            "params": params,
+            "ci95": ci,
+            "derived": derived or {},
+            "derived_ci95": {},
+            "n_points": 10,
+            "n_excluded": 1,
+            "method": "test",
+            "converged": ok,
+            "message": "",
+            **fields,
+        }
+    )
 
 
 FAMILIES = {a: reference.FAMILIES[a] for a in ("mpnn", "egnn", "gemnet_oc", "esen")}
@@ -40,21 +44,29 @@ def test_formatting():
     assert tables.fmt_count(123456) == "1.23e+05" and tables.fmt_count(640) == "640"
 
 
-def test_split_group_and_find_fit():
-    assert tables.split_group("mpnn") == ("mpnn", "architecture")
-    assert tables.split_group("mpnn/symmetry_loss") == ("mpnn", "symmetry_loss")
-    assert tables.split_group("mpnn:mode=augmentation") == ("mpnn", "augmentation")
-    fits = [_fit("mpnn", "sum", {"alpha": 0.3}), _fit("mpnn/augmentation", "sum", {"alpha": 0.5})]
-    assert tables.find_fit(fits, "mpnn", "sum")["params"]["alpha"] == 0.3
-    assert tables.find_fit(fits, "mpnn", "sum", "augmentation")["params"]["alpha"] == 0.5
+def test_find_fit_matches_the_fields_a_fit_carries():
+    fits = [
+        _fit("mpnn", "sum", {"alpha": 0.3}),
+        _fit("mpnn/augmentation", "sum", {"alpha": 0.5}, arch="mpnn", mode="augmentation"),
+        _fit("esen-l2", "sum", {"alpha": 0.6}, arch="esen", options="l2"),
+        _fit("esen-l4", "sum", {"alpha": 0.8}, arch="esen", options="l4"),
+    ]
+    assert tables.find_fit(fits, "mpnn", "sum").params["alpha"] == 0.3
+    assert tables.find_fit(fits, "mpnn", "sum", "augmentation").params["alpha"] == 0.5
+    assert tables.find_fit(fits, "esen", "sum", options="l4").params["alpha"] == 0.8
     assert tables.find_fit(fits, "egnn", "sum") is None
+    # a label is never parsed: a fit that says it is mpnn's own is found as such whatever its label reads
+    odd = [_fit("mpnn:mode=augmentation", "sum", {"alpha": 0.4}, arch="mpnn", mode="architecture")]
+    assert tables.find_fit(odd, "mpnn", "sum").params["alpha"] == 0.4
+    assert tables.find_fit(odd, "mpnn", "sum", "augmentation") is None
 
 
 def test_estimate_reads_params_then_derived():
     fit = _fit("x", "sum", {"alpha": 0.3}, {"alpha": (0.2, 0.4)}, derived={"gamma": 0.1})
     assert tables.estimate(fit, "alpha") == tables.Estimate(0.3, 0.2, 0.4)
     assert tables.estimate(fit, "gamma") == tables.Estimate(0.1)
-    assert tables.estimate({**fit, "ok": False}, "alpha") is None
+    assert tables.estimate(FitResult(group="x", law="sum", ok=False, reason="too few runs"), "alpha") is None
+    assert tables.estimate(_fit("x", "sum", {"alpha": float("inf")}), "alpha") is None  # never ok
 
 
 def test_impossible_fit_gets_a_numbered_reason():
@@ -67,8 +79,8 @@ def test_impossible_fit_gets_a_numbered_reason():
     rows = {r[0]: r for r in table.rows}
     assert rows["MPNN"][3] == "0.15 [0.1, 0.2]" and rows["MPNN"][4] == "0.14"
     assert rows["MC-EGNN"][3] == "not possible [1]" and rows["MC-EGNN"][7] == "not possible [2]"
-    assert any("[1] egnn" in n and "need 3" in n for n in table.notes)
-    assert any("[2] egnn" in n and "single data prefix" in n for n in table.notes)
+    assert any("[1] egnn" in n and "not possible: 2 runs finished, need 3" in n for n in table.notes)
+    assert any("[2] egnn" in n and "not possible: a single data prefix" in n for n in table.notes)
 
 
 def test_consistency_uses_point_estimates_without_intervals():

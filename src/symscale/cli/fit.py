@@ -1,13 +1,15 @@
-"""`symscale fit`: scaling laws from any table of runs (N, D, loss; optionally C, H, arch, run, step)."""
+"""`symscale fit`: scaling laws from any table of runs (N, D, loss; optionally C, H, arch, run, step).
+
+Parses the flags into the fit menu's settings (`symscale.fit.menu.FitSettings`), calls the menu and prints;
+the study calls the same menu, so `symscale fit STUDY/laws.csv --law all --group-by arch --bootstrap B
+--seed S` with the study's B and S writes the study's fits.
+"""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
-
-import numpy as np
 
 from symscale.errors import SymscaleError
 
@@ -38,14 +40,17 @@ def add_parser(subparsers) -> None:
         "all: every law the columns allow, plus the allocation (default: sum)",
     )
     p.add_argument(
-        "--group-by", default=None, help="fit each value of this column separately, e.g. arch (default: one group)"
+        "--group-by",
+        default=None,
+        help="fit each value of this column separately, e.g. arch; rows are split further by the options and "
+        "mode columns where the table has them, as in a study (default: one group)",
     )
     p.add_argument(
         "--bootstrap",
         type=int,
         default=4000,
         help="bootstrap resamples for SEs and 95%% intervals; whole runs are resampled when a run column "
-        "exists (default: 4000; 0 = no intervals)",
+        "exists; the IsoFLOP fit uses at most 400 (default: 4000; 0 = no intervals)",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the bootstrap resamples (default: 42)")
     p.add_argument(
@@ -74,8 +79,9 @@ def add_parser(subparsers) -> None:
         "--drop-fraction",
         type=float,
         default=0.05,
-        help="drop the first fraction of each run's evaluations before the frontier (from the fraction column, "
-        "else x / the run's largest x) (default: 0.05)",
+        help="drop the first fraction of each run's evaluations before the frontier, sum law and IsoFLOP fit "
+        "(from the fraction column, else D / the run's largest D; no run column: no row is dropped) "
+        "(default: 0.05)",
     )
     p.add_argument(
         "--k",
@@ -139,154 +145,51 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def load(args: argparse.Namespace):
-    from symscale.fit.table import read_table
+def settings_from(args: argparse.Namespace):
+    """The fit menu's settings from the command line."""
+    from symscale.fit.menu import AXES, LAWS, FitSettings
 
-    if args.bootstrap < 0:
-        raise SymscaleError.invalid("--bootstrap", args.bootstrap, "0 or a positive number of resamples")
-    table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
-    if not 0 <= args.drop_highest_loss < len(table):
-        raise SymscaleError.invalid("--drop-highest-loss", args.drop_highest_loss, f"0 <= K < {len(table)} rows")
-    if args.drop_highest_loss:
-        table.require("loss")
-        order = np.argsort(table["loss"], kind="stable")
-        keep = np.zeros(len(table), dtype=bool)
-        keep[order[: len(table) - args.drop_highest_loss]] = True
-        dropped = table.select(~keep)
-        table = table.select(keep)
-        args.dropped = dropped  # counted into each group's n_excluded
-    return table
-
-
-def with_dropped(args, group: str, results: list) -> list:
-    """Count the rows removed by --drop-highest-loss into the n_excluded of the group's fits."""
-    dropped = getattr(args, "dropped", None)
-    if dropped is None:
-        return results
-    n = len(dropped) if not args.group_by else int((dropped[args.group_by].astype(str) == group).sum())
-    return [
-        dataclasses.replace(
-            r, n_excluded=r.n_excluded + n, settings={**r.settings, "drop_highest_loss": args.drop_highest_loss}
-        )
-        for r in results
-    ]
+    laws = {"sum": ("sum",), "frontier": ("frontier",), "isoflop": ("isoflop",), "all": LAWS}[args.law]
+    return FitSettings(
+        laws=laws,
+        axes=(args.x,) if args.law == "frontier" else AXES,
+        group_by=args.group_by,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        drop_fraction=args.drop_fraction,
+        method=args.method,
+        fix_E=args.fix_E,
+        free_l_inf=args.free_L_inf,
+        k=args.k,
+        budget=args.budget,
+        drop_highest_loss=args.drop_highest_loss,
+        workers=args.workers,
+    )
 
 
-def fit_group(args, group: str, sub) -> list:
-    from symscale.fit import allocation, fit_frontier, fit_isoflop, fit_sum_law
-
-    runs = sub["run"] if "run" in sub else None
-    fraction = sub["fraction"] if "fraction" in sub else None
-    out = []
-    if args.law in ("sum", "all"):
-        sub.require("N", "D", "loss")
-        s = fit_sum_law(
-            sub["N"],
-            sub["D"],
-            sub["loss"],
-            runs=runs,
-            method=args.method,
-            fix_E=args.fix_E,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-            workers=args.workers,
-            group=group,
-        )
-        out.append(s)
-        k = args.k or (float(np.median(sub["C"] / (sub["N"] * sub["D"]))) if "C" in sub else None)
-        if k:
-            out.append(allocation(s, k, budget=args.budget))
-    if args.law in ("frontier", "all"):
-        axes = [args.x] if args.law == "frontier" else [a for a in ("C", "H") if a in sub]
-        for axis in axes:
-            sub.require(axis, "loss")
-            out.append(
-                fit_frontier(
-                    sub[axis],
-                    sub["loss"],
-                    runs=runs,
-                    fraction=fraction,
-                    drop_fraction=args.drop_fraction,
-                    free_l_inf=args.free_L_inf,
-                    bootstrap=args.bootstrap,
-                    seed=args.seed,
-                    axis=axis,
-                    group=group,
-                )
-            )
-    if args.law in ("isoflop", "all"):
-        sub.require("N", "C", "loss")
-        out.append(
-            fit_isoflop(
-                sub["N"],
-                sub["C"],
-                sub["loss"],
-                runs=runs,
-                bootstrap=min(args.bootstrap, 1000),
-                seed=args.seed,
-                group=group,
-            )
-        )
-    return out
-
-
-def holdout(args, group: str, sub) -> list[dict]:
-    """Extrapolation checks for the laws asked for: the sum law and/or the frontier."""
-    out = []
-    if args.law in ("sum", "all"):
-        out.append(holdout_sum(args, group, sub))
-    if args.law in ("frontier", "all"):
-        from symscale.fit.holdout import frontier_holdout
-
-        axes = [args.x] if args.law == "frontier" else [a for a in ("C", "H") if a in sub]
-        for axis in axes:
-            sub.require(axis, "loss")
-            check = frontier_holdout(
-                sub[axis],
-                sub["loss"],
-                runs=sub["run"] if "run" in sub else None,
-                fraction=sub["fraction"] if "fraction" in sub else None,
-                top_fraction=args.holdout_top_compute,
-                drop_fraction=args.drop_fraction,
-                free_l_inf=args.free_L_inf,
-            )
-            out.append({"group": group, "law": f"frontier_{axis}", **check})
-    return out
-
-
-def holdout_sum(args, group: str, sub) -> dict:
-    from symscale.fit import fit_sum_law
-    from symscale.fit.holdout import prediction_errors, split_by_compute
-
-    train, test = split_by_compute(sub, args.holdout_top_compute)
-    if not test.any() or train.sum() < 6:
-        raise SymscaleError(f"holdout ({group}): too few points on one side of the compute split")
-    t = sub.select(train)
-    fit = fit_sum_law(t["N"], t["D"], t["loss"], method=args.method, fix_E=args.fix_E, bootstrap=0, group=group)
-    p = fit.params
-    N, D = sub["N"][test], sub["D"][test]
-    predicted = p["E"] + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
-    return {
-        "group": group,
-        "law": "sum",
-        "n_train": int(train.sum()),
-        **prediction_errors(predicted, sub["loss"][test]),
-    }
+def required_columns(law: str, x: str) -> tuple[str, ...]:
+    """The columns a single asked-for law needs (--law all: those of the sum law; the others are fitted
+    where the table has their columns), checked first so that bad input is one error line."""
+    return {"sum": ("N", "D", "loss"), "frontier": (x, "loss"), "isoflop": ("N", "C", "loss")}.get(
+        law, ("N", "D", "loss")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from symscale import __version__
+    from symscale.fit.menu import fit_table, holdout_checks
+    from symscale.fit.table import read_table
 
-    table = load(args)
-    if args.group_by and args.group_by not in table:
-        raise SymscaleError(f"--group-by {args.group_by}: no such column in {args.table}")
-    results, checks = [], []
-    for group, sub in table.groups(args.group_by):
-        results += with_dropped(args, group, fit_group(args, group, sub))
-        if args.holdout_top_compute:
-            checks += holdout(args, group, sub)
+    settings = settings_from(args)
+    table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
+    table.require(*required_columns(args.law, args.x))
+    results = fit_table(table, settings)
+    checks = holdout_checks(table, settings, args.holdout_top_compute) if args.holdout_top_compute else []
     for r in results:
         print_result(r)
+    if not any(r.ok for r in results):
+        reasons = "; ".join(dict.fromkeys(r.reason or "no reason given" for r in results))
+        raise SymscaleError(f"no fit was possible on {args.table}: {reasons}")
     for c in checks:
         print(
             f"[{c['group']}] {c['law']} holdout (top compute): fitted on {c['n_train']} points, "
@@ -310,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 def print_result(r) -> None:
     print(f"[{r.group}] {r.law} ({r.method}; {r.n_points} points, {r.n_excluded} excluded)")
     if not r.ok:
-        print(f"  not fitted: {r.reason}")
+        print(f"  not possible: {r.reason}")
         return
     for block, se, ci in ((r.params, r.se, r.ci95), (r.derived, r.derived_se, r.derived_ci95)):
         for name, value in block.items():

@@ -26,30 +26,42 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from symscale.fit.allocation import compute_optimal
+def read_fits(path: Path) -> list:
+    """The typed fit results of a fits JSON (a fit with a null or infinite coefficient is read as failed)."""
+    from symscale.fit.results import FitResult
 
-    path = Path(args.fits)
     if not path.is_file():
         raise SymscaleError(f"fits file {str(path)!r} does not exist")
     try:
         fits = json.loads(path.read_text())["fits"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        return [FitResult.from_dict(f) for f in fits]
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise SymscaleError(f"fits file {str(path)!r} is not a symscale fits JSON (no 'fits' list)") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from symscale.fit.allocation import compute_optimal
+
+    path = Path(args.fits)
+    fits = read_fits(path)
     if not args.budget > 0:
         raise SymscaleError.invalid("--budget", args.budget, "a positive number of FLOPs")
-    sums = {f["group"]: f for f in fits if f.get("law") == "sum" and f.get("ok", True)}
-    ks = {f["group"]: f["settings"]["k"] for f in fits if f.get("law") == "allocation" and f.get("ok", True)}
+    sums = {f.group: f for f in fits if f.law == "sum"}
+    ks = {f.group: f.settings.get("k") for f in fits if f.law == "allocation" and f.ok}
     if args.arch is not None:
         if args.arch not in sums:
             raise SymscaleError(f"no sum-law fit for {args.arch!r} in {path}; groups: {', '.join(sums) or 'none'}")
         sums = {args.arch: sums[args.arch]}
-    if not sums:
-        raise SymscaleError(f"{path} holds no successful sum-law fit")
+    if not any(f.ok for f in sums.values()):
+        reasons = "; ".join(f"{g}: {f.reason}" for g, f in sums.items())
+        raise SymscaleError(f"{path} holds no successful sum-law fit" + (f" ({reasons})" if reasons else ""))
     print(f"compute budget C = {args.budget:.3g} FLOPs")
     print(f"{'group':<12} {'k':>8} {'N*':>12} {'D*':>12} {'loss*':>10}")
     for group, fit in sums.items():
+        if not fit.ok:
+            print(f"{group:<12} not possible: {fit.reason}")
+            continue
         k = args.k or ks.get(group) or 6.0
-        n, d, loss = compute_optimal(fit["params"], args.budget, k)
+        n, d, loss = compute_optimal(fit.params, args.budget, k)
         print(f"{group:<12} {k:8.3g} {float(n):12.4g} {float(d):12.4g} {float(loss):10.4g}")
     return 0

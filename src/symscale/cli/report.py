@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
             "Read a study directory (laws.csv, fits.json, runs/<id>/run.json, status.json, metrics.jsonl, "
             "spec.yaml) and write report.html (one self-contained file, figures embedded, opens offline), "
             "report.md and the PNG figures (150 dpi). Missing pieces are reported inside the report: without "
-            "laws.csv the table is rebuilt from the runs' metrics, without fits.json the fits are made now."
+            "laws.csv the table is rebuilt from the runs' metrics; without fits.json no fits are shown and the "
+            "report prints the `symscale fit` command that makes them (the report itself never fits)."
         ),
     )
     p.add_argument("study_dir", metavar="STUDY_DIR", help="the study directory (as written by `symscale study`)")
@@ -23,18 +24,13 @@ def add_parser(subparsers) -> None:
         default=None,
         help="folder for report.html, report.md and the PNGs (default: STUDY_DIR/report)",
     )
-    p.add_argument(
-        "--no-fit",
-        action="store_true",
-        help="do not fit the laws table when fits.json is missing (default: fit it, with the spec's settings)",
-    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from symscale.report.render import write_report
 
-    path = write_report(args.study_dir, args.out, fit_missing=not args.no_fit)
+    path = write_report(args.study_dir, args.out)
     print(f"report: {path}")
     print(f"        {path.with_suffix('.md')} and the figures beside it")
     return 0

@@ -32,6 +32,7 @@ def weights_for(n_points: int, runs: np.ndarray | None, n_resamples: int, seed: 
 
 
 def default_workers() -> int:
+    """Bootstrap worker processes when none are asked for: the CPU count, at most 4."""
     return max(1, min(4, os.cpu_count() or 1))
 
 

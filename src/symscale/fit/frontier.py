@@ -26,6 +26,41 @@ def run_fractions(runs: np.ndarray | None, x: np.ndarray, fraction: np.ndarray |
     return x / largest[units]
 
 
+def frontier_law(params: dict[str, float], x: np.ndarray | float) -> np.ndarray:
+    """L(x) = L_inf + F x^-gamma for fitted frontier `params` (x in FLOPs or device-hours)."""
+    return params.get("L_inf", 0.0) + params["F"] * np.asarray(x, dtype=float) ** -params["gamma"]
+
+
+def lower_envelope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Mask of the points on the lower envelope: lower loss than every point at smaller or equal x (no run
+    is dropped; `compute_frontier` is the fit's version, which drops the start of each run)."""
+    order = np.lexsort((y, x))
+    running = np.minimum.accumulate(y[order])
+    keep = np.zeros(len(x), dtype=bool)
+    keep[order] = y[order] <= running
+    keep[order[1:]] &= y[order][1:] < running[:-1]
+    return keep
+
+
+def frontier_points(fit: FitResult | None, x: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, loss) of the frontier a figure draws: the points the fit used (it drops the start of each run)
+    when it succeeded, else the lower envelope of all points."""
+    if fit is not None and fit.ok and fit.extra.get("frontier_x"):
+        return np.asarray(fit.extra["frontier_x"], float), np.asarray(fit.extra["frontier_loss"], float)
+    env = lower_envelope(x, loss)
+    return x[env], loss[env]
+
+
+def frontier_curve(
+    fit: FitResult | None, x_min: float, x_max: float, n: int = 200
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, L(x)) of a successful frontier fit on a log grid over [x_min, x_max], or None without one."""
+    if fit is None or not fit.ok:
+        return None
+    grid = np.geomspace(x_min, x_max, n)
+    return grid, frontier_law(fit.params, grid)
+
+
 def compute_frontier(x, loss, *, runs=None, fraction=None, drop_fraction: float = 0.05) -> np.ndarray:
     """Indices of the frontier points, in increasing x: points (after dropping the first `drop_fraction` of
     each run) whose loss is lower than that of every point with smaller or equal x."""

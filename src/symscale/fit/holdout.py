@@ -25,12 +25,29 @@ def split_by_compute(table: LawsTable, top_fraction: float) -> tuple[np.ndarray,
 
 
 def prediction_errors(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float]:
+    """Number of held-out points and the mean and largest |predicted - observed| / observed over them."""
     rel = np.abs(predicted - observed) / observed
     return {
         "n_test": int(len(observed)),
         "mean_abs_rel_error": float(rel.mean()),
         "max_abs_rel_error": float(rel.max()),
     }
+
+
+def sum_holdout(
+    table: LawsTable, top_fraction: float, method: str = "huber-lse", fix_E: float | None = None
+) -> dict[str, float]:
+    """Fit the sum law (no bootstrap) on the runs below the compute cut of `split_by_compute` and compare its
+    prediction with the losses of the held-out top-compute runs."""
+    from symscale.fit.parametric import fit_sum_law, sum_law
+
+    train, test = split_by_compute(table, top_fraction)
+    if not test.any() or train.sum() < 6:
+        raise SymscaleError(f"holdout ({table.source}): too few points on one side of the compute split")
+    t = table.select(train)
+    fit = fit_sum_law(t["N"], t["D"], t["loss"], method=method, fix_E=fix_E, bootstrap=0)
+    predicted = sum_law(fit.params, table["N"][test], table["D"][test])
+    return {"n_train": int(train.sum()), **prediction_errors(predicted, table["loss"][test])}
 
 
 def frontier_holdout(
@@ -58,6 +75,7 @@ def frontier_holdout(
         free_l_inf=free_l_inf,
         bootstrap=0,
     )
-    p = fit.params
-    predicted = p["L_inf"] + p["F"] * x[test] ** -p["gamma"]
+    from symscale.fit.frontier import frontier_law
+
+    predicted = frontier_law(fit.params, x[test])
     return {"n_train": fit.n_points, "cut": float(cut), **prediction_errors(predicted, loss[test])}

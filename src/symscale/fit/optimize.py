@@ -20,6 +20,8 @@ BatchObjective = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray
 
 @dataclass(frozen=True)
 class BatchResult:
+    """The end of S independent L-BFGS minimisations run side by side."""
+
     x: np.ndarray  # [S, n]
     fun: np.ndarray  # [S]
     iterations: np.ndarray  # [S]
@@ -36,6 +38,11 @@ def batched_lbfgs(
     gtol: float = 1e-10,
     patience: int = 3,
 ) -> BatchResult:
+    """Minimise S problems at once from starts `x0` [S, n] with L-BFGS (two-loop recursion, `memory` pairs)
+    and an Armijo backtracking line search; `fg(x, rows)` returns the objectives [k] and gradients [k, n]
+    of the problems `rows` at `x` [k, n]. A problem stops when its objective changed by less than `ftol`
+    (relative) for `patience` steps, its gradient's largest entry is below `gtol` or the line search finds no
+    decrease (all three count as converged); otherwise it stops unconverged after `max_iter` steps."""
     x = np.array(x0, dtype=float)
     S, n = x.shape
     rows = np.arange(S)

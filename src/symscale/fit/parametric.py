@@ -49,6 +49,7 @@ class HuberLSE:
 
     @property
     def n_free(self) -> int:
+        """Parameters optimised: 5 (a, b, e, alpha, beta), or 4 with e fixed."""
         return 5 if self.fixed_e is None else 4
 
     def full(self, theta: np.ndarray) -> np.ndarray:
@@ -66,6 +67,7 @@ class HuberLSE:
         return np.logaddexp(np.logaddexp(t1, t2), p[..., 2]) - self.log_l
 
     def huber(self, r: np.ndarray) -> np.ndarray:
+        """Huber loss of residuals `r`, quadratic below `delta` and linear above."""
         ar = np.abs(r)
         return np.where(ar <= self.delta, 0.5 * r * r, self.delta * (ar - 0.5 * self.delta))
 
@@ -75,6 +77,7 @@ class HuberLSE:
         return h.sum(-1) if weights is None else h @ weights
 
     def value_and_grad(self, theta: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Objective and its gradient [n_free] at one parameter vector, with optional point weights [P]."""
         a, b, e, alpha, beta = self.full(theta)
         t1 = a - alpha * self.log_n
         t2 = b - beta * self.log_d
@@ -116,6 +119,7 @@ class HuberLSE:
         return batched_lbfgs(lambda x, rows: self.batch_value_and_grad(x, weights[rows]), x0, max_iter=max_iter)
 
     def grid(self) -> np.ndarray:
+        """The starting points [n_starts, n_free]: the product of the per-parameter grids (Epoch's)."""
         names = [n for n in NAMES if not (n == "e" and self.fixed_e is not None)]
         return np.array(list(itertools.product(*(GRID[n] for n in names))))
 
@@ -150,6 +154,13 @@ def derived_exponents(alpha, beta) -> dict:
     total = np.where(alpha + beta > 0, alpha + beta, np.nan)
     out = {"a": beta / total, "b": alpha / total, "gamma": alpha * beta / total}
     return {k: float(v) if v.ndim == 0 else v for k, v in out.items()}
+
+
+def sum_law(params: dict[str, float], N: np.ndarray | float, D: np.ndarray | float) -> np.ndarray:
+    """L(N, D) = E + A N^-alpha + B D^-beta for fitted `params` (E taken as 0 when absent)."""
+    N, D = np.asarray(N, dtype=float), np.asarray(D, dtype=float)
+    p = params
+    return p.get("E", 0.0) + p["A"] * N ** -p["alpha"] + p["B"] * D ** -p["beta"]
 
 
 def fit_sum_law(
@@ -222,7 +233,8 @@ def _samples_from(full: np.ndarray, fixed_e) -> dict[str, np.ndarray]:
 def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix_E, n_starts, polish) -> FitResult:
     derived = derived_exponents(params["alpha"], params["beta"])
     se, ci = summarize(samples) if samples else ({}, {})
-    d_se, d_ci = {}, {}
+    d_se: dict[str, float] = {}
+    d_ci: dict[str, list[float]] = {}
     if samples:
         d_se, d_ci = summarize(derived_exponents(samples["alpha"], samples["beta"]))
     return FitResult(

@@ -20,7 +20,7 @@ import numpy as np
 from symscale.errors import SymscaleError
 
 NUMERIC = ("N", "D", "C", "H", "loss", "step", "fraction", "width", "seed")
-TEXT = ("arch", "run", "mode")
+TEXT = ("arch", "run", "mode", "options")
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class LawsTable:
         return self.columns[name]
 
     def select(self, mask: np.ndarray) -> LawsTable:
+        """The rows where `mask` is true (or the rows an index array names)."""
         return LawsTable({k: v[mask] for k, v in self.columns.items()}, self.source)
 
     def groups(self, by: str | None) -> list[tuple[str, LawsTable]]:

@@ -2,7 +2,9 @@
 
 Every function takes the study as read by `symscale.report.render.load_study` and an output folder, draws one
 PNG and returns a `Figure`, or None when the study has no data for it. Scaling axes are logarithmic; each
-family keeps one colour in every figure (`family_color`).
+family keeps one colour in every figure (`family_color`). Figures only draw: the fitted curves, the profiles
+at fixed D or C, the IsoFLOP parabolas and the compute-optimal points come as typed values from
+`symscale.fit` (frontier, parametric, profiles); a fit that was not possible is labelled with its reason.
 
 Symbols: N parameters, D atoms seen, C training FLOPs, H device-hours, L validation loss.
 """
@@ -19,6 +21,19 @@ import numpy as np
 from matplotlib import cm, colormaps, colors, ticker
 from matplotlib.figure import Figure as MplFigure
 
+from symscale.fit.frontier import frontier_curve, frontier_points
+from symscale.fit.parametric import sum_law
+from symscale.fit.profiles import (
+    AllocationPoints,
+    allocation_points,
+    fixed_levels,
+    isoflop_budgets,
+    isoflop_parabola,
+    profile_at,
+    run_indices,
+)
+from symscale.fit.results import FitResult
+from symscale.fit.table import LawsTable
 from symscale.report import reference, tables
 
 DPI = 150
@@ -97,16 +112,6 @@ def _positive(*arrays: np.ndarray) -> np.ndarray:
     return mask
 
 
-def lower_envelope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Mask of the points on the lower envelope: lower loss than every point at smaller or equal x."""
-    order = np.lexsort((y, x))
-    running = np.minimum.accumulate(y[order])
-    keep = np.zeros(len(x), dtype=bool)
-    keep[order] = y[order] <= running
-    keep[order[1:]] &= y[order][1:] < running[:-1]
-    return keep
-
-
 def _log_norm(values: np.ndarray) -> colors.LogNorm:
     lo, hi = float(np.min(values)), float(np.max(values))
     return colors.LogNorm(lo / 1.5, hi * 1.5) if lo == hi else colors.LogNorm(lo, hi)
@@ -165,115 +170,29 @@ def _gamma_text(name: str, est: tables.Estimate | None) -> str:
     return f"{name} = {tables.fmt_estimate(est)}" if est is not None else f"{name}: not fitted"
 
 
-# ---------------------------------------------------------------- interpolation along learning curves
-
-
-def _runs(rows: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Row indices of each run, ordered by D."""
-    if len(rows["run"]) == 0:
-        return []
-    _, codes = np.unique(rows["run"].astype(str), return_inverse=True)
-    order = np.lexsort((rows["D"], codes))  # by run, then by D
-    starts = np.flatnonzero(np.diff(codes[order])) + 1
-    return np.split(order, starts)
-
-
-def _covers(rows: dict[str, np.ndarray], idx: np.ndarray, x_col: str, value: float) -> bool:
-    x = rows[x_col][idx]
-    x = x[np.isfinite(x) & (x > 0)]
-    return len(x) >= 2 and x.min() <= value <= x.max()
-
-
-def interpolate_at(
-    rows: dict[str, np.ndarray], x_col: str, value: float, y_col: str = "loss"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, y at x_col = value) per model size: log-log interpolation along each run's curve, geometric mean
-    over the runs of one N that reach `value` (several data prefixes or seeds)."""
-    found: dict[float, list[float]] = {}
-    for idx in _runs(rows):
-        if not _covers(rows, idx, x_col, value):
-            continue
-        ok = _positive(rows[x_col][idx], rows[y_col][idx])
-        x, y = rows[x_col][idx][ok], rows[y_col][idx][ok]
-        order = np.argsort(x)
-        found.setdefault(float(rows["N"][idx[0]]), []).append(
-            float(np.exp(np.interp(np.log(value), np.log(x[order]), np.log(y[order]))))
-        )
-    sizes = np.array(sorted(found))
-    return sizes, np.array([np.exp(np.mean(np.log(found[n]))) for n in sizes])
-
-
-def fixed_levels(rows: dict[str, np.ndarray], x_col: str, k: int, min_sizes: int = 3) -> list[float]:
-    """Up to k values of x_col (log-spaced) reached by at least `min_sizes` model sizes (fewer if the family
-    has fewer sizes, but at least 2)."""
-    ok = _positive(rows[x_col])
-    if ok.sum() < 2:
-        return []
-    n_sizes = len(set(rows["N"][np.isfinite(rows["N"])].tolist()))
-    need = max(2, min(min_sizes, n_sizes))
-    grid = np.geomspace(rows[x_col][ok].min(), rows[x_col][ok].max(), 40)[1:-1]
-    eligible = [v for v in grid if len(interpolate_at(rows, x_col, v)[0]) >= need]
-    if not eligible:
-        return []
-    picks = np.unique(np.linspace(0, len(eligible) - 1, min(k, len(eligible))).round().astype(int))
-    return [float(eligible[i]) for i in picks]
-
-
-def isoflop_optima(rows: dict[str, np.ndarray], budgets: Sequence[float]) -> list[tuple[float, float]]:
-    """(C, N*) per compute budget: minimum of a parabola in log N fitted to the IsoFLOP profile, kept only
-    when the profile curves upward and the minimum lies inside the sampled N."""
-    out = []
-    for budget in budgets:
-        sizes, losses = interpolate_at(rows, "C", budget)
-        if len(sizes) < 3:
-            continue
-        c2, c1, _ = np.polyfit(np.log(sizes), np.log(losses), 2)
-        if c2 > 0 and np.log(sizes[0]) < -c1 / (2 * c2) < np.log(sizes[-1]):
-            out.append((budget, float(np.exp(-c1 / (2 * c2)))))
-    return out
-
-
-def flops_per_param_atom(rows: dict[str, np.ndarray]) -> float | None:
-    """k in C = k N D (3 kappa), the median of C / (N D) over the family's evaluations."""
-    ok = _positive(rows["C"], rows["N"], rows["D"])
-    return float(np.median(rows["C"][ok] / (rows["N"][ok] * rows["D"][ok]))) if ok.any() else None
-
-
-def _budgets(data: Any, arch: str, rows: dict[str, np.ndarray], k: int) -> list[float]:
-    """The IsoFLOP fit's budgets when it recorded them, else up to k log-spaced budgets of the report's own."""
-    iso = tables.find_fit(data.fits, arch, "isoflop")
-    budgets = ((iso or {}).get("settings") or {}).get("budgets")
-    return [float(b) for b in budgets] if budgets else fixed_levels(rows, "C", k)
-
-
 # ---------------------------------------------------------------- 1. compute frontier
 
 
-def _frontier_points(x: np.ndarray, y: np.ndarray, fit: dict | None) -> tuple[np.ndarray, np.ndarray]:
-    """The points the frontier fit used (it drops the start of each run), else the lower envelope of all."""
-    extra = (fit or {}).get("extra") or {}
-    if fit and fit.get("ok") and extra.get("frontier_x"):
-        return np.asarray(extra["frontier_x"], float), np.asarray(extra["frontier_loss"], float)
-    env = lower_envelope(x, y)
-    return x[env], y[env]
+def _short(fit: FitResult) -> str:
+    """`not possible: <reason>`, cut to fit a legend or a title."""
+    text = tables.not_possible(fit)
+    return text if len(text) <= 70 else text[:67] + "..."
 
 
-def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: dict | None) -> bool:
+def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: FitResult | None) -> bool:
     ok = _positive(rows[axis], rows["loss"])
     if not ok.any():
         return False
-    x, y = rows[axis][ok], rows["loss"][ok]
+    x, y = rows[axis][ok].astype(float), rows["loss"][ok].astype(float)
     ax.scatter(x, y, s=7, color=color, alpha=0.18, linewidths=0)
-    fx, fy = _frontier_points(x, y, fit)
+    fx, fy = frontier_points(fit, x, y)
     ax.scatter(fx, fy, s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
-    gamma = tables.estimate(fit, "gamma")
-    if gamma is None:
-        reason = "not possible" if fit is not None else "not fitted"
+    gamma, curve = tables.estimate(fit, "gamma"), frontier_curve(fit, x.min(), x.max())
+    if gamma is None or curve is None:
+        reason = _short(fit) if fit is not None else "not fitted"
         ax.plot([], [], color=color, lw=2, ls=":", label=f"{label}: γ {reason}")
         return True
-    grid = np.geomspace(x.min(), x.max(), 200)
-    curve = (tables.estimate(fit, "L_inf") or tables.Estimate(0.0)).value + fit["params"]["F"] * grid**-gamma.value
-    ax.plot(grid, curve, color=color, lw=2, label=f"{label}: γ = {tables.fmt_estimate(gamma)}")
+    ax.plot(*curve, color=color, lw=2, label=f"{label}: γ = {tables.fmt_estimate(gamma)}")
     return True
 
 
@@ -317,7 +236,7 @@ def learning_curves_figure(data: Any, out_dir: Path) -> Figure | None:
         sizes = rows["N"][np.isfinite(rows["N"]) & (rows["N"] > 0)]
         norm = _log_norm(sizes) if len(sizes) else colors.LogNorm(1, 10)
         cmap = colormaps[N_CMAP]
-        for idx in _runs(rows):
+        for idx in run_indices(LawsTable(rows)):
             ok = _positive(rows["D"][idx], rows["loss"][idx])
             n = rows["N"][idx[0]]
             color = cmap(norm(n)) if np.isfinite(n) and n > 0 else "grey"
@@ -332,25 +251,22 @@ def learning_curves_figure(data: Any, out_dir: Path) -> Figure | None:
 # ---------------------------------------------------------------- 3./4. parameter and data scaling
 
 
-def sum_law(fit: dict | None, N: np.ndarray | float, D: np.ndarray | float) -> np.ndarray | None:
-    """L(N, D) = E + A N^-alpha + B D^-beta from a sum-law fit, or None when the fit is missing."""
-    if fit is None or not fit.get("ok"):
-        return None
-    p = fit["params"]
-    return p.get("E", 0.0) + p["A"] * np.asarray(N, float) ** -p["alpha"] + p["B"] * np.asarray(D, float) ** -p["beta"]
+def _sum_curve(fit: FitResult | None, N: np.ndarray | float, D: np.ndarray | float) -> np.ndarray | None:
+    """The fitted sum law at (N, D), or None without a successful fit."""
+    return sum_law(fit.params, N, D) if fit is not None and fit.ok else None
 
 
-def _sum_fit_title(fit: dict | None, name: str) -> str:
+def _sum_fit_title(fit: FitResult | None, name: str) -> str:
     if fit is None:
         return "sum law: not fitted"
-    if not fit.get("ok"):
-        return "sum law: not possible"
+    if not fit.ok:
+        return f"sum law: {_short(fit)}"
     return _gamma_text(name, tables.estimate(fit, name.replace("α", "alpha").replace("β", "beta")))
 
 
 def parameter_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
     """Loss against N at a few fixed D (interpolated along the learning curves), with the sum-law fit."""
-    archs = [a for a in data.archs if fixed_levels(_family_rows(data, a), "D", 3)]
+    archs = [a for a in data.archs if fixed_levels(LawsTable(_family_rows(data, a)), "D", 3)]
     if not archs:
         return None
     fig, axes = _grid(len(archs))
@@ -358,13 +274,13 @@ def parameter_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
     for ax, arch in zip(axes, archs):
         rows = _family_rows(data, arch)
         fit = tables.find_fit(data.fits, arch, "sum")
-        levels = fixed_levels(rows, "D", 3)
+        levels = fixed_levels(LawsTable(rows), "D", 3)
         n_grid = np.geomspace(np.nanmin(rows["N"]), np.nanmax(rows["N"]), 100)
         for i, level in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
-            sizes, losses = interpolate_at(rows, "D", level)
-            ax.plot(sizes, losses, "o", color=color, ms=6, label=f"D = {level:.2g} atoms")
-            curve = sum_law(fit, n_grid, level)
+            profile = profile_at(LawsTable(rows), "D", level)
+            ax.plot(profile.N, profile.loss, "o", color=color, ms=6, label=f"D = {level:.2g} atoms")
+            curve = _sum_curve(fit, n_grid, level)
             if curve is not None:
                 ax.plot(n_grid, curve, color=color, lw=1.6)
         _log_axes(ax, AXIS_LABELS["N"])
@@ -394,9 +310,9 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
             color = cmap(norm(n))
             mine = ok & (rows["N"] == n)
             ax.scatter(rows["D"][mine], rows["loss"][mine], s=7, color=color, alpha=0.3, linewidths=0)
-            ends = [idx[-1] for idx in _runs({k: v[mine] for k, v in rows.items()})]
+            ends = [idx[-1] for idx in run_indices(LawsTable({k: v[mine] for k, v in rows.items()}))]
             ax.scatter(rows["D"][mine][ends], rows["loss"][mine][ends], s=30, color=color, edgecolors="black", lw=0.4)
-            curve = sum_law(fit, n, d_grid)
+            curve = _sum_curve(fit, n, d_grid)
             if curve is not None:
                 ax.plot(d_grid, curve, color=color, lw=1.4)
         _log_axes(ax, AXIS_LABELS["D"])
@@ -414,7 +330,10 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
 
 def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     """IsoFLOP profiles: loss against N at fixed training FLOPs, with a parabola in log N and its minimum."""
-    levels_of = {a: _budgets(data, a, _family_rows(data, a), 5) for a in data.archs}
+    levels_of = {
+        a: isoflop_budgets(tables.find_fit(data.fits, a, "isoflop"), LawsTable(_family_rows(data, a)), 5)
+        for a in data.archs
+    }
     archs = [a for a in data.archs if levels_of[a]]
     if not archs:
         return None
@@ -425,9 +344,9 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
         levels = levels_of[arch]
         for i, budget in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
-            sizes, losses = interpolate_at(rows, "C", budget)
-            ax.plot(sizes, losses, "o-", color=color, ms=5, lw=1, label=f"C = {budget:.2g} FLOPs")
-            _draw_parabola(ax, sizes, losses, color)
+            profile = profile_at(LawsTable(rows), "C", budget)
+            ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=f"C = {budget:.2g} FLOPs")
+            _draw_parabola(ax, isoflop_parabola(profile), color)
         _log_axes(ax, AXIS_LABELS["N"])
         ax.legend(fontsize=8)
         _title(ax, data, arch, "IsoFLOP profiles (★: minimum of the parabola in log N)")
@@ -439,63 +358,27 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     return _save(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
 
 
-def _draw_parabola(ax: Any, sizes: np.ndarray, losses: np.ndarray, color: Any) -> None:
-    if len(sizes) < 3:
+def _draw_parabola(ax: Any, parabola: Any, color: Any) -> None:
+    if parabola is None:
         return
-    c2, c1, c0 = np.polyfit(np.log(sizes), np.log(losses), 2)
-    grid = np.linspace(np.log(sizes[0]), np.log(sizes[-1]), 60)
-    ax.plot(np.exp(grid), np.exp(np.polyval([c2, c1, c0], grid)), "--", color=color, lw=0.9, alpha=0.8)
-    if c2 > 0 and grid[0] < -c1 / (2 * c2) < grid[-1]:
-        x = -c1 / (2 * c2)
-        ax.plot(np.exp(x), np.exp(np.polyval([c2, c1, c0], x)), "*", color=color, ms=13, mec="black", mew=0.5)
+    ax.plot(*parabola.curve(), "--", color=color, lw=0.9, alpha=0.8)
+    if parabola.N_opt is not None:
+        ax.plot(parabola.N_opt, parabola.loss_opt, "*", color=color, ms=13, mec="black", mew=0.5)
 
 
-@dataclass(frozen=True)
-class _Allocation:
-    """A family's compute-optimal points (C, N*, D*) and the fitted law N*(C), D*(C) drawn through them."""
-
-    points: np.ndarray  # [n_budgets, 3]: C [FLOPs], N*, D* [atoms]
-    law: Any  # C -> (N*, D*), or None when no fit is available
-    a: tables.Estimate | None
-    b: tables.Estimate | None
-    source: str
-
-
-def _sum_law_optimum(q: dict, k: float) -> Any:
-    """C -> (N*, D*) minimising A N^-alpha + B D^-beta at N D = C / k (closed form, see symscale.fit)."""
-    G = (q["alpha"] * q["A"] / (q["beta"] * q["B"])) ** (1 / (q["alpha"] + q["beta"]))
-    a = q["beta"] / (q["alpha"] + q["beta"])
-
-    def law(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n_star = G * (C / k) ** a
-        return n_star, C / k / n_star
-
-    return law
-
-
-def _allocation(data: Any, arch: str) -> _Allocation | None:
-    """From the IsoFLOP fit (its vertices and N* = G C^a), else from the report's parabola minima with the sum
-    law's closed form N* = G (C/k)^(beta/(alpha+beta)); D* = C / (k N*) with k = C / (N D) of the family."""
-    rows = _family_rows(data, arch)
-    k = flops_per_param_atom(rows)
-    if k is None:
+def _allocation(data: Any, arch: str) -> tuple[AllocationPoints, Any, Any] | None:
+    """The family's compute-optimal points with the exponents (a, b) shown beside them: the IsoFLOP fit's,
+    else those the sum law implies."""
+    iso, fit = tables.find_fit(data.fits, arch, "isoflop"), tables.find_fit(data.fits, arch, "sum")
+    points = allocation_points(LawsTable(_family_rows(data, arch)), iso, fit)
+    if points is None:
         return None
-    iso = tables.find_fit(data.fits, arch, "isoflop")
-    extra = (iso or {}).get("extra") or {}
-    if iso and iso.get("ok") and extra.get("budgets"):
-        c, n = np.asarray(extra["budgets"], float), np.asarray(extra["N_opt"], float)
-        G, a_fit = iso["params"]["G"], iso["params"]["a"]
-        law = lambda C: (G * C**a_fit, C / (k * G * C**a_fit))
-        a, b = tables.estimate(iso, "a"), tables.estimate(iso, "b")
-        return _Allocation(np.column_stack([c, n, c / (k * n)]), law, a, b, "IsoFLOP fit")
-    optima = isoflop_optima(rows, _budgets(data, arch, rows, 8))
-    if not optima:
-        return None
-    c, n = np.array(optima).T
-    a, b = tables.sum_law_allocation(data.fits, arch)
-    fit = tables.find_fit(data.fits, arch, "sum")
-    law = _sum_law_optimum(fit["params"], k) if fit is not None and fit.get("ok") else None
-    return _Allocation(np.column_stack([c, n, c / (k * n)]), law, a, b, "sum law")
+    if points.source == "isoflop":
+        return points, tables.estimate(iso, "a"), tables.estimate(iso, "b")
+    return (points, *tables.sum_law_allocation(data.fits, arch))
+
+
+_SOURCE = {"isoflop": "IsoFLOP fit", "sum": "sum law"}
 
 
 def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
@@ -507,16 +390,16 @@ def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
     fig = MplFigure(figsize=(13.5, 4.8 + 0.22 * len(found)), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, col, name in ((axes[0], 1, "a"), (axes[1], 2, "b")):
-        for arch, alloc in found.items():
+        for arch, (points, a, b) in found.items():
             color, label = family_color(arch, data.archs), family_label(data.families[arch])
-            ax.plot(alloc.points[:, 0], alloc.points[:, col], "o", color=color, ms=6)
-            est = alloc.a if name == "a" else alloc.b
-            text = f"{label}: {_gamma_text(name, est)} ({alloc.source})"
-            if alloc.law is None:
+            ax.plot(points.C, points.N_star if col == 1 else points.D_star, "o", color=color, ms=6)
+            text = f"{label}: {_gamma_text(name, a if name == 'a' else b)} ({_SOURCE[points.source]})"
+            c = np.geomspace(points.C.min() / 1.5, points.C.max() * 1.5, 50)
+            curve = points.curve(c)
+            if curve is None:
                 ax.plot([], [], "o", color=color, label=text)
                 continue
-            c = np.geomspace(alloc.points[:, 0].min() / 1.5, alloc.points[:, 0].max() * 1.5, 50)
-            ax.plot(c, alloc.law(c)[col - 1], color=color, lw=1.8, label=text)
+            ax.plot(c, curve[col - 1], color=color, lw=1.8, label=text)
         ylabel = "compute-optimal parameters N* [count]" if col == 1 else "compute-optimal data D* [atoms]"
         _log_axes(ax, AXIS_LABELS["C"], ylabel)
         _legend_below(ax)

@@ -173,13 +173,10 @@ def consistency(data: Any) -> str:
 
 def missing_fits(data: Any) -> str:
     """Which fits were not possible, and why."""
-    failed = [f for f in data.fits if not f.get("ok")]
+    failed = [f for f in data.fits if not f.ok]
     if not failed:
         return "" if data.fits else "No fits are available, so the tables below show no exponents."
-    items = [
-        f"{f.get('group')} {tables.LAW_NAMES.get(f.get('law'), f.get('law'))} ({f.get('reason') or 'no reason given'})"
-        for f in failed
-    ]
+    items = [f"{f.group} {tables.LAW_NAMES.get(f.law, f.law)} ({f.reason or 'no reason given'})" for f in failed]
     return f"{len(failed)} fit(s) were not possible: " + "; ".join(items) + "."
 
 

@@ -36,7 +36,7 @@ class PaperValues:
     note: str = ""
 
 
-# The symmetry staircase as the paper labels it; used when symscale.models cannot tell (family not built yet).
+# The symmetry staircase as the paper labels it; group, nu and l are used when a family's runs recorded none.
 FAMILIES: dict[str, FamilyInfo] = {
     "mpnn": FamilyInfo("MPNN", "T(3)", 2, None),
     "egnn": FamilyInfo("MC-EGNN", "E(3)", 2, 1),

@@ -6,9 +6,11 @@ Inputs, read as plain files: `laws.csv` (columns arch, run, width, N, D, C, H, l
 prefix; N parameters, D atoms seen, C training FLOPs, H device-hours, fraction the share of the run's training
 done at that evaluation, prefix the run's training-set fraction), `fits.json` ({"fits": [FitResult dicts]}),
 `runs/<id>/plan.json`, `run.json`, `status.json` and `metrics.jsonl`, and `spec.yaml`. Missing pieces are
-reported, not fatal: without laws.csv the table is rebuilt from the runs' metrics.jsonl; without fits.json the
-fits are made with `symscale.fit` when it is installed. The HTML embeds every figure as a base64 PNG and links
-nothing.
+reported, not fatal: without laws.csv the table is rebuilt from the runs' metrics.jsonl; without fits.json no
+fits are shown and the report says how to make them (the report never fits: the study and `symscale fit` do,
+with the one fit menu of `symscale.fit.menu`). Fits are read as typed `FitResult`s, which carry their family,
+options and symmetry mode; family labels (symmetry group, nu, l) come from what each run's run.json recorded.
+The HTML embeds every figure as a base64 PNG and links nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import yaml
 
 import symscale
 from symscale.errors import SymscaleError
+from symscale.fit.menu import FitSettings
+from symscale.fit.results import FitResult
 from symscale.report import figures, narrative, reference, tables
 
 log = logging.getLogger(__name__)
@@ -72,7 +76,7 @@ class StudyData:
     directory: Path
     name: str
     laws: dict[str, np.ndarray]  # column -> array, one entry per evaluation point
-    fits: list[dict]
+    fits: list[FitResult]
     fits_meta: dict  # fits.json's other top-level entries (symscale_version, ...)
     runs: list[RunRecord]
     spec: dict
@@ -84,7 +88,7 @@ class StudyData:
     notes: list[str]  # what was missing or rebuilt while reading
 
 
-def load_study(study_dir: str | Path, *, fit_missing: bool = True) -> StudyData:
+def load_study(study_dir: str | Path) -> StudyData:
     """Read a study directory. Raises SymscaleError only when there is nothing to report on."""
     directory = Path(study_dir)
     if not directory.is_dir():
@@ -95,7 +99,7 @@ def load_study(study_dir: str | Path, *, fit_missing: bool = True) -> StudyData:
     laws = _read_laws(directory, metrics, infos, notes)
     if not metrics and len(laws["loss"]) == 0:
         raise SymscaleError(f"invalid study directory {directory}: no laws.csv and no runs/<id>/ with metrics")
-    fits, fits_meta = _read_fits(directory, notes, spec, fit_missing)
+    fits, fits_meta = _read_fits(directory, notes, spec)
     runs = _run_records(laws, infos, statuses, metrics)
     archs = _order_archs({*laws["arch"].tolist(), *(r.arch for r in runs)} - {""})
     seen = [*laws["mode"].tolist(), *(r.mode for r in runs)]
@@ -213,32 +217,37 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     return laws
 
 
-def _read_fits(directory: Path, notes: list[str], spec: dict, fit_missing: bool) -> tuple[list[dict], dict]:
-    path = directory / "fits.json"
-    if path.is_file():
-        payload = _read_json(path, notes)
-        fits = payload.pop("fits", [])
-        return [f for f in fits if isinstance(f, dict)], payload
-    if fit_missing and (directory / "laws.csv").is_file():
-        fits = _fit_now(directory / "laws.csv", spec, notes)
-        if fits is not None:
-            return fits, {"symscale_version": symscale.__version__}
-    notes.append("fits.json is missing: no fits are shown (run `symscale fit` on the study first).")
-    return [], {}
-
-
-def _fit_now(laws_path: Path, spec: dict, notes: list[str]) -> list[dict] | None:
-    try:
-        from symscale.fit.study import fit_laws_table
-        from symscale.fit.table import read_table
-    except ImportError:
-        return None
+def fit_command(directory: Path, spec: dict) -> str:
+    """The `symscale fit` command that writes the study's fits.json with the study's fit settings."""
+    defaults = FitSettings()
     settings = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
-    kwargs = {k: settings[k] for k in ("bootstrap", "seed", "group_by") if k in settings}
-    log.info("fits.json missing: fitting %s now", laws_path)
-    results = fit_laws_table(read_table(laws_path), **kwargs)
-    notes.append("fits.json was missing: the fits were made by the report with the study's fit settings.")
-    return [r.to_dict() for r in results]
+    group_by = settings.get("group_by", defaults.group_by)
+    return (
+        f"symscale fit {directory / 'laws.csv'} --law all"
+        + (f" --group-by {group_by}" if group_by else "")
+        + f" --bootstrap {settings.get('bootstrap', defaults.bootstrap)} --seed {settings.get('seed', defaults.seed)}"
+        + f" --json {directory / 'fits.json'}"
+    )
+
+
+def _read_fits(directory: Path, notes: list[str], spec: dict) -> tuple[list[FitResult], dict]:
+    """fits.json as typed results (entries that are not fit results are skipped with a note), and its
+    other top-level entries. Without it, no fits: the report says how to make them and never fits itself."""
+    path = directory / "fits.json"
+    if not path.is_file():
+        command = fit_command(directory, spec)
+        notes.append(f"fits.json is missing: no fits are shown. Make them with the study's settings: {command}")
+        return [], {}
+    payload = _read_json(path, notes)
+    fits, bad = [], 0
+    for entry in payload.pop("fits", []) or []:
+        try:
+            fits.append(FitResult.from_dict(entry))
+        except (TypeError, ValueError, AttributeError):
+            bad += 1
+    if bad:
+        notes.append(f"fits.json: {bad} entr{'y is' if bad == 1 else 'ies are'} not a fit result and were skipped.")
+    return fits, payload
 
 
 def _last_point(laws: dict[str, np.ndarray], run_id: str, lines: list[dict]) -> dict[str, Any]:
@@ -304,16 +313,19 @@ def _find_key(info: Any, key: str, found: set) -> None:
 
 
 def family_info(arch: str, run_infos: Sequence[dict] = ()) -> reference.FamilyInfo:
-    """Label, group, nu and l of a family: from the model registry when it knows the family, else built in.
+    """Label, group, nu and l of a family: group, nu and l from the `symmetry` its runs recorded in run.json
+    when they all agree (a chiral variant records its own), else the paper's staircase (reference.FAMILIES).
     A family with an `lmax` override (eSEN) takes l from its runs when they all agree."""
     fallback = reference.FAMILIES.get(arch, reference.FamilyInfo(arch, "?", 0, None))
-    try:
-        from symscale.models.registry import get_family
-
-        sym = get_family(arch).symmetry
-        info = reference.FamilyInfo(fallback.label, sym.group, sym.nu, sym.l)
-    except (ImportError, SymscaleError, AttributeError):
-        info = fallback
+    recorded = {
+        (str(sym.get("group")), sym.get("nu"), sym.get("l"))
+        for info in run_infos
+        if isinstance(sym := info.get("symmetry"), dict) and sym.get("group") is not None
+    }
+    info = fallback
+    if len(recorded) == 1:
+        group, nu, ell = recorded.pop()
+        info = reference.FamilyInfo(fallback.label, group, nu if isinstance(nu, int) else fallback.nu, ell)
     lmax: set = set()
     for run_info in run_infos:
         _find_key(run_info, "lmax", lmax)
@@ -563,10 +575,10 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     )
 
 
-def write_report(study_dir: str | Path, out_dir: str | Path | None = None, *, fit_missing: bool = True) -> Path:
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write report.html, report.md and the PNG figures into `out_dir` (default STUDY_DIR/report).
-    Returns the path of report.html. `fit_missing`: fit the laws table when fits.json is absent."""
-    data = load_study(study_dir, fit_missing=fit_missing)
+    Returns the path of report.html."""
+    data = load_study(study_dir)
     out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     blocks = build_document(data, out)

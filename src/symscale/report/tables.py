@@ -1,4 +1,5 @@
-"""The report's tables, built from plain fit dictionaries (fits.json) and the study's runs.
+"""The report's tables, built from typed fit results (`symscale.fit.FitResult`, read from fits.json) and the
+study's runs. A fit is found by the family, symmetry mode and law it carries as fields; no label is parsed.
 
 A table is a `Table` of strings, rendered to Markdown or HTML by `symscale.report.render`. Numbers are printed
 with three significant digits and 95% intervals as `0.142 [0.121, 0.163]`; a fit that could not be made
@@ -12,14 +13,13 @@ compute-optimal allocation exponents (N* ~ C^a, D* ~ C^b), kappa forward FLOPs p
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from symscale.fit.results import ARCHITECTURE, FitResult
 from symscale.report import reference
 
-ARCHITECTURE = "architecture"
 LAW_NAMES = {
     "frontier_C": "compute frontier (FLOPs)",
     "frontier_H": "compute frontier (device-hours)",
@@ -94,21 +94,19 @@ def fmt_count(x: float | None) -> str:
 # ---------------------------------------------------------------- fit lookup
 
 
-def split_group(group: str) -> tuple[str, str]:
-    """(arch, mode) of a fit group: "mpnn" -> ("mpnn", "architecture"); "mpnn/augmentation", "mpnn:augmentation"
-    and "mpnn|augmentation" -> ("mpnn", "augmentation")."""
-    parts = re.split(r"[/:|,@ ]+", str(group).strip(), maxsplit=1)
-    if len(parts) == 2 and parts[1]:
-        return parts[0], parts[1].removeprefix("mode=")
-    return parts[0], ARCHITECTURE
-
-
-def find_fit(fits: Sequence[dict], arch: str, law: str, mode: str = ARCHITECTURE) -> dict | None:
-    """The fit of `law` for family `arch` in symmetry `mode`, or None."""
+def find_fit(
+    fits: Sequence[FitResult], arch: str, law: str, mode: str = ARCHITECTURE, options: str | None = None
+) -> FitResult | None:
+    """The fit of `law` for family `arch` in symmetry `mode` (with model `options`; None: any), or None."""
     for fit in fits:
-        if fit.get("law") == law and split_group(fit.get("group", "")) == (arch, mode):
+        if (fit.law, fit.arch, fit.mode) == (law, arch, mode) and options in (None, fit.options):
             return fit
     return None
+
+
+def not_possible(fit: FitResult) -> str:
+    """`not possible: <reason>`, as the report and `symscale plan` show a failed fit."""
+    return f"not possible: {fit.reason or fit.message or 'no reason given'}"
 
 
 def _interval(ci: dict, name: str) -> tuple[float | None, float | None]:
@@ -118,14 +116,14 @@ def _interval(ci: dict, name: str) -> tuple[float | None, float | None]:
     return float(pair[0]), float(pair[1])
 
 
-def estimate(fit: dict | None, name: str) -> Estimate | None:
+def estimate(fit: FitResult | None, name: str) -> Estimate | None:
     """`name` from a fit's params (with ci95) or derived values (with derived_ci95); None if absent or not ok."""
-    if not fit or not fit.get("ok"):
+    if fit is None or not fit.ok:
         return None
-    for values, cis in (("params", "ci95"), ("derived", "derived_ci95")):
-        value = (fit.get(values) or {}).get(name)
+    for values, cis in ((fit.params, fit.ci95), (fit.derived, fit.derived_ci95)):
+        value = values.get(name)
         if value is not None and math.isfinite(float(value)):
-            lo, hi = _interval(fit.get(cis), name)
+            lo, hi = _interval(cis, name)
             return Estimate(float(value), lo, hi)
     return None
 
@@ -137,20 +135,19 @@ class _Footnotes:
     notes: list[str] = field(default_factory=list)
     index: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def cell(self, fit: dict | None, arch: str, law: str) -> str:
+    def cell(self, fit: FitResult | None, arch: str, law: str) -> str:
         if fit is None:
             return "—"
-        key = (str(fit.get("group")), law)
+        key = (fit.group, law)
         if key not in self.index:
-            reason = fit.get("reason") or fit.get("message") or "no reason given"
-            self.notes.append(f"[{len(self.notes) + 1}] {arch}, {LAW_NAMES.get(law, law)}: {reason}")
+            self.notes.append(f"[{len(self.notes) + 1}] {fit.group}, {LAW_NAMES.get(law, law)}: {not_possible(fit)}")
             self.index[key] = len(self.notes)
         return f"not possible [{self.index[key]}]"
 
 
-def _measured(fits: Sequence[dict], arch: str, law: str, name: str, notes: _Footnotes, mode: str) -> str:
+def _measured(fits: Sequence[FitResult], arch: str, law: str, name: str, notes: _Footnotes, mode: str) -> str:
     fit = find_fit(fits, arch, law, mode)
-    if fit is not None and not fit.get("ok"):
+    if fit is not None and not fit.ok:
         return notes.cell(fit, arch, law)
     return fmt_estimate(estimate(fit, name))
 
@@ -158,7 +155,7 @@ def _measured(fits: Sequence[dict], arch: str, law: str, name: str, notes: _Foot
 # ---------------------------------------------------------------- tables
 
 
-def _exponent_row(fits: Sequence[dict], arch: str, info: reference.FamilyInfo, notes: _Footnotes) -> tuple:
+def _exponent_row(fits: Sequence[FitResult], arch: str, info: reference.FamilyInfo, notes: _Footnotes) -> tuple:
     def m(law: str, name: str) -> str:
         return _measured(fits, arch, law, name, notes, ARCHITECTURE)
 
@@ -180,14 +177,14 @@ def _exponent_row(fits: Sequence[dict], arch: str, info: reference.FamilyInfo, n
     )
 
 
-def _l_inf_cell(fits: Sequence[dict], arch: str, notes: _Footnotes) -> str:
+def _l_inf_cell(fits: Sequence[FitResult], arch: str, notes: _Footnotes) -> str:
     fit = find_fit(fits, arch, "frontier_C")
-    if fit is not None and fit.get("ok") and (fit.get("settings") or {}).get("free_L_inf") is False:
+    if fit is not None and fit.ok and fit.settings.get("free_L_inf") is False:
         return "0 (fixed)"
     return _measured(fits, arch, "frontier_C", "L_inf", notes, ARCHITECTURE)
 
 
-def exponent_table(fits: Sequence[dict], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
+def exponent_table(fits: Sequence[FitResult], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
     """Exponents per family with 95% intervals, the paper's values in adjacent columns."""
     notes = _Footnotes()
     rows = [_exponent_row(fits, arch, families[arch], notes) for arch in archs]
@@ -216,9 +213,9 @@ def exponent_table(fits: Sequence[dict], archs: Sequence[str], families: dict[st
     return Table("exponents", "Scaling exponents per family", columns, tuple(rows), (text, *notes.notes))
 
 
-def _allocation_cells(fits: Sequence[dict], arch: str, notes: _Footnotes) -> tuple[str, str]:
+def _allocation_cells(fits: Sequence[FitResult], arch: str, notes: _Footnotes) -> tuple[str, str]:
     iso = find_fit(fits, arch, "isoflop")
-    if iso is not None and iso.get("ok"):
+    if iso is not None and iso.ok:
         return fmt_estimate(estimate(iso, "a")), fmt_estimate(estimate(iso, "b"))
     a, b = sum_law_allocation(fits, arch)
     if a is not None or b is not None:
@@ -229,17 +226,17 @@ def _allocation_cells(fits: Sequence[dict], arch: str, notes: _Footnotes) -> tup
     return "—", "—"
 
 
-def sum_law_allocation(fits: Sequence[dict], arch: str, mode: str = ARCHITECTURE) -> tuple[Estimate | None, ...]:
+def sum_law_allocation(fits: Sequence[FitResult], arch: str, mode: str = ARCHITECTURE) -> tuple[Estimate | None, ...]:
     """(a, b) = (beta/(alpha+beta), alpha/(alpha+beta)) from the allocation fit, else the sum-law fit."""
     return tuple(_from_sum_law(fits, arch, name, mode) for name in ("a", "b"))
 
 
-def sum_law_gamma(fits: Sequence[dict], arch: str, mode: str = ARCHITECTURE) -> Estimate | None:
+def sum_law_gamma(fits: Sequence[FitResult], arch: str, mode: str = ARCHITECTURE) -> Estimate | None:
     """gamma = alpha beta/(alpha+beta) implied by the sum law."""
     return _from_sum_law(fits, arch, "gamma", mode)
 
 
-def _from_sum_law(fits: Sequence[dict], arch: str, name: str, mode: str) -> Estimate | None:
+def _from_sum_law(fits: Sequence[FitResult], arch: str, name: str, mode: str) -> Estimate | None:
     for law in ("allocation", "sum"):
         found = estimate(find_fit(fits, arch, law, mode), name)
         if found is not None:
@@ -252,7 +249,9 @@ def _from_sum_law(fits: Sequence[dict], arch: str, name: str, mode: str) -> Esti
     return Estimate(value / (alpha.value + beta.value))  # point estimate only: no covariance to propagate
 
 
-def consistency_table(fits: Sequence[dict], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
+def consistency_table(
+    fits: Sequence[FitResult], archs: Sequence[str], families: dict[str, reference.FamilyInfo]
+) -> Table:
     """gamma measured on the frontier against alpha beta/(alpha+beta) from the sum law; a, b both ways."""
     rows = []
     for arch in archs:
@@ -288,8 +287,8 @@ def consistency_table(fits: Sequence[dict], archs: Sequence[str], families: dict
     return Table("consistency", "Consistency check", columns, tuple(rows), (note,))
 
 
-def _cell(fit: dict | None, name: str) -> str:
-    return "not possible" if fit is not None and not fit.get("ok") else fmt_estimate(estimate(fit, name))
+def _cell(fit: FitResult | None, name: str) -> str:
+    return not_possible(fit) if fit is not None and not fit.ok else fmt_estimate(estimate(fit, name))
 
 
 def _agreement(x: Estimate | None, y: Estimate | None) -> str:
@@ -355,22 +354,21 @@ def failed_runs_table(runs: Iterable[Any]) -> Table | None:
     return Table("failed", "Runs that did not finish", ("family", "run", "width", "mode", "status", "reason"), rows)
 
 
-def fit_status_table(fits: Sequence[dict]) -> Table:
+def fit_status_table(fits: Sequence[FitResult]) -> Table:
     """Every fit: whether it was possible, on how many points, and why not."""
     rows = []
     for fit in fits:
-        why = fit.get("reason") if not fit.get("ok") else (fit.get("message") or "")
-        converged = fit.get("converged")
+        why = (fit.reason or "no reason given") if not fit.ok else fit.message
         rows.append(
             (
-                str(fit.get("group")),
-                LAW_NAMES.get(fit.get("law"), str(fit.get("law"))),
-                "yes" if fit.get("ok") else "no",
-                fmt_count(fit.get("n_points")),
-                fmt_count(fit.get("n_excluded")),
-                str(fit.get("method") or "—"),
-                "—" if converged is None else ("yes" if converged else "no"),
-                str(why or "—"),
+                fit.group,
+                LAW_NAMES.get(fit.law, fit.law),
+                "yes" if fit.ok else "no",
+                fmt_count(fit.n_points),
+                fmt_count(fit.n_excluded),
+                fit.method or "—",
+                "yes" if fit.converged else "no",
+                why or "—",
             )
         )
     columns = ("group", "law", "possible", "points", "excluded", "method", "converged", "reason / message")
@@ -382,7 +380,7 @@ def provenance_table(items: dict[str, str]) -> Table:
 
 
 def modes_table(
-    fits: Sequence[dict], archs: Sequence[str], modes: Sequence[str], families: dict[str, reference.FamilyInfo]
+    fits: Sequence[FitResult], archs: Sequence[str], modes: Sequence[str], families: dict[str, reference.FamilyInfo]
 ) -> Table:
     """Exponents per (family, symmetry mode): does a symmetry loss or augmentation change the exponents?"""
     notes = _Footnotes()

@@ -1,0 +1,118 @@
+"""The one fit menu: groups by family, options and mode, never raises on one group, and gives the study's
+fits.json from `symscale fit STUDY/laws.csv` with the study's settings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from symscale.cli import main
+from symscale.fit.menu import FitSettings, Group, fit_laws_table, fit_table, groups
+from symscale.fit.table import from_arrays, read_table
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_fit_laws import learning_curves  # noqa: E402
+from test_report import make_study  # noqa: E402
+
+
+def test_fits_never_raise_and_say_why():
+    table = learning_curves(widths=6, points=12)
+    tiny = from_arrays(N=[1e3, 1e3], D=[1e4, 1e5], C=[6e7, 6e8], loss=[2.0, 1.5], run=["x", "x"], arch=["b", "b"])
+    both = from_arrays(
+        **{k: np.concatenate([table[k], tiny[k]]) for k in ("N", "D", "C", "loss", "run")},
+        arch=np.array(["a"] * len(table) + ["b", "b"]),
+    )
+    results = fit_laws_table(both, bootstrap=10, workers=1)
+    by = {(r.group, r.law): r for r in results}
+    assert by[("a", "frontier_C")].ok and by[("a", "sum")].ok
+    assert not by[("b", "sum")].ok and "single distinct N" in by[("b", "sum")].reason
+    assert [r.law for r in results if r.arch == "a"] == ["frontier_C", "sum", "isoflop", "allocation"]
+
+
+def test_groups_split_by_options_and_mode_and_carry_them_as_fields():
+    a = learning_curves(widths=5, points=10)
+    n = len(a)
+    cols = {k: np.concatenate([a[k]] * 3) for k in ("N", "D", "C", "loss", "run")}
+    table = from_arrays(
+        **cols,
+        arch=np.array(["esen"] * (3 * n)),
+        options=np.array(["l2"] * n + ["l4"] * (2 * n)),
+        mode=np.array(["architecture"] * (2 * n) + ["symmetry_loss"] * n),
+    )
+    found = [g for g, _ in groups(table, "arch")]
+    assert found == [Group("esen", "l2"), Group("esen", "l4"), Group("esen", "l4", "symmetry_loss")]
+    assert [g.label for g in found] == ["esen-l2", "esen-l4", "esen-l4/symmetry_loss"]
+    results = fit_table(table, FitSettings(laws=("frontier",), bootstrap=0))
+    assert {(r.arch, r.options, r.mode) for r in results} == {
+        ("esen", "l2", "architecture"),
+        ("esen", "l4", "architecture"),
+        ("esen", "l4", "symmetry_loss"),
+    }
+
+
+def test_sum_law_sees_only_the_late_rows_of_each_run():
+    table = learning_curves(widths=6, points=20)
+    settings = FitSettings(laws=("sum",), bootstrap=0, group_by=None, drop_fraction=0.3)
+    (fit,) = [r for r in fit_table(table, settings) if r.law == "sum"]
+    assert fit.n_points == int((table["fraction"] >= 0.3).sum()) < len(table)
+
+
+def test_drop_highest_loss_is_counted_per_group():
+    table = learning_curves(widths=6, points=12)
+    two = from_arrays(
+        **{k: np.concatenate([table[k], table[k]]) for k in ("N", "D", "C", "loss", "run", "fraction")},
+        arch=np.array(["a"] * len(table) + ["b"] * len(table)),
+    )
+    two.columns["loss"][len(table)] = 1e6  # one outlier in group b
+    settings = FitSettings(laws=("frontier",), axes=("C",), bootstrap=0, drop_highest_loss=1)
+    by = {r.arch: r for r in fit_table(two, settings)}
+    plain = {r.arch: r for r in fit_table(two, FitSettings(laws=("frontier",), axes=("C",), bootstrap=0))}
+    assert by["b"].n_excluded == plain["b"].n_excluded  # one row fewer in the fit, one counted as dropped
+    assert by["a"].n_excluded == plain["a"].n_excluded and by["b"].settings["drop_highest_loss"] == 1
+
+
+def test_symscale_fit_on_a_study_laws_csv_reproduces_the_study_fits_json(tmp_path, capsys):
+    from symscale.study.runner import _fit as study_fit  # the call the study makes after its runs
+
+    root = make_study(tmp_path / "study", archs=("mpnn", "esen"), modes=("architecture", "symmetry_loss"))
+    settings = {"bootstrap": 12, "seed": 3, "group_by": "arch"}
+    path, why = study_fit(root, SimpleNamespace(fits=settings))
+    assert why is None, why
+    study = json.loads(Path(path).read_text())["fits"]
+    out = tmp_path / "cli.json"
+    args = ["fit", str(root / "laws.csv"), "--law", "all", "--group-by", "arch", "--bootstrap", "12", "--seed", "3"]
+    assert main(args + ["--json", str(out)]) == 0
+    cli = json.loads(out.read_text())["fits"]
+    assert [(f["group"], f["law"]) for f in cli] == [(f["group"], f["law"]) for f in study]
+    assert {f["mode"] for f in cli} == {"architecture", "symmetry_loss"}
+    assert cli == study
+    # the CLI's former rules (modes mixed in one group, every row, IsoFLOP bootstrap up to 1000) would differ
+    assert len({f["group"] for f in study}) == 4
+
+
+def test_settings_refuse_unknown_laws():
+    from symscale.errors import SymscaleError
+
+    with pytest.raises(SymscaleError, match="unknown|fit law"):
+        FitSettings(laws=("sums",))
+
+
+def test_a_table_without_group_column_is_one_group(tmp_path):
+    table = learning_curves(widths=6, points=12)
+    path = tmp_path / "laws.csv"
+    cols = ["N", "D", "C", "loss", "run", "fraction"]
+    lines = [",".join(cols)] + [",".join(str(table[c][i]) for c in cols) for i in range(len(table))]
+    path.write_text("\n".join(lines) + "\n")
+    results = fit_table(read_table(path), FitSettings(laws=("frontier",), bootstrap=0, group_by=None))
+    assert [(r.group, r.arch, r.mode) for r in results] == [("all", "all", "architecture")]
+
+
+def test_empty_options_and_mode_cells_are_the_plain_family(tmp_path):
+    path = tmp_path / "laws.csv"
+    path.write_text("arch,options,mode,N,D,loss\n" + "".join(f"mpnn,,,1e{i},1e5,{3 - i / 5}\n" for i in range(3, 9)))
+    assert [g for g, _ in groups(read_table(path), "arch")] == [Group("mpnn")]
