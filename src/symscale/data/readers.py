@@ -240,10 +240,16 @@ def _reserve_lock_file(path: Path) -> None:
     with no message. Allocated here, the same shortage is an ordinary ENOSPC OSError (a user error at the
     CLI). LMDB keeps a lock file that is larger than it needs.
     """
-    fd = os.open(f"{path}-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock = Path(f"{path}-lock")
+    created = not lock.exists()
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if os.fstat(fd).st_size < LMDB_LOCK_BYTES:
             os.posix_fallocate(fd, 0, LMDB_LOCK_BYTES)
+    except OSError:
+        if created:
+            lock.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
 
@@ -590,8 +596,10 @@ class AselmdbWriter:
         return n
 
     def close(self) -> None:
-        self._env.sync(True)
-        _close_env(self.path)
+        try:
+            self._env.sync(True)
+        finally:
+            _close_env(self.path)
 
     def __enter__(self) -> AselmdbWriter:
         return self
