@@ -210,5 +210,6 @@ def run_md(
             write(tmp, frames, format="extxyz")
             tmp.replace(trajectory)
         finally:
-            tmp.unlink(missing_ok=True)
+            if tmp.exists():
+                tmp.unlink()
     return MDResult(np.array(times), np.array(totals), np.array(temps), len(atoms))

@@ -100,7 +100,8 @@ def write_output(path: str | os.PathLike, text: str, what: str) -> Path:
     except OSError as err:
         raise SymscaleError(f"cannot write {what} to {path}: {err.strerror or err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 

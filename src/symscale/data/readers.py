@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import secrets
+import shutil
 import sqlite3
 import zlib
 from collections import Counter
@@ -626,6 +627,7 @@ def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -
         raise SymscaleError(f"cannot write {path}: it is a folder, expected a file path")
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
+        tmp.touch(exist_ok=False)  # a read-only or forbidden folder fails here with its own errno
         n = _write_file(tmp, suffix, structures)
         _fsync(tmp)
         if suffix in LMDB_EXTENSIONS:
@@ -665,13 +667,18 @@ def _remove_temporary(tmp: Path) -> None:
     """The temporary file of an unfinished write and what its writer left beside it (LMDB lock, sqlite journal)."""
     _close_env(tmp)
     for p in (tmp, Path(f"{tmp}-lock"), Path(f"{tmp}-journal")):
-        p.unlink(missing_ok=True)
+        if p.exists():  # (unlink(missing_ok=True) still fails with EROFS on a read-only file system)
+            p.unlink()
 
 
 def _write_error(path: Path, err: Exception) -> SymscaleError:
     """A failed write of `path` as one line: what failed and that `path` was left as it was."""
     reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
-    return SymscaleError(f"cannot write {path} (structures): {reason}; nothing written, {path} left unchanged")
+    free = shutil.disk_usage(path.parent).free
+    return SymscaleError(
+        f"cannot write {path} (structures): {reason} ({free / 1e6:.1f} MB free in {path.parent}); "
+        f"nothing written, {path} left unchanged"
+    )
 
 
 def _write_sqlite(path: Path, structures: Iterable[Structure]) -> int:
