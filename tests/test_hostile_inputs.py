@@ -15,6 +15,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import symscale.data.generate as generate
 import symscale.data.readers as readers
 from symscale.ase import SymscaleCalculator
 from symscale.cli import main
@@ -249,40 +249,41 @@ def test_train_into_a_full_tmpfs_is_one_line(files, disk, capsys):
 
 def test_generate_checks_free_space_before_writing(tmp_path, capsys, monkeypatch):
     free = types.SimpleNamespace(total=10**9, used=10**9 - 10_000, free=10_000)  # 10 kB free
-    monkeypatch.setattr(generate.shutil, "disk_usage", lambda path: free)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: free)
     out = tmp_path / "g.aselmdb"
-    one_line_error(capsys, ["data", "generate", "--structures", "50", "--out", str(out), "--workers", "0"], "free")
+    argv = ["data", "generate", "--structures", "8", "--out", str(out), "--workers", "0", "--no-progress"]
+    one_line_error(capsys, argv, "free disk", "0.0 MB free")
     assert snapshot(tmp_path) == {}
 
 
-def test_generate_on_a_full_tmpfs_is_one_line(disk, capsys):
-    fill(disk)
-    before = snapshot(disk)
-    argv = ["data", "generate", "--structures", "8", "--out", str(disk / "g.aselmdb"), "--workers", "0"]
-    one_line_error(capsys, argv + ["--no-progress"], "free disk")
-    assert snapshot(disk) == before
-
-
-def test_generate_on_a_full_tmpfs_never_dies_of_sigbus(disk):
-    """Without the free-space check (another process filled the disk after it), opening the LMDB writer on
-    a full disk used to kill the process with SIGBUS (LMDB's lock file is a sparse mmap). In a subprocess."""
-    fill(disk)
-    before = snapshot(disk)
+def generate_in_subprocess(out: Path, check_free_space: bool = True) -> subprocess.CompletedProcess:
+    """`symscale data generate --structures 8 --out OUT` in a child process (a SIGBUS there is its exit code,
+    -7, not the end of the test session); `check_free_space=False` stands for a disk filled by another
+    process after the check."""
     script = textwrap.dedent(
         f"""
         import sys
         import symscale.data.generate as g
         from symscale.cli import main
-        g.check_free_space = lambda out, n: None
-        sys.exit(main(["data", "generate", "--structures", "8", "--out", {str(disk / "g.aselmdb")!r},
-                       "--workers", "0", "--no-progress"]))
+        if not {check_free_space}:
+            g.check_free_space = lambda out, n: None
+        sys.exit(main(["data", "generate", "--structures", "8", "--out", {str(out)!r}, "--workers", "0",
+                       "--no-progress"]))
         """
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("check_free_space", [True, False], ids=["free-space check", "disk filled after it"])
+def test_generate_on_a_full_tmpfs_is_one_line_never_sigbus(disk, check_free_space):
+    fill(disk)
+    before = snapshot(disk)
+    done = generate_in_subprocess(disk / "g.aselmdb", check_free_space)
     assert done.returncode == 2, (done.returncode, done.stderr)  # -7 is SIGBUS
     err = done.stderr.strip()
-    assert len(err.splitlines()) == 1 and "no space left" in err.lower(), err
+    assert len(err.splitlines()) == 1, err
+    assert ("free disk" if check_free_space else "no space left") in err.lower(), err
     assert snapshot(disk) == before
 
 
