@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,7 @@ import torch
 
 import symscale.data.readers as readers
 from symscale.ase import SymscaleCalculator
-from symscale.cli import main
+from symscale.cli import filesystem_error, main
 from symscale.data.readers import open_dataset, write_structures
 from symscale.data.toy import toy_structures
 from symscale.errors import SymscaleError
@@ -264,7 +265,7 @@ def generate_in_subprocess(out: Path, check_free_space: bool = True) -> subproce
         f"""
         import sys
         import symscale.data.generate as g
-        from symscale.cli import main
+        from symscale.cli import filesystem_error, main
         if not {check_free_space}:
             g.check_free_space = lambda out, n: None
         sys.exit(main(["data", "generate", "--structures", "8", "--out", {str(out)!r}, "--workers", "0",
@@ -403,3 +404,40 @@ def test_build_accepts_good_family_options():
     assert build("gemnet_oc", 8, elements=[1, 6], quad_neighbors=None, max_dihedral_order=0) is not None
     with pytest.raises(SymscaleError, match="unexpected keyword"):
         build("mpnn", 8, elements=[1, 6], num_layer=2)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the CLI's handler of file-system faults (any command: study, runs, report, fit write through it too)
+
+
+def test_the_handler_names_the_path_of_a_fault_anywhere_in_the_chain(tmp_path):
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "laws.csv"))
+    assert "cannot write " + str(tmp_path / "laws.csv") in filesystem_error(full, "study")
+    try:
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "status.json"))
+        except OSError as err:
+            raise RuntimeError("run failed") from err
+    except RuntimeError as err:
+        assert "read-only file system" in filesystem_error(err, "train")
+    assert filesystem_error(ValueError("a bug"), "train") is None
+    assert filesystem_error(OSError(errno.ECONNREFUSED, "refused"), "study") is None
+
+
+def test_the_handler_reads_sqlite_faults(tmp_path):
+    db = tmp_path / "catalogue.sqlite"
+    sqlite3.connect(db).execute("CREATE TABLE runs (id TEXT)").connection.commit()
+    with pytest.raises(sqlite3.Error) as info:
+        sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("INSERT INTO runs VALUES ('a')")
+    assert "read-only database" in filesystem_error(info.value, "runs")
+
+
+def test_a_fault_that_is_not_the_users_keeps_its_traceback(monkeypatch):
+    import symscale.cli.models as models_cli
+
+    def broken(args):
+        raise OSError(errno.ECONNREFUSED, "connection refused")
+
+    monkeypatch.setattr(models_cli, "run", broken)
+    with pytest.raises(OSError, match="connection refused"):
+        main(["models"])

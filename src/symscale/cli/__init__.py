@@ -2,6 +2,12 @@
 
 Each subcommand module defines `add_parser(subparsers)`, which registers its parser and sets `func`
 (a callable taking the parsed namespace and returning an exit code).
+
+Errors: a `SymscaleError` is printed as one line (exit 2). So is a file-system fault that is the user's to
+fix, in any command: disk full, quota exceeded, read-only file system, permission denied, as an OSError,
+an SQLite or LMDB error, or torch's failed checkpoint write, anywhere in the exception's chain
+(`filesystem_error`); the line names the path (from the error, else the open file of the failed write).
+Anything else keeps its traceback. `write_output` writes a user's output file (`--json`) atomically.
 """
 
 from __future__ import annotations

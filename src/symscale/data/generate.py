@@ -9,6 +9,10 @@ source, smiles, mol, snap, n_snap, temperature_K}; the file's metadata records t
 Resumable: when `out` exists, its rows are read, the next molecule is found from `mol`/`snap`, and
 generation continues from there without relabelling anything. The result is identical to an uninterrupted
 run of the same seed and size, for any number of workers.
+
+Disk: free space for the structures still to write is checked before anything is written
+(`check_free_space`, `BYTES_PER_STRUCTURE`); LMDB's map size reserves address space, not disk. A disk that
+fills during the run (or is read-only) is one line, and the file keeps every molecule committed before it.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ outside 1..118 (or an unknown symbol), or two atoms closer than `MIN_DISTANCE` (
 of each other; real molecules never come closer than about 0.5 Angstrom) raises a `SymscaleError` naming the
 file and the structure index. With `skip_invalid=True` every structure is validated once at open; invalid
 ones are left out of the index and counted in `dataset.skipped` (with reasons in `dataset.skip_reasons`).
+
+Writing (`write_structures`) is atomic: a unique temporary file beside the target, fsync, rename; a failed
+write leaves an existing file untouched and nothing behind. LMDB writers allocate their lock file first
+(`_reserve_lock_file`), so a full disk is an ENOSPC error, not a SIGBUS.
 """
 
 from __future__ import annotations
