@@ -153,6 +153,26 @@ def test_convert_into_itself_is_refused(tmp_path, capsys, monkeypatch, ext, alia
     assert len(open_dataset(src)) == 12
 
 
+def test_convert_onto_a_shard_of_its_input_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "shards").mkdir()
+    write_structures(tmp_path / "shards" / "0.aselmdb", toy_structures(6, seed=1))
+    write_structures(tmp_path / "shards" / "1.xyz", toy_structures(6, seed=2))
+    before = snapshot(tmp_path)
+    one_line_error(capsys, ["data", "convert", str(tmp_path / "shards"), str(tmp_path / "shards" / "1.xyz")], "same")
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_a_convert_never_touches_its_input(tmp_path, capsys, ext):
+    src = tmp_path / "in" / f"data{ext}"
+    src.parent.mkdir()
+    write_structures(src, toy_structures(12, seed=1))
+    before = snapshot(src.parent)
+    assert main(["data", "convert", str(src), str(tmp_path / "out.xyz")]) == 0
+    assert snapshot(src.parent) == before  # no lock file, no journal, same bytes
+    assert set(snapshot(tmp_path)) == {f"in/data{ext}", "out.xyz"}
+
+
 @pytest.mark.parametrize("ext", FORMATS)
 def test_a_convert_that_fails_half_way_leaves_the_existing_output(files, tmp_path, capsys, ext):
     out = tmp_path / f"out{ext}"

@@ -637,7 +637,6 @@ def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -
         if suffix in LMDB_EXTENSIONS:
             _close_env(path)  # a cached reader of the file being replaced
         os.replace(tmp, path)
-        _fsync(path.parent)
     except (OSError, sqlite3.Error) as err:
         raise _write_error(path, err) from None
     except Exception as err:
@@ -646,6 +645,7 @@ def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -
         raise
     finally:
         _remove_temporary(tmp)
+    _fsync_folder(path.parent)
     return n
 
 
@@ -665,6 +665,15 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush the folder's entry of a renamed file; after the rename, a file system that cannot do this (some
+    network and FUSE mounts) only loses durability of the name, so it is a warning."""
+    try:
+        _fsync(folder)
+    except OSError as err:
+        log.warning("could not flush folder %s after writing into it: %s", folder, err.strerror or err)
 
 
 def _remove_temporary(tmp: Path) -> None:
