@@ -28,7 +28,7 @@ import torch
 
 import symscale.data.readers as readers
 from symscale.ase import SymscaleCalculator
-from symscale.cli import filesystem_error, main
+from symscale.cli import main
 from symscale.data.readers import open_dataset, write_structures
 from symscale.data.toy import toy_structures
 from symscale.errors import SymscaleError
@@ -285,7 +285,7 @@ def generate_in_subprocess(out: Path, check_free_space: bool = True) -> subproce
         f"""
         import sys
         import symscale.data.generate as g
-        from symscale.cli import filesystem_error, main
+        from symscale.cli import main
         if not {check_free_space}:
             g.check_free_space = lambda out, n: None
         sys.exit(main(["data", "generate", "--structures", "8", "--out", {str(out)!r}, "--workers", "0",
@@ -431,6 +431,8 @@ def test_build_accepts_good_family_options():
 
 
 def test_the_handler_names_the_path_of_a_fault_anywhere_in_the_chain(tmp_path):
+    from symscale.cli import filesystem_error
+
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "laws.csv"))
     assert "cannot write " + str(tmp_path / "laws.csv") in filesystem_error(full, "study")
     try:
@@ -445,6 +447,8 @@ def test_the_handler_names_the_path_of_a_fault_anywhere_in_the_chain(tmp_path):
 
 
 def test_the_handler_reads_sqlite_faults(tmp_path):
+    from symscale.cli import filesystem_error
+
     db = tmp_path / "catalogue.sqlite"
     sqlite3.connect(db).execute("CREATE TABLE runs (id TEXT)").connection.commit()
     with pytest.raises(sqlite3.Error) as info:
