@@ -147,14 +147,15 @@ def _one_fault(err: BaseException, command: str) -> str | None:
         verb = "access" if err.errno in (errno.EACCES, errno.EPERM) else "write"
         return f"cannot {verb} {paths}: {reason} ({what})"
     if isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", None) in _SQLITE_CODES:
-        return f"an SQLite database: {_SQLITE_CODES[err.sqlite_errorcode]} ({what}: {err})"
+        return f"an SQLite database: {err} ({what}; {_SQLITE_CODES[err.sqlite_errorcode]})"
     text = str(err)
     if type(err).__module__ == "lmdb" and (
         type(err).__name__ in ("DiskError", "ReadonlyError")
         or any(os.strerror(code) in text for code in FILESYSTEM_ERRNOS)
     ):
         return f"an LMDB file: {text} ({what})"
-    if isinstance(err, RuntimeError) and ("PytorchStreamWriter" in text or "inline_container.cc" in text):
+    torch_write = "PytorchStreamWriter" in text or ("inline_container.cc" in text and "Reader" not in text)
+    if isinstance(err, RuntimeError) and torch_write:  # torch.save on a full disk (no errno reaches Python)
         where = _open_file_in(err.__traceback__)
         return f"torch could not write {where or 'a file'} ({what}: {text.splitlines()[0]}); is the disk full?"
     return None
@@ -162,13 +163,17 @@ def _one_fault(err: BaseException, command: str) -> str | None:
 
 def _open_file_in(tb) -> str | None:
     """The name of the open file that a write failed on, found among the locals of the innermost frames of
-    the traceback (a write() on an open file raises an OSError that names no file)."""
+    the traceback (a write() on an open file raises an OSError that names no file); None if none holds one."""
     frames = []
     while tb is not None:
         frames.append(tb.tb_frame)
         tb = tb.tb_next
-    for frame in reversed(frames):
+    for frame in reversed(frames[-_FRAMES_SEARCHED:]):
         for value in frame.f_locals.values():
-            if isinstance(value, io.IOBase) and isinstance(getattr(value, "name", None), str):
-                return value.name
+            name = getattr(value, "name", None) if isinstance(value, io.IOBase) else None
+            if isinstance(name, str) and not name.startswith("<"):  # not <stderr> and the like
+                return name
     return None
+
+
+_FRAMES_SEARCHED = 6  # the write that failed, and the few library frames around it

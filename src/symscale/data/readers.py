@@ -343,7 +343,8 @@ class _XyzSource:
             return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
         except (TypeError, ValueError) as err:  # e.g. `energy=abc` or `charge=x` on the comment line
             raise SymscaleError(
-                f"{self.path}: structure {i}: non-numeric label ({err}); expected numbers for energy, charge, spin"
+                f"{self.path}: structure {i}: unreadable label ({err}); "
+                "expected numbers for energy, forces, charge and spin"
             ) from None
 
     def metadata(self, i: int) -> dict:
