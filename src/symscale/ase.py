@@ -18,6 +18,7 @@ the energy head, not of the trained force head).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,8 @@ def run_md(
         raise SymscaleError.invalid("steps", steps, "an integer >= 1")
     if not dt_fs > 0:
         raise SymscaleError.invalid("dt", dt_fs, "a positive time step in fs")
+    if interval < 1:
+        raise SymscaleError.invalid("interval", interval, "an integer >= 1 (steps between frames)")
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
@@ -202,7 +205,11 @@ def run_md(
             frames.append(frame)
     if trajectory is not None:
         Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(str(trajectory) + ".tmp")
-        write(tmp, frames, format="extxyz")
-        tmp.replace(trajectory)
+        tmp = Path(trajectory).with_name(f".{Path(trajectory).name}.{os.getpid()}.tmp")  # beside it; renamed when whole
+        try:
+            write(tmp, frames, format="extxyz")
+            tmp.replace(trajectory)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return MDResult(np.array(times), np.array(totals), np.array(temps), len(atoms))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
+
+from symscale.errors import SymscaleError
 
 FORMATS = ".aselmdb (OMol25/fairchem), ASE .db, extxyz (.xyz/.extxyz); a folder of such files is one dataset"
 
@@ -68,8 +72,6 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
-    import os
-
     from symscale.data.generate import generate_dataset
 
     workers = args.workers if args.workers is not None else max(1, len(os.sched_getaffinity(0)))
@@ -116,13 +118,26 @@ def run_info(args) -> int:
 
 
 def run_convert(args) -> int:
-    from symscale.data.readers import open_dataset, write_structures
+    from symscale.data.readers import expand_paths, open_dataset, write_structures
 
+    _refuse_same_file(expand_paths(args.input), Path(args.output))
     ds = open_dataset(args.input, neutral_only=args.neutral_only, skip_invalid=args.skip_invalid)
     n = write_structures(args.output, iter(ds))
     print(f"wrote {n} structures to {args.output}")
     _print_skipped(ds)
     return 0
+
+
+def _refuse_same_file(inputs: list[Path], output: Path) -> None:
+    """OUT must not be one of IN's files, by any name (symlink, hard link, relative path): the convert would
+    replace the dataset it is reading."""
+    if not output.exists():
+        return
+    for f in inputs:
+        if f.exists() and os.path.samefile(f, output):
+            raise SymscaleError(
+                f"cannot convert {f} into {output}: they are the same file; expected an OUT other than IN"
+            )
 
 
 def _print_skipped(ds) -> None:

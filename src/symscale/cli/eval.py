@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from symscale.cli import write_output
+from symscale.errors import SymscaleError
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -46,10 +49,13 @@ def evaluate_checkpoint(
 
     from symscale.data.loader import BatchLoader
     from symscale.data.readers import open_dataset
-    from symscale.errors import SymscaleError
     from symscale.train.checkpoint import load_model
     from symscale.train.evaluation import evaluate
 
+    if limit is not None and limit < 1:
+        raise SymscaleError.invalid("limit", limit, "an integer >= 1 (structures)")
+    if rotations < 1:
+        raise SymscaleError.invalid("rotations", rotations, "an integer >= 1")
     model, ckpt = load_model(checkpoint, device=device)
     dataset = open_dataset(data, neutral_only=neutral_only, skip_invalid=skip_invalid)
     n = len(dataset) if limit is None else min(limit, len(dataset))
@@ -73,7 +79,19 @@ def evaluate_checkpoint(
     return metrics
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Counts that must be positive, and the --json folder, checked before the checkpoint is loaded."""
+    for flag, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--rotations", args.rotations)):
+        if value is not None and value < 1:
+            raise SymscaleError.invalid(flag, value, "an integer >= 1")
+    if args.json_out and not Path(args.json_out).parent.is_dir():
+        raise SymscaleError(
+            f"cannot write metrics to {args.json_out}: folder {Path(args.json_out).parent} does not exist"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    check_arguments(args)
     metrics = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -98,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
     if metrics["skipped_invalid"]:
         print(f"  skipped {metrics['skipped_invalid']} invalid structures")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+        write_output(args.json_out, json.dumps(metrics, indent=2), "metrics")
     return 0

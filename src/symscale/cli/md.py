@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from symscale.cli import write_output
 from symscale.errors import SymscaleError
 
 
@@ -41,11 +42,27 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Counts and physical values that must be positive, and the --json folder, checked before any work."""
+    for flag, value in (("--steps", args.steps), ("--interval", args.interval)):
+        if value < 1:
+            raise SymscaleError.invalid(flag, value, "an integer >= 1")
+    if not args.dt > 0:
+        raise SymscaleError.invalid("--dt", args.dt, "a positive time step in fs")
+    if not args.temperature >= 0:
+        raise SymscaleError.invalid("--temperature", args.temperature, "a temperature >= 0 K")
+    if args.thermostat == "langevin" and not args.friction > 0:
+        raise SymscaleError.invalid("--friction", args.friction, "a positive friction in 1/fs")
+    if args.json_out and not Path(args.json_out).parent.is_dir():
+        raise SymscaleError(f"cannot write --json {args.json_out}: folder {Path(args.json_out).parent} does not exist")
+
+
 def run(args: argparse.Namespace) -> int:
     from ase.io import read
 
     from symscale.ase import SymscaleCalculator, run_md
 
+    check_arguments(args)
     path = Path(args.structure)
     if not path.is_file():
         raise SymscaleError(f"structure file {str(path)!r} does not exist")
@@ -89,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
             "use a conservative model (or --forces conservative) to test energy conservation"
         )
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(summary, indent=2))
+        write_output(args.json_out, json.dumps(summary, indent=2), "the MD summary")
     return 0

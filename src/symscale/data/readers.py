@@ -21,6 +21,10 @@ outside 1..118 (or an unknown symbol), or two atoms closer than `MIN_DISTANCE` (
 of each other; real molecules never come closer than about 0.5 Angstrom) raises a `SymscaleError` naming the
 file and the structure index. With `skip_invalid=True` every structure is validated once at open; invalid
 ones are left out of the index and counted in `dataset.skipped` (with reasons in `dataset.skip_reasons`).
+
+Writing (`write_structures`) is atomic: a unique temporary file beside the target, fsync, rename; a failed
+write leaves an existing file untouched and nothing behind. LMDB writers allocate their lock file first
+(`_reserve_lock_file`), so a full disk is an ENOSPC error, not a SIGBUS.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import json
 import logging
 import math
 import os
+import secrets
+import shutil
 import sqlite3
 import zlib
 from collections import Counter
@@ -57,6 +63,10 @@ XYZ_EXTENSIONS = (".xyz", ".extxyz")
 DB_EXTENSIONS = (".db",)
 ALL_EXTENSIONS = LMDB_EXTENSIONS + XYZ_EXTENSIONS + DB_EXTENSIONS
 _RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
+# LMDB maps this much address space for a writer; the file grows only as rows are written (no MDB_WRITEMAP),
+# so the map size reserves no disk. Free space is checked by the writers that know their size (generate).
+LMDB_MAP_SIZE = 2**41
+LMDB_LOCK_BYTES = 64 * 1024  # lock file: header + 126 reader slots of 64 bytes, rounded up generously
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -219,11 +229,34 @@ def _lmdb_env(path: Path, readonly: bool):
         if readonly:
             env = lmdb.open(str(path), subdir=False, readonly=True, lock=False, readahead=False, meminit=False)
         else:
-            env = lmdb.open(str(path), map_size=2**41, subdir=False, meminit=False, map_async=False)
+            _reserve_lock_file(path)
+            env = lmdb.open(str(path), map_size=LMDB_MAP_SIZE, subdir=False, meminit=False, map_async=False)
     except lmdb.Error as err:
         raise SymscaleError(f"cannot read {path}: {err}") from None
     _open_envs[key] = env
     return env
+
+
+def _reserve_lock_file(path: Path) -> None:
+    """Allocate the disk blocks of LMDB's lock file `PATH-lock` before LMDB maps it.
+
+    LMDB sizes its lock file with ftruncate (a sparse file) and writes its reader table through a shared
+    memory map; on a full disk the first write to that map finds no block and the process dies of SIGBUS,
+    with no message. Allocated here, the same shortage is an ordinary ENOSPC OSError (a user error at the
+    CLI). LMDB keeps a lock file that is larger than it needs.
+    """
+    lock = Path(f"{path}-lock")
+    created = not lock.exists()
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < LMDB_LOCK_BYTES:
+            os.posix_fallocate(fd, 0, LMDB_LOCK_BYTES)
+    except OSError:
+        if created:
+            lock.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
 
 
 def _close_env(path: Path) -> None:
@@ -306,7 +339,13 @@ class _XyzSource:
         info = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
         if energy is None and "energy" in info:
             energy = info.pop("energy")
-        return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
+        try:
+            return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
+        except (TypeError, ValueError) as err:  # e.g. `energy=abc` or `charge=x` on the comment line
+            raise SymscaleError(
+                f"{self.path}: structure {i}: unreadable label ({err}); "
+                "expected numbers for energy, forces, charge and spin"
+            ) from None
 
     def metadata(self, i: int) -> dict:
         s = self.read(i)  # an extxyz frame has no cheaper way to its comment line's keys
@@ -563,8 +602,10 @@ class AselmdbWriter:
         return n
 
     def close(self) -> None:
-        self._env.sync(True)
-        _close_env(self.path)
+        try:
+            self._env.sync(True)
+        finally:
+            _close_env(self.path)
 
     def __enter__(self) -> AselmdbWriter:
         return self
@@ -575,23 +616,83 @@ class AselmdbWriter:
 
 def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -> int:
     """Write structures to `path` (.aselmdb, .db or .xyz/.extxyz, chosen by extension; an existing file is
-    replaced). Energies eV, forces eV/Angstrom, `data`/info charge, spin, source. Returns the count written."""
+    replaced). Energies eV, forces eV/Angstrom, `data`/info charge, spin, source. Returns the count written.
+
+    Atomic: the structures go to a unique temporary file beside `path`, which is flushed to disk and renamed
+    over `path` only when complete. A failure (a bad structure, a full disk, Ctrl-C) leaves an existing `path`
+    untouched and no partial file behind; a full disk or a refused write is a `SymscaleError` naming `path`.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in ALL_EXTENSIONS:
         raise SymscaleError.invalid("output file", str(path), f"a file ending in {', '.join(ALL_EXTENSIONS)}")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise SymscaleError(f"cannot write {path}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise SymscaleError(f"cannot write {path}: it is a folder, expected a file path")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        tmp.touch(exist_ok=False)  # a read-only or forbidden folder fails here with its own errno
+        n = _write_file(tmp, suffix, structures)
+        _fsync(tmp)
+        if suffix in LMDB_EXTENSIONS:
+            _close_env(path)  # a cached reader of the file being replaced
+        os.replace(tmp, path)
+    except (OSError, sqlite3.Error) as err:
+        raise _write_error(path, err) from None
+    except Exception as err:
+        if type(err).__module__ == "lmdb":  # lmdb.DiskError (disk full), lmdb.ReadonlyError, ...
+            raise _write_error(path, err) from None
+        raise
+    finally:
+        _remove_temporary(tmp)
+    _fsync_folder(path.parent)
+    return n
+
+
+def _write_file(tmp: Path, suffix: str, structures: Iterable[Structure]) -> int:
     if suffix in LMDB_EXTENSIONS:
-        _close_env(path)
-    for p in (path, Path(f"{path}-lock"), Path(f"{path}.lock")):
-        p.unlink(missing_ok=True)
-    if suffix in LMDB_EXTENSIONS:
-        with AselmdbWriter(path) as w:
+        with AselmdbWriter(tmp) as w:
             return w.write_many(structures)
     if suffix in DB_EXTENSIONS:
-        return _write_sqlite(path, structures)
-    return _write_xyz(path, structures)
+        return _write_sqlite(tmp, structures)
+    return _write_xyz(tmp, structures)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries, after a rename) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush the folder's entry of a renamed file; after the rename, a file system that cannot do this (some
+    network and FUSE mounts) only loses durability of the name, so it is a warning."""
+    try:
+        _fsync(folder)
+    except OSError as err:
+        log.warning("could not flush folder %s after writing into it: %s", folder, err.strerror or err)
+
+
+def _remove_temporary(tmp: Path) -> None:
+    """The temporary file of an unfinished write and what its writer left beside it (LMDB lock, sqlite journal)."""
+    _close_env(tmp)
+    for p in (tmp, Path(f"{tmp}-lock"), Path(f"{tmp}-journal")):
+        if p.exists():  # (unlink(missing_ok=True) still fails with EROFS on a read-only file system)
+            p.unlink()
+
+
+def _write_error(path: Path, err: Exception) -> SymscaleError:
+    """A failed write of `path` as one line: what failed and that `path` was left as it was."""
+    reason = getattr(err, "strerror", None) or (str(err).splitlines() or [type(err).__name__])[0]
+    free = shutil.disk_usage(path.parent).free
+    return SymscaleError(
+        f"cannot write {path} (structures): {reason} ({free / 1e6:.1f} MB free in {path.parent}); "
+        f"nothing written, {path} left unchanged"
+    )
 
 
 def _write_sqlite(path: Path, structures: Iterable[Structure]) -> int:

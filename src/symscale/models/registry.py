@@ -9,9 +9,14 @@ model = build("egnn", width=32, elements=[1, 6, 7, 8])
 from __future__ import annotations
 
 import importlib
+import inspect
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any
 
 from symscale.errors import SymscaleError
-from symscale.models.base import ForceField
+from symscale.models.base import SHARED_OPTIONS, ForceField
 
 _REGISTRY: dict[str, type[ForceField]] = {}
 # modules that register a family when imported
@@ -54,9 +59,52 @@ def get_family(arch: str) -> type[ForceField]:
 def build(arch: str, width: int, **kwargs) -> ForceField:
     """Build family `arch` at `width`. Keyword arguments: `elements` (required), `cutoff`, `max_neighbors`,
     `forces` ("direct" | "conservative"), `element_energies`, `force_scale`, and family overrides
-    (e.g. `num_layers`, `lmax`). An unknown override is a `SymscaleError`."""
+    (e.g. `num_layers`, `lmax`). An unknown override, or one of the wrong type or out of range
+    (`check_options`), is a `SymscaleError`."""
     cls = get_family(arch)
+    check_options(cls, {k: v for k, v in kwargs.items() if k not in SHARED_OPTIONS})
     try:
         return cls(width, **kwargs)
     except TypeError as err:
         raise SymscaleError(f"invalid option for arch {arch!r}: {err}") from None
+
+
+def check_options(cls: type[ForceField], options: Mapping[str, Any]) -> None:
+    """Check a family's own options against the annotations of its constructor, before anything is built.
+
+    An `int` option (a depth or a size: num_layers, num_radial, lmax, ...) must be an integer (2.5 and "3"
+    are refused, never truncated) and at least its minimum, 1 unless `OPTION_MINIMUM` says otherwise; a
+    `float` option a finite number > 0; a `bool` option true or false; a `str` option a string. `None` is
+    accepted where the annotation allows it. Unknown options are left to the constructor (a TypeError).
+    """
+    params = inspect.signature(getattr(cls.__init__, "__wrapped__", cls.__init__)).parameters
+    for name, value in options.items():
+        if name not in params:
+            continue
+        annotation = str(params[name].annotation).replace(" ", "")
+        kinds = set(annotation.split("|"))
+        if value is None and "None" in kinds:
+            continue
+        expected = _expected(name, kinds, value)
+        if expected is not None:
+            raise SymscaleError.invalid(f"{cls.arch} option {name}", value, expected)
+
+
+# options for which 0 is meaningful (no m > 0 channels, no dihedral orders); every other int option is >= 1
+OPTION_MINIMUM = {"mmax": 0, "max_dihedral_order": 0}
+
+
+def _expected(name: str, kinds: set[str], value: Any) -> str | None:
+    """What `value` should have been for an option annotated with `kinds`, or None when it is fine."""
+    if "int" in kinds:
+        minimum = OPTION_MINIMUM.get(name, 1)
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+        return None if ok else f"an integer >= {minimum}"
+    if "float" in kinds:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        return None if ok else "a finite number > 0"
+    if "bool" in kinds:
+        return None if isinstance(value, bool) else "true or false"
+    if "str" in kinds:
+        return None if isinstance(value, str) else "a string"
+    return None

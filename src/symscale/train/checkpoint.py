@@ -35,6 +35,21 @@ from symscale import __version__
 from symscale.errors import SymscaleError
 
 FORMAT_VERSION = 1
+# torch.load on a file that is not a checkpoint: junk bytes are read as a legacy pickle (KeyError, IndexError,
+# ValueError on its magic number or protocol), a torn zip raises RuntimeError or BadZipFile
+_UNREADABLE = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+    KeyError,
+    IndexError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    UnicodeDecodeError,
+)
 
 
 @functools.cache
@@ -93,11 +108,14 @@ def resolve_checkpoint(path_or_run_dir: str | os.PathLike) -> Path:
 def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint dict (never runs code: weights_only=True); a newer format is a `SymscaleError`."""
     path = resolve_checkpoint(path_or_run_dir)
+    if path.stat().st_size == 0:
+        raise SymscaleError(f"cannot read checkpoint {path}: empty file (0 bytes), expected a symscale .pt file")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile) as err:
+    except _UNREADABLE as err:  # what torch.load raises on junk bytes, a torn zip or a truncated legacy pickle
         raise SymscaleError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}"
+            f"cannot read checkpoint {path}: not a readable torch file ({_first_sentence(err)}); "
+            "expected a symscale .pt file"
         ) from None
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise SymscaleError(f"cannot read checkpoint {path}: not a symscale checkpoint (no format_version)")
@@ -108,6 +126,12 @@ def load_checkpoint(path_or_run_dir: str | os.PathLike, map_location: str | torc
             f"({FORMAT_VERSION}); upgrade symscale"
         )
     return ckpt
+
+
+def _first_sentence(err: BaseException) -> str:
+    """An exception as a short clause for a one-line error: its type and the first sentence of its text."""
+    text = (str(err).strip().splitlines() or [""])[0].split(". ")[0]
+    return f"{type(err).__name__}: {text[:160]}" if text else type(err).__name__
 
 
 def build_model_from(ckpt: dict[str, Any]):
@@ -133,7 +157,15 @@ def load_model(
 ):
     """(model in eval mode with the checkpoint's averaged weights, checkpoint dict)."""
     ckpt = load_checkpoint(path_or_run_dir)
+    missing = [k for k in ("model", "model_state") if not isinstance(ckpt.get(k), dict)]
+    if missing:
+        raise SymscaleError(f"cannot load a model from checkpoint {path_or_run_dir}: no {', '.join(missing)} entry")
     model = build_model_from(ckpt)
-    model.load_state_dict(ckpt["model_state"])
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as err:  # missing, unexpected or mis-shaped tensors
+        raise SymscaleError(
+            f"cannot load checkpoint {path_or_run_dir}: its weights do not fit its model ({_first_sentence(err)})"
+        ) from None
     model = model.to(device=device) if dtype is None else model.to(device=device, dtype=dtype)
     return model.eval(), ckpt
