@@ -22,13 +22,13 @@ The code stores the displacements V_i^c = x_i^c - x_i (zero at the input) rather
 D_ij = r_ij + V_j - V_i and no absolute coordinate enters the network (the same function as Levy et al.).
 
 Parameter count: per block 7 w^2 (phi_e 3 w^2, Phi_x w^2, phi_h 3 w^2) plus terms linear in w; see
-`parameter_count`. The `paper` ladder runs 14 blocks, which at equal hidden channels gives N within a few
-percent of the reference study's MC-EGNN (96 -> 1.06M, 896 -> 78.5M; exact figures in
-configs/ladders/egnn.yaml).
+`parameter_count`. The reference study's MC-EGNN has about 95.5 w^2 + 2,000 w (a fit to its five published
+counts, 96 -> 1.06M .. 896 -> 78.5M); the `paper` ladder (13 blocks, K = 8) is 3.3-4.0% below it at every
+published width (exact N in configs/ladders/egnn.yaml); the `cpu` ladder keeps the defaults (3 blocks, K = 4).
 
 Departures from the papers and why (all in one place):
-- K = `num_vectors` (4 by default) is fixed and does not grow with width: the K x K invariants would otherwise
-  make the input layer grow as w K^2 ~ w^3, and the width knob would not be the one knob muP assumes;
+- K = `num_vectors` (4 by default, 8 on the `paper` ladder) is fixed and does not grow with width: the K x K
+  invariants would otherwise make the input layer grow as w K^2 ~ w^3 (Levy et al. study a small, fixed number of channels);
 - the K channels are carried as displacements from the atom (see above), not as absolute coordinates: the same
   update, but translation invariance holds exactly without centring and forces are read from them directly;
 - the distance also enters through a Bessel basis and every message is multiplied by a smooth polynomial
@@ -39,8 +39,10 @@ Departures from the papers and why (all in one place):
 - W_h [h_i, h_j] is computed as W_t h_i + W_s h_j on the nodes before gathering to the edges (same function and
   parameter count, fewer FLOPs);
 - forces come from the channels' displacements (a direct force head, as the reference study predicts forces
-  directly); Levy et al. predict positions, so the reference study's exact read-out is not public;
-- Phi_x's last layer is a muP readout (std 1 / fan_in, near zero at init as in Levy et al.'s small-gain init).
+  directly); Levy et al. read out positions (N-body) or invariants, and the reference study's read-out and depth are not public
+  (13 blocks is the depth whose N matches its counts, not a published value);
+- Phi_x's last layer is a muP readout (std 1 / fan_in: near zero at init, like the small-gain init EGNN
+  code gives that layer).
 """
 
 from __future__ import annotations
