@@ -28,7 +28,7 @@ published width (exact N in configs/ladders/egnn.yaml); the `cpu` ladder keeps t
 
 Departures from the papers and why (all in one place):
 - K = `num_vectors` (4 by default, 8 on the `paper` ladder) is fixed and does not grow with width: the K x K
-  invariants would otherwise make the input layer grow as w K^2 ~ w^3 (Levy et al. study a small, fixed number of channels);
+  invariants would otherwise make the input layer grow as w K^2 ~ w^3 (Levy et al. study a small, fixed K);
 - the K channels are carried as displacements from the atom (see above), not as absolute coordinates: the same
   update, but translation invariance holds exactly without centring and forces are read from them directly;
 - the distance also enters through a Bessel basis and every message is multiplied by a smooth polynomial
@@ -39,8 +39,8 @@ Departures from the papers and why (all in one place):
 - W_h [h_i, h_j] is computed as W_t h_i + W_s h_j on the nodes before gathering to the edges (same function and
   parameter count, fewer FLOPs);
 - forces come from the channels' displacements (a direct force head, as the reference study predicts forces
-  directly); Levy et al. read out positions (N-body) or invariants, and the reference study's read-out and depth are not public
-  (13 blocks is the depth whose N matches its counts, not a published value);
+  directly); Levy et al. read out positions (N-body) or invariants, and the reference study's read-out and
+  depth are not public (13 blocks is the depth whose N matches its counts, not a published value);
 - Phi_x's last layer is a muP readout (std 1 / fan_in: near zero at init, like the small-gain init EGNN
   code gives that layer).
 """
