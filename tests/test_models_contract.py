@@ -276,7 +276,7 @@ def test_ladders_span_the_promised_range(arch):
         paper = ladder_rungs(arch, "paper", BUILTIN_ELEMENTS)
     except SymscaleError as err:
         pytest.fail(f"{arch} has no ladder preset: {err}")
-    for rungs, lo, hi in ((cpu, 5e2, 2e5), (paper, 5e4, 2e7)):
+    for rungs, lo, hi in ((cpu, 5e2, 2e5), (paper, 5e4, 1e8)):  # paper: up to MC-EGNN 78.5M, MPNN 79M
         n = [r.num_parameters for r in rungs]
         assert len(n) >= 4 and n == sorted(n) and len(set(n)) == len(n)
         assert n[0] >= lo and n[-1] <= hi, n
