@@ -10,16 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from symscale.study.executors import RayExecutor, RunTask, SlurmExecutor, execute_run, lock_path
+from fake_runs import fake_config, fake_run
+from symscale.rundir import lock_path
+from symscale.study.executors import RunTask, execute_run
+from symscale.study.ray import RayExecutor
+from symscale.study.slurm import SlurmExecutor
 from symscale.study.spec import RaySpec, SlurmSpec
 
-FAKE = "test_study_executors:fake_run"
 TESTS = str(Path(__file__).parent)
 
 
 def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
     return [
-        RunTask(f"r{i}", str(root / f"r{i}"), {"arch": "mpnn", "width": 2 + i, "steps": 3, **cfg}, FAKE)
+        RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
         for i in range(n)
     ]
 
@@ -27,7 +30,7 @@ def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
 def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
     for t in tasks:
         ref = tmp_path / "ref" / t.run_id
-        execute_run(RunTask(t.run_id, str(ref), t.config, FAKE))
+        execute_run(RunTask(t.run_id, str(ref), t.config, fake_run))
         if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
             return False
     return True
@@ -49,7 +52,7 @@ def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     """A preempted (timed-out) task is checkpointed by submitit, requeued and resumes where it stopped."""
     submitit = pytest.importorskip("submitit")
     monkeypatch.setenv("PYTHONPATH", TESTS)
-    from symscale.study.executors import CheckpointableRun
+    from symscale.study.slurm import CheckpointableRun
 
     task = _tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
     ex = submitit.LocalExecutor(folder=tmp_path / "slurm", max_num_timeout=3)
@@ -91,7 +94,7 @@ def test_ray_executor_local_cluster(tmp_path, monkeypatch):
 )
 def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
     from symscale.errors import SymscaleError
-    from symscale.study.executors import make_executor
+    from symscale.study.runner import make_executor
     from symscale.study.spec import ExecutorSpec
 
     monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import signal
 import subprocess
@@ -13,60 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-from symscale.study.executors import (
-    LocalExecutor,
-    RunLock,
-    RunTask,
-    execute_run,
-    lock_path,
-    read_status,
-)
-
-FAKE = f"{__name__}:fake_run"
-
-
-def fake_run(config: dict, run_dir: Path) -> None:
-    """A stand-in for train_run: `steps` steps of `sleep` seconds, a checkpoint (the step) after each, one
-    metrics line per step whose loss depends only on the config and the step; NaN when lr > 100. Inside a
-    study (RunConfig keys only) steps = eval_points and sleep = eval_first_fraction seconds."""
-    config = {"steps": config.get("eval_points", 5), "sleep": config.get("eval_first_fraction", 0.0), **config}
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.json"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
-    (run_dir / "status.json").write_text(json.dumps({"status": "running", "reason": None}))
-    (run_dir / "run.json").write_text(
-        json.dumps({"arch": config["arch"], "width": config["width"], "N": 10 * config["width"]})
-    )
-    identity = {k: v for k, v in config.items() if k != "threads"}  # threads do not change results
-    seed = int(hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6], 16)
-    metrics = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()[:start]] if start else []
-    for step in range(start + 1, config.get("steps", 5) + 1):
-        time.sleep(config.get("sleep", 0.0))
-        loss = float("nan") if config.get("lr", 1e-3) > 100 else (seed % 97 + 1) / (step * config["width"])
-        if math.isnan(loss):
-            (run_dir / "status.json").write_text(json.dumps({"status": "failed", "reason": "non-finite loss"}))
-            return
-        metrics.append(
-            json.dumps(
-                {
-                    "step": step,
-                    "fraction": step / config.get("steps", 5),
-                    "atoms_seen": 100 * step,
-                    "flops": 1e6 * step * config["width"],
-                    "device_seconds": 0.1 * step,
-                    "val_loss": loss,
-                }
-            )
-        )
-        (run_dir / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
-        ckpt.write_text(json.dumps({"step": step}))
-    (run_dir / "status.json").write_text(json.dumps({"status": "finished", "reason": None}))
+from fake_runs import fake_config, fake_run
+from symscale.rundir import RunLock, lock_path, read_status
+from symscale.study.executors import RunTask, execute_run
+from symscale.study.local import LocalExecutor
 
 
 def _task(tmp_path, name, **cfg) -> RunTask:
-    config = {"arch": "mpnn", "width": 4, "steps": 3, **cfg}
-    return RunTask(name, str(tmp_path / name), config, FAKE)
+    return RunTask(name, str(tmp_path / name), fake_config(**cfg), fake_run)
 
 
 def test_execute_run_finishes_and_is_idempotent(tmp_path):
@@ -82,7 +34,7 @@ def test_execute_run_finishes_and_is_idempotent(tmp_path):
 def test_failing_run_recorded_with_reason(tmp_path):
     out = execute_run(_task(tmp_path, "nan", lr=1e6))
     assert out.status == "failed" and out.reason == "non-finite loss"
-    out = execute_run(RunTask("boom", str(tmp_path / "boom"), {"arch": "x"}, FAKE))  # KeyError in the run fn
+    out = execute_run(_task(tmp_path, "boom", arch="boom"))  # KeyError in the run fn
     assert out.status == "failed" and "KeyError" in out.reason
     assert read_status(tmp_path / "boom")["status"] == "failed"
 
@@ -135,7 +87,7 @@ def test_local_pool_runs_all_and_survives_a_killed_worker(tmp_path):
     assert sorted(finished) == ["r0", "r1", "r2", "r3"]
     assert all(o.status == "finished" for o in outcomes)
     reference = tmp_path / "ref"
-    execute_run(RunTask("r1", str(reference), tasks[1].config, FAKE))
+    execute_run(RunTask("r1", str(reference), tasks[1].config, fake_run))
     assert (tmp_path / "r1" / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
 
 

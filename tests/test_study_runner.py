@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fake_runs import fake_diverging_esen, fake_run
 from symscale.study.catalogue import LAWS_COLUMNS, Catalogue
 from symscale.study.executors import execute_run
 from symscale.study.runner import plan_tasks, run_study
 from symscale.study.spec import expand_runs, load_spec
 
-FAKE = "test_study_executors:fake_run"
+FAKE = fake_run
 TESTS = str(Path(__file__).parent)
 
 
@@ -68,7 +69,7 @@ def test_tiny_study_catalogue_and_laws(tmp_path):
     with (some / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps({"step": 99, "val_loss": 0.5, "atoms_seen": 1e4}) + "\n")
     record = {r.run_id: r for r in Catalogue(study).refresh()}[some.name]
-    assert (record.n_evals, record.last_step, record.last_loss) == (5, 99, 0.5)
+    assert (record.n_evals, record.step, record.loss) == (5, 99, 0.5)
     (some / "metrics.jsonl").write_text("".join(line + "\n" for line in first[some.name].splitlines()))
     # a finished study is not rerun
     lines.clear()
@@ -87,20 +88,14 @@ def test_failing_run_is_recorded_and_the_study_goes_on(tmp_path):
     bad = [p for p in expand_runs(spec) if p.arch == "esen"][0]
     study = tmp_path / "study"
     (study / "runs" / bad.run_id).mkdir(parents=True)
-    result = run_study(spec, study, run_fn="test_study_runner:fake_diverging_esen", out=lambda s: None)
+    result = run_study(spec, study, run_fn=fake_diverging_esen, out=lambda s: None)
     assert (result.finished, result.failed) == (4, 1)
     assert result.failures == ((bad.run_id, "non-finite loss"),)
     # failed stays failed on a rerun, unless retried
-    result = run_study(spec, study, run_fn="test_study_runner:fake_diverging_esen", out=lambda s: None)
+    result = run_study(spec, study, run_fn=fake_diverging_esen, out=lambda s: None)
     assert result.failed == 1
     result = run_study(spec, study, run_fn=FAKE, retry_failed=True, out=lambda s: None)
     assert (result.finished, result.failed) == (5, 0)
-
-
-def fake_diverging_esen(config: dict, run_dir: Path) -> None:
-    from test_study_executors import fake_run
-
-    fake_run({**config, "lr": 1e6} if config["arch"] == "esen" else config, run_dir)
 
 
 def test_sigkill_of_the_study_then_rerun_gives_identical_metrics(tmp_path):
@@ -108,8 +103,8 @@ def test_sigkill_of_the_study_then_rerun_gives_identical_metrics(tmp_path):
     study = tmp_path / "killed"
     script = (
         f"import sys; sys.path.insert(0, {TESTS!r}); from symscale.study.runner import run_study; "
-        f"from symscale.study.spec import load_spec; "
-        f"run_study(load_spec({str(spec_path)!r}), {str(study)!r}, run_fn={FAKE!r})"
+        f"from symscale.study.spec import load_spec; from fake_runs import fake_run; "
+        f"run_study(load_spec({str(spec_path)!r}), {str(study)!r}, run_fn=fake_run)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 60

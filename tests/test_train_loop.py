@@ -15,10 +15,11 @@ import torch
 
 from symscale.config import RunConfig
 from symscale.data.toy import toy_structures
+from symscale.rundir import read_metrics
 from symscale.train import loop
 from symscale.train.checkpoint import load_checkpoint, load_model
 from symscale.train.evaluation import eval_steps, evaluate
-from symscale.train.loop import read_metrics, train_run
+from symscale.train.loop import train_run
 
 
 @pytest.fixture(scope="module")

@@ -322,6 +322,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         _validate(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a worker process, submitit, Ray) as its fields, the overrides as a plain dict."""
+        return {**self.__dict__, "model_overrides": dict(self.model_overrides)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled as validated: the fields are set back as they were, without a second validation."""
+        for key, value in state.items():
+            object.__setattr__(self, key, MappingProxyType(value) if key == "model_overrides" else value)
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Validate a (nested, dotted or flat) mapping; unknown keys are a `SymscaleError`."""
