@@ -60,6 +60,7 @@ class StudyData:
     fits_meta: dict  # fits.json's other top-level entries (symscale_version, ...)
     runs: list[RunRecord]  # from the catalogue (symscale.rundir), plus runs found only in laws.csv
     infos: dict[str, dict]  # run id -> run.json merged over its plan, as read
+    spec: dict
     spec_text: str
     metrics: dict[str, list[dict]]  # run id -> metrics.jsonl rows
     families: dict[str, reference.FamilyInfo]
