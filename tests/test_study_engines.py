@@ -20,6 +20,11 @@ from symscale.study.spec import RaySpec, SlurmSpec
 TESTS = str(Path(__file__).parent)
 
 
+def _pythonpath() -> str:
+    """The tests folder (the fake run functions) before the caller's PYTHONPATH (the checkout under test)."""
+    return TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
 def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
     return [
         RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
@@ -38,7 +43,7 @@ def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
 
 def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", TESTS)  # the job processes import the fake run function
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())  # the job processes import the fake run function
     tasks = _tasks(tmp_path / "runs")
     finished = []
     ex = SlurmExecutor(tmp_path / "slurm", SlurmSpec(local=True, time_min=5), threads=1)
@@ -51,7 +56,7 @@ def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
 def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     """A preempted (timed-out) task is checkpointed by submitit, requeued and resumes where it stopped."""
     submitit = pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", TESTS)
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
     from symscale.study.slurm import CheckpointableRun
 
     task = _tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
@@ -79,7 +84,7 @@ def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ray_executor_local_cluster(tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
     tasks = _tasks(tmp_path / "runs")
     finished = []
     ex = RayExecutor(RaySpec(num_cpus=2, cpus_per_run=1), threads=1)

@@ -86,6 +86,24 @@ def test_run_directory_and_metrics(tmp_path, toy440):
     assert again.status == "finished" and (out / "metrics.jsonl").read_text() == before
 
 
+def test_a_torn_metrics_line_and_a_stale_status_tmp_do_not_block_a_rerun(tmp_path, toy440):
+    """Issue 14 item 2, as it happened on a full disk: status.json still says running, metrics.jsonl ends in
+    a torn line and a 0-byte .status.json.tmp was left; the rerun resumes and repairs the log."""
+    out = tmp_path / "run"
+    c = cfg(n_train=40, eval_points=2)
+    assert train_run(c, out, dataset=toy440[:100]).status == "finished"
+    whole = (out / "metrics.jsonl").read_text()
+    status = json.loads((out / "status.json").read_text())
+    (out / "status.json").write_text(json.dumps({**status, "status": "running"}))
+    (out / ".status.json.tmp").write_text("")
+    with (out / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 11, "val_lo')
+    again = train_run(c, out, dataset=toy440[:100])
+    assert again.status == "finished" and again.final["step"] == 10
+    assert (out / "metrics.jsonl").read_text() == whole  # the torn tail is cut, nothing duplicated
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
+
+
 def test_evaluation_and_checkpoint_use_the_averaged_weights(tmp_path, toy440):
     out = tmp_path / "run"
     c = cfg(n_train=40, eval_points=1, warmup_steps=0)
