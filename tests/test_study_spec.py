@@ -83,3 +83,17 @@ def test_yaml_file_roundtrip(tmp_path):
     spec = load_spec(path, overrides={"executor": {"workers": 2}})
     assert spec.executor.workers == 2
     assert spec.dataset.path == str((tmp_path / "data.xyz").resolve())  # relative to the spec file
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"report": "false"}, "invalid report"),  # issue 14 item 8: read as True before
+        ({"dataset": {"builtin": 100, "neutral_only": "false"}}, "invalid dataset.neutral_only"),
+        ({"seeds": ["5"]}, "invalid seeds"),
+        ({"training": {"batch_size": "5"}}, "batch_size"),  # the run config's rule, the same as the spec's
+    ],
+)
+def test_spec_values_are_strict(tmp_path, change, expected):
+    with pytest.raises(SymscaleError, match=expected):
+        expand_runs(parse_spec(_raw(**change), source=str(tmp_path / "s.yaml")))

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from symscale.config import RunConfig
+from symscale.config import RunConfig, check_bool, check_float, check_int
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -224,20 +224,11 @@ def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
 
 
 def _int(section: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SymscaleError.invalid(section, value, f"an integer >= {minimum}")
-    return value
+    return check_int(section, value, minimum)  # the run config's rule: "5" is not an integer
 
 
 def _positive(section: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 2.0e9 (no exponent sign) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SymscaleError.invalid(section, value, "a number > 0")
-    return float(value)
+    return check_float(section, value, positive=True)  # 2.0e9, which YAML 1.1 reads as a string, is a number
 
 
 def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
@@ -264,7 +255,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         executor=_parse_executor(raw.get("executor") or {}),
         flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
         fits=dict(_check_keys("fits", raw.get("fits") or {}, ("bootstrap", "seed", "group_by"))),
-        report=bool(raw.get("report", True)),
+        report=check_bool("report", raw.get("report", True)),
         description=str(raw.get("description", "")),
         source=source,
         raw=copy.deepcopy(raw),
@@ -305,7 +296,7 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
         builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
         seed=_int("dataset.seed", raw.get("seed", 0)),
         path=path,
-        neutral_only=bool(raw.get("neutral_only", False)),
+        neutral_only=check_bool("dataset.neutral_only", raw.get("neutral_only", False)),
         val=_int("dataset.val", raw.get("val", 200), 1),
         split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
         elements=elements,
@@ -366,7 +357,10 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
     if kind not in EXECUTORS:
         raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
     threads = raw.get("threads_per_worker")
-    slurm = _check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS)
+    slurm = dict(_check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS))
+    for key in ("local", "wait"):
+        if key in slurm:
+            slurm[key] = check_bool(f"executor.slurm.{key}", slurm[key])
     ray = _check_keys("executor.ray", raw.get("ray") or {}, _RAY_KEYS)
     return ExecutorSpec(
         kind=kind,
