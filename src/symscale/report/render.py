@@ -59,7 +59,7 @@ class StudyData:
     fits: list[dict]
     fits_meta: dict  # fits.json's other top-level entries (symscale_version, ...)
     runs: list[RunRecord]  # from the catalogue (symscale.rundir), plus runs found only in laws.csv
-    infos: dict[str, dict]  # run id -> run.json merged over its plan, as read
+    infos: dict[str, dict]  # run id -> its plan merged over its run.json, as read
     spec: dict
     spec_text: str
     metrics: dict[str, list[dict]]  # run id -> metrics.jsonl rows
@@ -119,13 +119,14 @@ def _read_json(path: Path, notes: list[str]) -> dict:
 
 def _read_runs(directory: Path, notes: list[str]) -> tuple[list[RunRecord], dict, dict]:
     """The runs as the catalogue sees them (planned ones included; nothing is written), their metrics lines
-    and their run.json over their plan (the plan's config carries the family options, e.g. lmax)."""
+    and their plan over their run.json (the grid's coordinates, as the catalogue reads them; the plan's config
+    carries the family options, e.g. lmax)."""
     records = Catalogue(directory).runs()
     metrics, infos = {}, {}
     for r in records:
         run_dir = directory / "runs" / r.run_id
         metrics[r.run_id] = rundir.read_metrics(run_dir)
-        infos[r.run_id] = {**rundir.read_plan(run_dir), **_read_json(run_dir / rundir.RUN_INFO, notes)}
+        infos[r.run_id] = {**_read_json(run_dir / rundir.RUN_INFO, notes), **rundir.read_plan(run_dir)}
         if r.status != "running" and rundir.torn_bytes(run_dir):  # a running run may be mid-write
             notes.append(f"{r.run_id}/metrics.jsonl: a torn last line was skipped.")
     return records, metrics, infos
@@ -155,12 +156,13 @@ def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
                 "N": info.get("N"),
                 "D": line.get("atoms_seen"),
                 "C": line.get("flops"),
-                "H": None if seconds is None else float(seconds) / 3600.0,
+                "H": rundir.device_hours(seconds),
                 "loss": line.get("val_loss"),
                 "step": line.get("step"),
                 "seed": info.get("seed"),
                 "mode": info.get("mode", tables.ARCHITECTURE),
                 "fraction": line.get("fraction"),
+                "prefix": info.get("prefix"),
             }
         )
     return out
@@ -216,8 +218,8 @@ def _last_point(laws: dict[str, np.ndarray], run_id: str, lines: list[dict]) -> 
     idx = np.flatnonzero(laws["run"] == run_id)
     if len(idx) == 0:
         last = next((m for m in reversed(lines) if _number(m.get("val_loss")) > 0), {})
-        seconds = _number(last.get("device_seconds"))
-        return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": seconds / 3600, "loss": last.get("val_loss")}
+        hours = rundir.device_hours(last.get("device_seconds"))
+        return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": hours, "loss": last.get("val_loss")}
     order = np.lexsort((laws["D"][idx], np.nan_to_num(laws["step"][idx], nan=-1)))
     last = idx[order[-1]]
     return {c: float(laws[c][last]) for c in NUMERIC_COLUMNS} | {c: laws[c][last] for c in TEXT_COLUMNS}
