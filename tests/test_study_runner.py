@@ -131,3 +131,19 @@ def test_missing_dataset_stops_before_any_run(tmp_path):
     with pytest.raises(Exception, match="dataset not found"):
         run_study(spec, tmp_path / "s", run_fn=FAKE, out=lambda s: None)
     assert not list((tmp_path / "s" / "runs").glob("*"))
+
+
+@pytest.mark.parametrize(
+    "module, cls, extra", [("submitit", "slurm", "symscale[slurm]"), ("ray", "ray", "symscale[ray]")]
+)
+def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
+    from symscale.errors import SymscaleError
+    from symscale.study.runner import make_executor
+    from symscale.study.spec import ExecutorSpec
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(
+        SymscaleError,
+        match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
+    ):
+        make_executor(ExecutorSpec(), tmp_path, kind=cls)

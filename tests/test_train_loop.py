@@ -210,20 +210,3 @@ def test_multiple_epochs_with_augmentation_see_the_prefix_k_times(tmp_path, toy4
     assert result.status == "finished" and result.steps == 12
     assert result.final["structures_seen"] == 48 and result.final["epoch"] == 2
     assert json.loads((tmp_path / "run" / "run.json").read_text())["mode"] == "multi_epoch"
-
-
-def test_runs_on_data_with_molecule_ids_validate_on_unseen_molecules(tmp_path):
-    from symscale.data.readers import open_dataset, write_structures
-
-    structures = toy_structures(60, seed=2)
-    for k, s in enumerate(structures):
-        s.info["mol"] = k // 4  # 15 molecules of 4 snapshots, as the built-in set records them
-    write_structures(tmp_path / "d.aselmdb", structures)
-    data = loop.resolve_data(cfg(n_val=10), open_dataset(tmp_path / "d.aselmdb"))
-    assert data.split == "by molecule" and len(data.val) == 12  # three whole molecules
-    mol = [s.info["mol"] for s in structures]
-    packed_val = {round(data.dataset[int(i)].energy, 9) for i in data.val}  # packed: match by energy
-    val_mols = {mol[k] for k, s in enumerate(structures) if round(s.energy, 9) in packed_val}
-    train_mols = {mol[k] for k, s in enumerate(structures) if round(s.energy, 9) not in packed_val}
-    assert len(val_mols) == 3 and val_mols.isdisjoint(train_mols)
-    assert loop.resolve_data(cfg(n_val=10), toy_structures(60, seed=2)).split == "by structure"  # no ids

@@ -1,11 +1,10 @@
-"""The slurm executor through submitit's local executor and the ray executor on a local cluster."""
+"""The slurm engine through submitit's local executor: array tasks, requeue on preemption (fake run)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,8 @@ import pytest
 from fake_runs import fake_config, fake_run
 from symscale.rundir import lock_path
 from symscale.study.executors import RunTask, execute_run
-from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SlurmExecutor
-from symscale.study.spec import RaySpec, SlurmSpec
+from symscale.study.spec import SlurmSpec
 
 TESTS = str(Path(__file__).parent)
 
@@ -79,32 +77,3 @@ def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     steps = [json.loads(line)["step"] for line in (Path(task.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31))  # resumed: every step once
     assert _same_as_reference(tmp_path, [task])
-
-
-@pytest.mark.slow
-def test_ray_executor_local_cluster(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", _pythonpath())
-    tasks = _tasks(tmp_path / "runs")
-    finished = []
-    ex = RayExecutor(RaySpec(num_cpus=2, cpus_per_run=1), threads=1)
-    outcomes = ex.run(tasks, on_finish=lambda t, o: finished.append(t.run_id))
-    assert sorted(finished) == ["r0", "r1", "r2"]
-    assert all(o.status == "finished" for o in outcomes), outcomes
-    assert _same_as_reference(tmp_path, tasks)
-
-
-@pytest.mark.parametrize(
-    "module, cls, extra", [("submitit", "slurm", "symscale[slurm]"), ("ray", "ray", "symscale[ray]")]
-)
-def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
-    from symscale.errors import SymscaleError
-    from symscale.study.runner import make_executor
-    from symscale.study.spec import ExecutorSpec
-
-    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
-    with pytest.raises(
-        SymscaleError,
-        match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
-    ):
-        make_executor(ExecutorSpec(), tmp_path, kind=cls)
