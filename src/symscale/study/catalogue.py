@@ -3,7 +3,9 @@
 Run directories may sit on a cluster's shared file system where concurrent writers to one database are
 unsafe, so only the study process writes `catalogue.sqlite`, and it can always be rebuilt: `Catalogue.refresh`
 rescans `runs/*/`, re-reads the runs whose files changed (a signature of mtimes and sizes) and drops rows
-of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch.
+of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch. Readers (`symscale runs`,
+the report) call `Catalogue.runs`, which reads the run directories and writes nothing. Every run is read by
+`symscale.rundir.read_run` into its one `RunRecord`, planned runs (a plan file, no directory yet) included.
 
 Columns follow the words of DESIGN.md: N parameters, D atoms seen, C FLOPs (measured, corrected), H
 device-hours, loss = validation loss.
