@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from symscale.study.spec import RunPlan, StudySpec
+from symscale.train.compute import estimated_flops
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def estimate_runs(
         prefix = p.config.data.train_fraction or p.prefix
         atoms = n_train * float(prefix) * epochs * size.atoms_per_structure
         kappa, source = kappas[p.arch]
-        flops = 3.0 * kappa * n * atoms
+        flops = estimated_flops(kappa, n, atoms)
         out.append(
             RunEstimate(
                 p.run_id, p.arch, p.width, p.mode, p.prefix, p.seed, n, atoms, kappa, source, flops, flops / fps

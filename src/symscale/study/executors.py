@@ -18,7 +18,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,8 @@ def _call_run_fn(task: RunTask, run_dir: Path) -> dict[str, Any]:
     config = task.config
     if task.threads is not None:
         torch.set_num_threads(task.threads)
-        config = config.updated({"threads": task.threads})  # threads are not part of the run's identity
+        # the engine's thread count wins over the spec's; threads are not part of the run's identity
+        config = replace(config, runtime=replace(config.runtime, threads=task.threads))
     try:
         task.run_fn(config, run_dir)
     except Exception as err:  # the run failed: record why, the study goes on with the others
