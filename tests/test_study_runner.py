@@ -147,3 +147,20 @@ def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, ext
         match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
     ):
         make_executor(ExecutorSpec(), tmp_path, kind=cls)
+
+
+def test_the_grid_is_typed_once_and_the_plan_file_says_the_prefix(tmp_path):
+    """One typed path: each task carries the RunConfig the spec expanded (not a dict to validate again), and
+    the plan beside the run records its grid prefix and the config that gives its id."""
+    from symscale import rundir
+    from symscale.config import RunConfig
+
+    spec = load_spec(_spec_file(tmp_path))
+    plans = expand_runs(spec)
+    tasks = plan_tasks(tmp_path / "study", plans, {}, retry_failed=False, run_fn=FAKE)
+    assert [t.config for t in tasks] == [p.config for p in plans]
+    assert all(isinstance(t.config, RunConfig) and t.run_fn is fake_run for t in tasks)
+    for plan in plans:
+        saved = rundir.read_plan(tmp_path / "study" / "runs" / plan.run_id)
+        assert saved["prefix"] == plan.prefix == 1.0
+        assert plan.run_id.endswith(RunConfig.from_dict(saved["config"]).config_hash()[:10])
