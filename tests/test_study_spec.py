@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from symscale.config import RunConfig
 from symscale.errors import SymscaleError
 from symscale.study.spec import expand_runs, load_spec, parse_spec, run_id
 
@@ -67,10 +68,11 @@ def test_expansion_grid_and_deterministic_ids(tmp_path):
     assert [p.run_id for p in plans] == [p.run_id for p in again]
     # the id is a hash of the configuration: any change gives a new id, key order does not matter
     base = {"arch": "mpnn", "width": 4}
-    a = run_id("mpnn", 4, {**base, "lr": 1e-3, "batch_size": 4})
-    assert a == run_id("mpnn", 4, {"batch_size": 4, "lr": 1e-3, **base})
-    assert a == run_id("mpnn", 4, {**base, "lr": 1e-3, "batch_size": 4, "threads": 3})  # threads: same results
-    assert a != run_id("mpnn", 4, {**base, "batch_size": 4, "lr": 2e-3})
+    rid = lambda raw: run_id(RunConfig.from_dict(raw))  # noqa: E731
+    a = rid({**base, "lr": 1e-3, "batch_size": 4})
+    assert a == rid({"batch_size": 4, "lr": 1e-3, **base}) and a.startswith("mpnn-w4-")
+    assert a == rid({**base, "lr": 1e-3, "batch_size": 4, "threads": 3})  # threads: same results
+    assert a != rid({**base, "batch_size": 4, "lr": 2e-3})
     changed = expand_runs(parse_spec(_raw(training={"batch_size": 8, "lr": 1e-3}), source="tiny.yaml"))
     assert not {p.run_id for p in plans} & {p.run_id for p in changed}
 
@@ -81,3 +83,17 @@ def test_yaml_file_roundtrip(tmp_path):
     spec = load_spec(path, overrides={"executor": {"workers": 2}})
     assert spec.executor.workers == 2
     assert spec.dataset.path == str((tmp_path / "data.xyz").resolve())  # relative to the spec file
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"report": "false"}, "invalid report"),  # issue 14 item 8: read as True before
+        ({"dataset": {"builtin": 100, "neutral_only": "false"}}, "invalid dataset.neutral_only"),
+        ({"seeds": ["5"]}, "invalid seeds"),
+        ({"training": {"batch_size": "5"}}, "batch_size"),  # the run config's rule, the same as the spec's
+    ],
+)
+def test_spec_values_are_strict(tmp_path, change, expected):
+    with pytest.raises(SymscaleError, match=expected):
+        expand_runs(parse_spec(_raw(**change), source=str(tmp_path / "s.yaml")))

@@ -15,10 +15,11 @@ import torch
 
 from symscale.config import RunConfig
 from symscale.data.toy import toy_structures
+from symscale.rundir import read_metrics
 from symscale.train import loop
 from symscale.train.checkpoint import load_checkpoint, load_model
 from symscale.train.evaluation import eval_steps, evaluate
-from symscale.train.loop import read_metrics, train_run
+from symscale.train.loop import train_run
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,24 @@ def test_run_directory_and_metrics(tmp_path, toy440):
     before = (out / "metrics.jsonl").read_text()
     again = train_run(c, out, dataset=toy440[:100])
     assert again.status == "finished" and (out / "metrics.jsonl").read_text() == before
+
+
+def test_a_torn_metrics_line_and_a_stale_status_tmp_do_not_block_a_rerun(tmp_path, toy440):
+    """Issue 14 item 2, as it happened on a full disk: status.json still says running, metrics.jsonl ends in
+    a torn line and a 0-byte .status.json.tmp was left; the rerun resumes and repairs the log."""
+    out = tmp_path / "run"
+    c = cfg(n_train=40, eval_points=2)
+    assert train_run(c, out, dataset=toy440[:100]).status == "finished"
+    whole = (out / "metrics.jsonl").read_text()
+    status = json.loads((out / "status.json").read_text())
+    (out / "status.json").write_text(json.dumps({**status, "status": "running"}))
+    (out / ".status.json.tmp").write_text("")
+    with (out / "metrics.jsonl").open("a") as fh:
+        fh.write('{"step": 11, "val_lo')
+    again = train_run(c, out, dataset=toy440[:100])
+    assert again.status == "finished" and again.final["step"] == 10
+    assert (out / "metrics.jsonl").read_text() == whole  # the torn tail is cut, nothing duplicated
+    assert json.loads((out / "status.json").read_text())["status"] == "finished"
 
 
 def test_evaluation_and_checkpoint_use_the_averaged_weights(tmp_path, toy440):
@@ -191,20 +210,3 @@ def test_multiple_epochs_with_augmentation_see_the_prefix_k_times(tmp_path, toy4
     assert result.status == "finished" and result.steps == 12
     assert result.final["structures_seen"] == 48 and result.final["epoch"] == 2
     assert json.loads((tmp_path / "run" / "run.json").read_text())["mode"] == "multi_epoch"
-
-
-def test_runs_on_data_with_molecule_ids_validate_on_unseen_molecules(tmp_path):
-    from symscale.data.readers import open_dataset, write_structures
-
-    structures = toy_structures(60, seed=2)
-    for k, s in enumerate(structures):
-        s.info["mol"] = k // 4  # 15 molecules of 4 snapshots, as the built-in set records them
-    write_structures(tmp_path / "d.aselmdb", structures)
-    data = loop.resolve_data(cfg(n_val=10), open_dataset(tmp_path / "d.aselmdb"))
-    assert data.split == "by molecule" and len(data.val) == 12  # three whole molecules
-    mol = [s.info["mol"] for s in structures]
-    packed_val = {round(data.dataset[int(i)].energy, 9) for i in data.val}  # packed: match by energy
-    val_mols = {mol[k] for k, s in enumerate(structures) if round(s.energy, 9) in packed_val}
-    train_mols = {mol[k] for k, s in enumerate(structures) if round(s.energy, 9) not in packed_val}
-    assert len(val_mols) == 3 and val_mols.isdisjoint(train_mols)
-    assert loop.resolve_data(cfg(n_val=10), toy_structures(60, seed=2)).split == "by structure"  # no ids

@@ -142,14 +142,17 @@ def _unknown(key: str) -> SymscaleError:
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:
-    if isinstance(value, bool):
-        raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})")
-    if isinstance(value, str):
+    """The one number rule of run configs and study specs: a YAML/JSON number; for floats also a string in
+    exponent form, which YAML 1.1 reads as a string (`1e-3`). Strings are never integers ("5" is refused)
+    and booleans are never numbers."""
+    if isinstance(value, str) and kind is float:
         try:
             value = float(value)
         except ValueError:
-            raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+            raise SymscaleError.invalid(key, value, "a number (float)") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})")
+    if not math.isfinite(value):
         raise SymscaleError.invalid(key, value, f"a finite number ({kind.__name__})")
     if kind is int:
         if float(value) != int(value):
@@ -158,12 +161,31 @@ def _number(key: str, value: Any, kind: type) -> int | float:
     return float(value)
 
 
-def _bool(key: str, value: Any) -> bool:
+def check_int(key: str, value: Any, minimum: int | None = None) -> int:
+    """An integer (strict, see `_number`), at least `minimum`; SymscaleError naming `key` otherwise."""
+    out = _number(key, value, int)
+    if minimum is not None and out < minimum:
+        raise SymscaleError.invalid(key, value, f"an integer >= {minimum}")
+    return out
+
+
+def check_float(key: str, value: Any, *, positive: bool = False) -> float:
+    """A finite number (strict, see `_number`), > 0 when `positive`."""
+    out = _number(key, value, float)
+    if positive and not out > 0:
+        raise SymscaleError.invalid(key, value, "a number > 0")
+    return out
+
+
+def check_bool(key: str, value: Any) -> bool:
+    """A YAML boolean: true or false. Strings ("false", "yes") are refused: YAML quotes make them text,
+    and reading a non-empty string as True once filtered a study's data silently."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise SymscaleError.invalid(key, value, "true or false")
+    raise SymscaleError.invalid(key, value, "true or false (unquoted)")
+
+
+_bool = check_bool
 
 
 def _coerce(key: str, value: Any, hint: str) -> Any:
@@ -322,6 +344,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         _validate(self)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a worker process, submitit, Ray) as its fields, the overrides as a plain dict."""
+        return {**self.__dict__, "model_overrides": dict(self.model_overrides)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled as validated: the fields are set back as they were, without a second validation."""
+        for key, value in state.items():
+            object.__setattr__(self, key, MappingProxyType(value) if key == "model_overrides" else value)
+
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
         """Validate a (nested, dotted or flat) mapping; unknown keys are a `SymscaleError`."""
@@ -419,7 +450,7 @@ def parse_value(text: str) -> Any:
     except yaml.YAMLError as err:
         raise SymscaleError.invalid("--set value", text, f"a YAML value ({err.problem})") from None
     if isinstance(value, bool) and text.lower() not in ("true", "false"):
-        return text  # YAML 1.1 reads on/off/yes/no as booleans; keep the word (bool keys still accept it)
+        return text  # YAML 1.1 reads on/off/yes/no as booleans; keep the word (bool keys refuse it)
     return value
 
 

@@ -3,7 +3,9 @@
 Run directories may sit on a cluster's shared file system where concurrent writers to one database are
 unsafe, so only the study process writes `catalogue.sqlite`, and it can always be rebuilt: `Catalogue.refresh`
 rescans `runs/*/`, re-reads the runs whose files changed (a signature of mtimes and sizes) and drops rows
-of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch.
+of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch. Readers (`symscale runs`,
+the report) call `Catalogue.runs`, which reads the run directories and writes nothing. Every run is read by
+`symscale.rundir.read_run` into its one `RunRecord`, planned runs (a plan file, no directory yet) included.
 
 Columns follow the words of DESIGN.md: N parameters, D atoms seen, C FLOPs (measured, corrected), H
 device-hours, loss = validation loss.
@@ -13,61 +15,52 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
+import io
 import logging
 import math
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Any
 
+from symscale.rundir import (
+    METRICS,
+    RUN_INFO,
+    STATUS,
+    RunRecord,
+    device_hours,
+    plan_path,
+    read_metrics,
+    read_run,
+    scan_study,
+    study_run_dirs,
+    write_text,
+)
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the columns of rundir.RunRecord
 DB_NAME = "catalogue.sqlite"
 LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "fraction", "prefix")
-_SIGNED_FILES = ("run.json", "status.json", "metrics.jsonl")
-PLAN_SUFFIX = ".plan.json"
+_SIGNED_FILES = (RUN_INFO, STATUS, METRICS)
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
+_EVAL_KEYS = (
+    "step", "fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds", "val_loss",
+    "energy_mae_mev_per_atom", "force_mae_mev_per_A", "force_cos", "equivariance_error_forces",
+)  # fmt: skip
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, arch TEXT, width INTEGER, seed INTEGER, mode TEXT, prefix REAL,
-    status TEXT, reason TEXT, n_params INTEGER, atoms_seen REAL, flops REAL, device_hours REAL,
-    last_loss REAL, last_step INTEGER, n_evals INTEGER, signature TEXT);
+    status TEXT, reason TEXT, N INTEGER, D REAL, C REAL, H REAL, loss REAL, step INTEGER, n_evals INTEGER,
+    kappa REAL, updated_utc TEXT, signature TEXT);
 CREATE TABLE evals (
     run_id TEXT, step INTEGER, fraction REAL, structures_seen REAL, atoms_seen REAL, flops REAL,
     flops_raw REAL, device_seconds REAL, val_loss REAL, energy_mae REAL, force_mae REAL, force_cos REAL,
     equivariance_error REAL);
 CREATE INDEX evals_run ON evals(run_id);
 """
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One run as the catalogue sees it (None where the run has not said yet)."""
-
-    run_id: str
-    arch: str | None
-    width: int | None
-    seed: int | None
-    mode: str | None
-    prefix: float | None  # training-set fraction of the run
-    status: str
-    reason: str | None
-    n_params: int | None  # N
-    atoms_seen: float | None  # D at the last evaluation
-    flops: float | None  # C at the last evaluation, FLOPs
-    device_hours: float | None  # H at the last evaluation
-    last_loss: float | None
-    last_step: int | None
-    n_evals: int
-
-
-def plan_path(run_dir: str | Path) -> Path:
-    """runs/<id>.plan.json, the study's record of a run's grid coordinates."""
-    run_dir = Path(run_dir)
-    return run_dir.with_name(run_dir.name + PLAN_SUFFIX)
 
 
 def _signature(run_dir: Path) -> str:
@@ -81,26 +74,6 @@ def _signature(run_dir: Path) -> str:
     return "|".join(parts)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The run's evaluation lines (metrics.jsonl); a torn last line (a run killed mid-write) is skipped."""
-    rows = []
-    try:
-        lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        with contextlib.suppress(ValueError):
-            rows.append(json.loads(line))
-    return rows
-
-
 def _float(x: Any) -> float | None:
     try:
         x = float(x)
@@ -110,47 +83,10 @@ def _float(x: Any) -> float | None:
 
 
 def scan_run(run_dir: Path) -> tuple[RunRecord, list[tuple]]:
-    """Read one run directory into a record and its evaluation rows."""
-    plan = _read_json(plan_path(run_dir))
-    info, status = (_read_json(run_dir / n) for n in ("run.json", "status.json"))
+    """Read one run directory (through `symscale.rundir`) into its record and its evaluation rows."""
     metrics = read_metrics(run_dir)
-    last = metrics[-1] if metrics else {}
-    pick = lambda key: info.get(key, plan.get(key))
-    n_params = info.get("N", info.get("n_params"))
-    dev_s = _float(last.get("device_seconds"))
-    record = RunRecord(
-        run_id=run_dir.name,
-        arch=pick("arch"),
-        width=pick("width"),
-        seed=pick("seed"),
-        mode=plan.get("mode", info.get("mode")),
-        prefix=plan.get("fraction"),
-        status=status.get("status", "pending"),
-        reason=status.get("reason"),
-        n_params=None if n_params is None else int(n_params),
-        atoms_seen=_float(last.get("atoms_seen")),
-        flops=_float(last.get("flops")),
-        device_hours=None if dev_s is None else dev_s / 3600.0,
-        last_loss=_float(last.get("val_loss")),
-        last_step=last.get("step"),
-        n_evals=len(metrics),
-    )
-    keys = (
-        "step",
-        "fraction",
-        "structures_seen",
-        "atoms_seen",
-        "flops",
-        "flops_raw",
-        "device_seconds",
-        "val_loss",
-        "energy_mae_mev_per_atom",
-        "force_mae_mev_per_A",
-        "force_cos",
-        "equivariance_error_forces",
-    )
-    evals = [(run_dir.name, *(m.get(k) for k in keys)) for m in metrics]
-    return record, evals
+    evals = [(run_dir.name, *(m.get(k) for k in _EVAL_KEYS)) for m in metrics]
+    return read_run(run_dir, metrics), evals
 
 
 class Catalogue:
@@ -183,10 +119,7 @@ class Catalogue:
 
     def refresh(self) -> list[RunRecord]:
         """Bring the index up to date with the run directories and return every run's record."""
-        runs = self.study_dir / "runs"
-        dirs = {p.name: p for p in sorted(runs.glob("*")) if p.is_dir()}
-        for plan in sorted(runs.glob(f"*{PLAN_SUFFIX}")):  # planned runs that have not started yet
-            dirs.setdefault(plan.name.removesuffix(PLAN_SUFFIX), runs / plan.name.removesuffix(PLAN_SUFFIX))
+        dirs = study_run_dirs(self.study_dir)  # run directories and planned runs that have not started yet
         con = self._connect()
         try:
             known = dict(con.execute("SELECT run_id, signature FROM runs").fetchall())
@@ -209,13 +142,20 @@ class Catalogue:
     def _upsert(self, con: sqlite3.Connection, path: Path, sig: str) -> None:
         record, evals = scan_run(path)
         self._delete(con, record.run_id)
-        con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * 16)})", (*record.__dict__.values(), sig))
+        values = (*astuple(record), sig)
+        con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(values))})", values)
         con.executemany(f"INSERT INTO evals VALUES ({', '.join('?' * 13)})", evals)
 
     @staticmethod
     def _records(con: sqlite3.Connection) -> list[RunRecord]:
         rows = con.execute("SELECT * FROM runs ORDER BY arch, width, seed, mode, prefix, run_id").fetchall()
-        return [RunRecord(*row[:-1]) for row in rows]
+        return [RunRecord(*row[: len(_RECORD_FIELDS)]) for row in rows]
+
+    def runs(self) -> list[RunRecord]:
+        """Every run's record read from the run directories, writing nothing (for readers: the report,
+        `symscale runs`); in the same order as `refresh`."""
+        key = lambda r: tuple((v is not None, v) for v in (r.arch, r.width, r.seed, r.mode, r.prefix)) + (r.run_id,)  # noqa: E731
+        return sorted(scan_study(self.study_dir), key=key)
 
     def evaluations(self, run_ids: list[str] | None = None) -> list[dict[str, Any]]:
         """Evaluation rows joined with their run's coordinates (after a `refresh`)."""
@@ -223,7 +163,7 @@ class Catalogue:
         con.row_factory = sqlite3.Row
         try:
             sql = (
-                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.n_params, r.status FROM evals e "
+                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status FROM evals e "
                 "JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
             )
             rows = [dict(r) for r in con.execute(sql)]
@@ -240,29 +180,16 @@ def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | Non
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
     step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction)."""
     rows = [r for r in catalogue.evaluations(run_ids) if r["status"] == "finished" and _float(r["val_loss"])]
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(LAWS_COLUMNS)
-        for r in rows:
-            hours = None if r["device_seconds"] is None else r["device_seconds"] / 3600.0
-            writer.writerow(
-                [
-                    r["arch"],
-                    r["run_id"],
-                    r["width"],
-                    r["n_params"],
-                    r["atoms_seen"],
-                    r["flops"],
-                    hours,
-                    r["val_loss"],
-                    r["step"],
-                    r["seed"],
-                    r["mode"],
-                    r["fraction"],
-                    r["prefix"],
-                ]
-            )
-    tmp.replace(path)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(LAWS_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [
+                r["arch"], r["run_id"], r["width"], r["N"], r["atoms_seen"], r["flops"],
+                device_hours(r["device_seconds"]), r["val_loss"], r["step"], r["seed"], r["mode"], r["fraction"],
+                r["prefix"],
+            ]
+        )  # fmt: skip
+    write_text(path, buffer.getvalue())  # a unique temporary file: concurrent exports never collide
     return len(rows)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from symscale.study.spec import RunPlan, StudySpec
+from symscale.train.compute import estimated_flops
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def estimate_runs(
     n_params: dict[tuple[str, int], int] = {}
     for p in plans:
         if (p.arch, p.width) not in n_params:
-            overrides = dict(p.config.get("model_overrides") or {})
+            overrides = dict(p.config.model_overrides)
             n_params[(p.arch, p.width)] = count_parameters(p.arch, p.width, size.elements, overrides)
     kappas = {}
     for arch, width in _kappa_widths(plans, n_params).items():
@@ -149,13 +150,14 @@ def estimate_runs(
     out = []
     for p in plans:
         n = n_params[(p.arch, p.width)]
-        epochs = float(p.config.get("epochs", 1))
-        atoms = n_train * float(p.config.get("train_fraction", p.fraction)) * epochs * size.atoms_per_structure
+        epochs = float(p.config.training.epochs)
+        prefix = p.config.data.train_fraction or p.prefix
+        atoms = n_train * float(prefix) * epochs * size.atoms_per_structure
         kappa, source = kappas[p.arch]
-        flops = 3.0 * kappa * n * atoms
+        flops = estimated_flops(kappa, n, atoms)
         out.append(
             RunEstimate(
-                p.run_id, p.arch, p.width, p.mode, p.fraction, p.seed, n, atoms, kappa, source, flops, flops / fps
+                p.run_id, p.arch, p.width, p.mode, p.prefix, p.seed, n, atoms, kappa, source, flops, flops / fps
             )
         )
     return out

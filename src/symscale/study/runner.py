@@ -7,8 +7,9 @@ Idempotent: finished runs are skipped, interrupted ones resume from their checkp
 failed unless `retry_failed`. On a finished study only the fits and the report are refreshed.
 
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
-runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs),
-catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last invocation's summary).
+runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
+belongs to `symscale.rundir`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
+invocation's summary). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
 
 from __future__ import annotations
@@ -19,18 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from symscale import rundir
 from symscale.errors import SymscaleError
-from symscale.study.catalogue import Catalogue, export_laws, plan_path
+from symscale.study.catalogue import Catalogue, export_laws
 from symscale.study.estimate import RunEstimate, estimate_runs
-from symscale.study.executors import (
-    DEFAULT_RUN_FN,
-    RunOutcome,
-    RunTask,
-    make_executor,
-    read_status,
-    reset_for_retry,
-)
+from symscale.study.executors import RunFn, RunOutcome, RunTask, reset_for_retry, train_config
+from symscale.study.local import LocalExecutor
+from symscale.study.ray import RayExecutor
+from symscale.study.slurm import SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
 
 log = logging.getLogger(__name__)
@@ -133,11 +132,19 @@ def init_study_dir(spec: StudySpec, study_dir: str | Path) -> Path:
 def write_plan(plan: RunPlan, run_dir: Path) -> None:
     """runs/<id>.plan.json: the run's grid coordinates and configuration, so that the catalogue knows a run
     before it starts (beside the run directory, which belongs to the training loop)."""
-    path = plan_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(asdict(plan), indent=1, sort_keys=True, default=str)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    rundir.write_plan(run_dir, plan.to_dict())
+
+
+def make_executor(settings: Any, study_dir: str | Path, *, kind: str | None = None, workers: int | None = None):
+    """The engine the spec's `executor` section asks for (`kind` and `workers` override it)."""
+    kind = kind or settings.kind
+    if kind == "local":
+        return LocalExecutor(workers or settings.workers, settings.threads_per_worker, settings.max_restarts)
+    if kind == "slurm":
+        return SlurmExecutor(Path(study_dir) / "slurm", settings.slurm, settings.threads_per_worker)
+    if kind == "ray":
+        return RayExecutor(settings.ray, settings.threads_per_worker)
+    raise SymscaleError.invalid("executor", kind, "local, slurm or ray")
 
 
 def plan_tasks(
@@ -146,14 +153,14 @@ def plan_tasks(
     estimates: dict[str, float],
     *,
     retry_failed: bool,
-    run_fn: str,
+    run_fn: RunFn,
 ) -> list[RunTask]:
     """Tasks for the runs that are not finished (and not failed unless `retry_failed`)."""
     tasks = []
     for plan in plans:
         run_dir = study_dir / "runs" / plan.run_id
         write_plan(plan, run_dir)
-        status = read_status(run_dir).get("status")
+        status = rundir.read_status(run_dir)["status"]
         if status == "finished" or (status == "failed" and not retry_failed):
             continue
         if status == "failed":
@@ -169,7 +176,7 @@ def run_study(
     kind: str | None = None,
     workers: int | None = None,
     retry_failed: bool = False,
-    run_fn: str = DEFAULT_RUN_FN,
+    run_fn: RunFn = train_config,
     finalize: bool = True,
     out: Printer = log.info,
 ) -> StudyResult:
@@ -177,7 +184,7 @@ def run_study(
     t0 = time.monotonic()
     study_dir = init_study_dir(spec, study_dir)
     plans = expand_runs(spec)
-    todo = [p for p in plans if read_status(study_dir / "runs" / p.run_id).get("status") != "finished"]
+    todo = [p for p in plans if rundir.read_status(study_dir / "runs" / p.run_id)["status"] != "finished"]
     if todo:
         _execute(spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out)
     else:
@@ -237,7 +244,7 @@ def summarize(
         failures=failures,
         wall_s=wall_s,
     )
-    (study_dir / "study.json").write_text(json.dumps(asdict(result), indent=1))
+    rundir.write_text(study_dir / "study.json", json.dumps(asdict(result), indent=1))
     _print_summary(result, out)
     return result
 
@@ -255,7 +262,7 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         results = fit_laws_table(table, **spec.fits)
         payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}
         path = study_dir / "fits.json"
-        path.write_text(json.dumps(payload, indent=1, default=float))
+        rundir.write_text(path, json.dumps(payload, indent=1, default=float))
     except Exception as err:  # a fit failure is reported, the study still completes
         log.exception("fits failed")
         return None, f"fits failed: {type(err).__name__}: {err}"

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from symscale.config import RunConfig, check_bool, check_float, check_int
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -159,16 +160,21 @@ class StudySpec:
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One run of a study: its id, its grid coordinates and its run configuration (a plain dict whose data
-    entry is the dataset identity; the runner substitutes the resolved paths before training)."""
+    """One run of a study: its id, its grid coordinates and its validated run configuration (built once by
+    `expand_runs` and handed on as is to the engine and the training loop)."""
 
     run_id: str
     arch: str
     width: int
     seed: int
     mode: str
-    fraction: float
-    config: dict[str, Any]
+    prefix: float  # the grid's data prefix (a multi_epoch run trains on prefix / MULTI_EPOCH_REPEATS of it)
+    config: RunConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan file's content (`symscale.rundir.write_plan`): coordinates and the nested config."""
+        coords = {k: getattr(self, k) for k in ("run_id", "arch", "width", "seed", "mode", "prefix")}
+        return {**coords, "config": self.config.to_dict()}
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -218,20 +224,11 @@ def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
 
 
 def _int(section: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SymscaleError.invalid(section, value, f"an integer >= {minimum}")
-    return value
+    return check_int(section, value, minimum)  # the run config's rule: "5" is not an integer
 
 
 def _positive(section: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 2.0e9 (no exponent sign) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SymscaleError.invalid(section, value, "a number > 0")
-    return float(value)
+    return check_float(section, value, positive=True)  # 2.0e9, which YAML 1.1 reads as a string, is a number
 
 
 def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
@@ -258,7 +255,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         executor=_parse_executor(raw.get("executor") or {}),
         flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
         fits=dict(_check_keys("fits", raw.get("fits") or {}, ("bootstrap", "seed", "group_by"))),
-        report=bool(raw.get("report", True)),
+        report=check_bool("report", raw.get("report", True)),
         description=str(raw.get("description", "")),
         source=source,
         raw=copy.deepcopy(raw),
@@ -299,7 +296,7 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
         builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
         seed=_int("dataset.seed", raw.get("seed", 0)),
         path=path,
-        neutral_only=bool(raw.get("neutral_only", False)),
+        neutral_only=check_bool("dataset.neutral_only", raw.get("neutral_only", False)),
         val=_int("dataset.val", raw.get("val", 200), 1),
         split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
         elements=elements,
@@ -360,7 +357,10 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
     if kind not in EXECUTORS:
         raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
     threads = raw.get("threads_per_worker")
-    slurm = _check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS)
+    slurm = dict(_check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS))
+    for key in ("local", "wait"):
+        if key in slurm:
+            slurm[key] = check_bool(f"executor.slurm.{key}", slurm[key])
     ray = _check_keys("executor.ray", raw.get("ray") or {}, _RAY_KEYS)
     return ExecutorSpec(
         kind=kind,
@@ -375,46 +375,39 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
 # ---------------------------------------------------------------- expansion to runs
 
 
-def run_id(arch: str, width: int, config: dict[str, Any]) -> str:
+def run_id(config: RunConfig) -> str:
     """Deterministic id: a readable prefix and the first 10 hex digits of `RunConfig.config_hash()`, the
     SHA-256 of the canonical JSON of the resolved configuration (defaults filled in; keys that do not change
     results, such as threads and device, left out). Equal configs give equal ids on every machine."""
-    from symscale.config import RunConfig
-
-    return f"{arch}-w{width}-{RunConfig.from_dict(config).config_hash()[:10]}"
+    return f"{config.arch}-w{config.width}-{config.config_hash()[:10]}"
 
 
-def run_config(spec: StudySpec, fam: FamilySpec, width: int, fraction: float, seed: int, mode: str) -> dict:
-    """The flat RunConfig mapping of one grid point."""
+def run_config(spec: StudySpec, fam: FamilySpec, width: int, prefix: float, seed: int, mode: str) -> RunConfig:
+    """The validated RunConfig of one grid point (a spec error names the spec's sections)."""
     cfg = merge(merge(spec.training, spec.evaluation), fam.training)
     cfg = merge(cfg, MODES[mode])
     if mode == "multi_epoch":
-        fraction = fraction / MULTI_EPOCH_REPEATS
-    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=fraction, **spec.dataset.run_keys())
+        prefix = prefix / MULTI_EPOCH_REPEATS
+    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=prefix, **spec.dataset.run_keys())
     if fam.overrides:
         cfg["model_overrides"] = merge(cfg.get("model_overrides") or {}, fam.overrides)
-    return cfg
-
-
-def _checked_id(fam: FamilySpec, width: int, cfg: dict[str, Any]) -> str:
     try:
-        return run_id(fam.arch, width, cfg)
+        return RunConfig.from_dict(cfg)
     except SymscaleError as err:
         raise SymscaleError(f"invalid study spec (training / evaluation / family overrides): {err}") from None
 
 
 def expand_runs(spec: StudySpec) -> list[RunPlan]:
     """Every run of the study, in a stable order (family, width, prefix, seed, mode); each configuration is
-    validated by RunConfig (an unknown training key is an error naming the allowed keys)."""
+    validated once, here, by RunConfig (an unknown training key is an error naming the allowed keys)."""
     plans = []
     for fam in spec.families:
         for width in fam.widths:
-            for fraction in spec.prefixes:
+            for prefix in spec.prefixes:
                 for seed in spec.seeds:
                     for mode in spec.modes:
-                        cfg = run_config(spec, fam, width, fraction, seed, mode)
-                        rid = _checked_id(fam, width, cfg)
-                        plans.append(RunPlan(rid, fam.arch, width, seed, mode, fraction, cfg))
+                        cfg = run_config(spec, fam, width, prefix, seed, mode)
+                        plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
     ids = [p.run_id for p in plans]
     if len(set(ids)) != len(ids):
         raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")

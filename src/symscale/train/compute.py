@@ -110,6 +110,17 @@ def count_flops(fn: Callable[[], object]) -> FlopCount:
     return FlopCount(raw=int(raw), corrected=int(sum(counts.values())))
 
 
+def kappa(forward_flops: float, n_atoms: int, num_parameters: int) -> float:
+    """kappa: forward FLOPs per atom per parameter (the paper's constant in C = 3 kappa N D)."""
+    return forward_flops / (max(n_atoms, 1) * num_parameters)
+
+
+def estimated_flops(kappa_value: float, num_parameters: float, atoms: float) -> float:
+    """C = 3 kappa N D: the paper's estimate of training FLOPs (forward + backward = 3 forwards) from kappa,
+    N parameters and D atoms seen."""
+    return 3.0 * kappa_value * num_parameters * atoms
+
+
 @dataclass(frozen=True)
 class FlopModel:
     """Per-step FLOPs as a linear function of atoms and edges, fitted on measured batches.
@@ -133,8 +144,10 @@ class FlopModel:
 
     def kappa(self, num_parameters: int) -> tuple[float, float]:
         """(corrected, raw) forward FLOPs per atom per parameter on the measured batches."""
-        denom = max(self.measured_atoms, 1) * num_parameters
-        return self.measured_forward_corrected / denom, self.measured_forward_raw / denom
+        atoms = self.measured_atoms
+        return kappa(self.measured_forward_corrected, atoms, num_parameters), kappa(
+            self.measured_forward_raw, atoms, num_parameters
+        )
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -277,8 +290,8 @@ def measure_family(arch: str, width: int, batch: GraphBatch | None = None, **ove
         arch=arch,
         width=width,
         num_parameters=n_params,
-        kappa_raw=fwd.raw / (atoms * n_params),
-        kappa_corrected=fwd.corrected / (atoms * n_params),
+        kappa_raw=kappa(fwd.raw, atoms, n_params),
+        kappa_corrected=kappa(fwd.corrected, atoms, n_params),
         forward_flops_per_atom=fwd.corrected / atoms,
         train_flops_per_atom=train.corrected / atoms,
         atoms=atoms,

@@ -1,25 +1,31 @@
-"""The slurm executor through submitit's local executor and the ray executor on a local cluster."""
+"""The slurm engine through submitit's local executor: array tasks, requeue on preemption (fake run)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-from symscale.study.executors import RayExecutor, RunTask, SlurmExecutor, execute_run, lock_path
-from symscale.study.spec import RaySpec, SlurmSpec
+from fake_runs import fake_config, fake_run
+from symscale.rundir import lock_path
+from symscale.study.executors import RunTask, execute_run
+from symscale.study.slurm import SlurmExecutor
+from symscale.study.spec import SlurmSpec
 
-FAKE = "test_study_executors:fake_run"
 TESTS = str(Path(__file__).parent)
+
+
+def _pythonpath() -> str:
+    """The tests folder (the fake run functions) before the caller's PYTHONPATH (the checkout under test)."""
+    return TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
 
 
 def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
     return [
-        RunTask(f"r{i}", str(root / f"r{i}"), {"arch": "mpnn", "width": 2 + i, "steps": 3, **cfg}, FAKE)
+        RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
         for i in range(n)
     ]
 
@@ -27,7 +33,7 @@ def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
 def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
     for t in tasks:
         ref = tmp_path / "ref" / t.run_id
-        execute_run(RunTask(t.run_id, str(ref), t.config, FAKE))
+        execute_run(RunTask(t.run_id, str(ref), t.config, fake_run))
         if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
             return False
     return True
@@ -35,7 +41,7 @@ def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
 
 def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", TESTS)  # the job processes import the fake run function
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())  # the job processes import the fake run function
     tasks = _tasks(tmp_path / "runs")
     finished = []
     ex = SlurmExecutor(tmp_path / "slurm", SlurmSpec(local=True, time_min=5), threads=1)
@@ -48,8 +54,8 @@ def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
 def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     """A preempted (timed-out) task is checkpointed by submitit, requeued and resumes where it stopped."""
     submitit = pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", TESTS)
-    from symscale.study.executors import CheckpointableRun
+    monkeypatch.setenv("PYTHONPATH", _pythonpath())
+    from symscale.study.slurm import CheckpointableRun
 
     task = _tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
     ex = submitit.LocalExecutor(folder=tmp_path / "slurm", max_num_timeout=3)
@@ -71,32 +77,3 @@ def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     steps = [json.loads(line)["step"] for line in (Path(task.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31))  # resumed: every step once
     assert _same_as_reference(tmp_path, [task])
-
-
-@pytest.mark.slow
-def test_ray_executor_local_cluster(tmp_path, monkeypatch):
-    pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", TESTS + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    tasks = _tasks(tmp_path / "runs")
-    finished = []
-    ex = RayExecutor(RaySpec(num_cpus=2, cpus_per_run=1), threads=1)
-    outcomes = ex.run(tasks, on_finish=lambda t, o: finished.append(t.run_id))
-    assert sorted(finished) == ["r0", "r1", "r2"]
-    assert all(o.status == "finished" for o in outcomes), outcomes
-    assert _same_as_reference(tmp_path, tasks)
-
-
-@pytest.mark.parametrize(
-    "module, cls, extra", [("submitit", "slurm", "symscale[slurm]"), ("ray", "ray", "symscale[ray]")]
-)
-def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
-    from symscale.errors import SymscaleError
-    from symscale.study.executors import make_executor
-    from symscale.study.spec import ExecutorSpec
-
-    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
-    with pytest.raises(
-        SymscaleError,
-        match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
-    ):
-        make_executor(ExecutorSpec(), tmp_path, kind=cls)

@@ -1,0 +1,93 @@
+"""Resolving a run's data: open its source, hold out the validation set, take the nested training prefix.
+
+The prefix is the nested fraction of the training pool a run trains on (`data.train_fraction`, or an exact
+count `data.n_train`): prefixes of one split are nested, so a 10% run sees a subset of the 30% run's data.
+The validation set is fixed by `data.split_seed` and the size `data.n_val` and never depends on the prefix.
+Statistics of the prefix (`symscale.data.stats.compute_stats`) are computed by the loop, which reuses a
+checkpoint's statistics on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from symscale.config import RunConfig
+from symscale.data.packed import pack
+from symscale.data.readers import Dataset, open_dataset
+from symscale.data.splits import make_splits, molecule_groups
+from symscale.errors import SymscaleError
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The resolved data of a run: the dataset (maybe packed), prefix and validation indices, statistics."""
+
+    dataset: Any
+    train: np.ndarray
+    val: np.ndarray
+    description: str
+    n_total: int
+    split: str = "by structure"  # how the validation set was drawn: "by molecule" (whole molecules) or not
+
+
+def open_data(config: RunConfig) -> Dataset:
+    """The dataset named by `config.data.source` ("builtin" generates or reuses the built-in set)."""
+    d = config.data
+    if d.source == "builtin":
+        try:
+            from symscale.data.builtin import builtin_dataset
+        except ImportError as err:
+            raise SymscaleError(f"the built-in dataset is not available in this installation ({err})") from None
+
+        paths = [builtin_dataset(d.builtin_structures, seed=d.builtin_seed)]
+    else:
+        paths = [d.source] if isinstance(d.source, str) else list(d.source)
+        for p in paths:
+            if not Path(p).exists():
+                raise SymscaleError(f"data not found: {p}")
+    return open_dataset(paths[0] if len(paths) == 1 else paths, neutral_only=d.neutral_only)
+
+
+def _check_labels(dataset: Any) -> None:
+    first = dataset[0]
+    if first.forces is None or first.energy is None:
+        missing = "forces" if first.forces is None else "energies"
+        raise SymscaleError(f"invalid data: {getattr(dataset, 'description', 'dataset')} has no {missing}")
+
+
+def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
+    """The data of a run: the validation set (whole molecules when the data has molecule ids), the
+    training prefix (`data.n_train` structures, else the `data.train_fraction` prefix of the pool, else all
+    of it) and, when prefix + validation fit under `data.pack_max_structures`, the packed in-RAM copy.
+    `dataset` replaces `config.data.source` (tests, benchmarks). Raises SymscaleError for data that cannot
+    make the run."""
+    d = config.data
+    dataset = open_data(config) if dataset is None else dataset
+    _check_labels(dataset)
+    n_total = len(dataset)
+    if d.n_val >= n_total:
+        raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
+    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))  # whole molecules in val
+    pool = splits.n_train_max
+    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
+    if n_train > pool:
+        raise SymscaleError(
+            f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
+            f"(the data has {n_total} structures, {len(splits.val)} held out for validation)"
+        )
+    train, val = splits.train_prefix(n_train), splits.val
+    description = getattr(dataset, "description", f"{n_total} structures")
+    if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
+        graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
+        dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
+        train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
+    split = "by molecule" if splits.by_molecule else "by structure"
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split)
+
+
+def _is_packed(dataset: Any) -> bool:
+    return type(dataset).__name__ == "PackedDataset"
