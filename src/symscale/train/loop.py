@@ -167,15 +167,18 @@ def _check_labels(dataset) -> None:
 
 def resolve_data(config: RunConfig, dataset=None) -> RunData:
     """Splits, prefix size and (when small enough) the packed in-RAM copy of prefix + validation set."""
-    from symscale.data.splits import make_splits, molecule_groups
+    from symscale.data.readers import open_dataset
+    from symscale.data.splits import validation_split
 
     d = config.data
     dataset = open_data(config) if dataset is None else dataset
     _check_labels(dataset)
     n_total = len(dataset)
-    if d.n_val >= n_total:
+    if d.val_source is None and d.n_val >= n_total:
         raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))  # whole molecules in val
+    val_data = None if d.val_source is None else open_dataset(d.val_source, neutral_only=d.neutral_only)
+    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
+    dataset, splits = split.dataset, split.splits
     pool = splits.n_train_max
     n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
     if n_train > pool:
@@ -191,8 +194,7 @@ def resolve_data(config: RunConfig, dataset=None) -> RunData:
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
         dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
-    split = "by molecule" if splits.by_molecule else "by structure"
-    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split)
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split.how)
 
 
 def _is_packed(dataset) -> bool:
