@@ -231,3 +231,16 @@ def test_loader_workers_start_once_and_give_the_batches_of_no_workers(tmp_path, 
         assert torch.equal(resumed[0].pos, list(BatchLoader(ds, orders[1], batch_size=7))[3].pos)
         assert pool.pids == pids and all(p.is_alive() for p in pool._procs)  # the same processes throughout
     assert not any(p.is_alive() for p in pool._procs)
+
+
+def test_statistics_reference_every_element_of_the_training_data(tmp_path, cache):
+    from symscale.data.stats import compute_stats
+
+    rows = synthetic_rows(400, seed=3)
+    rare = [encode_row(np.array([9, 6, 1]), np.eye(3) * 1.5, -80.0, np.zeros((3, 3)), {"charge": 0, "spin": 1})]
+    with AselmdbWriter(tmp_path / "a.aselmdb") as w:  # one fluorine structure among 401
+        w.write_encoded(rows[:200] + rare + rows[200:])
+    ds = open_dataset(tmp_path / "a.aselmdb", neutral_only=True)
+    stats = compute_stats(ds, max_samples=20, seed=0)
+    assert 9 in stats.element_energies and stats.n_sampled == 21  # the sample of 20 topped up with the F row
+    assert stats.atoms_per_structure == pytest.approx(np.mean([len(s) for s in ds]))  # exact, from the index

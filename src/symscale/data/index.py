@@ -38,6 +38,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -256,7 +257,7 @@ class _Chunk:
         bad_z = any_atom((z < 1) | (z > 118))
         bad_pos = any_atom(~np.isfinite(pos).all(1))
         bad_frc = any_atom(~np.isfinite(frc).all(1))
-        close = _min_distances(pos, sizes) < _min_distance_limit()
+        close = _any_close(pos, sizes, _min_distance_limit())
         energy = self.energy[rows]
         # the order of readers.check_structure: the first failing check names the reason
         checks = [
@@ -280,32 +281,27 @@ def _min_distance_limit() -> float:
     return MIN_DISTANCE
 
 
-_TRIU: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _min_distances(pos: np.ndarray, sizes: np.ndarray, max_pairs: int = 2_000_000) -> np.ndarray:
-    """[rows] smallest interatomic distance (Angstrom) of each structure (inf with one atom), by size groups."""
-    out = np.full(len(sizes), np.inf)
+def _any_close(pos: np.ndarray, sizes: np.ndarray, limit: float) -> np.ndarray:
+    """[rows] whether a structure has two atoms closer than `limit` (Angstrom): one k-d tree over the atoms of
+    all the rows, each structure moved along x beyond the previous one's extent so that no pair crosses rows."""
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
+    out = np.zeros(len(sizes), bool)
+    if len(pos) < 2:
+        return out
+    p = np.where(np.isfinite(pos), pos, 0.0)  # rows with NaN positions are invalid for that reason already
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    for n in np.unique(sizes):
-        n = int(n)
-        rows = np.flatnonzero(sizes == n)
-        if n < 2:
-            continue
-        if n > 200:
-            from symscale.data.readers import _min_distance
+    nonempty = sizes > 0
+    low = np.zeros((len(sizes), 3))
+    high = np.zeros((len(sizes), 3))
+    low[nonempty] = np.minimum.reduceat(p, starts[nonempty])
+    high[nonempty] = np.maximum.reduceat(p, starts[nonempty])
+    shift = np.concatenate([[0.0], np.cumsum(high[:, 0] - low[:, 0] + 10.0 * limit + 1.0)[:-1]])  # [rows]
+    q = p - low[owner]
+    q[:, 0] += shift[owner]
+    from scipy.spatial import cKDTree
 
-            for r in rows:
-                out[r] = _min_distance(pos[starts[r] : starts[r] + n])
-            continue
-        if n not in _TRIU:
-            _TRIU[n] = np.triu_indices(n, 1)
-        i, j = _TRIU[n]
-        block = max(1, max_pairs // len(i))
-        for b in range(0, len(rows), block):
-            s = starts[rows[b : b + block], None]  # [rows, 1]
-            d2 = ((pos[s + i] - pos[s + j]) ** 2).sum(-1)  # [rows, pairs]
-            out[rows[b : b + block]] = np.sqrt(d2.min(1))
+    pairs = cKDTree(q).query_pairs(limit, output_type="ndarray")  # [n_pairs, 2]
+    out[owner[pairs[:, 0]]] = True
     return out
 
 
@@ -325,10 +321,15 @@ def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
 
     chunk = _Chunk(stop - start)
     if isinstance(source, _LmdbSource):
-        for k, i in enumerate(range(start, stop)):
+        from symscale.data.readers import _decode
+
+        txn = source._txn()
+        ids = range(start + 1, stop + 1) if source.ids is None else source.ids[start:stop].tolist()
+        for k, row_id in enumerate(ids):
+            raw = txn.get(str(row_id).encode("ascii"))
             try:
-                d = source.row(i)
-            except SymscaleError:
+                d = _decode(raw)
+            except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
                 chunk.corrupt(k)
                 continue
             chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(d.get("energy")),
@@ -496,6 +497,31 @@ class DatasetIndex:
                 structures += np.bincount(z, minlength=256)
         present = np.flatnonzero(atoms)
         return {int(z): int(atoms[z]) for z in present}, {int(z): int(structures[z]) for z in present}
+
+    def elements(self) -> set[int]:
+        """Every element of any row of the files (from the composition arrays, not the rows)."""
+        counts = sum(np.bincount(np.asarray(f.comp_z), minlength=256) for f in self.files)
+        return {int(z) for z in np.flatnonzero(counts)}
+
+    def rows_containing(self, rows: np.ndarray, elements, per_element: int = 8) -> dict[int, np.ndarray]:
+        """For each element, the positions in `rows` of up to `per_element` rows that contain it (none when no
+        row of `rows` does). One vectorised look-up over the composition arrays: cheap at any size."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lut = np.zeros(256, bool)
+        lut[[int(z) for z in elements]] = True
+        member = np.zeros(len(self), bool)
+        member[rows] = True
+        hit_rows, hit_z = [], []
+        for f, start in zip(self.files, self.starts[:-1]):
+            entries = np.flatnonzero(lut[np.asarray(f.comp_z)])  # composition entries of a wanted element
+            owner = np.searchsorted(np.asarray(f.comp_ptr), entries, side="right") - 1 + start  # [entries] raw row
+            keep = member[owner]
+            hit_rows.append(owner[keep])
+            hit_z.append(np.asarray(f.comp_z)[entries[keep]])
+        raw, z = np.concatenate(hit_rows), np.concatenate(hit_z)
+        order = np.argsort(rows, kind="stable")
+        position = order[np.searchsorted(rows[order], raw)]  # [hits] position of each hit row in `rows`
+        return {int(e): position[z == e][:per_element] for e in elements}
 
     def mean_atoms(self, rows: np.ndarray) -> float:
         n = self.field("n_atoms")

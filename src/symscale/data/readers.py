@@ -37,11 +37,14 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from symscale.data.graph import Structure
 from symscale.errors import SymscaleError
+
+if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
+    from symscale.data.graph import Structure
 
 try:  # orjson decodes the row JSON ~2x faster; optional
     import orjson
@@ -84,6 +87,8 @@ def _scalar(value) -> float | None:
 
 
 def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> Structure:
+    from symscale.data.graph import Structure
+
     info = dict(info)
     charge = info.pop("charge", 0)
     spin = info.pop("spin", 1)
@@ -148,6 +153,7 @@ class _LmdbSource:
 
     def __init__(self, path: Path):
         self.path = path
+        self._resolved = str(Path(path).resolve())
         self._env = None
         txn = self._txn()
         nextid = _decode(txn.get(b"nextid")) if txn.get(b"nextid") is not None else 1
@@ -160,7 +166,8 @@ class _LmdbSource:
             self.ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
 
     def _txn(self):
-        env = _open_envs.get(_env_key(self.path))
+        key = (self._resolved, os.getpid())  # per process: LMDB environments are not shared across a fork
+        env = _open_envs.get(key)
         if env is None or env is not self._env:  # (re)open per process, and after a writer closed it
             self._env = env if env is not None else _lmdb_env(self.path, readonly=True)
             self._txn_cache = self._env.begin(write=False)
@@ -194,7 +201,7 @@ class _LmdbSource:
         return dict(self.row(i).get("data") or {})
 
     def __getstate__(self):
-        return {"path": self.path, "ids": self.ids, "n_ids": self.n_ids}
+        return {"path": self.path, "_resolved": self._resolved, "ids": self.ids, "n_ids": self.n_ids}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
