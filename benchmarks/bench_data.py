@@ -256,8 +256,10 @@ def bench_scale(rows: int, folder: Path, batches: int, worker_counts: list[int],
         t = time.perf_counter()
         counted = [b.num_atoms for b in it]
         steady = time.perf_counter() - t
-        out["loader"][f"{w}_workers"] = {"first_batch_incl_start_s": start, "atoms_per_s": sum(counted) / steady,
-                                         "batches_per_s": len(counted) / steady, "batches_timed": len(counted)}  # fmt: skip
+        out["loader"][f"{w}_workers"] = {
+            "first_batch_incl_start_s": start, "atoms_per_s": sum(counted) / steady,
+            "batches_per_s": len(counted) / steady, "batches_timed": len(counted),
+        }  # fmt: skip
         print(w, "workers", json.dumps(out["loader"][f"{w}_workers"]), flush=True)
     out["atoms_per_batch"] = first.num_atoms
     per_row = out["cached_open_fresh_process"]["rss_increase_bytes"] / rows
