@@ -34,13 +34,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from symscale.data.generate import generate_dataset
-from symscale.data.loader import BatchLoader
-from symscale.data.packed import pack
 from symscale.data.readers import AselmdbWriter, encode_row, open_dataset, write_structures
-from symscale.data.toy import toy_structures
+
+# torch, the loader and the generator are imported where they are used: the index pass's spawned processes
+# re-import this script, and should not pay for torch
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -62,6 +60,9 @@ def _steady_batches_per_s(loader) -> float:
 
 
 def bench_reading(path: Path) -> dict:
+    from symscale.data.loader import BatchLoader
+    from symscale.data.packed import pack
+
     ds = open_dataset(path)
     atoms = sum(len(ds[i]) for i in range(len(ds)))
     t_lmdb = timed(lambda: [ds[i] for i in range(len(ds))], 2)
@@ -93,7 +94,11 @@ def bench_loader_vs_training(path: Path, threads: int) -> dict:
     """Batches of 64 with neighbour lists from a packed dataset (lists searched per batch, and stored at packing
     time as training does), against the fastest training step of the study: every family at the smallest
     width of its `cpu` ladder, timed on the same batches. The issue's target: loader >= 10x the fastest step."""
+    import torch
+
     from bench_models import symscale_step
+    from symscale.data.loader import BatchLoader
+    from symscale.data.packed import pack
     from symscale.models.ladders import load_ladder
     from symscale.models.registry import list_archs
 
@@ -129,6 +134,8 @@ def bench_loader_vs_training(path: Path, threads: int) -> dict:
 
 
 def bench_generation(n: int, workers: int, folder: Path) -> dict:
+    from symscale.data.generate import generate_dataset
+
     t = time.perf_counter()
     report = generate_dataset(folder / "gen.aselmdb", n, workers=workers, seed=0, progress=False)
     wall = time.perf_counter() - t
@@ -195,7 +202,7 @@ from symscale.data.readers import open_dataset
 def rss():  # resident memory now (bytes), memory-mapped index pages that were touched included
     return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmRSS")).split()[1]) * 1024
 
-import numpy, lmdb  # imported before the baseline
+import symscale.data.index  # imported before the baseline
 rss0 = rss()
 t = time.perf_counter()
 ds = open_dataset(sys.argv[1], neutral_only=True)
@@ -206,6 +213,7 @@ print(json.dumps({"seconds": seconds, "rss_increase_bytes": rss() - rss0, "struc
 
 def bench_scale(rows: int, folder: Path, batches: int, worker_counts: list[int], dry_run: bool) -> dict:
     from symscale.data.index import FIELDS, index_folder
+    from symscale.data.loader import BatchLoader
     from symscale.data.splits import validation_split
     from symscale.data.stats import compute_stats
 
@@ -292,6 +300,8 @@ def bench_scale(rows: int, folder: Path, batches: int, worker_counts: list[int],
 
 
 def environment() -> dict:
+    import torch
+
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -309,6 +319,10 @@ def environment() -> dict:
 
 
 def main() -> None:
+    import torch
+
+    from symscale.data.toy import toy_structures
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sections", default="scale,reading,loader,generation", help="comma-separated sections to run")
     p.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic OMol25-schema file (scale)")

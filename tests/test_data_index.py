@@ -244,3 +244,29 @@ def test_statistics_reference_every_element_of_the_training_data(tmp_path, cache
     stats = compute_stats(ds, max_samples=20, seed=0)
     assert 9 in stats.element_energies and stats.n_sampled == 21  # the sample of 20 topped up with the F row
     assert stats.atoms_per_structure == pytest.approx(np.mean([len(s) for s in ds]))  # exact, from the index
+
+
+def test_val_data_options_of_train_and_study(tmp_path):
+    import argparse
+
+    from symscale.cli import study as study_cli
+    from symscale.cli import train as train_cli
+    from symscale.errors import SymscaleError
+    from symscale.study.spec import expand_runs, load_spec
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--arch", "mpnn", "--width", "8", "--out", "r", "--val-data", "v.aselmdb"])
+    assert train_cli.config_from_args(args).data.val_source == "v.aselmdb"
+    paper = load_spec("paper", overrides={"dataset": {"path": str(tmp_path), "val_path": str(tmp_path / "v")}})
+    assert paper.dataset.val_path == str(tmp_path / "v") and paper.dataset.neutral_only
+    assert expand_runs(paper)[0].config["val_source"] == str(tmp_path / "v")
+    assert "${" in load_spec("paper").dataset.val_path  # the preset's placeholder, filled by --val-data
+    parser = argparse.ArgumentParser()
+    study_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["study", "paper", "--data", str(tmp_path), "--val-data", str(tmp_path / "missing")])
+    with pytest.raises(SymscaleError, match="validation data not found"):
+        study_cli.run(args)
+    args = parser.parse_args(["study", "paper", "--data", str(tmp_path)])
+    with pytest.raises(SymscaleError, match="--val-data"):
+        study_cli.run(args)

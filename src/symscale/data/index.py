@@ -107,11 +107,13 @@ def file_key(path: Path) -> str:
 def index_folder(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where indexes are cached: `cache_dir/index`, else `$SYMSCALE_INDEX_CACHE`, else `cache_root()/index` (the
     built-in dataset's cache: `$SYMSCALE_CACHE` or `~/.cache/symscale`)."""
-    from symscale.data.builtin import cache_root
-
-    if cache_dir is None and os.environ.get("SYMSCALE_INDEX_CACHE"):
+    if cache_dir is not None:
+        return Path(cache_dir) / "index"
+    if os.environ.get("SYMSCALE_INDEX_CACHE"):
         return Path(os.environ["SYMSCALE_INDEX_CACHE"])
-    return cache_root(cache_dir) / "index"
+    # builtin.cache_root's rule, not imported from there: that module loads the xTB generator (and torch)
+    root = os.environ.get("SYMSCALE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "symscale") / "index"
 
 
 def prune(folder: Path) -> int:
@@ -373,6 +375,8 @@ def _build(sources: list, workers: int | None) -> list[dict[str, np.ndarray]]:
     else:
         import multiprocessing as mp
 
+        # spawned, not forked: py-lmdb refuses to open a file in a forked child whose parent has it open. A
+        # spawned child imports the readers without torch, but also re-imports the parent's main module.
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
             futures = [(k, pool.submit(_task, sources[k], a, b)) for k, a, b in tasks]
             for k, fut in futures:
