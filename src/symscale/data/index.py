@@ -369,12 +369,13 @@ def _build(sources: list, workers: int | None) -> list[dict[str, np.ndarray]]:
     total = sum(len(s) for s in sources)
     workers = workers if workers is not None else len(os.sched_getaffinity(0))
     parts: dict[int, list] = {k: [] for k in range(len(sources))}
-    if workers <= 1 or total < PARALLEL_MIN_ROWS or len(tasks) < 2:
+    import multiprocessing as mp
+
+    serial = workers <= 1 or total < PARALLEL_MIN_ROWS or len(tasks) < 2
+    if serial or mp.current_process().daemon:  # a daemonic process (a local study worker) may not have children
         for k, a, b in tasks:
             parts[k].append(_index_rows(sources[k], a, b))
     else:
-        import multiprocessing as mp
-
         # spawned, not forked: py-lmdb refuses to open a file in a forked child whose parent has it open. A
         # spawned child imports the readers without torch, but also re-imports the parent's main module.
         with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:

@@ -156,6 +156,10 @@ class LoaderWorkers:
             raise SymscaleError.invalid("loader workers", workers, "an integer >= 1")
         import torch.multiprocessing as tmp
 
+        if tmp.current_process().daemon:
+            raise SymscaleError.invalid(
+                "runtime.loader_workers", workers, "0 in a daemonic process (a local study worker cannot start them)"
+            )
         ctx = tmp.get_context("spawn")
         self.depth = max(int(prefetch), 2)
         self._tasks = [ctx.Queue() for _ in range(workers)]
