@@ -44,17 +44,20 @@ RESUMABLE_KEYS = (
     "runtime.device",
     "runtime.loader_workers",
 )
+# optional keys added after runs were recorded: left out of the identity while unset, so run ids stay the same
+IDENTITY_OMITTED_WHEN_NONE = ("data.val_source",)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str | tuple[str, ...] = "builtin"  # "builtin", or a path (file or folder) or several paths
+    val_source: str | tuple[str, ...] | None = None  # separate validation data (a path or paths; None: carve n_val)
     builtin_structures: int = 2000  # size of the built-in GFN2-xTB set when source == "builtin"
     builtin_seed: int = 0  # generation seed of the built-in set
     neutral_only: bool = False  # keep only charge 0, spin multiplicity 1 structures
     n_train: int | None = None  # structures in the nested training prefix (None: train_fraction or all)
     train_fraction: float | None = None  # alternative to n_train: fraction in (0, 1] of the training pool
-    n_val: int = 200  # structures in the fixed validation set
+    n_val: int = 200  # structures in the fixed validation set (with val_source: sampled from it, all if fewer)
     split_seed: int = 0  # seed of the permutation that defines the validation set and the prefixes
     cutoff: float = 6.0  # Angstrom, radius of the neighbour graph
     max_neighbors: int = 30  # incoming edges kept per atom
@@ -415,6 +418,10 @@ class RunConfig:
         for key in RESUMABLE_KEYS:
             section, leaf = key.split(".")
             out[section].pop(leaf, None)
+        for key in IDENTITY_OMITTED_WHEN_NONE:
+            section, leaf = key.split(".")
+            if out[section].get(leaf, 0) is None:
+                del out[section][leaf]
         return out
 
     def config_hash(self) -> str:

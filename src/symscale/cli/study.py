@@ -10,7 +10,7 @@ from symscale.errors import SymscaleError
 EPILOG = """examples:
   symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
   symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
-  symscale study paper --data /path/to/omol25/train --dry-run
+  symscale study paper --data /path/to/omol25/train --val-data /path/to/omol25/val --dry-run
   symscale study my_spec.yaml --executor ray --workers 4
 """
 
@@ -35,6 +35,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="dataset path (file or folder; required by the paper preset: OMol25 train .aselmdb "
         "folder); replaces the spec's dataset",
+    )
+    p.add_argument(
+        "--val-data",
+        default=None,
+        help="separate validation data (file or folder; the paper preset: OMol25's validation split); "
+        "replaces the spec's dataset.val_path (default: validation carved out of the training data)",
     )
     p.add_argument(
         "--executor",
@@ -70,12 +76,17 @@ def run(args: argparse.Namespace) -> int:
     overrides = {}
     if args.data is not None:
         overrides["dataset"] = {"path": str(Path(args.data).resolve()), "builtin": None}
+    if args.val_data is not None:
+        if not Path(args.val_data).exists():
+            raise SymscaleError(f"validation data not found: {args.val_data} (--val-data)")
+        overrides.setdefault("dataset", {})["val_path"] = str(Path(args.val_data).resolve())
     if args.no_report:
         overrides["report"] = False
     if args.workers is not None and args.workers < 1:
         raise SymscaleError.invalid("--workers", args.workers, "an integer >= 1")
     spec = load_spec(args.spec, overrides=overrides)
     no_data = spec.dataset.path is not None and "${" in spec.dataset.path
+    no_val = spec.dataset.val_path is not None and "${" in spec.dataset.val_path
     if args.dry_run:
         reference = 1e18 if spec.name == "paper" else None
         print(
@@ -89,6 +100,11 @@ def run(args: argparse.Namespace) -> int:
         raise SymscaleError(
             f"the {spec.name} study needs its data: symscale study {args.spec} --data PATH "
             "(a folder of OMol25 .aselmdb files, e.g. omol25/train)"
+        )
+    if no_val:
+        raise SymscaleError(
+            f"the {spec.name} study validates on separate data: symscale study {args.spec} --val-data PATH "
+            "(e.g. the neutral OMol25 validation split, omol25/val)"
         )
     study_dir = args.dir or Path("studies") / spec.name
     result = run_study(

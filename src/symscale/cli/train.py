@@ -49,6 +49,12 @@ def add_parser(subparsers) -> None:
         "(config default: builtin)",
     )
     p.add_argument(
+        "--val-data",
+        default=None,
+        help="separate validation data (file or folder; data.val_source); default: n_val structures carved out "
+        "of --data",
+    )
+    p.add_argument(
         "--structures",
         type=int,
         default=None,
@@ -93,6 +99,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.from_dict(raw)
     flags = {
         "source": args.data,
+        "val_source": args.val_data,
         "n_train": args.structures,
         "device": args.device,
         "seed": args.seed,

@@ -18,7 +18,7 @@ import numpy as np
 from symscale.config import RunConfig
 from symscale.data.packed import pack
 from symscale.data.readers import Dataset, open_dataset
-from symscale.data.splits import make_splits, molecule_groups
+from symscale.data.splits import validation_split
 from symscale.errors import SymscaleError
 
 
@@ -63,15 +63,18 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     """The data of a run: the validation set (whole molecules when the data has molecule ids), the
     training prefix (`data.n_train` structures, else the `data.train_fraction` prefix of the pool, else all
     of it) and, when prefix + validation fit under `data.pack_max_structures`, the packed in-RAM copy.
-    `dataset` replaces `config.data.source` (tests, benchmarks). Raises SymscaleError for data that cannot
-    make the run."""
+    `dataset` replaces `config.data.source` (tests, benchmarks); `config.data.val_source`, when set, is the
+    validation data (e.g. OMol25's own validation split) instead of a carved-out set. Raises SymscaleError
+    for data that cannot make the run."""
     d = config.data
     dataset = open_data(config) if dataset is None else dataset
     _check_labels(dataset)
     n_total = len(dataset)
-    if d.n_val >= n_total:
+    if d.val_source is None and d.n_val >= n_total:
         raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))  # whole molecules in val
+    val_data = None if d.val_source is None else open_dataset(d.val_source, neutral_only=d.neutral_only)
+    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
+    dataset, splits = split.dataset, split.splits
     pool = splits.n_train_max
     n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
     if n_train > pool:
@@ -85,8 +88,7 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
         dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
-    split = "by molecule" if splits.by_molecule else "by structure"
-    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split)
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split.how)
 
 
 def _is_packed(dataset: Any) -> bool:

@@ -1,9 +1,10 @@
 """Streaming, random-access readers for labelled structures: OMol25's `.aselmdb`, ASE `.db`, extxyz.
 
 `open_dataset(paths)` turns one file, several files or a folder of shards into one `Dataset`: a global index
-maps to (file, row), and `dataset[i]` reads only that row. Nothing reads the whole file into memory; the
-only pass over all rows is the optional `neutral_only` / `skip_invalid` selection, kept in memory as one
-int array.
+maps to (file, row), and `dataset[i]` reads only that row. Nothing reads the whole file into memory. The
+one pass over all rows is the dataset index (`symscale.data.index`: per-row charge, spin, atom count,
+composition, molecule id, validity), built once per file and cached; the `neutral_only` / `skip_invalid`
+selection, whole-molecule splits and composition statistics read it (the selection is one int array).
 
 Formats
 - `.aselmdb` (fairchem/OMol25, ASE DB through ase-db-backends): rows are read directly from LMDB (zlib JSON,
@@ -19,8 +20,9 @@ A missing charge is read as 0 and a missing spin as 1.
 Validation on access: a structure with no energy or no forces, a NaN/inf label or position, an atomic number
 outside 1..118 (or an unknown symbol), or two atoms closer than `MIN_DISTANCE` (0.1 Angstrom: atoms on top
 of each other; real molecules never come closer than about 0.5 Angstrom) raises a `SymscaleError` naming the
-file and the structure index. With `skip_invalid=True` every structure is validated once at open; invalid
-ones are left out of the index and counted in `dataset.skipped` (with reasons in `dataset.skip_reasons`).
+file and the structure index. With `skip_invalid=True` the index's validity codes (the same checks, made once
+when the index is built) leave invalid structures out, counted in `dataset.skipped` (with reasons in
+`dataset.skip_reasons`).
 
 Writing (`write_structures`) is atomic: a unique temporary file beside the target, fsync, rename; a failed
 write leaves an existing file untouched and nothing behind. LMDB writers allocate their lock file first
@@ -41,11 +43,14 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from symscale.data.graph import Structure
 from symscale.errors import SymscaleError
+
+if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
+    from symscale.data.graph import Structure
 
 try:  # orjson decodes the row JSON ~2x faster; optional
     import orjson
@@ -92,6 +97,8 @@ def _scalar(value) -> float | None:
 
 
 def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> Structure:
+    from symscale.data.graph import Structure
+
     info = dict(info)
     charge = info.pop("charge", 0)
     spin = info.pop("spin", 1)
@@ -156,30 +163,34 @@ class _LmdbSource:
 
     def __init__(self, path: Path):
         self.path = path
+        self._resolved = str(Path(path).resolve())
         self._env = None
         txn = self._txn()
         nextid = _decode(txn.get(b"nextid")) if txn.get(b"nextid") is not None else 1
         raw_deleted = txn.get(b"deleted_ids")
         deleted = set(_decode(raw_deleted)) if raw_deleted is not None else set()
-        ids = np.arange(1, int(nextid), dtype=np.int64)
+        self.n_ids = int(nextid) - 1
+        self.ids: np.ndarray | None = None  # row ids where some were deleted; else row i has id i + 1
         if deleted:
-            ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
-        self.ids = ids
+            ids = np.arange(1, int(nextid), dtype=np.int64)
+            self.ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
 
     def _txn(self):
-        env = _open_envs.get(_env_key(self.path))
+        key = (self._resolved, os.getpid())  # per process: LMDB environments are not shared across a fork
+        env = _open_envs.get(key)
         if env is None or env is not self._env:  # (re)open per process, and after a writer closed it
             self._env = env if env is not None else _lmdb_env(self.path, readonly=True)
             self._txn_cache = self._env.begin(write=False)
         return self._txn_cache
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.n_ids if self.ids is None else len(self.ids)
 
     def row(self, i: int) -> dict:
-        raw = self._txn().get(str(int(self.ids[i])).encode("ascii"))
+        row_id = int(i) + 1 if self.ids is None else int(self.ids[i])
+        raw = self._txn().get(str(row_id).encode("ascii"))
         if raw is None:
-            raise SymscaleError(f"cannot read {self.path}: row id {int(self.ids[i])} (structure {i}) is missing")
+            raise SymscaleError(f"cannot read {self.path}: row id {row_id} (structure {i}) is missing")
         try:
             return _decode(raw)
         except (zlib.error, ValueError) as err:
@@ -200,7 +211,7 @@ class _LmdbSource:
         return dict(self.row(i).get("data") or {})
 
     def __getstate__(self):
-        return {"path": self.path, "ids": self.ids}
+        return {"path": self.path, "_resolved": self._resolved, "ids": self.ids, "n_ids": self.n_ids}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -427,7 +438,8 @@ class Dataset:
     """One dataset over several files: `len`, `dataset[i] -> Structure` (random access, streaming).
 
     `neutral_only` keeps charge 0 and spin 1 (OMol25's neutral subset); `skip_invalid` leaves out invalid
-    structures (counted in `skipped`). Both are decided by one pass at open; the selection is an int array.
+    structures (counted in `skipped`). Both are read from the dataset's index (`symscale.data.index`: built
+    once per file and cached); the selection is an int array of raw rows.
     """
 
     def __init__(self, paths, *, neutral_only: bool = False, skip_invalid: bool = False):
@@ -441,11 +453,29 @@ class Dataset:
         sizes = np.array([len(s) for s in self._sources], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])  # [n_files + 1]
         self._selection: np.ndarray | None = None
+        self._index = None
         if neutral_only or skip_invalid:
-            self._selection = self._select()
+            self._select()
         if len(self) == 0:
             what = "neutral (charge 0, spin 1) " if neutral_only else "valid " if skip_invalid else ""
             raise SymscaleError(f"empty dataset: no {what}structures in {_names(self.files)}")
+
+    @property
+    def index(self):
+        """The dataset's `DatasetIndex` (per-row charge, spin, atoms, composition, molecule, validity), read
+        from the cache or built there on first use."""
+        if self._index is None:
+            from symscale.data.index import dataset_index
+
+            self._index = dataset_index(self.files, self._sources)
+        return self._index
+
+    def raw_rows(self, indices=None) -> np.ndarray:
+        """Rows of the index (over all rows of all files) of dataset indices `indices` (default: all)."""
+        if indices is None:
+            return self._selection if self._selection is not None else np.arange(int(self._starts[-1]))
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._selection[idx] if self._selection is not None else idx
 
     def _truncations(self, skip_invalid: bool) -> None:
         for src in self._sources:
@@ -458,28 +488,28 @@ class Dataset:
             self.skipped += 1
             self.skip_reasons["truncated file"] += 1
 
-    def _select(self) -> np.ndarray:
-        keep = []
-        for g in range(int(self._starts[-1])):
-            src, i = self._locate_raw(g)
-            if self.skip_invalid:
-                try:
-                    s = src.read(i)
-                    reason = check_structure(s)
-                except SymscaleError as err:
-                    reason, s = str(err), None
-                if reason is not None:
-                    self.skipped += 1
-                    self.skip_reasons[reason.split(" (")[0]] += 1
-                    log.info("skipping %s: structure %d: %s", src.path, i, reason)
-                    continue
-                cs = (s.charge, s.spin)
-            else:
-                meta = src.metadata(i)
-                cs = (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1))
-            if not self.neutral_only or cs == (0, 1):
-                keep.append(g)
-        return np.asarray(keep, dtype=np.int64)
+    def _select(self) -> None:
+        selection, reasons = self.index.selection(neutral_only=self.neutral_only, skip_invalid=self.skip_invalid)
+        self._selection = selection
+        for reason, count in reasons.items():
+            self.skipped += count
+            self.skip_reasons[reason] += count
+        if reasons:
+            log.info("skipping %d invalid structures of %s: %s", sum(reasons.values()), _names(self.files), reasons)
+
+    def __getstate__(self) -> dict:
+        """Pickled for loader workers: a cached index is reopened there (memory-mapped) instead of copying the
+        selection; the LMDB environments are opened in the worker on first read."""
+        state = dict(self.__dict__)
+        if self._index is not None and self._index.cached:
+            state["_selection"] = None if self._selection is None else "from index"
+            state["_index"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if isinstance(self._selection, str):
+            self._selection, _ = self.index.selection(neutral_only=self.neutral_only, skip_invalid=self.skip_invalid)
 
     def _locate_raw(self, g: int):
         f = int(np.searchsorted(self._starts, g, side="right")) - 1
@@ -601,6 +631,17 @@ class AselmdbWriter:
             txn.put(b"nextid", zlib.compress(encode(self.nextid).encode("utf-8")))
         return n
 
+    def write_encoded(self, rows: Iterable[bytes]) -> int:
+        """Append rows already encoded by `encode_row` (one transaction; the fast path for large files)."""
+        n = 0
+        with self._env.begin(write=True) as txn:
+            for raw in rows:
+                txn.put(str(self.nextid).encode("ascii"), raw)
+                self.nextid += 1
+                n += 1
+            txn.put(b"nextid", zlib.compress(json.dumps(self.nextid).encode("utf-8")))
+        return n
+
     def close(self) -> None:
         try:
             self._env.sync(True)
@@ -612,6 +653,39 @@ class AselmdbWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def encode_row(numbers, positions, energy: float | None, forces, data: dict, *, time: float = 0.0) -> bytes:
+    """One `.aselmdb` row in the layout ase-db-backends writes (what `AselmdbWriter.write_many` stores, with a
+    fixed unique id), encoded directly from arrays: numbers [n], positions [n, 3] Angstrom, energy eV, forces
+    [n, 3] eV/Angstrom, `data` (charge, spin, ...). For writing millions of synthetic rows."""
+
+    def nd(a: np.ndarray, dtype: str) -> dict:
+        return {"__ndarray__": [list(a.shape), dtype, a.reshape(-1).tolist()]}
+
+    numbers = np.asarray(numbers, dtype=np.int64)
+    dct = {
+        "numbers": nd(numbers, "int64"),
+        "positions": nd(np.asarray(positions, dtype=np.float64), "float64"),
+        "unique_id": f"{zlib.crc32(numbers.tobytes()):032x}",
+        "calculator": "unknown",
+        "calculator_parameters": {},
+        "cell": nd(np.zeros((3, 3)), "float64"),
+        "pbc": {"__ndarray__": [[3], "bool", [False, False, False]]},
+        "ctime": time,
+        "mtime": time,
+        "data": data,
+    }
+    if energy is not None:
+        dct["energy"] = float(energy)
+    if forces is not None:
+        dct["forces"] = nd(np.asarray(forces, dtype=np.float64), "float64")
+    finite = all(
+        np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in (positions, energy, forces) if v is not None
+    )
+    if finite and _json_loads is not json.loads:
+        return zlib.compress(orjson.dumps(dct))
+    return zlib.compress(json.dumps(dct).encode("utf-8"))  # NaN / Infinity literals as ASE writes them
 
 
 def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -> int:

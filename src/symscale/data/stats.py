@@ -5,6 +5,10 @@
 - `force_rms` (eV/Angstrom): sqrt(mean over atoms and components of F^2); the study normalises forces by it.
 - `mean_neighbors`: mean number of incoming edges per atom in `radius_graph(cutoff, max_neighbors)`.
 - `elements`: sorted atomic numbers seen; `atoms_per_structure`: mean atoms per structure.
+
+For a reader's dataset, the dataset index (`symscale.data.index`) supplies what needs no labels: the exact
+mean atom count over all the given structures, and the elements they contain; the sample is topped up with a
+few structures of each element it missed, so every element of the training data gets a reference.
 """
 
 from __future__ import annotations
@@ -93,9 +97,13 @@ def compute_stats(
     seed: int = 0,
 ) -> DatasetStats:
     """Statistics of `dataset[indices]` (default all) on a seeded sample of at most `max_samples` structures."""
-    idx = sample_indices(np.arange(len(dataset)) if indices is None else indices, max_samples, seed)
+    every = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
+    idx = sample_indices(every, max_samples, seed)
     if len(idx) == 0:
         raise SymscaleError("empty dataset: no structures to compute statistics on")
+    indexed = _indexed(dataset, every)
+    if indexed is not None:
+        idx = _cover_elements(indexed, every, idx)
     structures = [dataset[int(i)] for i in idx]
     numbers = [np.asarray(s.numbers, dtype=np.int64) for s in structures]
     energies = np.array([s.energy for s in structures], dtype=np.float64)
@@ -106,12 +114,34 @@ def compute_stats(
         force_rms=float(np.sqrt(np.mean(forces**2))),
         mean_neighbors=_mean_neighbors(structures, cutoff, max_neighbors),
         elements=tuple(sorted(refs)),
-        atoms_per_structure=float(np.mean([len(n) for n in numbers])),
+        atoms_per_structure=(
+            float(np.mean([len(n) for n in numbers]))
+            if indexed is None
+            else indexed.index.mean_atoms(indexed.raw_rows(every))
+        ),
         n_sampled=len(idx),
         cutoff=float(cutoff),
         max_neighbors=int(max_neighbors),
         residual_energy_rms=resid,
     )
+
+
+def _indexed(dataset, indices: np.ndarray):
+    """The reader's dataset (with an index) that `indices` of `dataset` refer to: `dataset` itself, or the
+    training part of a ConcatDataset with separate validation data; None for other datasets (packed, lists)."""
+    if hasattr(dataset, "n_first") and (len(indices) == 0 or int(indices.max()) < dataset.n_first):
+        dataset = dataset.first
+    return dataset if hasattr(dataset, "raw_rows") else None
+
+
+def _cover_elements(reader, every: np.ndarray, sample: np.ndarray, per_element: int = 8) -> np.ndarray:
+    """The sample, plus up to `per_element` structures of `every` for each element that `every` contains and the
+    sample does not, so that every element of the data gets an energy reference (found in the index)."""
+    index, rows = reader.index, reader.raw_rows(every)
+    sampled, _ = index.element_counts(reader.raw_rows(sample))
+    found = index.rows_containing(rows, sorted(index.elements() - set(sampled)), per_element)
+    extra = [every[positions] for positions in found.values() if len(positions)]
+    return np.unique(np.concatenate([sample, *extra])) if extra else sample
 
 
 def _mean_neighbors(structures, cutoff: float, max_neighbors: int, chunk: int = 256) -> float:

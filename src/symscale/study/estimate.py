@@ -136,7 +136,7 @@ def estimate_runs(
 ) -> list[RunEstimate]:
     """One estimate per planned run (kappa measured once per family when `measure_kappa`)."""
     size = data_size(spec, paths)
-    n_train = max(0, size.n_structures - spec.dataset.val)
+    n_train = size.n_structures if spec.dataset.val_path else max(0, size.n_structures - spec.dataset.val)
     device = str(spec.training.get("device", "cpu")).split(":")[0]
     fps = spec.flops_per_second or DEFAULT_FLOPS_PER_SECOND.get(device, DEFAULT_FLOPS_PER_SECOND["cpu"])
     n_params: dict[tuple[str, int], int] = {}

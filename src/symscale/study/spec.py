@@ -55,7 +55,7 @@ _TOP_KEYS = {
     "fits": "{bootstrap, seed} for the fits after the study",
     "report": "true to write the report after the fits",
 }
-_DATASET_KEYS = ("builtin", "seed", "path", "neutral_only", "val", "split_seed", "elements", "size_hint")
+_DATASET_KEYS = ("builtin", "seed", "path", "val_path", "neutral_only", "val", "split_seed", "elements", "size_hint")
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
@@ -81,8 +81,9 @@ class DatasetSpec:
     builtin: int | None = None
     seed: int = 0  # generation seed of the built-in set
     path: str | None = None  # a file or folder (.aselmdb, ASE .db, extxyz); relative to the spec file
+    val_path: str | None = None  # separate validation data (e.g. OMol25's validation split); None: carve out `val`
     neutral_only: bool = False
-    val: int = 200  # structures held out for validation
+    val: int = 200  # structures held out for validation (with val_path: sampled from it, all if fewer)
     split_seed: int = 0
     elements: tuple[int, ...] | None = None  # atomic numbers, for dry runs without the data
     size_hint: dict[str, float] = field(default_factory=dict)  # {structures, atoms_per_structure}
@@ -93,6 +94,8 @@ class DatasetSpec:
             data = {"source": "builtin", "builtin_structures": self.builtin, "builtin_seed": self.seed}
         else:
             data = {"source": self.path}
+        if self.val_path is not None:
+            data["val_source"] = self.val_path
         return {**data, "neutral_only": self.neutral_only, "n_val": self.val, "split_seed": self.split_seed}
 
 
@@ -283,11 +286,7 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
     raw = {k: v for k, v in raw.items() if v is not None}
     if ("builtin" in raw) == ("path" in raw):
         raise SymscaleError.invalid("dataset", raw, "exactly one of 'builtin' (number of structures) or 'path'")
-    path = raw.get("path")
-    if path is not None:
-        if not isinstance(path, str) or not path:
-            raise SymscaleError.invalid("dataset.path", path, "a file or folder path")
-        path = str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
+    path, val_path = (_data_path(f"dataset.{k}", raw.get(k), base_dir) for k in ("path", "val_path"))
     elements = raw.get("elements")
     if elements is not None:
         elements = tuple(sorted({_int("dataset.elements[]", z, 1) for z in _as_list("dataset.elements", elements)}))
@@ -296,12 +295,22 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
         builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
         seed=_int("dataset.seed", raw.get("seed", 0)),
         path=path,
+        val_path=val_path,
         neutral_only=check_bool("dataset.neutral_only", raw.get("neutral_only", False)),
         val=_int("dataset.val", raw.get("val", 200), 1),
         split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
         elements=elements,
         size_hint={k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()},
     )
+
+
+def _data_path(key: str, path: Any, base_dir: Path) -> str | None:
+    """A dataset path resolved against the spec's folder; a `${...}` placeholder is kept as it is."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise SymscaleError.invalid(key, path, "a file or folder path")
+    return str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
 
 
 def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:

@@ -28,7 +28,7 @@ import torch
 from symscale import rundir
 from symscale.config import RunConfig
 from symscale.data.graph import GraphBatch
-from symscale.data.loader import BatchLoader, collate_indices
+from symscale.data.loader import BatchLoader, LoaderWorkers, collate_indices
 from symscale.data.prefix import RunData, resolve_data
 from symscale.data.stats import DatasetStats, compute_stats
 from symscale.errors import SymscaleError
@@ -183,6 +183,7 @@ class _Run:
         self.progress_mode = config.runtime.progress if progress else "off"
         self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
         self.equivariance_batch = None
+        self.loader_workers = None  # data.loader.LoaderWorkers, started by the first pass that needs them
         sym = getattr(self.model, "symmetry", None)
         if ev.equivariance_structures and sym is not None and not sym.rotation_equivariant:
             idx = data.val[: ev.equivariance_structures]
@@ -313,11 +314,16 @@ def _epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
 
 
 def _loader(run: _Run, epoch: int, start_batch: int) -> BatchLoader:
-    d = run.config.data
+    d, workers = run.config.data, run.config.runtime.loader_workers
     order = _epoch_order(run.data.train, run.config.seed, epoch)
+    if workers and run.loader_workers is None:  # started once per run, reused by every pass; closed at its end
+        run.loader_workers = LoaderWorkers(
+            run.data.dataset, workers, cutoff=d.cutoff, max_neighbors=d.max_neighbors, dtype=run.dtype,
+            prefetch=d.prefetch,
+        )  # fmt: skip
     return BatchLoader(
         run.data.dataset, order, run.config.training.batch_size, cutoff=d.cutoff, max_neighbors=d.max_neighbors,
-        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch, workers=run.config.runtime.loader_workers,
+        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch, pool=run.loader_workers,
     )  # fmt: skip
 
 
@@ -469,6 +475,8 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     finally:
         prog.close()
         loggers.close()
+        if run.loader_workers is not None:
+            run.loader_workers.close()
     run.save("final.pt", finished=True)
     run.save("last.pt", finished=True)
     rundir.write_status(out, "finished", None, **{**status, "step": run.step})
