@@ -27,12 +27,14 @@ Nonlinearities (`activation`):
 - "grid" (default, eSEN's): the S2 activation. In the message, the edge-frame coefficients (|m| <= mmax) are
   evaluated on an S2 grid, SiLU is applied pointwise and the result projected back to |m| <= mmax; the l = 0
   output is SiLU of H extra invariant channels of the first convolution ("separable" S2 activation). The
-  feed-forward is eSEN's grid MLP (three bias-free linears with SiLU, pointwise on the grid). The grid
-  (`so3.s2_grid`) is R x R points, R = `grid_resolution` (default 2 lmax + 2): Gauss-Legendre latitudes
-  times equally spaced longitudes about the y axis; SH -> grid and grid -> SH are constant matrices built
-  once per (lmax, R) and held as float64 buffers, one matmul each way. A pointwise function of a band-limited
-  signal is not band-limited, so this is equivariant only up to the aliasing error of the grid
-  (`equivariance_tolerance`; measured in tests/test_esen.py).
+  feed-forward is eSEN's grid MLP (three bias-free linears with SiLU, pointwise on the grid). A grid
+  (`so3.s2_grid`) is R x R points: Gauss-Legendre latitudes times equally spaced longitudes about the y axis;
+  R = `grid_resolution` (default 2 lmax + 2) in the message, `ff_grid_resolution` (default 4 lmax + 4) in the
+  feed-forward. SH -> grid and grid -> SH are constant matrices built once per (lmax, R) and held as float64
+  buffers, one matmul each way. A pointwise function of a band-limited signal is not band-limited, so this is
+  equivariant only up to the aliasing error of the grid (`equivariance_tolerance`; measured in
+  tests/test_esen.py: at initialisation in float64, at most about 1% of the mean force for lmax 1-6 at 4 or
+  more sphere channels, up to 7% at 2).
 - "gate" (for the ablation): SiLU on l = 0 and sigmoid gates from extra l = 0 channels on l > 0 in the message,
   and a gated per-degree feed-forward (SO3Linear S -> H -> S). Exactly equivariant.
 
@@ -58,15 +60,17 @@ Departures from eSEN (and why), in one place:
   embeddings are N(0, 1), not eSEN's U(-0.001, 0.001) edge embeddings.
 - Normalisation is an equivariant RMS layer norm (l = 0 centred, one RMS over all degrees with each degree
   weighted equally, per-(l, channel) gains, bias on l = 0), close to eSEN's `rms_norm_sh`.
-- The S2 grids use R x R points with R = 2 lmax + 2 (fairchem: 2 (lmax + 1) latitudes, 2 mmax + 1 longitudes
-  on edges) and no rescaling of the l > mmax rows of the truncated edge grid: more longitudes lower the
-  aliasing error; the rescaling is a constant per-degree factor that the next layer's weights absorb.
+- Grid sizes: the message grid is (2 lmax + 2)^2 (fairchem: 2 (lmax + 1) latitudes, 2 mmax + 1 longitudes
+  on edges), the feed-forward grid (4 lmax + 4)^2, twice fairchem's in each direction: at eSEN's size the grid
+  MLP's aliasing made most of the measured equivariance error (5-25% of the mean force at initialisation for
+  lmax 4-6 with 4 layers, against 0.1-2.5% at the finer grid, which adds per-atom work only). The l > mmax rows of the
+  truncated edge grid are not rescaled as in fairchem: a constant per-degree factor the next layer absorbs.
 - The edge degree embedding is not divided by eSEN's rescale factor 5 but by avg_num_neighbors like the
   messages; the envelope multiplies every message (eSEN's `use_envelope`), folded into the rotation back.
 - The edge frame has no random roll angle (gamma = 0); the SO(2) convolution is exactly invariant to it.
 - The direct force head is one linear map of the l = 1 coefficients (eSEN's linear force head on l <= 1 keeps
   only its l = 1 output too).
-- Family defaults are the `cpu` ladder's (lmax 2, 4 layers, H = E_c = 8, 16 Gaussians); the `paper` ladder
+- Family defaults are the `cpu` ladder's (lmax 2, 3 layers, H = E_c = 8, 16 Gaussians); the `paper` ladder
   sets the reference study's lmax 4 and 12 layers with H = E_c = 32 (configs/ladders/esen.yaml, which also
   says how close its N comes to the reference study's). eSEN's own defaults (128 channels of each kind, 512
   Gaussians) are far above the reference study's 3.4M parameters at 32 sphere channels. Messages are scaled by
@@ -96,9 +100,11 @@ logger = logging.getLogger(__name__)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 ACTIVATIONS = ("grid", "gate")
 SCALINGS = ("sphere", "all")
-# measured max |error| in float64 (energy and forces, normalised units) over rotations, toy molecules, random
-# init: see tests/test_esen.py::test_grid_equivariance_error_is_measured_and_small
-GRID_EQUIVARIANCE_TOLERANCE = 1e-3
+# Rotation error of the S2 grids that the contract tests allow (`equivariance_error`: mean energy error per atom
+# and mean force-error norm, normalised units, float64, random initialisation, toy molecules). Measured at most
+# 3.5e-2 at 2 sphere channels (up to 7% of the mean force; the smallest `cpu` width), 4e-4 at 4 and 8 channels
+# (0.1-1%), lmax 1..6: see tests/test_esen.py::test_grid_equivariance_error_is_measured_and_small
+GRID_EQUIVARIANCE_TOLERANCE = 5e-2
 
 
 class GaussianBasis(nn.Module):
@@ -227,7 +233,8 @@ class SO2Convolution(nn.Module):
         # backward fills a zero tensor the size of its input (measured a fifth of an eSEN step on CPU)
         n_edges = x.shape[0]
         blocks = x.split([self.sizes[0]] + [2 * n for n in self.sizes[1:]], dim=1)  # m = 0, then (-m, +m) pairs
-        inputs = [blocks[0].reshape(n_edges, 1, -1)] + [b.reshape(n_edges, 2, -1) for b in blocks[1:]]
+        inputs = [blocks[0].reshape(n_edges, 1, self.sizes[0] * self.c_in)]  # [E, 1, n_0 c_in]
+        inputs += [b.reshape(n_edges, 2, n * self.c_in) for b, n in zip(blocks[1:], self.sizes[1:], strict=True)]
         if self.radial is not None:
             rads = self.radial(edge_features).split([n * self.c_in for n in self.sizes], dim=1)  # [E, n_m c_in]
             inputs = [xm * r[:, None] for xm, r in zip(inputs, rads, strict=True)]
@@ -399,30 +406,32 @@ class ESEN(ForceField):
         *,
         lmax: int = 2,
         mmax: int = 2,
-        num_layers: int = 4,
+        num_layers: int = 3,
         activation: str = "grid",
         scaling: str = "sphere",
         hidden_channels: int | None = None,
         edge_channels: int | None = None,
         num_radial: int = 16,
         grid_resolution: int | None = None,
+        ff_grid_resolution: int | None = None,
         avg_num_neighbors: float = 20.0,
         **shared,
     ) -> None:
         super().__init__(width, **shared)  # elements, cutoff, forces, ... (ForceField)
         _check_options(lmax, mmax, num_layers, num_radial, avg_num_neighbors, activation, scaling)
         sphere, hidden, edge = _channels(width, scaling, hidden_channels, edge_channels)
-        resolution = _resolution(lmax, grid_resolution)
+        resolution = _resolution("grid_resolution", lmax, grid_resolution, 2 * lmax + 2)
+        ff_resolution = _resolution("ff_grid_resolution", lmax, ff_grid_resolution, 4 * lmax + 4)
         self.lmax, self.mmax, self.num_layers, self.activation = lmax, min(mmax, lmax), num_layers, activation
         self.sphere_channels, self.hidden_channels, self.edge_channels = sphere, hidden, edge
-        self.grid_resolution = resolution if activation == "grid" else None
+        self.grid_resolution = (resolution, ff_resolution) if activation == "grid" else None
         self.symmetry = Symmetry(group="SO(3)", nu=2, l=lmax, rotation_equivariant=True, reflection_equivariant=False)
         self.equivariance_tolerance = GRID_EQUIVARIANCE_TOLERANCE if activation == "grid" else 1e-9
         self.embedding = ElementEmbedding(self.num_elements, sphere)
         self.edge_embedding = EdgeEmbedding(self.num_elements, edge, num_radial, self.cutoff)
         self.envelope = PolynomialEnvelope(self.cutoff)
         self.degree_embedding = EdgeDegreeEmbedding(lmax, sphere, edge, num_radial, avg_num_neighbors)
-        node_grid = S2Grid(lmax, resolution) if activation == "grid" else None  # shared by all blocks
+        node_grid = S2Grid(lmax, ff_resolution) if activation == "grid" else None  # shared by all blocks
         edge_grid = S2Grid(lmax, resolution, self.mmax) if activation == "grid" else None
         self.blocks = nn.ModuleList()
         for _ in range(num_layers):
@@ -459,7 +468,10 @@ class ESEN(ForceField):
         return energy, forces
 
     def extra_repr(self) -> str:
-        grid = f", grid={self.grid_resolution}x{self.grid_resolution}" if self.grid_resolution else ""
+        grid = ""
+        if self.grid_resolution:
+            (r, r_ff) = self.grid_resolution
+            grid = f", grids: message {r}x{r}, feed-forward {r_ff}x{r_ff}"
         return (
             f"{super().extra_repr()}, lmax={self.lmax}, mmax={self.mmax}, num_layers={self.num_layers}, "
             f"sphere/hidden/edge channels={self.sphere_channels}/{self.hidden_channels}/{self.edge_channels}, "
@@ -473,6 +485,8 @@ DEFAULT_EDGE_CHANNELS = 8
 
 def _channels(width: int, scaling: str, hidden: int | None, edge: int | None) -> tuple[int, int, int]:
     """(sphere, hidden, edge) channel counts of a model of `width` under `scaling` (module docstring)."""
+    if width < 2:  # the layer norm centres l = 0 over the sphere channels: one channel would leave it zero
+        raise SymscaleError.invalid("esen width (sphere channels)", width, "an integer >= 2")
     if scaling == "all":
         if hidden is not None or edge is not None:
             raise SymscaleError(
@@ -488,12 +502,12 @@ def _channels(width: int, scaling: str, hidden: int | None, edge: int | None) ->
     return width, hidden, edge
 
 
-def _resolution(lmax: int, grid_resolution: int | None) -> int:
-    if grid_resolution is None:
-        return 2 * lmax + 2
-    if not isinstance(grid_resolution, int) or grid_resolution < 2 * lmax + 2:
-        raise SymscaleError.invalid("grid_resolution", grid_resolution, f"an integer >= 2 lmax + 2 = {2 * lmax + 2}")
-    return grid_resolution
+def _resolution(name: str, lmax: int, value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if not isinstance(value, int) or value < 2 * lmax + 2:
+        raise SymscaleError.invalid(name, value, f"an integer >= 2 lmax + 2 = {2 * lmax + 2}")
+    return value
 
 
 def _check_options(
