@@ -60,16 +60,20 @@ Departures from eSEN (and why), in one place:
   embeddings are N(0, 1), not eSEN's U(-0.001, 0.001) edge embeddings.
 - Normalisation is an equivariant RMS layer norm (l = 0 centred, one RMS over all degrees with each degree
   weighted equally, per-(l, channel) gains, bias on l = 0), close to eSEN's `rms_norm_sh`.
-- Grid sizes: the message grid is (2 lmax + 2)^2 (fairchem: 2 (lmax + 1) latitudes, 2 mmax + 1 longitudes
-  on edges), the feed-forward grid (4 lmax + 4)^2, twice fairchem's in each direction: at eSEN's size the grid
-  MLP's aliasing made most of the measured equivariance error (5-25% of the mean force at initialisation for
-  lmax 4-6 with 4 layers, against 0.1-2.5% at the finer grid, which adds per-atom work only). The l > mmax rows of the
-  truncated edge grid are not rescaled as in fairchem: a constant per-degree factor the next layer absorbs.
+- Grid sizes: the message grid is (2 lmax + 2)^2 (fairchem: 2 (lmax + 1) latitudes, 2 mmax + 1 longitudes on
+  edges, so ours costs about twice as much there), the feed-forward grid (4 lmax + 4)^2, twice fairchem's in
+  each direction: at eSEN's size the grid MLP's aliasing made most of the measured equivariance error (5-25% of
+  the mean force at initialisation for lmax 4-6 with 4 layers, against 0.1-2.5% at the finer grid, which adds
+  per-atom work only). The l > mmax rows of the truncated edge grid are not rescaled as in fairchem: a constant
+  per-degree factor that the next layer absorbs.
+- Memory: like eSEN's, the message S2 activation keeps [E, R^2, H] grid values per layer for the backward pass
+  (about 12 GiB for one step of the `paper` model at 4 sphere channels on 64 toy molecules, 28k edges,
+  float32); no activation
+  checkpointing yet.
 - The edge degree embedding is not divided by eSEN's rescale factor 5 but by avg_num_neighbors like the
   messages; the envelope multiplies every message (eSEN's `use_envelope`), folded into the rotation back.
 - The edge frame has no random roll angle (gamma = 0); the SO(2) convolution is exactly invariant to it.
-- The direct force head is one linear map of the l = 1 coefficients (eSEN's linear force head on l <= 1 keeps
-  only its l = 1 output too).
+- The direct force head is one bias-free linear map of the l = 1 coefficients to one l = 1 output.
 - Family defaults are the `cpu` ladder's (lmax 2, 3 layers, H = E_c = 8, 16 Gaussians); the `paper` ladder
   sets the reference study's lmax 4 and 12 layers with H = E_c = 32 (configs/ladders/esen.yaml, which also
   says how close its N comes to the reference study's). eSEN's own defaults (128 channels of each kind, 512
