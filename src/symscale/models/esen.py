@@ -68,8 +68,7 @@ Departures from eSEN (and why), in one place:
   per-degree factor that the next layer absorbs.
 - Memory: like eSEN's, the message S2 activation keeps [E, R^2, H] grid values per layer for the backward pass
   (about 12 GiB for one step of the `paper` model at 4 sphere channels on 64 toy molecules, 28k edges,
-  float32); no activation
-  checkpointing yet.
+  float32); no activation checkpointing yet.
 - The edge degree embedding is not divided by eSEN's rescale factor 5 but by avg_num_neighbors like the
   messages; the envelope multiplies every message (eSEN's `use_envelope`), folded into the rotation back.
 - The edge frame has no random roll angle (gamma = 0); the SO(2) convolution is exactly invariant to it.
