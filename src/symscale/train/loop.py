@@ -155,7 +155,12 @@ def open_data(config: RunConfig):
         for p in paths:
             if not Path(p).exists():
                 raise SymscaleError(f"data not found: {p}")
-    return open_dataset(paths[0] if len(paths) == 1 else paths, neutral_only=d.neutral_only)
+    return open_dataset(
+        paths[0] if len(paths) == 1 else paths,
+        neutral_only=d.neutral_only,
+        energy_key=d.energy_key,
+        forces_key=d.forces_key,
+    )
 
 
 def _check_labels(dataset) -> None:
