@@ -23,6 +23,13 @@ import torch
 
 DEFAULT_CUTOFF = 6.0  # Angstrom, as in the reference study's eSEN
 DEFAULT_MAX_NEIGHBORS = 30
+# Largest structure (atoms) from which vesin's cell list is used instead of the padded distance tensor on CPU.
+# Measured with benchmarks/bench_neighbors.py (batches of 8 molecule-like clouds at 0.1 atoms/A^3, cutoff 6 A,
+# 30 neighbours, 1 thread, medians of 9 and 11 repeats) on a shared 2-core CPU under load (load average ~8, so
+# the numbers are noisy): padded/vesin time ratio 0.4-0.6 at 20-100 atoms, 0.8-1.0 at 150, 1.05-1.1 at 200,
+# 1.15-1.6 at 250 and 1.4-1.7 at 350 atoms. vesin's own search is fast; its cost here is dominated by sorting
+# the pairs into the padded search's order (target, distance, source). Re-measure on a quiet machine.
+VESIN_MIN_ATOMS = 200
 
 
 @dataclass
@@ -100,11 +107,25 @@ def radius_graph(
 ) -> torch.Tensor:
     """Edges (j -> i) with |r_ij| < cutoff within each structure, at most `max_neighbors` per target i.
 
-    Works on a padded [n_structures, max_atoms, max_atoms] distance tensor, which was measured several times
-    faster than vesin for molecules of up to about 100 atoms (DATA_NOTES.md, section 6). `batch` must be
+    Two searches give the same edges in the same order: a padded [n_structures, max_atoms, max_atoms]
+    distance tensor (any device), and vesin's cell list per structure (CPU). The padded search costs
+    max_atoms^2 per structure, the cell list about n_atoms; vesin is used on CPU when the largest structure
+    of the batch has at least `VESIN_MIN_ATOMS` atoms (the measured crossover, see there). `batch` must be
     sorted (atoms of one structure contiguous). Returns a [2, n_edges] long tensor on `pos.device`,
-    sorted by target and then by distance.
+    sorted by target, then by distance, then by source index.
     """
+    if pos.device.type == "cpu" and batch.numel() and int(torch.bincount(batch).max()) >= VESIN_MIN_ATOMS:
+        return radius_graph_vesin(pos, batch, cutoff, max_neighbors)
+    return radius_graph_padded(pos, batch, cutoff, max_neighbors)
+
+
+def radius_graph_padded(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+) -> torch.Tensor:
+    """`radius_graph` on a padded [n_structures, max_atoms, max_atoms] distance tensor (any device)."""
     with torch.no_grad():
         n_struct = int(batch.max().item()) + 1 if batch.numel() else 0
         if n_struct == 0:
@@ -130,6 +151,48 @@ def radius_graph(
         target = offsets[s_idx] + i_loc
         source = offsets[s_idx] + j_loc
         return torch.stack([source, target]).long()
+
+
+def radius_graph_vesin(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+) -> torch.Tensor:
+    """`radius_graph` with vesin's cell list, one structure at a time (CPU positions).
+
+    vesin finds the candidate pairs (with a slightly larger cutoff); the squared distance that decides the
+    cutoff, the ranking and the ties is recomputed here exactly as `radius_graph_padded` computes it, so the
+    two searches return identical edges.
+    """
+    from vesin import NeighborList
+
+    with torch.no_grad():
+        xyz = pos.detach().cpu().numpy()  # [n_atoms, 3]
+        counts = torch.bincount(batch).numpy() if batch.numel() else np.zeros(0, np.int64)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        search = NeighborList(cutoff=cutoff * (1 + 1e-6) + 1e-9, full_list=True)
+        targets, sources = [], []
+        for s in range(len(counts)):
+            lo, hi = int(starts[s]), int(starts[s + 1])
+            if hi - lo < 2:
+                continue
+            i, j = search.compute(points=xyz[lo:hi], box=np.zeros((3, 3)), periodic=False, quantities="ij")
+            targets.append(i.astype(np.int64) + lo)
+            sources.append(j.astype(np.int64) + lo)
+        if not targets:
+            return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+        target, source = np.concatenate(targets), np.concatenate(sources)
+        # squared distance as the padded search computes it: torch's pow(2).sum(-1) of the difference
+        d2 = (torch.from_numpy(xyz[target]) - torch.from_numpy(xyz[source])).pow(2).sum(-1).numpy()  # [n_pairs]
+        inside = d2 < cutoff * cutoff
+        target, source, d2 = target[inside], source[inside], d2[inside]
+        order = np.lexsort((source, d2, target))  # by target, then distance, then source index
+        target, source = target[order], source[order]
+        first = np.searchsorted(target, target, side="left")  # [n_pairs] start of each target's run
+        keep = np.arange(len(target)) - first < max_neighbors
+        edges = np.stack([source[keep], target[keep]])  # [2, n_edges]
+        return torch.from_numpy(edges).to(device=pos.device, dtype=torch.long)
 
 
 def collate(
