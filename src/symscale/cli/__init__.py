@@ -28,6 +28,7 @@ COMMANDS = [
     "report",
     "eval",
     "md",
+    "export",
 ]
 
 
