@@ -23,13 +23,13 @@ import torch
 
 DEFAULT_CUTOFF = 6.0  # Angstrom, as in the reference study's eSEN
 DEFAULT_MAX_NEIGHBORS = 30
-# Largest structure (atoms) from which vesin's cell list is used instead of the padded distance tensor on CPU.
+# Size of the largest structure (atoms) from which vesin's cell list replaces the padded distance tensor on CPU.
 # Measured with benchmarks/bench_neighbors.py (batches of 8 molecule-like clouds at 0.1 atoms/A^3, cutoff 6 A,
-# 30 neighbours, 1 thread, medians of 9 and 11 repeats) on a shared 2-core CPU under load (load average ~8, so
-# the numbers are noisy): padded/vesin time ratio 0.4-0.6 at 20-100 atoms, 0.8-1.0 at 150, 1.05-1.1 at 200,
-# 1.15-1.6 at 250 and 1.4-1.7 at 350 atoms. vesin's own search is fast; its cost here is dominated by sorting
-# the pairs into the padded search's order (target, distance, source). Re-measure on a quiet machine.
-VESIN_MIN_ATOMS = 200
+# 30 neighbours, 1 thread, medians of 9 repeats, two runs) on a shared 2-core CPU under load (load average
+# 5-7, so the numbers are noisy): padded/vesin time ratio 0.2-0.3 at 20 atoms, 0.6-1.0 at 60-100, 0.86-0.90
+# at 150, 1.2-1.4 at 200, 1.4-1.9 at 250 and 2.7-3.1 at 350 atoms. The crossover lies between 150 and 200
+# atoms; re-measure on a quiet machine (and per device: on GPU the padded search is always used).
+VESIN_MIN_ATOMS = 175
 
 
 @dataclass
@@ -109,7 +109,7 @@ def radius_graph(
 
     Two searches give the same edges in the same order: a padded [n_structures, max_atoms, max_atoms]
     distance tensor (any device), and vesin's cell list per structure (CPU). The padded search costs
-    max_atoms^2 per structure, the cell list about n_atoms; vesin is used on CPU when the largest structure
+    max_atoms^2 per structure, the cell list about n_atoms x neighbours; vesin is used on CPU when the largest structure
     of the batch has at least `VESIN_MIN_ATOMS` atoms (the measured crossover, see there). `batch` must be
     sorted (atoms of one structure contiguous). Returns a [2, n_edges] long tensor on `pos.device`,
     sorted by target, then by distance, then by source index.
@@ -161,38 +161,45 @@ def radius_graph_vesin(
 ) -> torch.Tensor:
     """`radius_graph` with vesin's cell list, one structure at a time (CPU positions).
 
-    vesin finds the candidate pairs (with a slightly larger cutoff); the squared distance that decides the
-    cutoff, the ranking and the ties is recomputed here exactly as `radius_graph_padded` computes it, so the
-    two searches return identical edges.
+    vesin finds the candidate pairs (with a slightly larger cutoff), grouped by target. The squared distance
+    that decides the cutoff, the ranking and the ties is recomputed exactly as `radius_graph_padded` computes
+    it, and each target's candidates are ranked in one row of a [n_atoms, max_degree] table: sorted by source,
+    then stably by distance (ties in source order), so the two searches return identical edges.
     """
     from vesin import NeighborList
 
     with torch.no_grad():
-        xyz = pos.detach().cpu().numpy()  # [n_atoms, 3]
-        counts = torch.bincount(batch).numpy() if batch.numel() else np.zeros(0, np.int64)
-        starts = np.concatenate([[0], np.cumsum(counts)])
-        search = NeighborList(cutoff=cutoff * (1 + 1e-6) + 1e-9, full_list=True)
-        targets, sources = [], []
-        for s in range(len(counts)):
-            lo, hi = int(starts[s]), int(starts[s + 1])
-            if hi - lo < 2:
-                continue
-            i, j = search.compute(points=xyz[lo:hi], box=np.zeros((3, 3)), periodic=False, quantities="ij")
-            targets.append(i.astype(np.int64) + lo)
-            sources.append(j.astype(np.int64) + lo)
+        xyz = pos.detach().cpu()  # [n_atoms, 3]
+        counts = torch.bincount(batch).tolist() if batch.numel() else []
+        search = NeighborList(cutoff=cutoff * (1 + 1e-6) + 1e-9, full_list=True, sorted=True)
+        targets, sources, lo = [], [], 0
+        for n in counts:
+            if n >= 2:
+                i, j = search.compute(points=xyz[lo : lo + n].numpy(), box=np.zeros((3, 3)), periodic=False)
+                targets.append(torch.from_numpy(i.astype(np.int64)) + lo)
+                sources.append(torch.from_numpy(j.astype(np.int64)) + lo)
+            lo += n
         if not targets:
             return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
-        target, source = np.concatenate(targets), np.concatenate(sources)
-        # squared distance as the padded search computes it: torch's pow(2).sum(-1) of the difference
-        d2 = (torch.from_numpy(xyz[target]) - torch.from_numpy(xyz[source])).pow(2).sum(-1).numpy()  # [n_pairs]
+        target, source = torch.cat(targets), torch.cat(sources)  # [n_pairs], grouped by target
+        d2 = (xyz[target] - xyz[source]).pow(2).sum(-1)  # [n_pairs] squared distance, as the padded search
         inside = d2 < cutoff * cutoff
         target, source, d2 = target[inside], source[inside], d2[inside]
-        order = np.lexsort((source, d2, target))  # by target, then distance, then source index
-        target, source = target[order], source[order]
-        first = np.searchsorted(target, target, side="left")  # [n_pairs] start of each target's run
-        keep = np.arange(len(target)) - first < max_neighbors
-        edges = np.stack([source[keep], target[keep]])  # [2, n_edges]
-        return torch.from_numpy(edges).to(device=pos.device, dtype=torch.long)
+        degree = torch.bincount(target, minlength=xyz.shape[0])  # [n_atoms]
+        first = torch.cumsum(degree, 0) - degree  # [n_atoms] first pair of each target
+        slot = torch.arange(target.numel()) - first[target]  # [n_pairs] position within the target's group
+        width = int(degree.max())
+        sources_of = torch.full((xyz.shape[0], width), xyz.shape[0], dtype=torch.long)  # [n_atoms, max_degree]
+        sources_of[target, slot] = source
+        by_source = torch.sort(sources_of, dim=-1).indices  # [n_atoms, max_degree] slots in source order
+        table = d2.new_full((xyz.shape[0], width), float("inf"))  # [n_atoms, max_degree] squared distances
+        table[target, slot] = d2
+        table = torch.gather(table, 1, by_source)
+        nearest = torch.sort(table, dim=-1, stable=True).indices[:, :max_neighbors]  # [n_atoms, k]
+        order = torch.gather(by_source, 1, nearest)  # [n_atoms, k] slots, nearest first, ties by source
+        row, col = (nearest < degree[:, None]).nonzero(as_tuple=True)  # real pairs only, by target then rank
+        pair = first[row] + order[row, col]  # [n_edges]
+        return torch.stack([source[pair], target[pair]]).to(device=pos.device)
 
 
 def collate(
