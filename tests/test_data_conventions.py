@@ -122,3 +122,15 @@ def test_data_info_cli_reads_ref_keys(tmp_path, capsys):
     assert "missing energy" in capsys.readouterr().err
     assert main(["data", "info", str(path), "--energy-key", "REF_energy", "--forces-key", "REF_forces"]) == 0
     assert "structures: 2" in capsys.readouterr().out
+
+
+def test_train_options_set_the_label_keys():
+    from symscale.cli import build_parser
+    from symscale.cli.train import config_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--arch", "mpnn", "--width", "8", "--out", "run", "--energy-key", "REF_energy"]
+        + ["--forces-key", "REF_forces"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.data.energy_key, cfg.data.forces_key) == ("REF_energy", "REF_forces")

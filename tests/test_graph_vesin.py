@@ -31,6 +31,12 @@ def test_vesin_gives_identical_edges(sizes, max_neighbors):
     assert torch.equal(padded, vesin)  # same set, same order (target, distance, source)
 
 
+def test_vesin_matches_in_float32():
+    pos, batch = _batch([180, 30], np.random.default_rng(5))
+    pos = pos.float()
+    assert torch.equal(radius_graph_padded(pos, batch), radius_graph_vesin(pos, batch))
+
+
 def test_vesin_breaks_distance_ties_like_the_padded_search():
     # a cubic grid: many neighbours at exactly the same distance, so only the tie rule decides who is kept
     g = np.arange(5, dtype=float) * 1.5

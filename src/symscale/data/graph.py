@@ -170,12 +170,13 @@ def radius_graph_vesin(
 
     with torch.no_grad():
         xyz = pos.detach().cpu()  # [n_atoms, 3]
+        xyz64 = xyz.double().numpy()  # vesin's candidates in float64 (the 1e-6 margin covers float32 rounding)
         counts = torch.bincount(batch).tolist() if batch.numel() else []
         search = NeighborList(cutoff=cutoff * (1 + 1e-6) + 1e-9, full_list=True, sorted=True)
         targets, sources, lo = [], [], 0
         for n in counts:
             if n >= 2:
-                i, j = search.compute(points=xyz[lo : lo + n].numpy(), box=np.zeros((3, 3)), periodic=False)
+                i, j = search.compute(points=xyz64[lo : lo + n], box=np.zeros((3, 3)), periodic=False)
                 targets.append(torch.from_numpy(i.astype(np.int64)) + lo)
                 sources.append(torch.from_numpy(j.astype(np.int64)) + lo)
             lo += n
