@@ -7,8 +7,6 @@ import pytest
 from symscale.config import RunConfig
 from symscale.train.progress import ExtraLoggers, wandb_identity
 
-wandb = pytest.importorskip("wandb", reason="wandb is in the test extras (pip install -e '.[test]')")
-
 
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
@@ -26,6 +24,7 @@ def _study_run(tmp_path, run_id="mpnn-w8-0123456789"):
 
 
 def test_study_run_logs_to_the_study_project_and_resumes_its_run(offline, tmp_path):
+    pytest.importorskip("wandb", reason="wandb is in the test extras (pip install -e '.[test]')")
     out = _study_run(tmp_path)
     config = RunConfig.from_dict({"arch": "mpnn", "width": 8}).to_dict()
     first = ExtraLoggers(out, tensorboard=False, wandb=True, run_name=out.name, config=config)
@@ -48,3 +47,22 @@ def test_run_outside_a_study_has_a_stable_id(tmp_path):
     assert one == wandb_identity(tmp_path / "run", config)
     assert one["project"] == "symscale" and one["group"] is None and one["id"].startswith("run-")
     assert wandb_identity(tmp_path / "run", other)["id"] != one["id"]
+
+
+def test_tensorboard_resume_drops_events_after_the_resumed_step(monkeypatch, tmp_path):
+    # tensorboard is not a test dependency: a stand-in SummaryWriter records how it was opened
+    import sys
+    import types
+
+    from symscale.train import progress
+
+    opened = []
+    fake = types.ModuleType("torch.utils.tensorboard")
+    fake.SummaryWriter = lambda **kwargs: opened.append(kwargs) or types.SimpleNamespace(close=lambda: None)
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", fake)
+    monkeypatch.setattr(progress.importlib.util, "find_spec", lambda name: object())
+    out = _study_run(tmp_path)
+    ExtraLoggers(out, tensorboard=True, wandb=False, run_name=out.name, config={}).close()
+    ExtraLoggers(out, tensorboard=True, wandb=False, run_name=out.name, config={}, start_step=40).close()
+    assert [o["purge_step"] for o in opened] == [None, 40]
+    assert all(o["log_dir"] == str(out / "tensorboard") for o in opened)
