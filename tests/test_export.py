@@ -40,6 +40,10 @@ def test_exported_program_matches_the_model(tmp_path, arch, forces):
     path = export_model(model, tmp_path / f"{arch}.pt2")
     assert load_exported(path).metadata["forces"] == forces
     _check_same(model, path)
+    other = "direct" if forces == "conservative" else "conservative"
+    float32 = load_exported(export_model(model, tmp_path / "f32.pt2", dtype="float32", forces=other))
+    assert (float32.metadata["forces"], float32.dtype) == (other, torch.float32)
+    assert model.force_mode == forces and next(model.parameters()).dtype == torch.float64  # caller's model untouched
 
 
 @pytest.mark.slow

@@ -28,6 +28,7 @@ Where it departs from the eager model, and why:
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -98,6 +99,8 @@ def export_model(
         from symscale.train.checkpoint import load_model
 
         model, _ = load_model(model, device=device)
+    else:
+        model = copy.deepcopy(model)  # the caller's model keeps its device, dtype and force mode
     if forces is not None:
         if forces not in ("direct", "conservative"):
             raise SymscaleError.invalid("forces", forces, "direct or conservative")
