@@ -64,6 +64,8 @@ class DataConfig:
     pack_max_structures: int = 500_000  # pack prefix + validation into RAM when they are at most this many
     stats_max_samples: int = 5000  # structures sampled for the dataset statistics
     prefetch: int = 0  # batches collated ahead in a background thread (0: none)
+    energy_key: str = "energy"  # label key of the energy in the files (MACE-style files: "REF_energy")
+    forces_key: str = "forces"  # label key of the forces in the files (MACE-style files: "REF_forces")
 
 
 @dataclass(frozen=True)
@@ -422,6 +424,9 @@ class RunConfig:
             section, leaf = key.split(".")
             if out[section].get(leaf, 0) is None:
                 del out[section][leaf]
+        for key, default in (("energy_key", "energy"), ("forces_key", "forces")):
+            if out["data"][key] == default:  # left out at their defaults: run ids from before the keys existed hold
+                out["data"].pop(key)
         return out
 
     def config_hash(self) -> str:

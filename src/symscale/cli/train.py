@@ -60,6 +60,12 @@ def add_parser(subparsers) -> None:
         default=None,
         help="structures in the nested training prefix (data.n_train; default: all non-validation structures)",
     )
+    p.add_argument(
+        "--energy-key", default=None, help="label key of the energy in --data (default energy; MACE: REF_energy)"
+    )
+    p.add_argument(
+        "--forces-key", default=None, help="label key of the forces in --data (default forces; MACE: REF_forces)"
+    )
     p.add_argument("--out", required=True, help="run directory (created; an existing one is resumed)")
     p.add_argument("--config", default=None, help="YAML file of RunConfig keys (nested, dotted or flat)")
     p.add_argument(
@@ -101,6 +107,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "source": args.data,
         "val_source": args.val_data,
         "n_train": args.structures,
+        "energy_key": args.energy_key,
+        "forces_key": args.forces_key,
         "device": args.device,
         "seed": args.seed,
         "threads": args.threads,

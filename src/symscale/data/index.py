@@ -94,11 +94,14 @@ class FileIndex:
         raise AttributeError(name)
 
 
-def file_key(path: Path) -> str:
-    """The cache key of a file: hash of resolved path, size, mtime (ns), the first 64 KiB, INDEX_VERSION."""
+def file_key(path: Path, labels: str = "energy|forces") -> str:
+    """The cache key of a file: hash of resolved path, size, mtime (ns), the first 64 KiB, INDEX_VERSION and the
+    label keys the validity was judged with (`energy|forces` unless a dataset names others)."""
     st = path.stat()
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{INDEX_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+    if labels != "energy|forces":  # keys of indexes built before label keys existed stay valid
+        h.update(labels.encode())
     with open(path, "rb") as f:
         h.update(f.read(_HEADER_BYTES))
     return h.hexdigest()
@@ -317,9 +320,14 @@ def _composition(n_rows: int, rows: np.ndarray, owner: np.ndarray, z: np.ndarray
     return {"comp_ptr": np.cumsum(ptr), "comp_z": (pairs % 256).astype(np.uint8), "comp_count": counts.astype(np.int32)}
 
 
+def _labels(source) -> str:
+    """The label keys a source reads (`energy_key|forces_key`), part of its index's cache key."""
+    return f"{getattr(source, 'energy_key', 'energy')}|{getattr(source, 'forces_key', 'forces')}"
+
+
 def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
     """The index arrays of rows start..stop of one source."""
-    from symscale.data.readers import _LmdbSource
+    from symscale.data.readers import _label, _LmdbSource
 
     chunk = _Chunk(stop - start)
     if isinstance(source, _LmdbSource):
@@ -334,8 +342,9 @@ def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
             except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
                 chunk.corrupt(k)
                 continue
-            chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(d.get("energy")),
-                      _flat(d.get("forces")), d.get("data"))  # fmt: skip
+            energy, forces = _label(d, source.energy_key), _label(d, source.forces_key)
+            chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(energy), _flat(forces),
+                      d.get("data"))  # fmt: skip
         return chunk.finish()
     for k, i in enumerate(range(start, stop)):
         try:
@@ -394,7 +403,7 @@ def file_indexes(
 ) -> list[FileIndex]:
     """The index of every file, from the cache or built (once, under a lock) and cached."""
     folder = index_folder(cache_dir)
-    keys = [file_key(p) for p in paths]
+    keys = [file_key(p, _labels(s)) for p, s in zip(paths, sources)]
     out: list[FileIndex | None] = [_load(folder / k, p) for k, p in zip(keys, paths)]
     missing = [i for i, x in enumerate(out) if x is None]
     if not missing:

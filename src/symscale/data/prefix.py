@@ -49,7 +49,12 @@ def open_data(config: RunConfig) -> Dataset:
         for p in paths:
             if not Path(p).exists():
                 raise SymscaleError(f"data not found: {p}")
-    return open_dataset(paths[0] if len(paths) == 1 else paths, neutral_only=d.neutral_only)
+    return open_dataset(
+        paths[0] if len(paths) == 1 else paths,
+        neutral_only=d.neutral_only,
+        energy_key=d.energy_key,
+        forces_key=d.forces_key,
+    )
 
 
 def _check_labels(dataset: Any) -> None:
@@ -72,7 +77,11 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     n_total = len(dataset)
     if d.val_source is None and d.n_val >= n_total:
         raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    val_data = None if d.val_source is None else open_dataset(d.val_source, neutral_only=d.neutral_only)
+    val_data = None
+    if d.val_source is not None:
+        val_data = open_dataset(
+            d.val_source, neutral_only=d.neutral_only, energy_key=d.energy_key, forces_key=d.forces_key
+        )
     split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
     dataset, splits = split.dataset, split.splits
     pool = splits.n_train_max

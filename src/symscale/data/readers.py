@@ -14,6 +14,15 @@ Formats
 - `.xyz` / `.extxyz`: frame byte offsets are indexed once at open (a truncated last frame is detected there),
   then a frame is read by seeking to it. `charge` and `spin` come from the comment line when present.
 
+Label keys: energies and forces are read from `energy` / `forces` unless `energy_key` / `forces_key` name
+others (MACE's `REF_energy` / `REF_forces`, say). A key is looked up where each format keeps it: extxyz in the
+comment line (energy) or the per-atom columns (forces); ASE databases in the calculator results, the row's
+key-value pairs, then its `data`.
+
+Periodic structures (any `pbc` true) are refused with the file and row: the models and the neighbour search
+are for molecules, and dropping the cell silently would train on the wrong graph. A cell with `pbc` all
+false (a molecule in a box) is read as a molecule.
+
 Conventions: energies eV, forces eV/Angstrom, positions Angstrom, spin = multiplicity (1 = singlet).
 A missing charge is read as 0 and a missing spin as 1.
 
@@ -113,6 +122,29 @@ def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> St
     )
 
 
+DEFAULT_ENERGY_KEY = "energy"
+DEFAULT_FORCES_KEY = "forces"
+
+
+def _label(row: dict, key: str):
+    """The value of label `key` in an ASE database row (as a dict): calculator results at the top level,
+    then key-value pairs, then `data`; None when absent."""
+    for place in (row, row.get("key_value_pairs") or {}, row.get("data") or {}):
+        if key in place and place[key] is not None:
+            return place[key]
+    return None
+
+
+def _refuse_periodic(path: Path, i: int, pbc) -> None:
+    """Raise when a row has a periodic cell (symscale's models and graphs are for molecules)."""
+    pbc = np.asarray(pbc if pbc is not None else False, dtype=bool).reshape(-1)
+    if pbc.any():
+        raise SymscaleError(
+            f"{path}: structure {i}: periodic cell (pbc={pbc.astype(int).tolist()}) is not supported; "
+            "expected a molecule (pbc false)"
+        )
+
+
 def check_structure(s: Structure) -> str | None:
     """The reason `s` is unusable for training, or None when it is fine."""
     n = len(s.numbers)
@@ -161,9 +193,10 @@ def _min_distance(pos: np.ndarray) -> float:
 class _LmdbSource:
     """Rows of one `.aselmdb` file, read straight from LMDB (the layout ase-db-backends writes)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
         self._resolved = str(Path(path).resolve())
+        self.energy_key, self.forces_key = energy_key, forces_key
         self._env = None
         txn = self._txn()
         nextid = _decode(txn.get(b"nextid")) if txn.get(b"nextid") is not None else 1
@@ -198,11 +231,12 @@ class _LmdbSource:
 
     def read(self, i: int) -> Structure:
         dct = self.row(i)
+        _refuse_periodic(self.path, i, _array(dct.get("pbc"), bool))
         return _structure_from_fields(
             _array(dct.get("numbers"), np.int64),
             _array(dct.get("positions"), np.float64),
-            _scalar(dct.get("energy")),
-            _array(dct.get("forces"), np.float64),
+            _scalar(_label(dct, self.energy_key)),
+            _array(_label(dct, self.forces_key), np.float64),
             dct.get("data") or {},
         )
 
@@ -211,7 +245,14 @@ class _LmdbSource:
         return dict(self.row(i).get("data") or {})
 
     def __getstate__(self):
-        return {"path": self.path, "_resolved": self._resolved, "ids": self.ids, "n_ids": self.n_ids}
+        return {
+            "path": self.path,
+            "_resolved": self._resolved,
+            "ids": self.ids,
+            "n_ids": self.n_ids,
+            "energy_key": self.energy_key,
+            "forces_key": self.forces_key,
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -287,8 +328,9 @@ def _decode(raw: bytes):
 class _SqliteSource:
     """Rows of one ASE `.db` (sqlite) file, through `ase.db`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
+        self.energy_key, self.forces_key = energy_key, forces_key
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
                 self.ids = np.array([r[0] for r in con.execute("SELECT id FROM systems ORDER BY id")], np.int64)
@@ -308,22 +350,25 @@ class _SqliteSource:
 
     def read(self, i: int) -> Structure:
         row = self._row(i)
-        return _structure_from_fields(
-            row.numbers, row.positions, row.get("energy"), row.get("forces"), dict(row.get("data") or {})
-        )
+        _refuse_periodic(self.path, i, row.get("pbc"))
+        fields = {"key_value_pairs": row.key_value_pairs, "data": row.get("data") or {}}
+        fields.update({k: row.get(k) for k in ("energy", "forces", self.energy_key, self.forces_key)})
+        energy, forces = _label(fields, self.energy_key), _label(fields, self.forces_key)
+        return _structure_from_fields(row.numbers, row.positions, energy, forces, dict(row.get("data") or {}))
 
     def metadata(self, i: int) -> dict:
         return dict(self._row(i).get("data") or {})
 
     def __getstate__(self):
-        return {"path": self.path, "ids": self.ids, "_db": None}
+        return {**self.__dict__, "_db": None}
 
 
 class _XyzSource:
     """Frames of one extxyz file; frame byte offsets are indexed once, then frames are read by seeking."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
+        self.energy_key, self.forces_key = energy_key, forces_key
         self.offsets, self.truncated = _index_xyz(path)  # offsets: [n_frames + 1] bytes
 
     def __len__(self) -> int:
@@ -341,15 +386,16 @@ class _XyzSource:
             atoms = next(read_xyz(io.StringIO(self._text(i)), 0))
         except (KeyError, ValueError, IndexError) as err:
             raise SymscaleError(f"{self.path}: structure {i}: cannot parse extxyz frame ({err})") from None
-        calc = atoms.calc
-        energy = calc.results.get("energy") if calc is not None else None
-        forces = calc.results.get("forces") if calc is not None else None
-        if forces is None and "forces" in atoms.arrays:
-            forces = atoms.arrays["forces"]
+        _refuse_periodic(self.path, i, atoms.pbc)
+        results = atoms.calc.results if atoms.calc is not None else {}
+        energy = results.get(self.energy_key)
+        forces = results.get(self.forces_key)
+        if forces is None and self.forces_key in atoms.arrays:
+            forces = atoms.arrays[self.forces_key]
         info = {k: v.item() if isinstance(v, np.generic) else v for k, v in atoms.info.items()}
         info = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
-        if energy is None and "energy" in info:
-            energy = info.pop("energy")
+        if energy is None and self.energy_key in info:
+            energy = info.pop(self.energy_key)
         try:
             return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
         except (TypeError, ValueError) as err:  # e.g. `energy=abc` or `charge=x` on the comment line
@@ -392,17 +438,17 @@ def _index_xyz(path: Path) -> tuple[np.ndarray, str | None]:
     return np.asarray(offsets, dtype=np.int64), truncated
 
 
-def _open_source(path: Path):
+def _open_source(path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
     if not path.exists():
         raise SymscaleError(f"cannot read {path}: no such file or folder")
     suffix = path.suffix.lower()
     try:
         if suffix in LMDB_EXTENSIONS:
-            return _LmdbSource(path)
+            return _LmdbSource(path, energy_key, forces_key)
         if suffix in XYZ_EXTENSIONS:
-            return _XyzSource(path)
+            return _XyzSource(path, energy_key, forces_key)
         if suffix in DB_EXTENSIONS:
-            return _SqliteSource(path)
+            return _SqliteSource(path, energy_key, forces_key)
     except OSError as err:
         raise SymscaleError(f"cannot read {path}: {err.strerror or err}") from None
     except (zlib.error, ValueError) as err:
@@ -439,16 +485,26 @@ class Dataset:
 
     `neutral_only` keeps charge 0 and spin 1 (OMol25's neutral subset); `skip_invalid` leaves out invalid
     structures (counted in `skipped`). Both are read from the dataset's index (`symscale.data.index`: built
-    once per file and cached); the selection is an int array of raw rows.
+    once per file and cached); the selection is an int array of raw rows. `energy_key` / `forces_key` name the
+    labels (see the module docstring).
     """
 
-    def __init__(self, paths, *, neutral_only: bool = False, skip_invalid: bool = False):
+    def __init__(
+        self,
+        paths,
+        *,
+        neutral_only: bool = False,
+        skip_invalid: bool = False,
+        energy_key: str = DEFAULT_ENERGY_KEY,
+        forces_key: str = DEFAULT_FORCES_KEY,
+    ):
         self.files = expand_paths(paths)
+        self.energy_key, self.forces_key = energy_key, forces_key
         self.neutral_only = neutral_only
         self.skip_invalid = skip_invalid
         self.skipped = 0
         self.skip_reasons: Counter[str] = Counter()
-        self._sources = [_open_source(p) for p in self.files]
+        self._sources = [_open_source(p, energy_key, forces_key) for p in self.files]
         self._truncations(skip_invalid)
         sizes = np.array([len(s) for s in self._sources], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])  # [n_files + 1]
@@ -541,8 +597,15 @@ class Dataset:
         s = src.read(row)
         reason = check_structure(s)
         if reason is not None:
-            raise SymscaleError(f"{src.path}: structure {row}: {reason}")
+            raise SymscaleError(f"{src.path}: structure {row}: {reason}{self._key_hint(reason)}")
         return s
+
+    def _key_hint(self, reason: str) -> str:
+        """For a missing label, which key was looked for and how to name another."""
+        for label, key in (("energy", self.energy_key), ("forces", self.forces_key)):
+            if reason == f"missing {label}":
+                return f" (looked for key {key!r}; name another with {label}_key, e.g. --{label}-key REF_{label})"
+        return ""
 
     def __iter__(self):
         for i in range(len(self)):
@@ -564,9 +627,20 @@ def _names(files: Sequence[Path]) -> str:
     return f"{len(files)} files in {files[0].parent}"
 
 
-def open_dataset(paths, *, neutral_only: bool = False, skip_invalid: bool = False) -> Dataset:
-    """Open one file, several files or a folder of shards as one streaming `Dataset` (see module docstring)."""
-    return Dataset(paths, neutral_only=neutral_only, skip_invalid=skip_invalid)
+def open_dataset(
+    paths,
+    *,
+    neutral_only: bool = False,
+    skip_invalid: bool = False,
+    energy_key: str = DEFAULT_ENERGY_KEY,
+    forces_key: str = DEFAULT_FORCES_KEY,
+) -> Dataset:
+    """Open one file, several files or a folder of shards as one streaming `Dataset` (see module docstring).
+
+    `energy_key` / `forces_key`: where the labels are stored (e.g. MACE's "REF_energy" / "REF_forces")."""
+    return Dataset(
+        paths, neutral_only=neutral_only, skip_invalid=skip_invalid, energy_key=energy_key, forces_key=forces_key
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

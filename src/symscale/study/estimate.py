@@ -122,7 +122,7 @@ def data_size(spec: StudySpec, paths: list[str] | None = None) -> DataSize:
 def _measure(paths: list[str], ds) -> DataSize:
     from symscale.data.readers import open_dataset
 
-    data = open_dataset(paths, neutral_only=ds.neutral_only)
+    data = open_dataset(paths, neutral_only=ds.neutral_only, energy_key=ds.energy_key, forces_key=ds.forces_key)
     n = len(data)
     step = max(1, n // 200)
     sample = [data[i] for i in range(0, n, step)][:200]

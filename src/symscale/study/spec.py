@@ -55,7 +55,18 @@ _TOP_KEYS = {
     "fits": "{bootstrap, seed} for the fits after the study",
     "report": "true to write the report after the fits",
 }
-_DATASET_KEYS = ("builtin", "seed", "path", "val_path", "neutral_only", "val", "split_seed", "elements", "size_hint")
+_DATASET_KEYS = (
+    "builtin",
+    "seed",
+    "path",
+    "val_path",    "neutral_only",
+    "val",
+    "split_seed",
+    "elements",
+    "size_hint",
+    "energy_key",
+    "forces_key",
+)
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
@@ -87,6 +98,8 @@ class DatasetSpec:
     split_seed: int = 0
     elements: tuple[int, ...] | None = None  # atomic numbers, for dry runs without the data
     size_hint: dict[str, float] = field(default_factory=dict)  # {structures, atoms_per_structure}
+    energy_key: str = "energy"  # label keys in the files (MACE-style: REF_energy, REF_forces)
+    forces_key: str = "forces"
 
     def run_keys(self) -> dict[str, Any]:
         """RunConfig data keys: the built-in set by name (not where its cache lives), or the path."""
@@ -96,6 +109,7 @@ class DatasetSpec:
             data = {"source": self.path}
         if self.val_path is not None:
             data["val_source"] = self.val_path
+        data.update(energy_key=self.energy_key, forces_key=self.forces_key)
         return {**data, "neutral_only": self.neutral_only, "n_val": self.val, "split_seed": self.split_seed}
 
 
@@ -301,6 +315,8 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
         split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
         elements=elements,
         size_hint={k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()},
+        energy_key=_label_key("dataset.energy_key", raw.get("energy_key", "energy")),
+        forces_key=_label_key("dataset.forces_key", raw.get("forces_key", "forces")),
     )
 
 
@@ -311,6 +327,12 @@ def _data_path(key: str, path: Any, base_dir: Path) -> str | None:
     if not isinstance(path, str) or not path:
         raise SymscaleError.invalid(key, path, "a file or folder path")
     return str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
+
+
+def _label_key(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise SymscaleError.invalid(key, value, "a label key such as REF_energy")
+    return value
 
 
 def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:

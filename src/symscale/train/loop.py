@@ -460,7 +460,9 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     status = {"step": run.step, "total_steps": run.total_steps, "config_hash": config.config_hash()}
     rundir.write_status(out, "running", **status)
     prog = Progress(out / rundir.TRAIN_LOG, run.total_steps, run.step, run.progress_mode, config.runtime.log_every_s)
-    loggers = ExtraLoggers(out, config.runtime.tensorboard, config.runtime.wandb, out.name, config.to_dict())
+    loggers = ExtraLoggers(
+        out, config.runtime.tensorboard, config.runtime.wandb, out.name, config.to_dict(), start_step=run.step
+    )
     prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
     try:
         last = _train(run, prog, loggers)
