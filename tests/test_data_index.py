@@ -260,7 +260,7 @@ def test_val_data_options_of_train_and_study(tmp_path):
     assert train_cli.config_from_args(args).data.val_source == "v.aselmdb"
     paper = load_spec("paper", overrides={"dataset": {"path": str(tmp_path), "val_path": str(tmp_path / "v")}})
     assert paper.dataset.val_path == str(tmp_path / "v") and paper.dataset.neutral_only
-    assert expand_runs(paper)[0].config["val_source"] == str(tmp_path / "v")
+    assert expand_runs(paper)[0].config.data.val_source == str(tmp_path / "v")
     assert "${" in load_spec("paper").dataset.val_path  # the preset's placeholder, filled by --val-data
     parser = argparse.ArgumentParser()
     study_cli.add_parser(parser.add_subparsers())
