@@ -110,6 +110,20 @@ SCALINGS = ("sphere", "all")
 GRID_EQUIVARIANCE_TOLERANCE = 5e-2
 
 
+class ScaledDense(Dense):
+    """`Dense` with its weight std multiplied by a constant `scale` (1/sqrt 2 for the SO(2) convolution's m > 0
+    blocks, whose outputs each add two products, so that they start at the m = 0 block's scale)."""
+
+    def __init__(self, in_features: int, out_features: int, *, scale: float, bias: bool = True) -> None:
+        self.scale = float(scale)
+        super().__init__(in_features, out_features, bias=bias)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        with torch.no_grad():
+            self.weight.mul_(self.scale)
+
+
 class GaussianBasis(nn.Module):
     """`num` Gaussians of the distance d [Angstrom], centres evenly on [0, cutoff], width one spacing.
 
@@ -224,7 +238,9 @@ class SO2Convolution(nn.Module):
         self.sizes = [lmax + 1 - m for m in range(self.mmax + 1)]  # degrees l >= m per block
         self.radial = radial
         self.linears = nn.ModuleList([Dense(self.sizes[0] * c_in, self.sizes[0] * c_out + extra)])
-        self.linears.extend(Dense(n * c_in, 2 * n * c_out, bias=False) for n in self.sizes[1:])
+        self.linears.extend(  # y_(-m) = W1 x_(-m) - W2 x_(+m) adds two products: std / sqrt 2 keeps m = 0's scale
+            ScaledDense(n * c_in, 2 * n * c_out, scale=_INV_SQRT2, bias=False) for n in self.sizes[1:]
+        )
 
     @property
     def radial_size(self) -> int:
