@@ -190,3 +190,40 @@ def test_ladder_comments_give_the_exact_n():
     stated = [int(n.replace(",", "")) for n in re.findall(r"^  - \d+ +# N = ([\d,]+)$", text, flags=re.M)]
     computed = [r.num_parameters for name in ("cpu", "paper") for r in ladder_rungs("esen", name)]
     assert stated == computed and len(stated) >= 12
+
+
+@pytest.mark.parametrize("scaling", ["sphere", "all"])
+def test_mup_roles_follow_which_channel_counts_grow(scaling):
+    """With scaling="sphere" only the sphere channels S grow: S -> H layers are output-like (fan-in grows), H -> S
+    input-like, H -> H and the edge channels' layers fixed ("vector": lr as given); with "all" every one of them
+    is hidden. Checked for the m = 0 and the m > 0 blocks of both SO(2) convolutions alike."""
+    from symscale.models import mup
+
+    roles = {
+        name: r.role for name, r in mup.parameter_roles(build("esen", 48, elements=ELEMENTS, scaling=scaling)).items()
+    }
+    sphere = scaling == "sphere"
+    for m in range(3):  # lmax = mmax = 2
+        assert roles[f"blocks.0.edgewise.conv1.linears.{m}.weight"] == ("output" if sphere else "hidden")
+        assert roles[f"blocks.0.edgewise.conv2.linears.{m}.weight"] == ("input" if sphere else "hidden")
+    assert roles["blocks.0.feed_forward.mlp.0.weight"] == ("output" if sphere else "hidden")
+    assert roles["blocks.0.feed_forward.mlp.2.weight"] == ("vector" if sphere else "hidden")
+    assert roles["blocks.0.feed_forward.mlp.4.weight"] == ("input" if sphere else "hidden")
+    assert roles["energy_head.0.weight"] == ("output" if sphere else "hidden")
+    assert roles["energy_head.4.weight"] == ("vector" if sphere else "output")
+    assert roles["force_head.weight"] == "output"
+    assert roles["blocks.0.edgewise.conv1.radial.net.2.weight"] == ("vector" if sphere else "hidden")
+    assert roles["blocks.0.edgewise.conv1.radial.net.5.weight"] == ("input" if sphere else "hidden")
+
+
+def test_so2_convolution_m_blocks_start_at_the_m_zero_scale():
+    """The m > 0 blocks of the SO(2) convolution add two products per output (W1 x_- - W2 x_+); drawn with the
+    m = 0 block's std they would start sqrt(2) larger. On unit-variance inputs every m-block's output has the
+    same scale, so the m > 0 paths see the same effective learning rate as m = 0 under Adam."""
+    torch.manual_seed(0)
+    conv = build("esen", 16, elements=ELEMENTS).blocks[0].edgewise.conv2  # plain SO(2) convolution H -> S
+    x = torch.randn(4096, 9, conv.c_in)  # [E, Kt, c_in], lmax = mmax = 2: rows m = 0 (3), m = +-1 (4), m = +-2 (2)
+    with torch.no_grad():
+        y, _ = conv(x, torch.zeros(4096, 1))
+    rms = [float(part.pow(2).mean().sqrt()) for part in y.split([3, 4, 2], dim=1)]
+    assert max(rms) / min(rms) < 1.15, rms  # without the 1/sqrt(2) on m > 0: about 1.41
