@@ -138,12 +138,18 @@ def write_plan(plan: RunPlan, run_dir: Path) -> None:
 def make_executor(settings: Any, study_dir: str | Path, *, kind: str | None = None, workers: int | None = None):
     """The engine the spec's `executor` section asks for (`kind` and `workers` override it)."""
     kind = kind or settings.kind
-    if kind == "local":
-        return LocalExecutor(workers or settings.workers, settings.threads_per_worker, settings.max_restarts)
     if kind == "slurm":
+        if workers is not None:  # the spec's executor.workers (for local and ray) is left alone
+            raise SymscaleError.invalid(
+                "--workers", workers, "no --workers with the slurm executor (one job per run; bound the jobs "
+                "in the queue with executor.slurm.max_running)"
+            )
         return SlurmExecutor(Path(study_dir) / "slurm", settings.slurm, settings.threads_per_worker)
+    workers = workers or settings.workers
+    if kind == "local":
+        return LocalExecutor(workers or 1, settings.threads_per_worker, settings.max_restarts)
     if kind == "ray":
-        return RayExecutor(settings.ray, settings.threads_per_worker)
+        return RayExecutor(settings.ray, settings.threads_per_worker, workers=workers)
     raise SymscaleError.invalid("executor", kind, "local, slurm or ray")
 
 
