@@ -8,7 +8,6 @@ without one every test here is skipped with the reason (`pytest -ra` lists it).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -28,8 +28,9 @@ from symscale.study.catalogue import Catalogue, export_laws
 from symscale.study.estimate import RunEstimate, estimate_runs
 from symscale.study.executors import RunFn, RunOutcome, RunTask, reset_for_retry, train_config
 from symscale.study.local import LocalExecutor
+from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
-from symscale.study.slurm import SlurmExecutor
+from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,7 @@ def make_executor(settings: Any, study_dir: str | Path, *, kind: str | None = No
     kind = kind or settings.kind
     if kind == "slurm":
         if workers is not None:  # the spec's executor.workers (for local and ray) is left alone
-            raise SymscaleError.invalid(
-                "--workers", workers, "no --workers with the slurm executor (one job per run; bound the jobs "
-                "in the queue with executor.slurm.max_running)"
-            )
+            raise SymscaleError.invalid("--workers", workers, SLURM_NO_WORKERS)
         return SlurmExecutor(Path(study_dir) / "slurm", settings.slurm, settings.threads_per_worker)
     workers = workers or settings.workers
     if kind == "local":
@@ -185,20 +183,27 @@ def run_study(
     run_fn: RunFn = train_config,
     finalize: bool = True,
     out: Printer = log.info,
+    progress: bool | None = False,
 ) -> StudyResult:
-    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report."""
+    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. `progress`:
+    a study-level bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
     t0 = time.monotonic()
     study_dir = init_study_dir(spec, study_dir)
     plans = expand_runs(spec)
     todo = [p for p in plans if rundir.read_status(study_dir / "runs" / p.run_id)["status"] != "finished"]
     if todo:
-        _execute(spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out)
+        _execute(
+            spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out,
+            progress=progress,
+        )  # fmt: skip
     else:
         out(f"all {len(plans)} runs of {spec.name} are finished: refreshing the fits and the report")
     return summarize(spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0)
 
 
-def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out):
+def _execute(
+    spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out, progress
+):
     out(f"study {spec.name}: {len(plans)} runs in {study_dir}")
     prepare_dataset(spec)
     paths = None if spec.dataset.path is None else [spec.dataset.path]
@@ -213,8 +218,21 @@ def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, wo
     if skipped:
         out(f"{skipped} runs already finished or failed (use --retry-failed to rerun failed ones)")
     executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
-    progress = Progress(tasks, out)
-    executor.run(tasks, on_start=progress.start, on_finish=progress.finish)
+    bar = StudyBar(tasks, enabled=progress)
+    lines = Progress(tasks, bar.printer(out))
+
+    def on_start(task: RunTask) -> None:
+        lines.start(task)
+        bar.start(task)
+
+    def on_finish(task: RunTask, outcome: RunOutcome) -> None:
+        lines.finish(task, outcome)
+        bar.finish(task, outcome)
+
+    try:
+        executor.run(tasks, on_start=on_start, on_finish=on_finish)
+    finally:
+        bar.close()
 
 
 def summarize(

@@ -43,6 +43,7 @@ from symscale.study.executors import (
 
 log = logging.getLogger(__name__)
 
+SLURM_NO_WORKERS = "no --workers with the slurm executor (one job per run; executor.slurm.max_running bounds them)"
 JOBS_FILE = "jobs.json"  # {run_id: job_id} of every job this study submitted, in the engine's folder
 # squeue states of a job that is, or will again be, running: such a run is not submitted again
 LIVE_STATES = frozenset(
