@@ -32,16 +32,16 @@ class StudyBar:
         self.running = 0
         self.failed = 0
         self.by_flops = all(t.estimated_flops > 0 for t in tasks) and bool(tasks)
-        self.cost = {t.run_id: t.estimated_flops if self.by_flops else 1.0 for t in tasks}
-        unit = "FLOPs" if self.by_flops else "runs"
+        self.cost = {t.run_id: t.estimated_flops if self.by_flops else 1 for t in tasks}
+        flops = "{n_fmt}/{total_fmt} FLOPs" if self.by_flops else "FLOPs not estimated"
         self.bar = tqdm(
             total=sum(self.cost.values()),
             file=file,
             disable=not enabled,
-            unit=unit,
+            unit="FLOPs",
             unit_scale=self.by_flops,
             dynamic_ncols=True,
-            bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} " + unit + " [{elapsed}<{remaining}]",
+            bar_format="{desc} |{bar}| " + flops + " [{elapsed}<{remaining}]",
         )
         self._describe()
 
@@ -61,8 +61,8 @@ class StudyBar:
         self.running = max(0, self.running - 1)
         self.done_runs += 1
         self.failed += outcome.status != "finished"
-        self._describe()
         self.bar.update(self.cost.get(task.run_id, 0.0))
+        self._describe()  # redraws now (an update alone waits for tqdm's mininterval)
 
     def printer(self, out: Callable[[str], None]) -> Callable[[str], None]:
         """`out` for the study's lines while the bar is drawn: they print above the bar, which then redraws."""
