@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -116,13 +117,13 @@ class SlurmExecutor:
     def submit(self, task: RunTask):
         """Submit one run; SymscaleError (one line) when sbatch refuses it, with its submission files removed."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        before = set(self.folder.rglob("*"))
+        before = set(self.folder.iterdir())  # submitit writes its files here, none in subfolders
         try:
             job = self._executor(task).submit(CheckpointableRun(), task)
         except Exception as err:  # sbatch refused the job (bad gres, partition, account...) or is missing
-            for path in sorted(set(self.folder.rglob("*")) - before, reverse=True):
+            for path in set(self.folder.iterdir()) - before:
                 with contextlib.suppress(OSError):
-                    path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+                    shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
             raise SymscaleError(f"sbatch refused run {task.run_id}: {_last_line(err)}") from None
         if not self.settings.local:
             self._record(task.run_id, job.job_id)
@@ -160,10 +161,9 @@ class SlurmExecutor:
                 log.info("run %s is already queued or running as job %s: not submitted again", t.run_id, live[t.run_id])
         followed = [(t, self._follow(live[t.run_id])) for t in tasks if t.run_id in live]
         queue = [t for t in tasks if t.run_id not in live]
-        if not self.settings.wait:
+        if not self.settings.wait:  # submit and return: the jobs run on; a later `symscale study` follows them
             for t in queue:
                 self.submit(t)
-                on_start(t)
             return []
         return self._drive(queue, followed, on_start, on_finish)
 
@@ -173,19 +173,22 @@ class SlurmExecutor:
         return submitit.SlurmJob(folder=self.folder, job_id=job_id)
 
     def _drive(self, queue: list[RunTask], pending: list, on_start: StartFn, on_finish: FinishFn) -> list:
-        """Submit while fewer than `max_running` jobs are pending or running; poll until every job is done."""
-        for t, _ in pending:
-            on_start(t)
+        """Submit while fewer than `max_running` jobs are pending or running; poll until every job is done.
+        `on_start` is called when squeue first shows a run's job running (at once with the local executor)."""
         outcomes: list[RunOutcome] = []
         watch = _QueueWatch(self.settings.local)
+        started: set[str] = set()
         while queue or pending:
             while queue and len(pending) < self.settings.max_running:
                 task = queue.pop(0)
                 pending.append((task, self.submit(task)))
-                on_start(task)
             still = []
             for task, job in pending:
-                if watch.done(job):
+                done = watch.done(job)
+                if task.run_id not in started and (done or watch.running(job)):
+                    started.add(task.run_id)
+                    on_start(task)
+                if done:
                     outcome = _submitit_outcome(task, job)
                     outcomes.append(outcome)
                     on_finish(task, outcome)
@@ -227,14 +230,20 @@ class _QueueWatch:
         self._at = -1e9
         self._missing: dict[str, int] = {}
 
+    def _state(self, job) -> str | None:
+        if time.monotonic() - self._at > self.every_s:
+            self._states, self._at = squeue_states(), time.monotonic()
+        return self._states.get(str(job.job_id))
+
+    def running(self, job) -> bool:
+        return self.local or self._state(job) == "RUNNING"
+
     def done(self, job) -> bool:
         if self.local:
             return job.done()
         if job.paths.result_pickle.exists():
             return True
-        if time.monotonic() - self._at > self.every_s:
-            self._states, self._at = squeue_states(), time.monotonic()
-        if self._states.get(str(job.job_id)) in LIVE_STATES:
+        if self._state(job) in LIVE_STATES:
             self._missing.pop(job.job_id, None)
             return False
         # gone from the queue: give the result file a few polls to appear (shared file systems lag)
