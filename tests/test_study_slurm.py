@@ -179,3 +179,34 @@ def test_workers_with_slurm_is_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--workers" in err and "slurm" in err, err
     assert not (tmp_path / "st").exists()
+
+
+def test_waiting_study_follows_a_live_job_instead_of_submitting(tmp_path, monkeypatch):
+    """r0's recorded job is running: the study follows it to its end (status from the run directory) and
+    submits only r1, whose job leaves the queue without a result and is recorded as failed."""
+    pytest.importorskip("submitit")
+    import threading
+
+    from symscale import rundir
+
+    state = _fake_slurm(tmp_path, monkeypatch)
+    folder = tmp_path / "study" / "slurm"
+    folder.mkdir(parents=True)
+    (folder / JOBS_FILE).write_text(json.dumps({"r0": "77"}))
+    (state / "squeue.txt").write_text("77|RUNNING\n")
+    tasks = _tasks(tmp_path / "runs", 2)
+
+    def r0_finishes():
+        rundir.write_status(tasks[0].run_dir, "finished")
+        (state / "squeue.txt").write_text("")
+
+    threading.Timer(1.0, r0_finishes).start()
+    started, finished = [], {}
+    outcomes = SlurmExecutor(folder, SlurmSpec(poll_s=0.1), threads=1).run(
+        tasks, on_start=lambda t: started.append(t.run_id), on_finish=lambda t, o: finished.update({t.run_id: o})
+    )
+    assert _sbatch_calls(state) == 1 and len(outcomes) == 2
+    assert finished["r0"].status == "finished"
+    assert finished["r1"].status == "failed" and "without a result" in finished["r1"].reason
+    assert started == ["r0", "r1"]  # r0 at the first look at squeue; r1, never seen running, when it ended
+    assert json.loads((folder / JOBS_FILE).read_text()) == {"r0": "77", "r1": "101"}
