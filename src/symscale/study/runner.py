@@ -9,7 +9,8 @@ failed unless `retry_failed`. On a finished study only the fits and the report a
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
 belongs to `symscale.rundir`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
-invocation's summary). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
+invocation's summary), slurm/ (the SLURM engine's job files and jobs.json, the job id of each submitted
+run). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
 
 from __future__ import annotations
