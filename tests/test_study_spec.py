@@ -37,6 +37,12 @@ def _raw(**extra):
         ({"executor": {"kind": "k8s"}}, ["invalid executor.kind: got 'k8s'", "local, slurm, ray"]),
         ({"executor": {"slurm": {"queue": "gpu"}}}, ["unknown key 'queue' in executor.slurm", "partition"]),
         ({"executor": {"workers": 0}}, ["invalid executor.workers: got 0"]),
+        ({"executor": {"slurm": {"array_parallelism": 8}}}, ["array_parallelism is now max_running"]),
+        ({"executor": {"slurm": {"qos": ""}}}, ["invalid executor.slurm.qos: got ''", "non-empty string"]),
+        ({"executor": {"slurm": {"gpus_per_task": "1"}}}, ["invalid executor.slurm.gpus_per_task: got '1'"]),
+        ({"executor": {"slurm": {"setup": [1]}}}, ["invalid executor.slurm.setup", "shell lines"]),
+        ({"executor": {"slurm": {"extra": {"exclusive": False}}}}, ["executor.slurm.extra.exclusive", "true"]),
+        ({"executor": {"ray": {"cpus_per_run": -1}}}, ["invalid executor.ray.cpus_per_run: got -1"]),
         ({"seeds": []}, ["invalid seeds: got []", "non-empty list"]),
         ({"training": {"learning_rate": 1}}, ["unknown config key 'learning_rate'", "training.lr"]),
     ],
@@ -97,3 +103,18 @@ def test_yaml_file_roundtrip(tmp_path):
 def test_spec_values_are_strict(tmp_path, change, expected):
     with pytest.raises(SymscaleError, match=expected):
         expand_runs(parse_spec(_raw(**change), source=str(tmp_path / "s.yaml")))
+
+
+def test_slurm_section_parses_every_sbatch_option():
+    slurm = {
+        "partition": "gpu", "qos": "high", "account": "chem", "time_min": 60, "mem_gb": 8, "cpus_per_task": 4,
+        "gpus_per_task": 2, "constraint": "a100", "setup": "module load cuda", "extra": {"--mail-type": "END"},
+        "max_running": 3,
+    }  # fmt: skip
+    s = parse_spec(_raw(executor={"kind": "slurm", "slurm": slurm}), source="tiny.yaml").executor.slurm
+    assert (s.partition, s.qos, s.account, s.time_min, s.mem_gb) == ("gpu", "high", "chem", 60, 8.0)
+    assert (s.cpus_per_task, s.gpus_per_task, s.constraint, s.max_running) == (4, 2, "a100", 3)
+    assert s.setup == ("module load cuda",) and s.extra == {"mail-type": "END"}
+    default = parse_spec(_raw(), source="tiny.yaml").executor
+    assert default.slurm.gpus_per_task is None and default.slurm.cpus_per_task is None  # from the run's device
+    assert default.workers is None

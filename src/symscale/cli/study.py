@@ -52,8 +52,15 @@ def add_parser(subparsers) -> None:
         "--workers",
         type=int,
         default=None,
-        help="local executor: number of worker processes, each with cores/workers torch threads "
-        "(default: the spec's executor.workers)",
+        help="local executor: number of worker processes, each with cores/workers torch threads; ray: runs "
+        "in flight at once (default: the spec's executor.workers; ray: as the cluster's resources allow); "
+        "refused with slurm (one job per run: executor.slurm.max_running)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a study-level progress bar on stderr: runs done, FLOPs done, ETA (default: on when stderr is a terminal)",
     )
     p.add_argument(
         "--dry-run",
@@ -71,6 +78,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from symscale.study.runner import dry_run, format_estimates, run_study
+    from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
 
     overrides = {}
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise SymscaleError.invalid("--workers", args.workers, "an integer >= 1")
     spec = load_spec(args.spec, overrides=overrides)
+    if args.workers is not None and (args.executor or spec.executor.kind) == "slurm":
+        raise SymscaleError.invalid("--workers", args.workers, SLURM_NO_WORKERS)
     no_data = spec.dataset.path is not None and "${" in spec.dataset.path
     no_val = spec.dataset.val_path is not None and "${" in spec.dataset.val_path
     if args.dry_run:
@@ -114,5 +124,6 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         retry_failed=args.retry_failed,
         out=lambda line: print(line, flush=True),
+        progress=args.progress,
     )
     return 0 if result.failed == 0 and result.pending == 0 else 1

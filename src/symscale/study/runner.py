@@ -9,7 +9,8 @@ failed unless `retry_failed`. On a finished study only the fits and the report a
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
 belongs to `symscale.rundir`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
-invocation's summary). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
+invocation's summary), slurm/ (the SLURM engine's job files and jobs.json, the job id of each submitted
+run). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from symscale.study.catalogue import Catalogue, export_laws
 from symscale.study.estimate import RunEstimate, estimate_runs
 from symscale.study.executors import RunFn, RunOutcome, RunTask, reset_for_retry, train_config
 from symscale.study.local import LocalExecutor
+from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
-from symscale.study.slurm import SlurmExecutor
+from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
 
 log = logging.getLogger(__name__)
@@ -138,12 +140,15 @@ def write_plan(plan: RunPlan, run_dir: Path) -> None:
 def make_executor(settings: Any, study_dir: str | Path, *, kind: str | None = None, workers: int | None = None):
     """The engine the spec's `executor` section asks for (`kind` and `workers` override it)."""
     kind = kind or settings.kind
-    if kind == "local":
-        return LocalExecutor(workers or settings.workers, settings.threads_per_worker, settings.max_restarts)
     if kind == "slurm":
+        if workers is not None:  # the spec's executor.workers (for local and ray) is left alone
+            raise SymscaleError.invalid("--workers", workers, SLURM_NO_WORKERS)
         return SlurmExecutor(Path(study_dir) / "slurm", settings.slurm, settings.threads_per_worker)
+    workers = workers or settings.workers
+    if kind == "local":
+        return LocalExecutor(workers or 1, settings.threads_per_worker, settings.max_restarts)
     if kind == "ray":
-        return RayExecutor(settings.ray, settings.threads_per_worker)
+        return RayExecutor(settings.ray, settings.threads_per_worker, workers=workers)
     raise SymscaleError.invalid("executor", kind, "local, slurm or ray")
 
 
@@ -179,20 +184,27 @@ def run_study(
     run_fn: RunFn = train_config,
     finalize: bool = True,
     out: Printer = log.info,
+    progress: bool | None = False,
 ) -> StudyResult:
-    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report."""
+    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. `progress`:
+    a study-level bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
     t0 = time.monotonic()
     study_dir = init_study_dir(spec, study_dir)
     plans = expand_runs(spec)
     todo = [p for p in plans if rundir.read_status(study_dir / "runs" / p.run_id)["status"] != "finished"]
     if todo:
-        _execute(spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out)
+        _execute(
+            spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out,
+            progress=progress,
+        )  # fmt: skip
     else:
         out(f"all {len(plans)} runs of {spec.name} are finished: refreshing the fits and the report")
     return summarize(spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0)
 
 
-def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out):
+def _execute(
+    spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out, progress
+):
     out(f"study {spec.name}: {len(plans)} runs in {study_dir}")
     prepare_dataset(spec)
     paths = None if spec.dataset.path is None else [spec.dataset.path]
@@ -207,8 +219,21 @@ def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, wo
     if skipped:
         out(f"{skipped} runs already finished or failed (use --retry-failed to rerun failed ones)")
     executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
-    progress = Progress(tasks, out)
-    executor.run(tasks, on_start=progress.start, on_finish=progress.finish)
+    bar = StudyBar(tasks, enabled=progress)
+    lines = Progress(tasks, bar.printer(out))
+
+    def on_start(task: RunTask) -> None:
+        lines.start(task)
+        bar.start(task)
+
+    def on_finish(task: RunTask, outcome: RunOutcome) -> None:
+        lines.finish(task, outcome)
+        bar.finish(task, outcome)
+
+    try:
+        executor.run(tasks, on_start=on_start, on_finish=on_finish)
+    finally:
+        bar.close()
 
 
 def summarize(

@@ -72,14 +72,18 @@ _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
     "partition",
-    "time_min",
-    "gpus_per_task",
-    "cpus_per_task",
-    "mem_gb",
-    "array_parallelism",
-    "max_requeues",
+    "qos",
     "account",
+    "time_min",
+    "mem_gb",
+    "cpus_per_task",
+    "gpus_per_task",
     "constraint",
+    "setup",
+    "extra",
+    "max_running",
+    "max_requeues",
+    "poll_s",
     "local",
     "wait",
 )
@@ -125,15 +129,21 @@ class FamilySpec:
 
 @dataclass(frozen=True)
 class SlurmSpec:
-    partition: str | None = None
-    time_min: int = 240  # minutes per job before requeue
-    gpus_per_task: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float | None = None
-    array_parallelism: int = 64
-    max_requeues: int = 5
-    account: str | None = None
-    constraint: str | None = None
+    """`executor.slurm`: the sbatch options of every run's job (one job per run, named by its run id)."""
+
+    partition: str | None = None  # --partition
+    qos: str | None = None  # --qos
+    account: str | None = None  # --account
+    time_min: int = 240  # --time, minutes per job before it is requeued (and resumes)
+    mem_gb: float | None = None  # --mem, GB per job
+    cpus_per_task: int | None = None  # --cpus-per-task (None: executor.threads_per_worker, else 1)
+    gpus_per_task: int | None = None  # --gpus-per-node (None: 1 for a training.device cuda run, else none)
+    constraint: str | None = None  # --constraint
+    setup: tuple[str, ...] = ()  # shell lines run before the run in the job (module load, source venv)
+    extra: dict[str, Any] = field(default_factory=dict)  # more sbatch options: {mail-type: END, exclusive: true}
+    max_running: int = 64  # jobs of this study in the queue at once while the study waits
+    max_requeues: int = 5  # requeues after preemption or timeout
+    poll_s: float = 5.0  # seconds between two looks at squeue
     local: bool = False  # submitit's local executor: the same code path minus sbatch (tests)
     wait: bool = True  # keep the study process polling until the jobs end
 
@@ -150,7 +160,7 @@ class RaySpec:
 @dataclass(frozen=True)
 class ExecutorSpec:
     kind: str = "local"
-    workers: int = 1
+    workers: int | None = None  # local: worker processes (None: 1); ray: concurrent runs (None: as resources allow)
     threads_per_worker: int | None = None  # None: cores // workers
     max_restarts: int = 1  # local: restarts of a run whose worker died (resuming from its checkpoint)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
@@ -389,19 +399,78 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
     if kind not in EXECUTORS:
         raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
     threads = raw.get("threads_per_worker")
-    slurm = dict(_check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS))
-    for key in ("local", "wait"):
-        if key in slurm:
-            slurm[key] = check_bool(f"executor.slurm.{key}", slurm[key])
-    ray = _check_keys("executor.ray", raw.get("ray") or {}, _RAY_KEYS)
+    workers = raw.get("workers")
     return ExecutorSpec(
         kind=kind,
-        workers=_int("executor.workers", raw.get("workers", 1), 1),
+        workers=None if workers is None else _int("executor.workers", workers, 1),
         threads_per_worker=None if threads is None else _int("executor.threads_per_worker", threads, 1),
         max_restarts=_int("executor.max_restarts", raw.get("max_restarts", 1)),
-        slurm=SlurmSpec(**slurm),
-        ray=RaySpec(**ray),
+        slurm=_parse_slurm(raw.get("slurm") or {}),
+        ray=_parse_ray(raw.get("ray") or {}),
     )
+
+
+def _optional_str(section: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SymscaleError.invalid(section, value, "a non-empty string")
+    return value
+
+
+def _parse_slurm(raw: Any) -> SlurmSpec:
+    if isinstance(raw, dict) and "array_parallelism" in raw:
+        raise SymscaleError(
+            "executor.slurm.array_parallelism is now max_running: each run is its own job, named by its run id"
+        )
+    _check_keys("executor.slurm", raw, _SLURM_KEYS)
+    out: dict[str, Any] = {}
+    for key in ("partition", "qos", "account", "constraint"):
+        if key in raw:
+            out[key] = _optional_str(f"executor.slurm.{key}", raw[key])
+    for key, minimum in (("time_min", 1), ("max_running", 1), ("max_requeues", 0)):
+        if key in raw:
+            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
+    for key, minimum in (("cpus_per_task", 1), ("gpus_per_task", 0)):
+        if raw.get(key) is not None:
+            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
+    for key in ("mem_gb", "poll_s"):
+        if raw.get(key) is not None:
+            out[key] = _positive(f"executor.slurm.{key}", raw[key])
+    for key in ("local", "wait"):
+        if key in raw:
+            out[key] = check_bool(f"executor.slurm.{key}", raw[key])
+    setup = raw.get("setup") or []
+    if isinstance(setup, str):
+        setup = [setup]
+    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+        raise SymscaleError.invalid("executor.slurm.setup", setup, "a list of shell lines")
+    out["setup"] = tuple(setup)
+    extra = raw.get("extra") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and k for k in extra):
+        raise SymscaleError.invalid("executor.slurm.extra", extra, "a mapping of sbatch option: value")
+    for key, value in extra.items():
+        if not isinstance(value, str | int | float | bool) or value is False:
+            raise SymscaleError.invalid(f"executor.slurm.extra.{key}", value, "a string, a number or true")
+    out["extra"] = {k.lstrip("-"): v for k, v in extra.items()}
+    return SlurmSpec(**out)
+
+
+def _parse_ray(raw: Any) -> RaySpec:
+    _check_keys("executor.ray", raw, _RAY_KEYS)
+    out: dict[str, Any] = {}
+    if "address" in raw:
+        out["address"] = _optional_str("executor.ray.address", raw["address"])
+    for key in ("cpus_per_run", "gpus_per_run"):
+        if key in raw:
+            out[key] = check_float(f"executor.ray.{key}", raw[key])
+            if out[key] < 0:
+                raise SymscaleError.invalid(f"executor.ray.{key}", raw[key], "a number >= 0")
+    if "max_retries" in raw:
+        out["max_retries"] = _int("executor.ray.max_retries", raw["max_retries"])
+    if raw.get("num_cpus") is not None:
+        out["num_cpus"] = _int("executor.ray.num_cpus", raw["num_cpus"], 1)
+    return RaySpec(**out)
 
 
 # ---------------------------------------------------------------- expansion to runs
