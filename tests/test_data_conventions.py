@@ -88,8 +88,8 @@ def test_cell_without_pbc_is_a_molecule(tmp_path):
 
 def test_run_config_and_spec_carry_the_keys_to_the_reader(tmp_path):
     from symscale.config import RunConfig
-    from symscale.study.spec import parse_spec
     from symscale.data.prefix import open_data
+    from symscale.study.spec import parse_spec
 
     path = tmp_path / "mace.xyz"
     _write_mace_xyz(path, [_water()])
