@@ -60,7 +60,7 @@ def test_catalogue_cli_and_report_agree_on_every_run(tmp_path, capsys):
     assert indexed == expected
     assert Catalogue(study).refresh() == Catalogue(study).runs()  # the index holds what the directories say
     assert _cli_rows(capsys, study) == expected
-    data = load_study(study, fit_missing=False)
+    data = load_study(study)
     assert {r.run_id: (r.status, r.prefix) for r in data.runs} == expected
     assert {r.run_id: r.reason for r in data.runs}["mpnn-w8-failed"] == "non-finite loss"
     running = {r.run_id: r for r in data.runs}["egnn-w2-running"]
