@@ -38,7 +38,6 @@ import os
 import shutil
 import tempfile
 import time
-import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from symscale.errors import SymscaleError
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 1
+MIN_DISTANCE = 0.1  # Angstrom: closer than this, two atoms are "on top of each other" (a row is invalid)
 REASONS = (
     "",
     "no atoms",
@@ -281,8 +281,6 @@ class _Chunk:
 
 
 def _min_distance_limit() -> float:
-    from symscale.data.readers import MIN_DISTANCE
-
     return MIN_DISTANCE
 
 
@@ -327,24 +325,14 @@ def _labels(source) -> str:
 
 def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
     """The index arrays of rows start..stop of one source."""
-    from symscale.data.readers import _label, _LmdbSource
-
     chunk = _Chunk(stop - start)
-    if isinstance(source, _LmdbSource):
-        from symscale.data.readers import _decode
-
-        txn = source._txn()
-        ids = range(start + 1, stop + 1) if source.ids is None else source.ids[start:stop].tolist()
-        for k, row_id in enumerate(ids):
-            raw = txn.get(str(row_id).encode("ascii"))
-            try:
-                d = _decode(raw)
-            except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
+    if hasattr(source, "raw_rows"):  # LMDB: decoded rows, no structures built
+        for k, d in enumerate(source.raw_rows(start, stop)):
+            if d is None:
                 chunk.corrupt(k)
                 continue
-            energy, forces = _label(d, source.energy_key), _label(d, source.forces_key)
-            chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(energy), _flat(forces),
-                      d.get("data"))  # fmt: skip
+            chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(d.get("energy")),
+                      _flat(d.get("forces")), d.get("data"))  # fmt: skip
         return chunk.finish()
     for k, i in enumerate(range(start, stop)):
         try:

@@ -50,12 +50,13 @@ import shutil
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from symscale.data.index import MIN_DISTANCE, dataset_index
 from symscale.errors import SymscaleError
 
 if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
@@ -70,7 +71,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger(__name__)
 
-MIN_DISTANCE = 0.1  # Angstrom: closer than this, two atoms are "on top of each other"
 MAX_Z = 118
 LMDB_EXTENSIONS = (".aselmdb", ".lmdb")
 XYZ_EXTENSIONS = (".xyz", ".extxyz")
@@ -239,6 +239,20 @@ class _LmdbSource:
             _array(_label(dct, self.forces_key), np.float64),
             dct.get("data") or {},
         )
+
+    def raw_rows(self, start: int, stop: int) -> Iterator[dict | None]:
+        """The decoded rows start..stop as stored (None for a missing or corrupt row), each with its labels under
+        `energy` / `forces` whatever this source's label keys: the index pass reads these without building
+        structures."""
+        txn = self._txn()
+        ids = range(start + 1, stop + 1) if self.ids is None else self.ids[start:stop].tolist()
+        for row_id in ids:
+            try:
+                d = _decode(txn.get(str(row_id).encode("ascii")))
+            except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
+                yield None
+                continue
+            yield {**d, "energy": _label(d, self.energy_key), "forces": _label(d, self.forces_key)}
 
     def metadata(self, i: int) -> dict:
         """The row's `data` (charge, spin and what else the writer stored), without building the structure."""
@@ -521,8 +535,6 @@ class Dataset:
         """The dataset's `DatasetIndex` (per-row charge, spin, atoms, composition, molecule, validity), read
         from the cache or built there on first use."""
         if self._index is None:
-            from symscale.data.index import dataset_index
-
             self._index = dataset_index(self.files, self._sources)
         return self._index
 
