@@ -139,3 +139,113 @@ def test_readers_never_open_or_create_the_catalogue(tmp_path, capsys):
     assert len(Catalogue(study).runs()) == 6
     assert not (study / DB_NAME).exists() and not list(study.glob(DB_NAME + "*"))
     export_laws  # noqa: B018 (the writer is the study's: tested above)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# item 13: divergence below NaN, and a full disk at a checkpoint write
+
+
+def _tiny(**kw):
+    from symscale.config import RunConfig
+
+    base = {"arch": "mpnn", "width": 4, "data": "toy", "n_val": 10, "batch_size": 8, "eval_points": 4,
+            "eval_first_fraction": 0.1, "compute_accounting": False, "progress": "off", "warmup_steps": 2,
+            "equivariance_structures": 0}  # fmt: skip
+    base.update(kw)
+    return RunConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def toy90():
+    from symscale.data.toy import toy_structures
+
+    return toy_structures(90, seed=3)
+
+
+def test_divergence_rules():
+    from symscale.train.loop import divergence
+
+    assert divergence([1.0, 0.5, 0.4], 1e3, 6) is None
+    assert "1000 x its first" in divergence([1.0, 0.5, 2.8e21], 1e3, 6)
+    assert "non-finite" in divergence([1.0, float("nan")], 1e3, 6)
+    rising = [1.0, 0.2, 0.3, 0.5, 0.8, 1.1]
+    assert "rose at 4 evaluations" in divergence(rising, 1e3, 4)
+    assert divergence(rising, 1e3, 0) is None  # 0: off
+    assert divergence([1.0, 0.2, 0.3, 0.5, 0.8, 0.9], 1e3, 4) is None  # overfitting, still below where it started
+
+
+def _inflate_after_first(monkeypatch, factor=1e22):
+    from symscale.train import loop
+
+    real = loop._Run.evaluate
+    calls = []
+
+    def evaluate(self):
+        line = real(self)
+        calls.append(line["step"])
+        if len(calls) > 1:
+            line["val_loss"] *= factor  # a finite loss that says the run blew up (2.8e21 in the issue)
+        return line
+
+    monkeypatch.setattr(loop._Run, "evaluate", evaluate)
+
+
+def test_a_diverged_run_is_failed_with_its_reason_and_left_out_of_the_laws(tmp_path, toy90, monkeypatch):
+    from symscale.train.loop import train_run
+
+    _inflate_after_first(monkeypatch)
+    study = tmp_path / "study"
+    run = study / "runs" / "mpnn-w4"
+    rundir.write_plan(run, {"run_id": run.name, "arch": "mpnn", "width": 4, "seed": 0, "prefix": 1.0})
+    result = train_run(_tiny(), run, dataset=toy90)
+    status = rundir.read_status(run)
+    assert result.status == "failed" and status["status"] == "failed"
+    assert status["reason"].startswith("diverged: validation loss") and "\n" not in status["reason"]
+    assert not (run / "checkpoints" / "final.pt").exists()
+    Catalogue(study).refresh()
+    assert export_laws(Catalogue(study), study / "laws.csv") == 0  # kept out of the fits
+    assert export_laws(Catalogue(study), study / "laws.csv", include_diverged=True) == 2  # unless asked for
+
+
+def test_divergence_settings_are_checked_and_leave_old_run_ids_alone():
+    from symscale.errors import SymscaleError
+
+    assert _tiny().config_hash() == _tiny(divergence_factor=1e3, divergence_patience=6).config_hash()
+    assert _tiny().config_hash() != _tiny(divergence_factor=10.0).config_hash()
+    with pytest.raises(SymscaleError, match="divergence_factor"):
+        _tiny(divergence_factor=0.5)
+
+
+def _full_disk(err_path=None):
+    return OSError(errno.ENOSPC, "No space left on device", err_path)
+
+
+@pytest.mark.parametrize("status_write_fails_too", [False, True])
+def test_enospc_at_the_final_checkpoint_leaves_status_failed(tmp_path, toy90, monkeypatch, status_write_fails_too):
+    from symscale.train import checkpoint, loop
+
+    real_save, real_write = checkpoint.save_checkpoint, rundir.write_text
+    full = {"on": False}
+
+    def save(path, ckpt):
+        if Path(path).name == "final.pt":
+            full["on"] = status_write_fails_too
+            raise _full_disk(str(path))
+        return real_save(path, ckpt)
+
+    def write_text(path, text):
+        if full["on"]:
+            from symscale.errors import SymscaleError
+
+            raise SymscaleError(f"could not write {path}: No space left on device")
+        return real_write(path, text)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+    monkeypatch.setattr(rundir, "write_text", write_text)
+    out = tmp_path / "run"
+    with pytest.raises(OSError):
+        loop.train_run(_tiny(), out, dataset=toy90)
+    status = rundir.read_status(out)
+    assert status["status"] == "failed", status
+    assert "No space left" in status["reason"] and "\n" not in status["reason"]
+    assert not list(out.rglob("*.tmp"))

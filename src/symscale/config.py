@@ -44,6 +44,9 @@ RESUMABLE_KEYS = (
     "runtime.device",
     "runtime.loader_workers",
 )
+# keys added after run ids were published: hashed only when set away from their default, so that the id of
+# every run made before them stays the same
+HASHED_WHEN_SET = {"evaluation.divergence_factor": 1e3, "evaluation.divergence_patience": 6}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,10 @@ class EvaluationConfig:
     equivariance_structures: int = 32  # validation structures used for the equivariance error
     equivariance_rotations: int = 2  # random rotations per structure for the equivariance error
     checkpoint_every: int = 1  # write checkpoints/last.pt at every k-th evaluation (0: only at the end)
+    # a run has diverged (status failed, kept out of the fits) when its validation loss exceeds
+    # divergence_factor x its first evaluation's, or rises at divergence_patience evaluations in a row (0: off)
+    divergence_factor: float = 1e3
+    divergence_patience: int = 6
 
 
 @dataclass(frozen=True)
@@ -284,6 +291,8 @@ def _validate(cfg: RunConfig) -> None:
     _check_range("evaluation.equivariance_structures", e.equivariance_structures, 0, expected="an integer >= 0")
     _check_range("evaluation.equivariance_rotations", e.equivariance_rotations, 1, expected="an integer >= 1")
     _check_range("evaluation.checkpoint_every", e.checkpoint_every, 0, expected="an integer >= 0")
+    _check_range("evaluation.divergence_factor", e.divergence_factor, 1, expected="a number >= 1")
+    _check_range("evaluation.divergence_patience", e.divergence_patience, 0, expected="an integer >= 0 (0: off)")
     _check_choice("runtime.device", r.device, DEVICES)
     _check_choice("runtime.dtype", r.dtype, DTYPES)
     _check_range("runtime.threads", r.threads, 1, expected="an integer >= 1")
@@ -415,6 +424,10 @@ class RunConfig:
         for key in RESUMABLE_KEYS:
             section, leaf = key.split(".")
             out[section].pop(leaf, None)
+        for key, default in HASHED_WHEN_SET.items():
+            section, leaf = key.split(".")
+            if out[section].get(leaf) == default:
+                out[section].pop(leaf)
         return out
 
     def config_hash(self) -> str:

@@ -225,7 +225,7 @@ class Catalogue:
         con.row_factory = sqlite3.Row
         try:
             sql = (
-                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status FROM evals e "
+                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status, r.reason FROM evals e "
                 "JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
             )
             rows = [dict(r) for r in con.execute(sql)]
@@ -237,11 +237,15 @@ class Catalogue:
         return rows
 
 
-def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | None = None) -> int:
+def export_laws(
+    catalogue: Catalogue, path: str | Path, run_ids: list[str] | None = None, *, include_diverged: bool = False
+) -> int:
     """Write the laws table (one row per evaluation point of every finished run) and return its row count.
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
-    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction)."""
-    rows = [r for r in catalogue.evaluations(run_ids) if r["status"] == "finished" and _float(r["val_loss"])]
+    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction).
+    A diverged run (failed, its reason starting "diverged", see `train.loop.divergence`) is left out unless
+    `include_diverged` (then its finite points are in, up to where it stopped)."""
+    rows = [r for r in catalogue.evaluations(run_ids) if _in_laws(r, include_diverged) and _float(r["val_loss"])]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(LAWS_COLUMNS)
@@ -255,3 +259,9 @@ def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | Non
         )  # fmt: skip
     write_text(path, buffer.getvalue())  # a unique temporary file: concurrent exports never collide
     return len(rows)
+
+
+def _in_laws(row: dict[str, Any], include_diverged: bool) -> bool:
+    if row["status"] == "finished":
+        return True
+    return include_diverged and row["status"] == "failed" and str(row.get("reason") or "").startswith("diverged")

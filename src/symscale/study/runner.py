@@ -227,7 +227,8 @@ def summarize(
     failures = tuple((i, records[i].reason or "unknown") for i in ids if status[i] == "failed")
     n_fin = sum(s == "finished" for s in status.values())
     n_pending = len(ids) - n_fin - len(failures)
-    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids)
+    include = bool(spec.fits.get("include_diverged", False))  # diverged runs stay out of the fits unless asked
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids, include_diverged=include)
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
@@ -259,7 +260,8 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         return None, f"fits unavailable ({err})"
     try:
         table = read_table(study_dir / "laws.csv")
-        results = fit_laws_table(table, **spec.fits)
+        options = {k: v for k, v in spec.fits.items() if k != "include_diverged"}  # laws.csv's, not the fits'
+        results = fit_laws_table(table, **options)
         payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}
         path = study_dir / "fits.json"
         rundir.write_text(path, json.dumps(payload, indent=1, default=float))

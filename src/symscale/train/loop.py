@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -179,6 +180,7 @@ class _Run:
         self.step = 0
         self.counters = {"structures_seen": 0, "atoms_seen": 0, "flops": 0.0, "flops_raw": 0.0, "device_seconds": 0.0}
         self.loss_sum, self.loss_n = 0.0, 0
+        self.val_losses: list[float] = []  # every evaluation's validation loss, oldest first (divergence)
         self.flop_model: FlopModel | None = None
         self.progress_mode = config.runtime.progress if progress else "off"
         self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
@@ -307,6 +309,33 @@ class NonFiniteLoss(RuntimeError):
     """A NaN or infinite training loss: the run stops with status failed."""
 
 
+class Diverged(RuntimeError):
+    """A validation loss that says the run diverged (see `divergence`): the run stops with status failed."""
+
+
+def divergence(losses: list[float], factor: float, patience: int) -> str | None:
+    """Why the validation losses so far (oldest first) say a run diverged, or None.
+
+    Diverged: the last loss is not finite; or it is above `factor` x the first evaluation's; or it rose at
+    each of the last `patience` evaluations (0: never) and is now above the first evaluation's (a run that
+    overfits, multi-epoch, rises too but stays below where it started).
+    """
+    if not losses:
+        return None
+    first, last = losses[0], losses[-1]
+    if not math.isfinite(last):
+        return f"diverged: non-finite validation loss ({last}) at evaluation {len(losses)}"
+    if last > factor * first:
+        return f"diverged: validation loss {last:.4g} above {factor:g} x its first evaluation ({first:.4g})"
+    recent = losses[-patience - 1 :]
+    if patience and len(recent) == patience + 1 and all(b > a for a, b in zip(recent, recent[1:])) and last > first:
+        return (
+            f"diverged: validation loss rose at {patience} evaluations in a row ({recent[0]:.4g} -> {last:.4g}), "
+            f"above its first evaluation ({first:.4g})"
+        )
+    return None
+
+
 def _epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """The training prefix in the seeded order of one epoch."""
     return train[np.random.default_rng([int(seed), int(epoch)]).permutation(len(train))]
@@ -396,6 +425,10 @@ def _train(run: _Run, progress: Progress, loggers: ExtraLoggers) -> dict | None:
                 last_line = run.evaluate()
                 rundir.append_metrics(run.out, last_line)
                 loggers.write(last_line)
+                run.val_losses.append(float(last_line["val_loss"]))
+                why = divergence(run.val_losses, ev.divergence_factor, ev.divergence_patience)
+                if why is not None:
+                    raise Diverged(f"{why} at step {run.step}")
                 progress.log(
                     f"eval step {run.step}/{run.total_steps} val_loss {last_line['val_loss']:.5g} "
                     f"force_mae {last_line['force_mae_mev_per_A']:.4g} meV/A"
@@ -449,6 +482,7 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     if ckpt is not None:
         run.restore(ckpt)
         rundir.keep_metrics(out, run.step)  # drops a torn last line too
+        run.val_losses = [float(m.get("val_loss", math.nan)) for m in rundir.read_metrics(out)]
     else:
         _start_fresh(run)
     status = {"step": run.step, "total_steps": run.total_steps, "config_hash": config.config_hash()}
@@ -458,29 +492,55 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
     try:
         last = _train(run, prog, loggers)
-    except NonFiniteLoss as err:
+        run.save("final.pt", finished=True)  # inside the try: a full disk here is a failed run, not `running`
+        run.save("last.pt", finished=True)
+    except (NonFiniteLoss, Diverged) as err:
         return _fail(run, str(err), prog)
     except Exception as err:  # recorded in status.json, then re-raised unless it is an out-of-memory error
         if not _is_oom(err):
-            reason = f"{type(err).__name__}: {err}"
-            rundir.write_status(out, "failed", reason, step=run.step, total_steps=run.total_steps)
+            _record_failure(run, f"{type(err).__name__}: {err}")
             raise
         return _fail(run, f"out of memory at step {run.step + 1}: {str(err).splitlines()[0]}", prog)
     finally:
         prog.close()
         loggers.close()
-    run.save("final.pt", finished=True)
-    run.save("last.pt", finished=True)
     rundir.write_status(out, "finished", None, **{**status, "step": run.step})
     prog.log(f"finished at step {run.step}")
     last = last or (rundir.read_metrics(out) or [None])[-1]
     return RunResult(out, "finished", None, run.step, run.total_steps, run.n_params, last)
 
 
+def _record_failure(run: _Run, reason: str) -> None:
+    """status.json `failed` with a one-line reason, also on a full disk: the checkpoint writer has removed
+    its temporary file by now (that frees the space a small status file needs); when even that write fails
+    the status is rewritten in place, so that it never stays `running`."""
+    reason = " ".join(reason.split())[:500]
+    try:
+        rundir.write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    except SymscaleError:
+        _overwrite_status_in_place(run.out, reason)
+
+
+def _overwrite_status_in_place(out: Path, reason: str) -> None:
+    """Rewrite status.json in its own blocks (no new file, so no free space needed): `failed` and as much of
+    the reason as fits in the old file's length, padded with spaces (valid JSON)."""
+    path = out / rundir.STATUS
+    with contextlib.suppress(OSError), open(path, "r+b") as fh:
+        room = len(fh.read())
+        for cut in range(len(reason), -1, -1):
+            text = json.dumps({"status": "failed", "reason": reason[:cut], "updated_utc": rundir.utc_now()})
+            if len(text) <= room:
+                fh.seek(0)
+                fh.write(text.ljust(room).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+                return
+
+
 def _fail(run: _Run, reason: str, prog: Progress) -> RunResult:
     logger.warning("run %s failed: %s", run.out, reason)
     prog.log(f"failed: {reason}")
-    rundir.write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    _record_failure(run, reason)
     metrics = rundir.read_metrics(run.out)
     return RunResult(
         run.out, "failed", reason, run.step, run.total_steps, run.n_params, metrics[-1] if metrics else None
