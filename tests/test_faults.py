@@ -249,3 +249,83 @@ def test_enospc_at_the_final_checkpoint_leaves_status_failed(tmp_path, toy90, mo
     assert status["status"] == "failed", status
     assert "No space left" in status["reason"] and "\n" not in status["reason"]
     assert not list(out.rglob("*.tmp"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# item 9: a study validates everything it can before its first run, and writes nothing when it cannot
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def bad_data(tmp_path_factory):
+    import dataclasses
+
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    root = tmp_path_factory.mktemp("study-data")
+    good = toy_structures(60, seed=0)
+    write_structures(root / "good.xyz", good)
+    (root / "empty.xyz").write_text("")
+    write_structures(root / "nan.xyz", [dataclasses.replace(s, energy=float("nan")) if i == 7 else s
+                                         for i, s in enumerate(good)])  # fmt: skip
+    write_structures(root / "unlabelled.xyz", [dataclasses.replace(s, energy=None, forces=None) for s in good])
+    text = (root / "good.xyz").read_text()
+    (root / "truncated.xyz").write_text(text[: len(text) // 2])  # cut mid-frame
+    return root
+
+
+def _spec_yaml(path: Path, data: Path, *, family: str = "{arch: mpnn, widths: [2, 4]}", val: int = 10) -> Path:
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            name: tiny
+            dataset: {{path: {data}, val: {val}}}
+            families:
+              - {family}
+            prefixes: [0.5, 1.0]
+            evaluation: {{eval_points: 2, eval_first_fraction: 0.5, equivariance_structures: 0}}
+            training: {{batch_size: 8, device: cpu, compute_accounting: false}}
+            executor: {{kind: local, workers: 1}}
+            report: false
+            """
+        )
+    )
+    return path
+
+
+BAD_STUDIES = {
+    "unknown arch": ({"family": "{arch: mpnnn, widths: [2, 4]}"}, "good.xyz", "mpnnn"),
+    "num_layers 0": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: 0}}"}, "good.xyz", "num_layers"),
+    "num_layers abc": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: abc}}"}, "good.xyz", "num_layers"),
+    "num_layers 2.5": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: 2.5}}"}, "good.xyz", "num_layers"),
+    "unknown option": ({"family": "{arch: egnn, widths: [2, 4], overrides: {nonsense: 1}}"}, "good.xyz", "nonsense"),
+    "empty dataset": ({}, "empty.xyz", "empty.xyz"),
+    "truncated dataset": ({}, "truncated.xyz", "truncated.xyz"),
+    "NaN label": ({}, "nan.xyz", "nan"),
+    "no labels": ({}, "unlabelled.xyz", "energ"),
+    "val larger than the data": ({"val": 100}, "good.xyz", "val"),
+    "missing dataset": ({}, "absent.xyz", "absent.xyz"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_STUDIES))
+def test_an_invalid_study_fails_in_one_line_before_anything_is_written(tmp_path, bad_data, capsys, case):
+    from symscale.cli import main
+    from symscale.study.runner import init_study_dir
+    from symscale.study.spec import load_spec
+
+    study = tmp_path / "study"
+    init_study_dir(load_spec(_spec_yaml(tmp_path / "good.yaml", bad_data / "good.xyz")), study)  # an existing study
+    before = _snapshot(study)
+    options, data, expected = BAD_STUDIES[case]
+    bad = _spec_yaml(tmp_path / "bad.yaml", bad_data / data, **options)
+    code = main(["study", str(bad), "--dir", str(study)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert expected.lower() in err.lower(), err
+    assert _snapshot(study) == before  # spec.yaml untouched, no run directory, plan, catalogue or laws.csv
