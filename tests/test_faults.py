@@ -297,11 +297,12 @@ def _spec_yaml(path: Path, data: Path, *, family: str = "{arch: mpnn, widths: [2
     return path
 
 
+MPNN = "{arch: mpnn, widths: [2, 4], overrides: {num_layers: %s}}"
 BAD_STUDIES = {
     "unknown arch": ({"family": "{arch: mpnnn, widths: [2, 4]}"}, "good.xyz", "mpnnn"),
-    "num_layers 0": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: 0}}"}, "good.xyz", "num_layers"),
-    "num_layers abc": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: abc}}"}, "good.xyz", "num_layers"),
-    "num_layers 2.5": ({"family": "{arch: mpnn, widths: [2, 4], overrides: {num_layers: 2.5}}"}, "good.xyz", "num_layers"),
+    "num_layers 0": ({"family": MPNN % "0"}, "good.xyz", "num_layers"),
+    "num_layers abc": ({"family": MPNN % "abc"}, "good.xyz", "num_layers"),
+    "num_layers 2.5": ({"family": MPNN % "2.5"}, "good.xyz", "num_layers"),
     "unknown option": ({"family": "{arch: egnn, widths: [2, 4], overrides: {nonsense: 1}}"}, "good.xyz", "nonsense"),
     "empty dataset": ({}, "empty.xyz", "empty.xyz"),
     "truncated dataset": ({}, "truncated.xyz", "truncated.xyz"),
