@@ -330,3 +330,72 @@ def test_an_invalid_study_fails_in_one_line_before_anything_is_written(tmp_path,
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert expected.lower() in err.lower(), err
     assert _snapshot(study) == before  # spec.yaml untouched, no run directory, plan, catalogue or laws.csv
+
+
+# ----------------------------------------------------------------------------------------------------------
+# item 3: CPU results depend on the thread count; a run resumes only with the count it started with
+
+
+@pytest.fixture
+def restore_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _interrupted_run(out: Path, toy90, monkeypatch, threads: int = 1) -> None:
+    from symscale.train import loop
+
+    real, calls = loop._Run.evaluate, []
+
+    def evaluate(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # killed after the second evaluation's checkpoint
+        return real(self)
+
+    monkeypatch.setattr(loop._Run, "evaluate", evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_run(_tiny(threads=threads), out, dataset=toy90)
+    monkeypatch.setattr(loop._Run, "evaluate", real)
+    assert (out / "checkpoints" / "last.pt").exists() and rundir.read_status(out)["status"] == "running"
+
+
+def test_resuming_with_another_thread_count_is_refused_in_one_line(tmp_path, toy90, monkeypatch, restore_threads):
+    from symscale.errors import SymscaleError
+    from symscale.train.loop import train_run
+
+    out = tmp_path / "run"
+    _interrupted_run(out, toy90, monkeypatch)
+    assert rundir.read_json(out / "run.json")["threads"] == 1
+    before = _snapshot(out)
+    with pytest.raises(SymscaleError, match="trained with 1 torch threads, this process has 2") as err:
+        train_run(_tiny(threads=2), out, dataset=toy90)
+    assert "\n" not in str(err.value) and "--threads 1" in str(err.value)
+    assert _snapshot(out) == before  # nothing written
+    assert not Path(str(out) + ".lock").exists()
+    result = train_run(_tiny(threads=1), out, dataset=toy90)  # the same count resumes
+    assert result.status == "finished"
+
+
+def test_a_study_engine_resumes_a_run_with_its_recorded_thread_count(tmp_path, toy90, monkeypatch, restore_threads):
+    import torch
+
+    from symscale.study.executors import RunTask, execute_run
+
+    out = tmp_path / "runs" / "mpnn-w4"
+    _interrupted_run(out, toy90, monkeypatch)
+    seen = {}
+
+    def run_fn(config, run_dir):
+        seen.update(config=config.runtime.threads, torch=torch.get_num_threads())
+        from symscale.train.loop import train_run
+
+        train_run(config, run_dir, progress=False, dataset=toy90)
+
+    # the study resumed with another --workers: its engine offers 2 threads, the run started with 1
+    outcome = execute_run(RunTask("mpnn-w4", str(out), _tiny(), run_fn, threads=2))
+    assert outcome.status == "finished", outcome.reason
+    assert seen == {"config": 1, "torch": 1}
