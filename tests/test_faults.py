@@ -399,3 +399,20 @@ def test_a_study_engine_resumes_a_run_with_its_recorded_thread_count(tmp_path, t
     outcome = execute_run(RunTask("mpnn-w4", str(out), _tiny(), run_fn, threads=2))
     assert outcome.status == "finished", outcome.reason
     assert seen == {"config": 1, "torch": 1}
+
+
+def test_a_failure_is_recorded_even_when_the_log_line_hits_a_full_disk(tmp_path, toy90, monkeypatch):
+    from symscale.train import loop, progress
+
+    _inflate_after_first(monkeypatch)
+    real_log = progress.Progress.log
+
+    def log(self, text):
+        if text.startswith("failed"):
+            raise _full_disk(str(self.log_path))
+        return real_log(self, text)
+
+    monkeypatch.setattr(progress.Progress, "log", log)
+    result = loop.train_run(_tiny(), tmp_path / "run", dataset=toy90)
+    assert result.status == "failed"
+    assert rundir.read_status(tmp_path / "run")["reason"].startswith("diverged")

@@ -566,8 +566,9 @@ def _overwrite_status_in_place(out: Path, reason: str) -> None:
 
 def _fail(run: _Run, reason: str, prog: Progress) -> RunResult:
     logger.warning("run %s failed: %s", run.out, reason)
-    prog.log(f"failed: {reason}")
-    _record_failure(run, reason)
+    _record_failure(run, reason)  # first: a full disk may refuse the log line below, never the status
+    with contextlib.suppress(OSError):
+        prog.log(f"failed: {reason}")
     metrics = rundir.read_metrics(run.out)
     return RunResult(
         run.out, "failed", reason, run.step, run.total_steps, run.n_params, metrics[-1] if metrics else None
