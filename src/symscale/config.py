@@ -46,6 +46,14 @@ RESUMABLE_KEYS = (
 )
 # optional keys added after runs were recorded: left out of the identity while unset, so run ids stay the same
 IDENTITY_OMITTED_WHEN_NONE = ("data.val_source",)
+# keys added after run ids were published: hashed only when set away from their default, so that the id of
+# every run made before them stays the same
+HASHED_WHEN_SET = {
+    "evaluation.divergence_factor": 1e3,
+    "evaluation.divergence_patience": 6,
+    "data.energy_key": "energy",
+    "data.forces_key": "forces",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,10 @@ class EvaluationConfig:
     equivariance_structures: int = 32  # validation structures used for the equivariance error
     equivariance_rotations: int = 2  # random rotations per structure for the equivariance error
     checkpoint_every: int = 1  # write checkpoints/last.pt at every k-th evaluation (0: only at the end)
+    # a run has diverged (status failed, kept out of the fits) when its validation loss exceeds
+    # divergence_factor x its first evaluation's, or rises at divergence_patience evaluations in a row (0: off)
+    divergence_factor: float = 1e3
+    divergence_patience: int = 6
 
 
 @dataclass(frozen=True)
@@ -289,6 +301,8 @@ def _validate(cfg: RunConfig) -> None:
     _check_range("evaluation.equivariance_structures", e.equivariance_structures, 0, expected="an integer >= 0")
     _check_range("evaluation.equivariance_rotations", e.equivariance_rotations, 1, expected="an integer >= 1")
     _check_range("evaluation.checkpoint_every", e.checkpoint_every, 0, expected="an integer >= 0")
+    _check_range("evaluation.divergence_factor", e.divergence_factor, 1, expected="a number >= 1")
+    _check_range("evaluation.divergence_patience", e.divergence_patience, 0, expected="an integer >= 0 (0: off)")
     _check_choice("runtime.device", r.device, DEVICES)
     _check_choice("runtime.dtype", r.dtype, DTYPES)
     _check_range("runtime.threads", r.threads, 1, expected="an integer >= 1")
@@ -424,9 +438,10 @@ class RunConfig:
             section, leaf = key.split(".")
             if out[section].get(leaf, 0) is None:
                 del out[section][leaf]
-        for key, default in (("energy_key", "energy"), ("forces_key", "forces")):
-            if out["data"][key] == default:  # left out at their defaults: run ids from before the keys existed hold
-                out["data"].pop(key)
+        for key, default in HASHED_WHEN_SET.items():
+            section, leaf = key.split(".")
+            if out[section].get(leaf) == default:
+                out[section].pop(leaf)
         return out
 
     def config_hash(self) -> str:

@@ -19,6 +19,8 @@ common RunConfig keys for --set / --config (defaults; all keys: symscale.config.
   force_weight=1.0          weight of the mean force-error norm (units of the force RMS)
   eval_points=24            log-spaced evaluations from eval_first_fraction=0.01 of the run to its end
   checkpoint_every=1        checkpoint at every k-th evaluation (0: only at the end)
+  divergence_factor=1000    failed as diverged when val_loss > this x the first evaluation's
+  divergence_patience=6     ... or when it rose at this many evaluations in a row above the first (0: off)
   dtype=float32             float32 | float64
   tf32=false, autocast_bf16=false   CUDA speed options
   model_overrides={num_layers: 4}   family options

@@ -100,5 +100,35 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split.how)
 
 
+def check_run_data(config: RunConfig, sample: int = 256) -> str:
+    """Check, before a study's first run, that the data can make the run of `config` (use the largest
+    prefix of a study): the source opens, has energies and forces, holds more than `data.n_val` structures
+    and enough for the prefix, and the validation set and the first `sample` structures of the prefix are
+    usable (`readers.check_structure`: finite labels, atoms apart). Reads no more than those; packs nothing.
+    Returns the dataset's description; raises SymscaleError naming the first problem."""
+    from symscale.data.readers import check_structure
+
+    d = config.data
+    dataset = open_data(config)
+    if len(dataset) == 0:
+        raise SymscaleError(f"invalid data: {getattr(dataset, 'description', d.source)} holds no structures")
+    _check_labels(dataset)
+    n_total = len(dataset)
+    if d.n_val >= n_total:
+        raise SymscaleError.invalid("val (data.n_val)", d.n_val, f"fewer than the {n_total} structures of the data")
+    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))
+    pool = splits.n_train_max
+    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
+    if n_train > pool:
+        raise SymscaleError.invalid("data.n_train", n_train, f"at most {pool} (the data has {n_total} structures)")
+    for i in [*splits.val, *splits.train_prefix(min(n_train, sample))]:
+        why = check_structure(dataset[int(i)])
+        if why is not None:
+            raise SymscaleError(
+                f"invalid data: structure {int(i)} of {getattr(dataset, 'description', d.source)}: {why}"
+            )
+    return getattr(dataset, "description", f"{n_total} structures")
+
+
 def _is_packed(dataset: Any) -> bool:
     return type(dataset).__name__ == "PackedDataset"

@@ -1,10 +1,19 @@
 """The catalogue of a study: run directories are the truth, a SQLite file indexes them.
 
-Run directories may sit on a cluster's shared file system where concurrent writers to one database are
-unsafe, so only the study process writes `catalogue.sqlite`, and it can always be rebuilt: `Catalogue.refresh`
-rescans `runs/*/`, re-reads the runs whose files changed (a signature of mtimes and sizes) and drops rows
-of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch. Readers (`symscale runs`,
-the report) call `Catalogue.runs`, which reads the run directories and writes nothing. Every run is read by
+Run directories may sit on a cluster's shared file system, so the database is only an index and can always
+be rebuilt: `Catalogue.refresh` (the study process: at the end of a study, and several studies or a
+`--retry-failed` may refresh one study at once) rescans `runs/*/`, re-reads the runs whose files changed (a
+signature of mtimes and sizes) and drops rows of vanished runs. Readers (`symscale runs`, the report) call
+`Catalogue.runs`, which reads the run directories and never opens the database.
+
+Between processes: the database is in WAL mode (readers never block the writer) with a busy timeout of
+`BUSY_TIMEOUT_S`, and a refresh writes in one `BEGIN IMMEDIATE` transaction, so that two refreshes queue
+instead of failing with "database is locked". A missing, corrupt or old-schema file is rebuilt under an
+exclusive `flock` on `catalogue.sqlite.lock`: into a unique temporary file beside it, then renamed over it
+(with its stale `-wal`/`-shm` removed first), so that no process ever opens a half-built database and a
+rebuild never unlinks a good database another process has open (the state is checked again under the lock).
+`flock` is advisory and, on some network file systems, local to a host: keep one study's refreshes on one
+host (the study process does them; workers on other nodes never open the database). Every run is read by
 `symscale.rundir.read_run` into its one `RunRecord`, planned runs (a plan file, no directory yet) included.
 
 Columns follow the words of DESIGN.md: N parameters, D atoms seen, C FLOPs (measured, corrected), H
@@ -15,14 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
 import logging
 import math
+import os
 import sqlite3
+import tempfile
 from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Any
 
+from symscale.errors import SymscaleError
 from symscale.rundir import (
     METRICS,
     RUN_INFO,
@@ -41,6 +54,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2  # 2: the columns of rundir.RunRecord
 DB_NAME = "catalogue.sqlite"
+BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another before "database is locked"
 LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "fraction", "prefix")
 _SIGNED_FILES = (RUN_INFO, STATUS, METRICS)
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
@@ -96,32 +110,80 @@ class Catalogue:
         self.study_dir = Path(study_dir)
         self.path = self.study_dir / DB_NAME
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self, path: Path) -> sqlite3.Connection:
+        con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)  # transactions are explicit
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return con
+
+    def _usable(self) -> sqlite3.Connection | None:
+        """A connection in WAL mode to a database of this schema, or None (missing, corrupt, old)."""
+        if not self.path.exists():
+            return None
+        con = None
         try:
-            con = sqlite3.connect(self.path)
+            con = self._open(self.path)
             version = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if version and int(version[0]) == SCHEMA_VERSION:
+                con.execute("PRAGMA journal_mode = WAL")
                 return con
-            con.close()
-        except sqlite3.DatabaseError:
+        except (sqlite3.DatabaseError, ValueError):
             pass
-        return self._create()
+        if con is not None:
+            con.close()
+        return None
 
-    def _create(self) -> sqlite3.Connection:
-        log.info("building catalogue %s from the run directories", self.path)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
-        con = sqlite3.connect(self.path)
-        con.executescript(_SCHEMA)
-        con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        con.commit()
+    def _connect(self) -> sqlite3.Connection:
+        con = self._usable()
+        if con is not None:
+            return con
+        with self._rebuild_lock():
+            con = self._usable()  # another process may have rebuilt it while we waited
+            if con is None:
+                self._rebuild()
+                con = self._usable()
+        if con is None:
+            raise SymscaleError(f"could not build the catalogue {self.path}")
         return con
+
+    @contextlib.contextmanager
+    def _rebuild_lock(self):
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as err:
+            raise SymscaleError(f"could not lock the catalogue {lock}: {err.strerror or err}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def _rebuild(self) -> None:
+        """An empty database of this schema built in a temporary file and renamed over `self.path`."""
+        log.info("building catalogue %s from the run directories", self.path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        try:
+            con = sqlite3.connect(tmp)  # rollback journal while it is private: one file to rename
+            con.executescript(_SCHEMA)
+            con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            con.commit()
+            con.close()
+            for suffix in ("-wal", "-shm"):  # of the bad database: never to be paired with the new one
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{self.path}{suffix}")
+            os.replace(tmp, self.path)
+        except (OSError, sqlite3.Error) as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise SymscaleError(f"could not build the catalogue {self.path}: {err}") from None
 
     def refresh(self) -> list[RunRecord]:
         """Bring the index up to date with the run directories and return every run's record."""
         dirs = study_run_dirs(self.study_dir)  # run directories and planned runs that have not started yet
         con = self._connect()
         try:
+            con.execute("BEGIN IMMEDIATE")  # the write lock now: a read that upgrades later cannot wait
             known = dict(con.execute("SELECT run_id, signature FROM runs").fetchall())
             for gone in set(known) - set(dirs):
                 self._delete(con, gone)
@@ -129,7 +191,7 @@ class Catalogue:
                 sig = _signature(path)
                 if known.get(name) != sig:
                     self._upsert(con, path, sig)
-            con.commit()
+            con.execute("COMMIT")
             return self._records(con)
         finally:
             con.close()
@@ -163,7 +225,7 @@ class Catalogue:
         con.row_factory = sqlite3.Row
         try:
             sql = (
-                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status FROM evals e "
+                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status, r.reason FROM evals e "
                 "JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
             )
             rows = [dict(r) for r in con.execute(sql)]
@@ -175,11 +237,15 @@ class Catalogue:
         return rows
 
 
-def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | None = None) -> int:
+def export_laws(
+    catalogue: Catalogue, path: str | Path, run_ids: list[str] | None = None, *, include_diverged: bool = False
+) -> int:
     """Write the laws table (one row per evaluation point of every finished run) and return its row count.
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
-    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction)."""
-    rows = [r for r in catalogue.evaluations(run_ids) if r["status"] == "finished" and _float(r["val_loss"])]
+    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction).
+    A diverged run (failed, its reason starting "diverged", see `train.loop.divergence`) is left out unless
+    `include_diverged` (then its finite points are in, up to where it stopped)."""
+    rows = [r for r in catalogue.evaluations(run_ids) if _in_laws(r, include_diverged) and _float(r["val_loss"])]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(LAWS_COLUMNS)
@@ -193,3 +259,9 @@ def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | Non
         )  # fmt: skip
     write_text(path, buffer.getvalue())  # a unique temporary file: concurrent exports never collide
     return len(rows)
+
+
+def _in_laws(row: dict[str, Any], include_diverged: bool) -> bool:
+    if row["status"] == "finished":
+        return True
+    return include_diverged and row["status"] == "failed" and str(row.get("reason") or "").startswith("diverged")

@@ -114,10 +114,13 @@ def _call_run_fn(task: RunTask, run_dir: Path) -> dict[str, Any]:
     if rundir.read_status(run_dir)["status"] == "finished":  # finished by another owner before we got the lock
         return rundir.read_status(run_dir)
     config = task.config
-    if task.threads is not None:
-        torch.set_num_threads(task.threads)
-        # the engine's thread count wins over the spec's; threads are not part of the run's identity
-        config = replace(config, runtime=replace(config.runtime, threads=task.threads))
+    threads = rundir.read_json(run_dir / rundir.RUN_INFO).get("threads") or task.threads
+    if threads is not None:
+        # a started run resumes with the thread count it started with (CPU results depend on it, see
+        # train.loop.check_threads), whatever --workers gives now; a new run takes the engine's count
+        threads = int(threads)
+        torch.set_num_threads(threads)
+        config = replace(config, runtime=replace(config.runtime, threads=threads))
     try:
         task.run_fn(config, run_dir)
     except Exception as err:  # the run failed: record why, the study goes on with the others

@@ -73,6 +73,32 @@ def prepare_dataset(spec: StudySpec) -> None:
         raise SymscaleError(f"dataset not found: {ds.path} (the spec's dataset.path); no run was started")
 
 
+def validate_study(spec: StudySpec, plans: list[RunPlan]) -> None:
+    """Everything that can be checked before the first run, so that a study never starts what it cannot
+    finish (SymscaleError, one line, nothing written): every family with its options builds at its
+    smallest and largest width (meta device: no memory), and the data opens, has the labels and is large
+    enough for the validation set and the largest prefix (`data.prefix.check_run_data`)."""
+    from symscale.data.prefix import check_run_data
+    from symscale.train.loop import check_model_config
+
+    if not plans:
+        raise SymscaleError(f"study {spec.name} has no runs (check its families, prefixes, seeds and modes)")
+    families: dict[str, list[RunPlan]] = {}
+    for plan in plans:
+        key = json.dumps([plan.config.arch, dict(plan.config.model_overrides)], sort_keys=True, default=str)
+        families.setdefault(key, []).append(plan)
+    for group in families.values():
+        by_width = sorted(group, key=lambda p: p.config.width)
+        for plan in {by_width[0].run_id: by_width[0], by_width[-1].run_id: by_width[-1]}.values():
+            try:
+                check_model_config(plan.config)
+            except (SymscaleError, TypeError, ValueError) as err:  # a family's own check of an option's type
+                raise SymscaleError(f"run {plan.run_id} of study {spec.name}: {err}") from None
+    prepare_dataset(spec)
+    largest = max(plans, key=lambda p: (p.config.data.train_fraction or 1.0, p.config.data.n_train or 0))
+    check_run_data(largest.config)
+
+
 # ---------------------------------------------------------------- progress
 
 
@@ -127,7 +153,7 @@ def init_study_dir(spec: StudySpec, study_dir: str | Path) -> Path:
     path = study_dir / "spec.yaml"
     if path.exists() and path.read_text() != text:
         log.warning("spec of %s changed; runs with a changed configuration get new ids", study_dir)
-    path.write_text(text)
+    rundir.write_text(path, text)  # atomic: a crash or a full disk leaves the old spec whole
     return study_dir
 
 
@@ -186,12 +212,16 @@ def run_study(
     out: Printer = log.info,
     progress: bool | None = False,
 ) -> StudyResult:
-    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. `progress`:
-    a study-level bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
+    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. With runs to do
+    and the real run function, `validate_study` runs first, before spec.yaml or anything else is written
+    (a stand-in `run_fn` of the tests trains nothing and has nothing to validate). `progress`: a study-level
+    bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
     t0 = time.monotonic()
-    study_dir = init_study_dir(spec, study_dir)
     plans = expand_runs(spec)
-    todo = [p for p in plans if rundir.read_status(study_dir / "runs" / p.run_id)["status"] != "finished"]
+    todo = [p for p in plans if rundir.read_status(Path(study_dir) / "runs" / p.run_id)["status"] != "finished"]
+    if todo and run_fn is train_config:  # the real runs (tests' stand-ins train nothing): before anything is written
+        validate_study(spec, plans)
+    study_dir = init_study_dir(spec, study_dir)
     if todo:
         _execute(
             spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out,
@@ -206,7 +236,7 @@ def _execute(
     spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out, progress
 ):
     out(f"study {spec.name}: {len(plans)} runs in {study_dir}")
-    prepare_dataset(spec)
+    prepare_dataset(spec)  # done by validate_study already for real runs (cached: the second call is cheap)
     paths = None if spec.dataset.path is None else [spec.dataset.path]
     try:
         estimates = {e.run_id: e.flops for e in estimate_runs(spec, plans, paths, measure_kappa=False)}
@@ -252,7 +282,8 @@ def summarize(
     failures = tuple((i, records[i].reason or "unknown") for i in ids if status[i] == "failed")
     n_fin = sum(s == "finished" for s in status.values())
     n_pending = len(ids) - n_fin - len(failures)
-    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids)
+    include = bool(spec.fits.get("include_diverged", False))  # diverged runs stay out of the fits unless asked
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids, include_diverged=include)
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
@@ -284,7 +315,8 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         return None, f"fits unavailable ({err})"
     try:
         table = read_table(study_dir / "laws.csv")
-        results = fit_laws_table(table, **spec.fits)
+        options = {k: v for k, v in spec.fits.items() if k != "include_diverged"}  # laws.csv's, not the fits'
+        results = fit_laws_table(table, **options)
         payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}
         path = study_dir / "fits.json"
         rundir.write_text(path, json.dumps(payload, indent=1, default=float))

@@ -52,7 +52,7 @@ _TOP_KEYS = {
     "training": "settings shared by every run (RunConfig keys)",
     "executor": "how runs are executed",
     "estimate": "dry-run estimates: {flops_per_second}",
-    "fits": "{bootstrap, seed} for the fits after the study",
+    "fits": "{bootstrap, seed, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
 }
 _DATASET_KEYS = (
@@ -282,12 +282,20 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         training=dict(_check_keys("training", raw.get("training") or {}, _AnyKey())),
         executor=_parse_executor(raw.get("executor") or {}),
         flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
-        fits=dict(_check_keys("fits", raw.get("fits") or {}, ("bootstrap", "seed", "group_by"))),
+        fits=_parse_fits(raw.get("fits") or {}),
         report=check_bool("report", raw.get("report", True)),
         description=str(raw.get("description", "")),
         source=source,
         raw=copy.deepcopy(raw),
     )
+
+
+def _parse_fits(raw: Any) -> dict[str, Any]:
+    """The fits section; `include_diverged` (default false) puts diverged runs' points into laws.csv."""
+    fits = dict(_check_keys("fits", raw, ("bootstrap", "seed", "group_by", "include_diverged")))
+    if "include_diverged" in fits:
+        fits["include_diverged"] = check_bool("fits.include_diverged", fits["include_diverged"])
+    return fits
 
 
 class _AnyKey:

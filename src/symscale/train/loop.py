@@ -8,6 +8,8 @@ checkpoints, and resumption. The run directory's layout, status schema, metrics 
 `symscale.train.tune`.
 
 Rerunning with the same directory resumes from checkpoints/last.pt (the metrics after it are recomputed);
+on CPU only with the torch thread count it started with (recorded in run.json as `threads`, see
+`check_threads`);
 a finished run returns at once; a different configuration is a `SymscaleError` and nothing is written; a
 directory whose lock a live process holds (another `symscale train`, a study worker) is refused.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -130,6 +133,29 @@ def check_model_config(config: RunConfig) -> None:
         raise SymscaleError.invalid(f"width for arch {config.arch!r}", config.width, "a width that gives channels")
 
 
+def check_threads(config: RunConfig, out: Path) -> None:
+    """Refuse to resume a CPU run with another torch thread count than it started with (run.json `threads`).
+
+    Measured (toy data, one batch of 32 structures, forward + backward, torch 2.13 CPU): gemnet_oc at width
+    12 gives different gradients with 1 and 2 threads in all 329 tensors (max relative difference 4e-5;
+    each count repeats bit for bit), and `torch.use_deterministic_algorithms(True)` does not change that
+    (it pins scatter and index kernels, not how a reduction is split between threads); mpnn (16, 32), egnn
+    (16) and esen (4) gave identical weights after 50 steps or gradients. So the count stays free and is
+    recorded rather than forced to one (one thread would cost every multi-core run its parallelism), and it
+    is not hashed into the run id (existing ids stay): a resumed run must use the count it started with,
+    which the study's engines do by themselves (`study.executors`). On CUDA the CPU thread count does not
+    change the kernels, and a run's older run.json without `threads` is not checked."""
+    last = out / rundir.CHECKPOINTS / "last.pt"
+    recorded = rundir.read_json(out / rundir.RUN_INFO).get("threads")
+    if recorded is None or not last.exists() or _device(config).type != "cpu":
+        return
+    if int(recorded) != torch.get_num_threads():
+        raise SymscaleError(
+            f"run directory {out} was trained with {recorded} torch threads, this process has "
+            f"{torch.get_num_threads()}: CPU results depend on the thread count; resume with --threads {recorded}"
+        )
+
+
 def _device(config: RunConfig) -> torch.device:
     name = config.runtime.device
     if name == "auto":
@@ -179,6 +205,7 @@ class _Run:
         self.step = 0
         self.counters = {"structures_seen": 0, "atoms_seen": 0, "flops": 0.0, "flops_raw": 0.0, "device_seconds": 0.0}
         self.loss_sum, self.loss_n = 0.0, 0
+        self.val_losses: list[float] = []  # every evaluation's validation loss, oldest first (divergence)
         self.flop_model: FlopModel | None = None
         self.progress_mode = config.runtime.progress if progress else "off"
         self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
@@ -308,6 +335,33 @@ class NonFiniteLoss(RuntimeError):
     """A NaN or infinite training loss: the run stops with status failed."""
 
 
+class Diverged(RuntimeError):
+    """A validation loss that says the run diverged (see `divergence`): the run stops with status failed."""
+
+
+def divergence(losses: list[float], factor: float, patience: int) -> str | None:
+    """Why the validation losses so far (oldest first) say a run diverged, or None.
+
+    Diverged: the last loss is not finite; or it is above `factor` x the first evaluation's; or it rose at
+    each of the last `patience` evaluations (0: never) and is now above the first evaluation's (a run that
+    overfits, multi-epoch, rises too but stays below where it started).
+    """
+    if not losses:
+        return None
+    first, last = losses[0], losses[-1]
+    if not math.isfinite(last):
+        return f"diverged: non-finite validation loss ({last}) at evaluation {len(losses)}"
+    if last > factor * first:
+        return f"diverged: validation loss {last:.4g} above {factor:g} x its first evaluation ({first:.4g})"
+    recent = losses[-patience - 1 :]
+    if patience and len(recent) == patience + 1 and all(b > a for a, b in zip(recent, recent[1:])) and last > first:
+        return (
+            f"diverged: validation loss rose at {patience} evaluations in a row ({recent[0]:.4g} -> {last:.4g}), "
+            f"above its first evaluation ({first:.4g})"
+        )
+    return None
+
+
 def _epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """The training prefix in the seeded order of one epoch."""
     return train[np.random.default_rng([int(seed), int(epoch)]).permutation(len(train))]
@@ -349,6 +403,7 @@ def _run_json(run: _Run) -> dict:
         "total_steps": run.total_steps,
         "eval_steps": run.eval_at,
         "config_hash": c.config_hash(),
+        "threads": torch.get_num_threads(),  # CPU results depend on it: a resume must use the same (check_threads)
         "flop_model": run.flop_model.to_dict() if run.flop_model else None,
         "provenance": ckpt_io.provenance(run.device),
     }
@@ -402,6 +457,10 @@ def _train(run: _Run, progress: Progress, loggers: ExtraLoggers) -> dict | None:
                 last_line = run.evaluate()
                 rundir.append_metrics(run.out, last_line)
                 loggers.write(last_line)
+                run.val_losses.append(float(last_line["val_loss"]))
+                why = divergence(run.val_losses, ev.divergence_factor, ev.divergence_patience)
+                if why is not None:
+                    raise Diverged(f"{why} at step {run.step}")
                 progress.log(
                     f"eval step {run.step}/{run.total_steps} val_loss {last_line['val_loss']:.5g} "
                     f"force_mae {last_line['force_mae_mev_per_A']:.4g} meV/A"
@@ -451,10 +510,12 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, *, progress: bool =
 def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunResult:
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
+    check_threads(config, out)
     run, ckpt = _setup(config, out, dataset, progress)
     if ckpt is not None:
         run.restore(ckpt)
         rundir.keep_metrics(out, run.step)  # drops a torn last line too
+        run.val_losses = [float(m.get("val_loss", math.nan)) for m in rundir.read_metrics(out)]
     else:
         _start_fresh(run)
     status = {"step": run.step, "total_steps": run.total_steps, "config_hash": config.config_hash()}
@@ -466,12 +527,13 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
     try:
         last = _train(run, prog, loggers)
-    except NonFiniteLoss as err:
+        run.save("final.pt", finished=True)  # inside the try: a full disk here is a failed run, not `running`
+        run.save("last.pt", finished=True)
+    except (NonFiniteLoss, Diverged) as err:
         return _fail(run, str(err), prog)
     except Exception as err:  # recorded in status.json, then re-raised unless it is an out-of-memory error
         if not _is_oom(err):
-            reason = f"{type(err).__name__}: {err}"
-            rundir.write_status(out, "failed", reason, step=run.step, total_steps=run.total_steps)
+            _record_failure(run, f"{type(err).__name__}: {err}")
             raise
         return _fail(run, f"out of memory at step {run.step + 1}: {str(err).splitlines()[0]}", prog)
     finally:
@@ -479,18 +541,44 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
         loggers.close()
         if run.loader_workers is not None:
             run.loader_workers.close()
-    run.save("final.pt", finished=True)
-    run.save("last.pt", finished=True)
     rundir.write_status(out, "finished", None, **{**status, "step": run.step})
     prog.log(f"finished at step {run.step}")
     last = last or (rundir.read_metrics(out) or [None])[-1]
     return RunResult(out, "finished", None, run.step, run.total_steps, run.n_params, last)
 
 
+def _record_failure(run: _Run, reason: str) -> None:
+    """status.json `failed` with a one-line reason, also on a full disk: the checkpoint writer has removed
+    its temporary file by now (that frees the space a small status file needs); when even that write fails
+    the status is rewritten in place, so that it never stays `running`."""
+    reason = " ".join(reason.split())[:500]
+    try:
+        rundir.write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    except SymscaleError:
+        _overwrite_status_in_place(run.out, reason)
+
+
+def _overwrite_status_in_place(out: Path, reason: str) -> None:
+    """Rewrite status.json in its own blocks (no new file, so no free space needed): `failed` and as much of
+    the reason as fits in the old file's length, padded with spaces (valid JSON)."""
+    path = out / rundir.STATUS
+    with contextlib.suppress(OSError), open(path, "r+b") as fh:
+        room = len(fh.read())
+        for cut in range(len(reason), -1, -1):
+            text = json.dumps({"status": "failed", "reason": reason[:cut], "updated_utc": rundir.utc_now()})
+            if len(text) <= room:
+                fh.seek(0)
+                fh.write(text.ljust(room).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+                return
+
+
 def _fail(run: _Run, reason: str, prog: Progress) -> RunResult:
     logger.warning("run %s failed: %s", run.out, reason)
-    prog.log(f"failed: {reason}")
-    rundir.write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    _record_failure(run, reason)  # first: a full disk may refuse the log line below, never the status
+    with contextlib.suppress(OSError):
+        prog.log(f"failed: {reason}")
     metrics = rundir.read_metrics(run.out)
     return RunResult(
         run.out, "failed", reason, run.step, run.total_steps, run.n_params, metrics[-1] if metrics else None
