@@ -114,9 +114,15 @@ def check_run_data(config: RunConfig, sample: int = 256) -> str:
         raise SymscaleError(f"invalid data: {getattr(dataset, 'description', d.source)} holds no structures")
     _check_labels(dataset)
     n_total = len(dataset)
-    if d.n_val >= n_total:
+    if d.val_source is None and d.n_val >= n_total:
         raise SymscaleError.invalid("val (data.n_val)", d.n_val, f"fewer than the {n_total} structures of the data")
-    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))
+    val_data = None
+    if d.val_source is not None:
+        val_data = open_dataset(
+            d.val_source, neutral_only=d.neutral_only, energy_key=d.energy_key, forces_key=d.forces_key
+        )
+    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)
+    dataset, splits = split.dataset, split.splits
     pool = splits.n_train_max
     n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
     if n_train > pool:
