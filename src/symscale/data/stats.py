@@ -124,9 +124,7 @@ def count_elements(dataset, indices, *, max_examples: int = 32) -> ElementCensus
             seen = examples.setdefault(z, [])
             if len(seen) < max_examples:
                 seen.append(int(i))
-    return ElementCensus(
-        dict(sorted(structures.items())), {z: tuple(v) for z, v in sorted(examples.items())}, len(idx)
-    )
+    return ElementCensus(dict(sorted(structures.items())), {z: tuple(v) for z, v in sorted(examples.items())}, len(idx))
 
 
 def _unique_numbers(dataset, idx: np.ndarray):

@@ -8,7 +8,8 @@ failed unless `retry_failed`. On a finished study only the fits and the report a
 
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
-belongs to `symscale.rundir`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
+belongs to `symscale.rundir`), tune/<family>.json and tune/<family>/<run_id>/ (the learning-rate stage,
+when the spec has one: `symscale.study.tuning`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
 invocation's summary). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
 
@@ -31,6 +32,7 @@ from symscale.study.local import LocalExecutor
 from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,10 @@ def run_study(
     """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report."""
     t0 = time.monotonic()
     study_dir = init_study_dir(spec, study_dir)
+    if spec.tune is not None:  # the learning-rate stage: each family's sweep, its best rate to its runs
+        prepare_dataset(spec)
+        executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
+        spec = run_tuning(spec, study_dir, executor, run_fn=run_fn, out=out)
     plans = expand_runs(spec)
     todo = [p for p in plans if rundir.read_status(study_dir / "runs" / p.run_id)["status"] != "finished"]
     if todo:
