@@ -65,10 +65,12 @@ def test_a_sweep_where_every_rate_fails_stops_the_study_before_the_grid(tmp_path
 
 def test_the_dry_run_lists_a_tuning_stage_per_family(tmp_path):
     spec = load_spec(_spec(tmp_path))
-    text = format_sweeps(estimate_sweeps(spec, measure_kappa=False))
+    stages, grid = estimate_sweeps(spec, measure_kappa=False)
+    assert len(grid) == 4 and [len(e) for _, e in stages] == [4, 4]
+    text = format_sweeps(stages)
     assert "tune mpnn" in text and "width     4" in text and "tune egnn" in text
     assert "lrs [0.001, 0.03, 1, 1000]" in text and "4 runs at prefix 0.5" in text
-    assert "no learning-rate stage" in format_sweeps(estimate_sweeps(load_spec("quickstart"), measure_kappa=False))
+    assert "no learning-rate stage" in format_sweeps(estimate_sweeps(load_spec("quickstart"), measure_kappa=False)[0])
 
 
 def test_bad_tune_sections_are_one_line_errors(tmp_path):

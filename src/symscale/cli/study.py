@@ -64,7 +64,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from symscale.study.runner import dry_run, format_estimates, run_study
+    from symscale.study.runner import format_estimates, run_study
     from symscale.study.spec import load_spec
     from symscale.study.tuning import estimate_sweeps, format_sweeps
 
@@ -85,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
             + ":"
         )
         paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
-        print(format_sweeps(estimate_sweeps(spec, paths)))
-        print(format_estimates(dry_run(spec), reference_flops=reference))
+        stages, grid = estimate_sweeps(spec, paths)
+        print(format_sweeps(stages))
+        print(format_estimates(grid, reference_flops=reference))
         return 0
     if no_data:
         raise SymscaleError(

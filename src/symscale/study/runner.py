@@ -328,7 +328,12 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
     )
     if reference_flops:
         lines.append(f"reference study: about {reference_flops:.0e} FLOPs for its largest runs")
-    sources = {e.arch: f"{e.kappa:.3g} ({e.kappa_source})" for e in estimates}
-    lines.append("kappa (forward FLOPs per atom per parameter): " + ", ".join(f"{a} {k}" for a, k in sources.items()))
-    lines.append("C = 3 kappa N D; time = C / the spec's estimate.flops_per_second")
+    lines.append("kappa (forward FLOPs per atom per parameter) and r (training / forward FLOPs) per group:")
+    for e in {(e.group, e.kappa_source): e for e in estimates}.values():
+        extra = f", x{e.multiplier:g} (symmetry loss)" if e.multiplier != 1 else ""
+        where = f"({e.kappa_source})"
+        lines.append(f"  {e.group or e.arch}: kappa {e.kappa:.3g}, r {e.train_ratio:.3g}{extra} {where}")
+    samples = {e.sample for e in estimates if e.sample}
+    lines += [f"measured on {sample}" for sample in samples]
+    lines.append("C = r kappa N D (the paper: r = 3); time = C / the spec's estimate.flops_per_second")
     return "\n".join(lines)

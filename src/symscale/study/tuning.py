@@ -159,14 +159,17 @@ def with_learning_rates(spec: StudySpec, chosen: dict[int, float]) -> StudySpec:
 
 def estimate_sweeps(
     spec: StudySpec, paths: list[str] | None = None, *, measure_kappa: bool = True
-) -> list[tuple[Sweep, list[Any]]]:
-    """Each sweep with the estimates (`symscale.study.estimate.RunEstimate`) of its runs; starts nothing."""
+) -> tuple[list[tuple[Sweep, list[Any]]], list[Any]]:
+    """(each sweep with the estimates of its runs, the grid's estimates), from one estimate of both (so the
+    sweeps share the grid's FLOP measurements); starts nothing."""
     from symscale.study.estimate import estimate_runs
+    from symscale.study.spec import expand_runs
 
-    out = []
-    for sw in sweeps(spec):
-        out.append((sw, estimate_runs(spec, list(sw.plans), paths, measure_kappa=measure_kappa)))
-    return out
+    grid, stages = expand_runs(spec), sweeps(spec)
+    plans = grid + [p for sw in stages for p in sw.plans]
+    estimates = estimate_runs(spec, plans, paths, measure_kappa=measure_kappa)
+    by_plan = dict(zip((id(p) for p in plans), estimates, strict=True))
+    return [(sw, [by_plan[id(p)] for p in sw.plans]) for sw in stages], [by_plan[id(p)] for p in grid]
 
 
 def format_sweeps(estimated: list[tuple[Sweep, list[Any]]]) -> str:
