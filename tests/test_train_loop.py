@@ -247,7 +247,8 @@ def test_an_element_the_stats_sample_missed_gets_a_reference_and_no_floor(tmp_pa
     assert result.status == "finished" and result.steps == result.total_steps
     final = read_metrics(tmp_path / "run")[-1]
     # an unreferenced N costs ~70 eV per N atom on the validation molecules that carry it: a floor of ~eV/atom
-    assert torch.isfinite(torch.tensor(final["val_loss"])) and final["val_energy_loss"] < 1.0
+    # (val energy loss 1.03 on main, 0.12 with N referenced)
+    assert torch.isfinite(torch.tensor(final["val_loss"])) and final["val_energy_loss"] < 0.5
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())
     assert stats["element_structures"]["7"] == n_train
     assert abs(stats["element_energies"]["7"] - (-70.9)) < 2.0  # the toy set's N energy (data/toy.py), eV
