@@ -6,7 +6,8 @@ Modules: spec (the study YAML, expanded once into typed `RunPlan`s, each holding
 runner (`run_study`: plan, execute, index, export, fit, report; `make_executor`), executors (what the engines
 share: `RunTask`, `RunOutcome`, `execute_run` under the run's lock), one file per engine: local (a pool of
 worker processes), slurm (submitit job arrays), ray (Ray tasks); catalogue (the SQLite index of the run
-directories and the laws table), estimate (N, D, C and time of each run before it starts). The run directory
+directories and the laws table), estimate (N, D, C and time of each run before it starts, measured on the
+study's data), tuning (the learning-rate stage: one sweep per family before the grid). The run directory
 itself (layout, status, metrics, plan, lock, `RunRecord`) belongs to `symscale.rundir`.
 
     from symscale.study import load_spec, run_study
