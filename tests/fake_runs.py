@@ -53,3 +53,15 @@ def fake_run(config: RunConfig, run_dir: Path) -> None:
 def fake_diverging_esen(config: RunConfig, run_dir: Path) -> None:
     """`fake_run`, diverging (lr 1e6) for the esen family."""
     fake_run(config.updated({"lr": 1e6}) if config.arch == "esen" else config, run_dir)
+
+
+def fake_lr_run(config: RunConfig, run_dir: Path) -> None:
+    """`fake_run` whose final validation loss is lowest at lr 3e-2 (a known optimum for the tuning stage);
+    failed (NaN) when lr > 100, like `fake_run`."""
+    fake_run(config, run_dir)
+    if rundir.read_status(run_dir)["status"] != "finished":
+        return
+    lines = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line["val_loss"] = 1.0 + abs(math.log10(config.training.lr / 3e-2)) + 1.0 / line["step"]
+    (Path(run_dir) / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))

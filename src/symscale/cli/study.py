@@ -77,9 +77,10 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from symscale.study.runner import dry_run, format_estimates, run_study
+    from symscale.study.runner import format_estimates, run_study
     from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
+    from symscale.study.tuning import estimate_sweeps, format_sweeps
 
     overrides = {}
     if args.data is not None:
@@ -104,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
             + (" (no --data: sizes from the spec's size_hint)" if no_data else "")
             + ":"
         )
-        print(format_estimates(dry_run(spec), reference_flops=reference))
+        paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
+        stages, grid = estimate_sweeps(spec, paths)
+        print(format_sweeps(stages))
+        print(format_estimates(grid, reference_flops=reference))
         return 0
     if no_data:
         raise SymscaleError(

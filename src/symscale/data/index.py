@@ -326,8 +326,8 @@ def _labels(source) -> str:
 def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
     """The index arrays of rows start..stop of one source."""
     chunk = _Chunk(stop - start)
-    if hasattr(source, "raw_rows"):  # LMDB: decoded rows, no structures built
-        for k, d in enumerate(source.raw_rows(start, stop)):
+    if hasattr(source, "decoded_rows"):  # LMDB: decoded rows, no structures built
+        for k, d in enumerate(source.decoded_rows(start, stop)):
             if d is None:
                 chunk.corrupt(k)
                 continue

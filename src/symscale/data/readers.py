@@ -240,7 +240,7 @@ class _LmdbSource:
             dct.get("data") or {},
         )
 
-    def raw_rows(self, start: int, stop: int) -> Iterator[dict | None]:
+    def decoded_rows(self, start: int, stop: int) -> Iterator[dict | None]:
         """The decoded rows start..stop as stored (None for a missing or corrupt row), each with its labels under
         `energy` / `forces` whatever this source's label keys: the index pass reads these without building
         structures."""
@@ -257,6 +257,10 @@ class _LmdbSource:
     def metadata(self, i: int) -> dict:
         """The row's `data` (charge, spin and what else the writer stored), without building the structure."""
         return dict(self.row(i).get("data") or {})
+
+    def numbers(self, i: int) -> np.ndarray:
+        """The row's atomic numbers, without building the structure or reading its labels."""
+        return _array(self.row(i).get("numbers"), np.int64)
 
     def __getstate__(self):
         return {
@@ -603,6 +607,13 @@ class Dataset:
         without building or checking the structure."""
         src, row = self._locate_raw(self._global(int(i)))
         return src.metadata(row)
+
+    def numbers(self, i: int) -> np.ndarray:
+        """Structure `i`'s atomic numbers [n_atoms], read without its labels where the format allows (the
+        composition census of `symscale.data.stats`); not checked like `dataset[i]`."""
+        src, row = self._locate_raw(self._global(int(i)))
+        read = getattr(src, "numbers", None)
+        return np.asarray(read(row) if read is not None else src.read(row).numbers, dtype=np.int64)
 
     def __getitem__(self, i: int) -> Structure:
         src, row = self._locate_raw(self._global(int(i)))

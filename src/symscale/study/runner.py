@@ -8,7 +8,8 @@ failed unless `retry_failed`. On a finished study only the fits and the report a
 
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
-belongs to `symscale.rundir`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
+belongs to `symscale.rundir`), tune/<family>.json and tune/<family>/<run_id>/ (the learning-rate stage, when
+the spec has one: `symscale.study.tuning`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
 invocation's summary), slurm/ (the SLURM engine's job files and jobs.json, the job id of each submitted
 run). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
@@ -33,6 +34,7 @@ from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +219,20 @@ def run_study(
     (a stand-in `run_fn` of the tests trains nothing and has nothing to validate). `progress`: a study-level
     bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
     t0 = time.monotonic()
+    tuned = spec.tune is not None
+    if tuned:  # the learning-rate stage: each family's sweep, its best rate to its runs
+        if run_fn is train_config:
+            validate_study(spec, expand_runs(spec))  # before anything is written (the rates only change ids)
+        study_dir = init_study_dir(spec, study_dir)  # spec.yaml keeps the spec as given, with its tune section
+        prepare_dataset(spec)
+        executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
+        spec = run_tuning(spec, study_dir, executor, run_fn=run_fn, out=out)
     plans = expand_runs(spec)
     todo = [p for p in plans if rundir.read_status(Path(study_dir) / "runs" / p.run_id)["status"] != "finished"]
-    if todo and run_fn is train_config:  # the real runs (tests' stand-ins train nothing): before anything is written
-        validate_study(spec, plans)
-    study_dir = init_study_dir(spec, study_dir)
+    if not tuned:
+        if todo and run_fn is train_config:  # the real runs (tests' stand-ins train nothing): before any write
+            validate_study(spec, plans)
+        study_dir = init_study_dir(spec, study_dir)
     if todo:
         _execute(
             spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out,
@@ -379,7 +390,12 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
     )
     if reference_flops:
         lines.append(f"reference study: about {reference_flops:.0e} FLOPs for its largest runs")
-    sources = {e.arch: f"{e.kappa:.3g} ({e.kappa_source})" for e in estimates}
-    lines.append("kappa (forward FLOPs per atom per parameter): " + ", ".join(f"{a} {k}" for a, k in sources.items()))
-    lines.append("C = 3 kappa N D; time = C / the spec's estimate.flops_per_second")
+    lines.append("kappa (forward FLOPs per atom per parameter) and r (training / forward FLOPs) per group:")
+    for e in {(e.group, e.kappa_source): e for e in estimates}.values():
+        extra = f", x{e.multiplier:g} (symmetry loss)" if e.multiplier != 1 else ""
+        where = f"({e.kappa_source})"
+        lines.append(f"  {e.group or e.arch}: kappa {e.kappa:.3g}, r {e.train_ratio:.3g}{extra} {where}")
+    samples = {e.sample for e in estimates if e.sample}
+    lines += [f"measured on {sample}" for sample in samples]
+    lines.append("C = r kappa N D (the paper: r = 3); time = C / the spec's estimate.flops_per_second")
     return "\n".join(lines)

@@ -54,6 +54,7 @@ _TOP_KEYS = {
     "estimate": "dry-run estimates: {flops_per_second}",
     "fits": "{bootstrap, seed, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
+    "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
 }
 _DATASET_KEYS = (
     "builtin",
@@ -69,6 +70,7 @@ _DATASET_KEYS = (
     "forces_key",
 )
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_TUNE_KEYS = ("lrs", "width", "fraction")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
     "partition",
@@ -168,6 +170,22 @@ class ExecutorSpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """The learning-rate stage (`symscale.study.tuning`): each family trains once per rate in `lrs` at its
+    tuning width on the `fraction` prefix; the rate with the lowest final validation loss goes to its runs."""
+
+    lrs: tuple[float, ...]
+    width: int | dict[str, int] | None = None  # one width, or per arch; None: the family's smallest width
+    fraction: float = 0.1  # training-set prefix of each sweep run
+
+    def width_of(self, fam: FamilySpec) -> int:
+        """The tuning width of a family."""
+        if isinstance(self.width, dict):
+            return self.width.get(fam.arch, min(fam.widths))
+        return self.width if self.width is not None else min(fam.widths)
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     dataset: DatasetSpec
@@ -184,6 +202,7 @@ class StudySpec:
     description: str = ""
     source: str = ""  # where the spec was read from
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
+    tune: TuneSpec | None = None  # the learning-rate stage before the grid (None: the spec's rates as given)
 
 
 @dataclass(frozen=True)
@@ -287,6 +306,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         description=str(raw.get("description", "")),
         source=source,
         raw=copy.deepcopy(raw),
+        tune=_parse_tune(raw.get("tune")),
     )
 
 
@@ -296,6 +316,22 @@ def _parse_fits(raw: Any) -> dict[str, Any]:
     if "include_diverged" in fits:
         fits["include_diverged"] = check_bool("fits.include_diverged", fits["include_diverged"])
     return fits
+
+
+def _parse_tune(raw: Any) -> TuneSpec | None:
+    if raw is None:
+        return None
+    _check_keys("tune", raw, _TUNE_KEYS)
+    lrs = tuple(_positive("tune.lrs[]", lr) for lr in _as_list("tune.lrs", raw.get("lrs")))
+    width = raw.get("width")
+    if isinstance(width, dict):
+        width = {str(a): _int(f"tune.width.{a}", w, 1) for a, w in width.items()}
+    elif width is not None:
+        width = _int("tune.width", width, 1)
+    fraction = raw.get("fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise SymscaleError.invalid("tune.fraction", fraction, "a training-set fraction in (0, 1]")
+    return TuneSpec(tuple(sorted(set(lrs))), width, float(fraction))
 
 
 class _AnyKey:

@@ -10,8 +10,10 @@ and index selections, per accumulated element of index_add / scatter_add / index
 Measuring every step would slow training, so `FlopModel` measures a few batches (and halves of them, for
 different sizes), fits FLOPs per step as a linear function of atoms and edges,
     flops(batch) ~ c_atom * n_atoms + c_edge * n_edges,
-and the loop adds the predicted count at every step. kappa = forward FLOPs / (atoms x N) on the measured
-full batches (the paper's "forward FLOPs per atom per parameter", so that C ~ 3 kappa N D).
+and the loop adds the predicted count at every step. The fit is checked out of sample, on sub-batches of a
+size it was not fitted on (and on a held-out batch when several are measured): `holdout_max_rel_error`.
+kappa = forward FLOPs / (atoms x N) on the measured full batches (the paper's "forward FLOPs per atom per
+parameter", so that C ~ 3 kappa N D).
 Device seconds: wall time of the training steps only (evaluation excluded), read after
 `torch.cuda.synchronize()` on CUDA.
 """
@@ -132,10 +134,13 @@ class FlopModel:
     train_raw: tuple[float, float]
     forward_corrected: tuple[float, float]
     forward_raw: tuple[float, float]
-    fit_max_rel_error: float  # worst relative error of the corrected training fit on the measured batches
+    fit_max_rel_error: float  # worst relative error of the corrected training fit on the batches it was fitted on
     measured_atoms: int
     measured_forward_corrected: int
     measured_forward_raw: int
+    # worst relative error of the corrected training fit on batches not used to fit it (three-quarter
+    # sub-batches of every measured batch, and the last batch when there are several); NaN in old records
+    holdout_max_rel_error: float = float("nan")
 
     def step(self, n_atoms: int, n_edges: int) -> tuple[float, float]:
         """(corrected, raw) training FLOPs of one step on a batch of this many atoms and edges."""
@@ -197,8 +202,10 @@ def fit_flop_model(
     batches: Sequence[GraphBatch],
 ) -> FlopModel:
     """Measure `train_step(batch)` (forward + backward) and `forward(batch)` on `batches` and their halves,
-    then fit FLOPs per atom and per edge (see the module docstring)."""
-    samples = sub_batches(batches)
+    fit FLOPs per atom and per edge (see the module docstring), and check the fit out of sample: on the
+    first three quarters of every batch and, given several batches, on the last one (not fitted on)."""
+    fitted, held_out = holdout_split(batches)
+    samples = sub_batches(fitted)
     sizes = np.array([[b.num_atoms, b.num_edges] for b in samples], dtype=np.float64)
     train = [count_flops(lambda b=b: train_step(b)) for b in samples]
     fwd = [count_flops(lambda b=b: forward(b)) for b in batches]
@@ -207,6 +214,8 @@ def fit_flop_model(
     tr, _ = _fit(sizes, np.array([f.raw for f in train], dtype=np.float64))
     fc, _ = _fit(full_sizes, np.array([f.corrected for f in fwd], dtype=np.float64))
     fr, _ = _fit(full_sizes, np.array([f.raw for f in fwd], dtype=np.float64))
+    holdout = [(b, count_flops(lambda b=b: train_step(b)).corrected) for b in held_out]
+    rel = [abs(tc[0] * b.num_atoms + tc[1] * b.num_edges - f) / max(f, 1.0) for b, f in holdout]
     return FlopModel(
         train_corrected=tc,
         train_raw=tr,
@@ -216,7 +225,17 @@ def fit_flop_model(
         measured_atoms=int(sum(b.num_atoms for b in batches)),
         measured_forward_corrected=int(sum(f.corrected for f in fwd)),
         measured_forward_raw=int(sum(f.raw for f in fwd)),
+        holdout_max_rel_error=float(max(rel)) if rel else float("nan"),
     )
+
+
+def holdout_split(batches: Sequence[GraphBatch]) -> tuple[list[GraphBatch], list[GraphBatch]]:
+    """(batches the FLOP model is fitted on, batches it is checked on): the last batch is held out when
+    there are several; the first three quarters of every batch (a size the fit never sees) always are."""
+    batches = list(batches)
+    fitted = batches[:-1] if len(batches) > 1 else batches
+    held = [first_structures(b, 3 * b.num_structures // 4) for b in batches if b.num_structures >= 4]
+    return fitted, held + (batches[-1:] if len(batches) > 1 else [])
 
 
 class DeviceClock:

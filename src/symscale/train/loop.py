@@ -33,7 +33,7 @@ from symscale.config import RunConfig
 from symscale.data.graph import GraphBatch
 from symscale.data.loader import BatchLoader, LoaderWorkers, collate_indices
 from symscale.data.prefix import RunData, resolve_data
-from symscale.data.stats import DatasetStats, compute_stats
+from symscale.data.stats import DatasetStats, check_validation_elements, compute_stats, count_elements
 from symscale.errors import SymscaleError
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
@@ -187,8 +187,8 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = rt.tf32
             torch.backends.cudnn.allow_tf32 = rt.tf32
         self.autocast_on = rt.autocast_bf16 and self.device.type == "cuda"
-        val_z = {int(z) for i in data.val for z in np.unique(data.dataset[int(i)].numbers)}
-        elements = sorted(set(stats.elements) | val_z)
+        check_validation_elements(stats, count_elements(data.dataset, data.val))  # before the first step
+        elements = list(stats.elements)
         torch.manual_seed(config.seed)
         model = build(config.arch, config.width, **model_options(config, stats, elements))
         self.model = model.to(device=self.device, dtype=self.dtype).train()

@@ -29,6 +29,12 @@ class LrSearch:
         return {"best_lr": self.best_lr, "runs": list(self.runs)}
 
 
+def best_learning_rate(runs: list[dict]) -> float | None:
+    """The "lr" of the run with the lowest finite final "val_loss" (None when no run has one)."""
+    ok = [r for r in runs if r.get("val_loss") is not None and math.isfinite(r["val_loss"])]
+    return min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
+
+
 def tune_learning_rate(
     config: RunConfig, lrs: list[float], out_dir: str | os.PathLike, *, dataset: Any = None, progress: bool = False
 ) -> LrSearch:
@@ -41,8 +47,6 @@ def tune_learning_rate(
         val = result.final["val_loss"] if result.final and result.status == "finished" else None
         runs.append({"lr": lr, "status": result.status, "val_loss": val, "reason": result.reason,
                      "run_dir": str(result.out_dir)})  # fmt: skip
-    ok = [r for r in runs if r["val_loss"] is not None and math.isfinite(r["val_loss"])]
-    best = min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
-    search = LrSearch(best, runs)
+    search = LrSearch(best_learning_rate(runs), runs)
     rundir.write_json(out / "tune_lr.json", {**search.to_dict(), "arch": config.arch, "width": config.width})
     return search
