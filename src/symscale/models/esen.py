@@ -59,7 +59,7 @@ Departures from eSEN (and why), in one place:
   function class and parameter count (one bias fewer), but the distance keeps half the variance whatever E_c
   is. With one linear on the concatenation its share would be num_radial / (num_radial + 2 E_c), which changes
   with width in the "all" variant (muP coordinate check).
-- Initialisation is muP's (`symscale.models.heads.Dense`: std 1/sqrt(fan_in), readouts 1/fan_in); element
+- Initialisation is muP's (`symscale.models.layers.Dense`: std 1/sqrt(fan_in), readouts 1/fan_in); element
   embeddings are N(0, 1), not eSEN's U(-0.001, 0.001) edge embeddings. The SO(2) convolution's m > 0 blocks
   are drawn with std / sqrt 2 so that W1 x_- - W2 x_+ starts at the m = 0 block's scale.
 - muP with scaling="sphere" is not exact at the widths we can check (tests/test_mup.py, widths 32..256, 3
@@ -107,7 +107,7 @@ from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models import so3
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import Dense, ElementEmbedding, PolynomialEnvelope, gather
+from symscale.models.layers import Dense, ElementEmbedding, PolynomialEnvelope, gather
 from symscale.models.registry import register
 
 logger = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ import torch
 
 from symscale.data.graph import GraphBatch
 from symscale.models.base import Symmetry
-from symscale.models.heads import Dense
+from symscale.models.layers import Dense
 from symscale.models.mpnn import MPNN
 from symscale.models.registry import register
 

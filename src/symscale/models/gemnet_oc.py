@@ -96,8 +96,7 @@ from torch import nn
 from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.basis import RadialBasis, edge_frames, legendre
-from symscale.models.heads import gather, scatter_sum
+from symscale.models.layers import RadialBasis, edge_frames, gather, legendre, scatter_sum
 from symscale.models.registry import register
 
 INV_SQRT2 = 1 / math.sqrt(2)

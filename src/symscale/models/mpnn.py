@@ -31,7 +31,7 @@ from torch import nn
 
 from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import (
+from symscale.models.layers import (
     MLP,
     BesselBasis,
     Dense,

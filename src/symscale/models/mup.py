@@ -17,7 +17,7 @@ other dims are fan-in (nn.Linear, convolutions), except nn.Embedding (dim 0 is f
 A module that stores a matrix the other way round declares it in a class attribute
 `mup_fan_in_dim: dict[str, int]` (local parameter name -> index of its fan-in dimension).
 
-Initialisation is the families' job (see `symscale.models.heads.Dense`); this module only scales learning
+Initialisation is the families' job (see `symscale.models.layers.Dense`); this module only scales learning
 rates. The multiplier m of a hidden or output matrix is its own fan-in ratio against the base model (for
 most layers exactly width / base_width).
 
