@@ -77,6 +77,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from symscale.report.render import write_report
     from symscale.study.runner import format_estimates, run_study
     from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
@@ -129,5 +130,6 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         out=lambda line: print(line, flush=True),
         progress=args.progress,
+        reporter=write_report,
     )
     return 0 if result.failed == 0 and result.pending == 0 else 1

@@ -38,6 +38,8 @@ from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
 
+Reporter = Callable[[Path], Any]  # writes a study's report, returns its path (symscale.report.render.write_report)
+
 Printer = Callable[[str], None]
 
 
@@ -213,6 +215,7 @@ def run_study(
     finalize: bool = True,
     out: Printer = log.info,
     progress: bool | None = False,
+    reporter: Reporter | None = None,
 ) -> StudyResult:
     """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. With runs to do
     and the real run function, `validate_study` runs first, before spec.yaml or anything else is written
@@ -240,7 +243,9 @@ def run_study(
         )  # fmt: skip
     else:
         out(f"all {len(plans)} runs of {spec.name} are finished: refreshing the fits and the report")
-    return summarize(spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0)
+    return summarize(
+        spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0, reporter=reporter
+    )
 
 
 def _execute(
@@ -285,8 +290,11 @@ def summarize(
     finalize: bool = True,
     out: Printer = log.info,
     wall_s: float = 0.0,
+    reporter: Reporter | None = None,
 ) -> StudyResult:
-    """Index the runs, export laws.csv and, when no run is left to do, fit and report."""
+    """Index the runs, export laws.csv and, when no run is left to do, fit and (with a `reporter`, as
+    `symscale study` passes `symscale.report.render.write_report`) report. The study never imports the report:
+    the report sits above it."""
     records = {r.run_id: r for r in Catalogue(study_dir).refresh()}
     ids = [p.run_id for p in plans]
     status = {i: records[i].status if i in records else "pending" for i in ids}
@@ -298,7 +306,7 @@ def summarize(
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
-        report = _report(study_dir) if spec.report else (None, "the spec says report: false")
+        report = _report(study_dir, reporter) if spec.report else (None, "the spec says report: false")
     result = StudyResult(
         str(study_dir),
         len(ids),
@@ -337,14 +345,12 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
     return str(path), None
 
 
-def _report(study_dir: Path) -> tuple[str | None, str | None]:
-    """The report via `symscale.report.render.write_report`; (path, None), or (None, why not)."""
+def _report(study_dir: Path, reporter: Reporter | None) -> tuple[str | None, str | None]:
+    """The report by `reporter(study_dir) -> path`; (path, None), or (None, why not)."""
+    if reporter is None:
+        return None, f"no report made here: symscale report {study_dir}"
     try:
-        from symscale.report.render import write_report
-    except ImportError as err:
-        return None, f"report unavailable ({err})"
-    try:
-        return str(write_report(study_dir)), None
+        return str(reporter(study_dir)), None
     except Exception as err:  # a report failure is reported, the study still completes
         log.exception("report failed")
         return None, f"report failed: {type(err).__name__}: {err}"
