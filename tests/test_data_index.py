@@ -242,7 +242,7 @@ def test_statistics_reference_every_element_of_the_training_data(tmp_path, cache
         w.write_encoded(rows[:200] + rare + rows[200:])
     ds = open_dataset(tmp_path / "a.aselmdb", neutral_only=True)
     stats = compute_stats(ds, max_samples=20, seed=0)
-    assert 9 in stats.element_energies and stats.n_sampled == 21  # the sample of 20 topped up with the F row
+    assert 9 in stats.element_energies and stats.n_sampled == 20  # the labelled sample; the F row is added to the fit
     assert stats.atoms_per_structure == pytest.approx(np.mean([len(s) for s in ds]))  # exact, from the index
 
 
