@@ -380,8 +380,13 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as fh:
-            json.dump(info, fh)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(info, fh)
+        except OSError as err:  # a full or read-only disk: no half-written lock left behind, the path named
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            raise SymscaleError(f"cannot take the lock {self.path}: {err.strerror or err}") from None
         return True
 
     def _break(self) -> None:
