@@ -24,6 +24,7 @@ def test_quickstart_dry_run_table():
     assert text.count("\n") >= len(estimates) + 2 and "total: " in text
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores: it measures kappa for every family at the paper's depths
 def test_paper_dry_run_beside_reported_scale(capsys):
     assert main(["study", "paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
