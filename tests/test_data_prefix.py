@@ -24,7 +24,7 @@ def test_prefixes_are_nested_and_the_validation_set_fixed():
 
 
 def test_data_that_cannot_make_the_run_is_one_error():
-    with pytest.raises(SymscaleError, match="invalid n_val"):
+    with pytest.raises(SymscaleError, match=r"invalid val \(data.n_val\)"):
         resolve_data(cfg(n_val=60), toy_structures(60, seed=2))
     with pytest.raises(SymscaleError, match="invalid --structures"):
         resolve_data(cfg(n_val=10, n_train=51), toy_structures(60, seed=2))

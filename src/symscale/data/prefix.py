@@ -64,6 +64,29 @@ def _check_labels(dataset: Any) -> None:
         raise SymscaleError(f"invalid data: {getattr(dataset, 'description', 'dataset')} has no {missing}")
 
 
+def _split_and_prefix(config: RunConfig, dataset: Any) -> tuple[Any, Any, int, str]:
+    """Hold out the validation set (separate data when `data.val_source` is set, else whole molecules of the
+    data) and size the training prefix: (dataset the indices refer to, splits, prefix size, how val was drawn)."""
+    d = config.data
+    n_total = len(dataset)
+    if d.val_source is None and d.n_val >= n_total:
+        raise SymscaleError.invalid("val (data.n_val)", d.n_val, f"fewer than the {n_total} structures of the data")
+    val_data = None
+    if d.val_source is not None:
+        val_data = open_dataset(
+            d.val_source, neutral_only=d.neutral_only, energy_key=d.energy_key, forces_key=d.forces_key
+        )
+    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
+    splits, pool = split.splits, split.splits.n_train_max
+    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
+    if n_train > pool:
+        raise SymscaleError(
+            f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
+            f"(the data has {n_total} structures, {len(splits.val)} held out for validation)"
+        )
+    return split.dataset, splits, n_train, split.how
+
+
 def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     """The data of a run: the validation set (whole molecules when the data has molecule ids), the
     training prefix (`data.n_train` structures, else the `data.train_fraction` prefix of the pool, else all
@@ -75,29 +98,14 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     dataset = open_data(config) if dataset is None else dataset
     _check_labels(dataset)
     n_total = len(dataset)
-    if d.val_source is None and d.n_val >= n_total:
-        raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    val_data = None
-    if d.val_source is not None:
-        val_data = open_dataset(
-            d.val_source, neutral_only=d.neutral_only, energy_key=d.energy_key, forces_key=d.forces_key
-        )
-    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
-    dataset, splits = split.dataset, split.splits
-    pool = splits.n_train_max
-    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
-    if n_train > pool:
-        raise SymscaleError(
-            f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
-            f"(the data has {n_total} structures, {len(splits.val)} held out for validation)"
-        )
+    dataset, splits, n_train, how = _split_and_prefix(config, dataset)
     train, val = splits.train_prefix(n_train), splits.val
     description = getattr(dataset, "description", f"{n_total} structures")
     if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
         dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
-    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split.how)
+    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, how)
 
 
 def check_run_data(config: RunConfig, sample: int = 256) -> str:
@@ -114,19 +122,7 @@ def check_run_data(config: RunConfig, sample: int = 256) -> str:
         raise SymscaleError(f"invalid data: {getattr(dataset, 'description', d.source)} holds no structures")
     _check_labels(dataset)
     n_total = len(dataset)
-    if d.val_source is None and d.n_val >= n_total:
-        raise SymscaleError.invalid("val (data.n_val)", d.n_val, f"fewer than the {n_total} structures of the data")
-    val_data = None
-    if d.val_source is not None:
-        val_data = open_dataset(
-            d.val_source, neutral_only=d.neutral_only, energy_key=d.energy_key, forces_key=d.forces_key
-        )
-    split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)
-    dataset, splits = split.dataset, split.splits
-    pool = splits.n_train_max
-    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
-    if n_train > pool:
-        raise SymscaleError.invalid("data.n_train", n_train, f"at most {pool} (the data has {n_total} structures)")
+    dataset, splits, n_train, _ = _split_and_prefix(config, dataset)
     for i in [*splits.val, *splits.train_prefix(min(n_train, sample))]:
         why = check_structure(dataset[int(i)])
         if why is not None:

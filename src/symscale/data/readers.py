@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from symscale.data.index import MIN_DISTANCE, dataset_index
+from symscale.data.index import _scalar as _scalar  # one reader of ASE's scalar fields
 from symscale.errors import SymscaleError
 
 if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
@@ -95,14 +96,6 @@ def _array(value, dtype) -> np.ndarray | None:
         shape, _, flat = value["__ndarray__"]
         return np.asarray(flat, dtype=dtype).reshape(shape)
     return np.asarray(value, dtype=dtype)
-
-
-def _scalar(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, dict) and "__ndarray__" in value:
-        return float(value["__ndarray__"][2][0])
-    return float(value)
 
 
 def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> Structure:
