@@ -8,9 +8,13 @@ and index selections, per accumulated element of index_add / scatter_add / index
 `raw` (torch's registry) and `corrected` (with the extra formulas).
 
 Measuring every step would slow training, so `FlopModel` measures a few batches (and halves of them, for
-different sizes), fits FLOPs per step as a linear function of atoms and edges,
-    flops(batch) ~ c_atom * n_atoms + c_edge * n_edges,
-and the loop adds the predicted count at every step. The fit is checked out of sample, on sub-batches of a
+different sizes), fits FLOPs per step as a linear function of atoms and pairs,
+    flops(batch) ~ c_atom * n_atoms + c_pair * n_pairs,
+where the pairs are the neighbour-list edges of a graph model and, for a graph-free model (`graph_free = True`:
+full attention within each structure, padded to the batch's largest structure), the padded token pairs
+S * n_max^2, with its padded token slots S * n_max in place of atoms (`flop_sizes`); fitting a graph-free model on
+atoms and edges misses its quadratic cost by up to 2x.
+The loop adds the predicted count at every step. The fit is checked out of sample, on sub-batches of a
 size it was not fitted on (and on a held-out batch when several are measured): `holdout_max_rel_error`.
 kappa = forward FLOPs / (atoms x N) on the measured full batches (the paper's "forward FLOPs per atom per
 parameter", so that C ~ 3 kappa N D).
@@ -143,7 +147,8 @@ class FlopModel:
     holdout_max_rel_error: float = float("nan")
 
     def step(self, n_atoms: int, n_edges: int) -> tuple[float, float]:
-        """(corrected, raw) training FLOPs of one step on a batch of this many atoms and edges."""
+        """(corrected, raw) training FLOPs of one step on a batch of this many atoms and pairs (edges, or for a
+        graph-free model its padded token slots and pairs: `flop_sizes`)."""
         c, r = self.train_corrected, self.train_raw
         return c[0] * n_atoms + c[1] * n_edges, r[0] * n_atoms + r[1] * n_edges
 
@@ -196,26 +201,37 @@ def first_structures(batch: GraphBatch, k: int) -> GraphBatch:
     )
 
 
+def flop_sizes(batch: GraphBatch, graph_free: bool = False) -> tuple[int, int]:
+    """What a model's work scales with, (tokens, pairs): a graph model's atoms and neighbour-list edges; a
+    graph-free model's padded token slots S * n_max and padded token pairs S * n_max^2 (its blocks run on the
+    batch padded to its largest structure, attention over every pair of slots)."""
+    if not graph_free:
+        return int(batch.num_atoms), int(batch.num_edges)
+    n_max = int(batch.n_atoms.max()) if batch.num_structures else 0
+    return int(batch.num_structures) * n_max, int(batch.num_structures) * n_max * n_max
+
+
 def fit_flop_model(
     train_step: Callable[[GraphBatch], object],
     forward: Callable[[GraphBatch], object],
     batches: Sequence[GraphBatch],
+    graph_free: bool = False,
 ) -> FlopModel:
     """Measure `train_step(batch)` (forward + backward) and `forward(batch)` on `batches` and their halves,
     fit FLOPs per atom and per edge (see the module docstring), and check the fit out of sample: on the
     first three quarters of every batch and, given several batches, on the last one (not fitted on)."""
     fitted, held_out = holdout_split(batches)
     samples = sub_batches(fitted)
-    sizes = np.array([[b.num_atoms, b.num_edges] for b in samples], dtype=np.float64)
+    sizes = np.array([flop_sizes(b, graph_free) for b in samples], dtype=np.float64)
     train = [count_flops(lambda b=b: train_step(b)) for b in samples]
     fwd = [count_flops(lambda b=b: forward(b)) for b in batches]
-    full_sizes = np.array([[b.num_atoms, b.num_edges] for b in batches], dtype=np.float64)
+    full_sizes = np.array([flop_sizes(b, graph_free) for b in batches], dtype=np.float64)
     tc, err = _fit(sizes, np.array([f.corrected for f in train], dtype=np.float64))
     tr, _ = _fit(sizes, np.array([f.raw for f in train], dtype=np.float64))
     fc, _ = _fit(full_sizes, np.array([f.corrected for f in fwd], dtype=np.float64))
     fr, _ = _fit(full_sizes, np.array([f.raw for f in fwd], dtype=np.float64))
     holdout = [(b, count_flops(lambda b=b: train_step(b)).corrected) for b in held_out]
-    rel = [abs(tc[0] * b.num_atoms + tc[1] * b.num_edges - f) / max(f, 1.0) for b, f in holdout]
+    rel = [abs(float(np.dot(tc, flop_sizes(b, graph_free))) - f) / max(f, 1.0) for b, f in holdout]
     return FlopModel(
         train_corrected=tc,
         train_raw=tr,

@@ -37,7 +37,7 @@ from symscale.data.stats import DatasetStats, check_validation_elements, compute
 from symscale.errors import SymscaleError
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
-from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model
+from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
 from symscale.train.evaluation import eval_steps, evaluate
 from symscale.train.loss import force_field_loss
 from symscale.train.optim import averaged_weights, build_optimizer, clip_gradients, effective_warmup
@@ -263,7 +263,7 @@ class _Run:
             with torch.no_grad() if self.config.forces == "direct" else contextlib.nullcontext(), self.autocast():
                 model(b)
 
-        return fit_flop_model(step, forward, loader_batches)
+        return fit_flop_model(step, forward, loader_batches, graph_free=getattr(model, "graph_free", False))
 
     # -- evaluation and checkpoints
 
@@ -477,7 +477,7 @@ def _count(run: _Run, batch: GraphBatch, clock: DeviceClock) -> None:
     c["atoms_seen"] += batch.num_atoms
     c["device_seconds"] = clock.seconds
     if run.flop_model is not None:
-        corrected, raw = run.flop_model.step(batch.num_atoms, batch.num_edges)
+        corrected, raw = run.flop_model.step(*flop_sizes(batch, getattr(run.model, "graph_free", False)))
         c["flops"] += corrected
         c["flops_raw"] += raw
 
