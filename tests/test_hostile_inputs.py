@@ -465,3 +465,19 @@ def test_a_fault_that_is_not_the_users_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(models_cli, "run", broken)
     with pytest.raises(OSError, match="connection refused"):
         main(["models"])
+
+
+@pytest.mark.parametrize(
+    "content, args, expected",
+    [
+        (bytes(range(128, 256)) * 3, [], "not a CSV text file"),
+        (b"N,D,loss\n1,2,3\n4,5\n", [], "row 3 has 2 fields, expected 3"),
+        (b"N,D,loss\n1,2,3\n4,5,6\n7,8,9\n", ["--derive", "D=10**10**10"], "within floating-point range"),
+    ],
+    ids=["binary", "ragged", "overflowing-derive"],
+)
+def test_fit_on_a_bad_table_is_one_line(tmp_path, capsys, content, args, expected):
+    table = tmp_path / "t.csv"
+    table.write_bytes(content)
+    one_line_error(capsys, ["fit", str(table), *args], expected)
+    assert table.read_bytes() == content

@@ -87,10 +87,23 @@ def read_table(
     path = Path(path)
     if not path.is_file():
         raise SymscaleError(f"table {str(path)!r} does not exist")
-    with path.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise SymscaleError(
+            f"table {str(path)!r} is not a CSV text file ({err}); expected a comma-separated table"
+        ) from None
     if not rows:
         raise SymscaleError(f"table {str(path)!r} has no rows")
+    for k, row in enumerate(rows):
+        if None in row or None in row.values():  # more or fewer fields than the header
+            fields = sum(v is not None for key, v in row.items() if key is not None) + len(row.get(None) or [])
+            raise SymscaleError(
+                f"table {str(path)!r}: row {k + 2} has {fields} fields, expected {len(reader.fieldnames or [])} "
+                "(as in the header)"
+            )
     raw = {name: [row.get(name, "") for row in rows] for name in rows[0]}
     table: dict[str, np.ndarray] = {}
     for name, values in raw.items():
@@ -161,4 +174,8 @@ def evaluate_expression(expression: str, table: Mapping[str, np.ndarray], source
             return -ev(node.operand)
         raise SymscaleError.invalid("expression", expression, "numbers, {column}, + - * / ** and parentheses")
 
-    return np.asarray(ev(tree), dtype=float)
+    try:
+        with np.errstate(over="raise", invalid="ignore", divide="ignore"):
+            return np.asarray(ev(tree), dtype=float)
+    except (OverflowError, FloatingPointError):
+        raise SymscaleError.invalid("expression", expression, "values within floating-point range") from None
