@@ -6,7 +6,9 @@ rescans `runs/*/`, re-reads the runs whose files changed (a signature of mtimes 
 of vanished runs; a missing, corrupt or old-schema file is rebuilt from scratch.
 
 Columns follow the words of DESIGN.md: N parameters, D atoms seen, C FLOPs (measured, corrected), H
-device-hours, loss = validation loss.
+device-hours, loss = validation loss (the training loss formula), loss_energy and loss_force its energy and force
+terms, options the model options that make a family's runs a group of their own (`symscale.fit.results.options_label`
+of the run's model_overrides and forces: "l4" for eSEN at lmax 4).
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from symscale.fit.results import options_label
+
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "catalogue.sqlite"
+LAWS_TERMS = ("options", "loss_energy", "loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
 LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "fraction", "prefix")
+LAWS_COLUMNS += LAWS_TERMS
 _SIGNED_FILES = ("run.json", "status.json", "metrics.jsonl")
 PLAN_SUFFIX = ".plan.json"
 
@@ -34,11 +42,11 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, arch TEXT, width INTEGER, seed INTEGER, mode TEXT, prefix REAL,
     status TEXT, reason TEXT, n_params INTEGER, atoms_seen REAL, flops REAL, device_hours REAL,
-    last_loss REAL, last_step INTEGER, n_evals INTEGER, signature TEXT);
+    last_loss REAL, last_step INTEGER, n_evals INTEGER, options TEXT, signature TEXT);
 CREATE TABLE evals (
     run_id TEXT, step INTEGER, fraction REAL, structures_seen REAL, atoms_seen REAL, flops REAL,
     flops_raw REAL, device_seconds REAL, val_loss REAL, energy_mae REAL, force_mae REAL, force_cos REAL,
-    equivariance_error REAL);
+    equivariance_error REAL, val_energy_loss REAL, val_force_loss REAL);
 CREATE INDEX evals_run ON evals(run_id);
 """
 
@@ -62,6 +70,7 @@ class RunRecord:
     last_loss: float | None
     last_step: int | None
     n_evals: int
+    options: str = ""  # model options of the run's group ("l4"), "" for the family as registered
 
 
 def plan_path(run_dir: str | Path) -> Path:
@@ -109,6 +118,20 @@ def _float(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _options(plan: dict[str, Any], run_dir: Path) -> str:
+    """The run's model options from its plan's configuration, else its config.yaml."""
+    config = plan.get("config")
+    if not isinstance(config, dict):
+        try:
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            config = None
+    if not isinstance(config, dict):
+        return ""
+    overrides = config.get("model_overrides")
+    return options_label(overrides if isinstance(overrides, dict) else None, config.get("forces"))
+
+
 def scan_run(run_dir: Path) -> tuple[RunRecord, list[tuple]]:
     """Read one run directory into a record and its evaluation rows."""
     plan = _read_json(plan_path(run_dir))
@@ -134,6 +157,7 @@ def scan_run(run_dir: Path) -> tuple[RunRecord, list[tuple]]:
         last_loss=_float(last.get("val_loss")),
         last_step=last.get("step"),
         n_evals=len(metrics),
+        options=_options(plan, run_dir),
     )
     keys = (
         "step",
@@ -148,6 +172,8 @@ def scan_run(run_dir: Path) -> tuple[RunRecord, list[tuple]]:
         "force_mae_mev_per_A",
         "force_cos",
         "equivariance_error_forces",
+        "val_energy_loss",
+        "val_force_loss",
     )
     evals = [(run_dir.name, *(m.get(k) for k in keys)) for m in metrics]
     return record, evals
@@ -209,8 +235,8 @@ class Catalogue:
     def _upsert(self, con: sqlite3.Connection, path: Path, sig: str) -> None:
         record, evals = scan_run(path)
         self._delete(con, record.run_id)
-        con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * 16)})", (*record.__dict__.values(), sig))
-        con.executemany(f"INSERT INTO evals VALUES ({', '.join('?' * 13)})", evals)
+        con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * 17)})", (*record.__dict__.values(), sig))
+        con.executemany(f"INSERT INTO evals VALUES ({', '.join('?' * 15)})", evals)
 
     @staticmethod
     def _records(con: sqlite3.Connection) -> list[RunRecord]:
@@ -223,7 +249,7 @@ class Catalogue:
         con.row_factory = sqlite3.Row
         try:
             sql = (
-                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.n_params, r.status FROM evals e "
+                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.n_params, r.status, r.options FROM evals e "
                 "JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
             )
             rows = [dict(r) for r in con.execute(sql)]
@@ -238,7 +264,9 @@ class Catalogue:
 def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | None = None) -> int:
     """Write the laws table (one row per evaluation point of every finished run) and return its row count.
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
-    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction)."""
+    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction), then
+    `LAWS_TERMS`: options (model options), loss_energy and loss_force (the validation loss's energy and force
+    terms), energy_mae_mev_per_atom and force_mae_mev_per_A (empty where the run's metrics lack them)."""
     rows = [r for r in catalogue.evaluations(run_ids) if r["status"] == "finished" and _float(r["val_loss"])]
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -262,6 +290,11 @@ def export_laws(catalogue: Catalogue, path: str | Path, run_ids: list[str] | Non
                     r["mode"],
                     r["fraction"],
                     r["prefix"],
+                    r["options"] or "",
+                    r["val_energy_loss"],
+                    r["val_force_loss"],
+                    r["energy_mae"],
+                    r["force_mae"],
                 ]
             )
     tmp.replace(path)

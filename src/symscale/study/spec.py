@@ -51,11 +51,13 @@ _TOP_KEYS = {
     "training": "settings shared by every run (RunConfig keys)",
     "executor": "how runs are executed",
     "estimate": "dry-run estimates: {flops_per_second}",
-    "fits": "{bootstrap, seed} for the fits after the study",
+    "fits": "{bootstrap, seed, group_by, l_inf: zero|free, loss: total|force|energy, drop_fraction, ema, "
+    "sensitivity} for the fits after the study",
     "report": "true to write the report after the fits",
 }
 _DATASET_KEYS = ("builtin", "seed", "path", "neutral_only", "val", "split_seed", "elements", "size_hint")
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_FIT_KEYS = ("bootstrap", "seed", "group_by", "l_inf", "loss", "drop_fraction", "ema", "sensitivity")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
     "partition",
@@ -257,7 +259,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         training=dict(_check_keys("training", raw.get("training") or {}, _AnyKey())),
         executor=_parse_executor(raw.get("executor") or {}),
         flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
-        fits=dict(_check_keys("fits", raw.get("fits") or {}, ("bootstrap", "seed", "group_by"))),
+        fits=_parse_fits(raw.get("fits") or {}),
         report=bool(raw.get("report", True)),
         description=str(raw.get("description", "")),
         source=source,
@@ -370,6 +372,18 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
         slurm=SlurmSpec(**slurm),
         ray=RaySpec(**ray),
     )
+
+
+def _parse_fits(raw: Any) -> dict[str, Any]:
+    """The `fits:` section, checked by the fit menu's own rules (`symscale.fit.menu.study_settings`)."""
+    from symscale.fit.menu import study_settings
+
+    fits = dict(_check_keys("fits", raw, _FIT_KEYS))
+    try:
+        study_settings(fits)
+    except (SymscaleError, TypeError) as err:
+        raise SymscaleError(f"invalid study spec, fits: {err}") from None
+    return fits
 
 
 # ---------------------------------------------------------------- expansion to runs
