@@ -136,6 +136,7 @@ def test_narrative_flags_families_that_barely_learned():
         rows += [{"arch": "mpnn", "run": run, "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), losses)]
     rows += [{"arch": "esen", "run": "e1", "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), (1.4, 0.8, 0.3))]
     laws = {k: np.array([r[k] for r in rows]) for k in ("arch", "run", "D", "loss")}  # as the report reads them
+    laws["family"] = laws["arch"]  # no model options
     data = SimpleNamespace(families=FAMILIES, archs=["mpnn", "esen"], laws=laws)
     text = narrative.barely_learning(data)
     assert "MPNN (at most 5%)" in text and "eSEN" not in text
