@@ -132,12 +132,17 @@ def test_one_l_inf_policy_for_every_law_default_zero():
 
     table = learning_curves(E=0.05, widths=8, points=16)
     assert FitSettings().l_inf == "zero" and study_settings().l_inf == "zero"
-    by = {r.law: r for r in fit_table(table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0))}
+    by = {
+        r.law: r
+        for r in fit_table(table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0, group_by=None))
+    }
     assert by["sum"].params["E"] == 0.0 and by["frontier_C"].params["L_inf"] == 0.0
     assert by["sum"].settings["l_inf"] == by["frontier_C"].settings["l_inf"] == "zero"
     free = {
         r.law: r
-        for r in fit_table(table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0, l_inf="free"))
+        for r in fit_table(
+            table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0, group_by=None, l_inf="free")
+        )
     }
     assert free["sum"].params["E"] > 0.01 and free["frontier_C"].params["L_inf"] > 0.01
     assert free["sum"].settings["l_inf"] == free["frontier_C"].settings["l_inf"] == "free"
@@ -159,12 +164,16 @@ def test_the_study_fits_the_other_policy_as_a_sensitivity_variant():
 
 def test_a_fixed_l_inf_has_no_interval_and_few_runs_are_flagged():
     table = learning_curves(widths=4, points=12)  # 4 runs: too few to resample
-    results = fit_table(table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=30, workers=1))
+    results = fit_table(
+        table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=30, group_by=None, workers=1)
+    )
     by = {r.law: r for r in results}
     assert "L_inf" not in by["frontier_C"].ci95 and "E" not in by["sum"].ci95
     assert "too few runs" in by["frontier_C"].unresolved["gamma"]
     assert "too few runs" in by["sum"].unresolved["alpha"]
-    many = fit_table(learning_curves(widths=10, points=12), FitSettings(laws=("frontier",), axes=("C",), bootstrap=30))
+    many = fit_table(
+        learning_curves(widths=10, points=12), FitSettings(laws=("frontier",), axes=("C",), bootstrap=30, group_by=None)
+    )
     assert "gamma" not in many[0].unresolved  # a clean law with ten runs is resolved
 
 
@@ -202,7 +211,7 @@ def test_symscale_fit_refits_a_table_on_the_force_term(tmp_path, capsys):
 
 def test_drop_fraction_and_ema_are_settings_recorded_in_the_fit():
     table = learning_curves(widths=8, points=16)
-    s = FitSettings(laws=("frontier",), axes=("C",), bootstrap=0, drop_fraction=0.1, ema=0.5)
+    s = FitSettings(laws=("frontier",), axes=("C",), bootstrap=0, group_by=None, drop_fraction=0.1, ema=0.5)
     (fit,) = fit_table(table, s)
     assert fit.settings["drop_fraction"] == 0.1 and fit.settings["ema"] == 0.5
     assert FitSettings().drop_fraction == 0.05  # within the paper's 1-10%
