@@ -78,3 +78,15 @@ def test_flagged_intervals_survive_fits_json():
     flagged = flag_intervals(fit, n_units=12)
     assert flagged.unresolved == {"E": "zero-width interval"}
     assert FitResult.from_dict(flagged.to_dict()).unresolved == {"E": "zero-width interval"}
+
+
+def test_plan_uses_the_study_fit_not_its_l_inf_sensitivity_variant(tmp_path, capsys):
+    own = FitResult(group="egnn", law="sum", params={**SUM, "B": 900.0}).to_dict()
+    variant = {**own, "variant": "l_inf=free", "params": {**own["params"], "A": 1e6}}
+    path = tmp_path / "fits.json"
+    path.write_text(json.dumps({"fits": [own, variant]}))
+    assert main(["plan", "--fits", str(path), "--budget", "1e18"]) == 0
+    shown = capsys.readouterr().out
+    path.write_text(json.dumps({"fits": [own]}))
+    assert main(["plan", "--fits", str(path), "--budget", "1e18"]) == 0
+    assert capsys.readouterr().out == shown

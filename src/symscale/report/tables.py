@@ -453,7 +453,7 @@ def fit_status_table(fits: Sequence[FitResult]) -> Table:
         why = (fit.reason or "no reason given") if not fit.ok else fit.message
         rows.append(
             (
-                fit.group,
+                fit.group + (f" ({fit.variant})" if fit.variant else ""),
                 LAW_NAMES.get(fit.law, fit.law),
                 "yes" if fit.ok else "no",
                 fmt_count(fit.n_points),
