@@ -445,6 +445,7 @@ def test_ablations_are_report_rows_with_the_lmax_figure_and_the_sensitivity_tabl
         ("eSEN (l2)", "zero"), ("eSEN (l2)", "free"), ("eSEN (l4)", "zero"), ("eSEN (l4)", "free"),
     ]  # fmt: skip
     assert "E and L∞ fixed at 0 in every law" in md and "L is the total validation loss" in md
+    assert "the first 5% of each run dropped" in md
 
 
 def test_report_loss_force_refits_without_retraining(ablation_study, capsys):

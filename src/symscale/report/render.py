@@ -504,7 +504,11 @@ def _policy_text(data: StudyData) -> str:
     said = (
         "E and L∞ fixed at 0 in every law (the paper's choice)" if policy == "zero" else "E and L∞ fitted in every law"
     )
-    return f"; {said}"
+    own = next((f.settings for f in data.fits if not f.variant and "drop_fraction" in f.settings), {})
+    drop, ema = own.get("drop_fraction"), own.get("ema") or 0
+    dropped = f"; the first {100 * drop:.0f}% of each run dropped (the paper: 1-10%)" if drop is not None else ""
+    smoothed = f"; curves EMA-smoothed (weight of the past {ema:g}) before the frontier" if ema else ""
+    return f"; {said}{dropped}{smoothed}"
 
 
 # ---------------------------------------------------------------- provenance
