@@ -1,6 +1,16 @@
-"""Data-layer speed: reading (.aselmdb direct vs packed arrays), batching with neighbour lists, generation.
+"""Data-layer speed: OMol25's scale (index, filters, splits, statistics, streaming), reading, batching, generation.
 
-    python benchmarks/bench_data.py [--structures 2000] [--generate 40] [--workers 2] [--out PATH.json]
+    python benchmarks/bench_data.py [--rows 1000000] [--sections scale,reading,loader,generation] [--out PATH.json]
+    python benchmarks/bench_data.py --rows 50000 --sections scale      # a quick check of the scale section
+
+The scale section writes a synthetic `.aselmdb` of `--rows` rows in OMol25's schema (random molecules of about
+27 atoms on a jittered grid, H C N O and a few heavier elements, charged and open-shell rows mixed in, 5
+conformers per molecule recorded in data["mol"], random labels: no xTB), then times, in order: the old
+row-by-row neutral filter (on a sample, extrapolated), the first open (the one-time index), a cached open (in
+a fresh process, with its peak memory), the neutral filter from the index, the whole-molecule split, the
+statistics, the first batch, and loader throughput with 0, 1, 2 and 4 workers (start-up separately). Memory per
+row of a cached open is extrapolated to OMol25's 34M neutral training rows and its 1e8 rows in all. `--dry-run`
+also times `symscale study paper --data FILE --val-data FILE2 --dry-run` once the index exists.
 
 Also times batching from a packed dataset whose neighbour lists were stored at packing time (what training
 does) against the fastest training step of the study (each family at its smallest `cpu` ladder width, on the
@@ -17,19 +27,18 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from symscale.data.generate import generate_dataset
-from symscale.data.loader import BatchLoader
-from symscale.data.packed import pack
-from symscale.data.readers import open_dataset, write_structures
-from symscale.data.toy import toy_structures
+from symscale.data.readers import AselmdbWriter, encode_row, open_dataset, write_structures
+
+# torch, the loader and the generator are imported where they are used: the index pass's spawned processes
+# re-import this script, and should not pay for torch
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -51,6 +60,9 @@ def _steady_batches_per_s(loader) -> float:
 
 
 def bench_reading(path: Path) -> dict:
+    from symscale.data.loader import BatchLoader
+    from symscale.data.packed import pack
+
     ds = open_dataset(path)
     atoms = sum(len(ds[i]) for i in range(len(ds)))
     t_lmdb = timed(lambda: [ds[i] for i in range(len(ds))], 2)
@@ -82,7 +94,11 @@ def bench_loader_vs_training(path: Path, threads: int) -> dict:
     """Batches of 64 with neighbour lists from a packed dataset (lists searched per batch, and stored at packing
     time as training does), against the fastest training step of the study: every family at the smallest
     width of its `cpu` ladder, timed on the same batches. The issue's target: loader >= 10x the fastest step."""
+    import torch
+
     from bench_models import symscale_step
+    from symscale.data.loader import BatchLoader
+    from symscale.data.packed import pack
     from symscale.models.ladders import load_ladder
     from symscale.models.registry import list_archs
 
@@ -118,6 +134,8 @@ def bench_loader_vs_training(path: Path, threads: int) -> dict:
 
 
 def bench_generation(n: int, workers: int, folder: Path) -> dict:
+    from symscale.data.generate import generate_dataset
+
     t = time.perf_counter()
     report = generate_dataset(folder / "gen.aselmdb", n, workers=workers, seed=0, progress=False)
     wall = time.perf_counter() - t
@@ -131,7 +149,159 @@ def bench_generation(n: int, workers: int, folder: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------- scale
+
+# element frequencies loosely like OMol25's organic majority (H, C, N, O), with a tail of heavier elements
+_ELEMENTS = np.array([1, 6, 7, 8, 9, 15, 16, 17, 35, 26, 29, 53])
+_WEIGHTS = np.array([0.48, 0.30, 0.06, 0.08, 0.015, 0.01, 0.02, 0.015, 0.006, 0.004, 0.004, 0.006])
+_CHARGE_SPIN = [(0, 1), (0, 1), (0, 1), (1, 2), (-1, 2), (1, 1), (-1, 1), (0, 3)]  # 3/8 neutral singlets
+_GRID = np.stack(np.meshgrid(*[np.arange(6)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.4  # Angstrom
+
+
+def synthetic_omol25(path: Path, rows: int, seed: int = 0, chunk: int = 10_000) -> dict:
+    """Write `rows` random molecules in OMol25's .aselmdb schema; returns the time and size."""
+    rng = np.random.default_rng(seed)
+    t = time.perf_counter()
+    with AselmdbWriter(path) as writer:
+        for a in range(0, rows, chunk):
+            m = min(chunk, rows - a)
+            sizes = np.clip(np.rint(rng.gamma(6.0, 27 / 6.0, m)), 3, len(_GRID)).astype(int)  # mean about 27 atoms
+            sites = np.argsort(rng.random((m, len(_GRID))), axis=1)  # [m, grid] a random order of grid sites
+            encoded = []
+            for k in range(m):
+                n = int(sizes[k])
+                z = rng.choice(_ELEMENTS, size=n, p=_WEIGHTS)
+                pos = _GRID[sites[k, :n]] + rng.normal(0, 0.1, (n, 3))  # nearest atoms about 1 Angstrom apart
+                charge, spin = _CHARGE_SPIN[(a + k) % len(_CHARGE_SPIN)]
+                data = {"charge": charge, "spin": spin, "mol": (a + k) // 5, "source": "synthetic-omol25"}
+                encoded.append(encode_row(z, pos, float(-20.0 * n + rng.normal()), rng.normal(0, 1.0, (n, 3)), data))
+            writer.write_encoded(encoded)
+    seconds = time.perf_counter() - t
+    return {"rows": rows, "write_s": seconds, "bytes": path.stat().st_size, "bytes_per_row": path.stat().st_size / rows}
+
+
+def _old_filter_rows_per_s(path: Path, sample: int) -> float:
+    """The neutral filter as it was before the index: each row's metadata read and checked, one by one."""
+    ds = open_dataset(path)
+    n = min(sample, len(ds))
+    t = time.perf_counter()
+    keep = []
+    for g in range(n):
+        src, i = ds._locate_raw(g)
+        meta = src.metadata(i)
+        if (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1)) == (0, 1):
+            keep.append(g)
+    np.asarray(keep, dtype=np.int64)
+    return n / (time.perf_counter() - t)
+
+
+_CACHED_OPEN = """
+import json, sys, time
+from symscale.data.readers import open_dataset
+
+def rss():  # resident memory now (bytes), memory-mapped index pages that were touched included
+    return int(next(ln for ln in open("/proc/self/status") if ln.startswith("VmRSS")).split()[1]) * 1024
+
+import symscale.data.index  # imported before the baseline
+rss0 = rss()
+t = time.perf_counter()
+ds = open_dataset(sys.argv[1], neutral_only=True)
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "rss_increase_bytes": rss() - rss0, "structures": len(ds)}))
+"""
+
+
+def bench_scale(rows: int, folder: Path, batches: int, worker_counts: list[int], dry_run: bool) -> dict:
+    from symscale.data.index import FIELDS, index_folder
+    from symscale.data.loader import BatchLoader
+    from symscale.data.splits import validation_split
+    from symscale.data.stats import compute_stats
+
+    os.environ["SYMSCALE_INDEX_CACHE"] = str(folder / "index-cache")  # a cold cache: the first open builds
+    path = folder / "synthetic-omol25.aselmdb"
+    out: dict = {"file": synthetic_omol25(path, rows)}
+    print(json.dumps(out["file"]), flush=True)
+    out["old_filter_rows_per_s"] = _old_filter_rows_per_s(path, 20_000)
+    t = time.perf_counter()
+    ds = open_dataset(path, neutral_only=True)
+    out["first_open_s"] = time.perf_counter() - t  # builds the index
+    out["index_rows_per_s"] = rows / out["first_open_s"]
+    out["index_over_old_filter"] = out["index_rows_per_s"] / out["old_filter_rows_per_s"]
+    entry = next(index_folder().glob("*/meta.json")).parent
+    out["index_disk_bytes_per_row"] = sum((entry / f"{f}.npy").stat().st_size for f in FIELDS) / rows
+    cached = subprocess.run([sys.executable, "-c", _CACHED_OPEN, str(path)], capture_output=True, text=True, check=True)
+    out["cached_open_fresh_process"] = json.loads(cached.stdout)
+    t = time.perf_counter()
+    ds = open_dataset(path, neutral_only=True)
+    out["cached_open_s"] = time.perf_counter() - t
+    out["neutral_structures"] = len(ds)
+    out["neutral_filter_from_index_s"] = timed(lambda: ds.index.selection(neutral_only=True, skip_invalid=True))
+    n_val = min(27_000, len(ds) // 20)
+    t = time.perf_counter()
+    split = validation_split(ds, n_val, seed=0)
+    out["split_s"] = time.perf_counter() - t
+    out["split"] = {"how": split.how, "n_val": len(split.splits.val), "n_pool": len(split.splits.pool)}
+    t = time.perf_counter()
+    stats = compute_stats(ds, split.splits.pool, max_samples=5000)
+    out["statistics_s"] = time.perf_counter() - t
+    out["statistics"] = {"n_sampled": stats.n_sampled, "elements": list(stats.elements)}
+    out["per_run_filter_split_statistics_s"] = out["cached_open_s"] + out["split_s"] + out["statistics_s"]
+    out["statistics_note"] = "statistics read a fixed sample (5000 structures) plus the index: not extrapolated"
+    order = split.splits.pool
+    t = time.perf_counter()
+    first = BatchLoader(ds, order, batch_size=64).batch(0)
+    out["first_batch_s"] = time.perf_counter() - t
+    out["loader"] = {}
+    take = order[: batches * 64]
+    for w in [0, *worker_counts]:
+        warm = max(1, 4 * w)  # every worker has delivered (its start-up is over) before the clock starts
+        t = time.perf_counter()
+        it = iter(BatchLoader(ds, take, batch_size=64, workers=w, prefetch=4))
+        next(it)
+        start = time.perf_counter() - t
+        for _ in range(warm - 1):
+            next(it)
+        t = time.perf_counter()
+        counted = [b.num_atoms for b in it]
+        steady = time.perf_counter() - t
+        out["loader"][f"{w}_workers"] = {
+            "first_batch_incl_start_s": start, "atoms_per_s": sum(counted) / steady,
+            "batches_per_s": len(counted) / steady, "batches_timed": len(counted),
+        }  # fmt: skip
+        print(w, "workers", json.dumps(out["loader"][f"{w}_workers"]), flush=True)
+    out["atoms_per_batch"] = first.num_atoms
+    per_row = out["cached_open_fresh_process"]["rss_increase_bytes"] / rows
+    out["memory_per_row_bytes"] = per_row
+    out["extrapolated_cached_open_peak_memory_GB"] = {"34M_rows": per_row * 34e6 / 1e9, "1e8_rows": per_row * 1e8 / 1e9}
+    out["extrapolated_index_disk_GB"] = {
+        "34M_rows": out["index_disk_bytes_per_row"] * 34e6 / 1e9,
+        "1e8_rows": out["index_disk_bytes_per_row"] * 1e8 / 1e9,
+    }
+    scale = {"34M_rows": 34e6 / rows, "1e8_rows": 1e8 / rows}
+    out["extrapolated_one_time_index_s_this_machine"] = {k: out["first_open_s"] * v for k, v in scale.items()}
+    old_rate = out["old_filter_rows_per_s"]
+    out["extrapolated_old_filter_s_this_machine"] = {k: rows * v / old_rate for k, v in scale.items()}
+    out["extrapolated_per_run_s_this_machine"] = {
+        k: (out["cached_open_s"] + out["split_s"]) * v + out["statistics_s"] for k, v in scale.items()
+    }  # the open and the split grow with the rows; the statistics' sample does not
+    if dry_run:
+        val = folder / "synthetic-omol25-val.aselmdb"
+        synthetic_omol25(val, max(1000, rows // 100), seed=1)
+        open_dataset(val, neutral_only=True)  # its index, built once like the training file's
+        cmd = [sys.executable, "-m", "symscale", "study", "paper", "--data", str(path), "--val-data", str(val),
+               "--dry-run"]  # fmt: skip
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        out["paper_dry_run_s"] = time.perf_counter() - t
+        out["paper_dry_run_rc"] = done.returncode
+        if done.returncode:
+            out["paper_dry_run_error"] = done.stderr[-2000:]
+    return out
+
+
 def environment() -> dict:
+    import torch
+
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -149,25 +319,44 @@ def environment() -> dict:
 
 
 def main() -> None:
+    import torch
+
+    from symscale.data.toy import toy_structures
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sections", default="scale,reading,loader,generation", help="comma-separated sections to run")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the synthetic OMol25-schema file (scale)")
+    p.add_argument("--batches", type=int, default=200, help="batches of 64 timed per loader setting (scale)")
+    p.add_argument("--loader-workers", default="1,2,4", help="worker counts whose throughput is timed (scale)")
+    p.add_argument("--dry-run", action="store_true", help="also time `symscale study paper ... --dry-run` (scale)")
     p.add_argument("--structures", type=int, default=2000, help="toy structures (20-30 atoms) to read")
     p.add_argument("--generate", type=int, default=40, help="structures to generate (0: skip)")
     p.add_argument("--workers", type=int, default=2, help="generation worker processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training steps compared against")
+    p.add_argument("--tmp", default=None, help="folder for the synthetic files (default: a temporary folder)")
     p.add_argument("--out", default="benchmarks/results/data.json")
     args = p.parse_args()
+    sections = set(args.sections.split(","))
     torch.set_num_threads(1)
-    result = {"environment": environment()}
-    with tempfile.TemporaryDirectory() as tmp:
+    result = {"environment": environment(), "args": vars(args)}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        if "scale" in sections:
+            workers = [int(w) for w in args.loader_workers.split(",") if w]
+            result["scale"] = bench_scale(args.rows, Path(tmp), args.batches, workers, args.dry_run)
+            print(json.dumps(result["scale"], indent=1), flush=True)
         path = Path(tmp) / "toy.aselmdb"
-        write_structures(path, toy_structures(args.structures, seed=0, min_atoms=20, max_atoms=30))
-        result["reading"] = bench_reading(path)
-        print(json.dumps(result["reading"], indent=1))
-        result["loader_vs_training"] = bench_loader_vs_training(path, args.threads)
-        print(json.dumps(result["loader_vs_training"], indent=1))
-        if args.generate:
+        if sections & {"reading", "loader"}:
+            write_structures(path, toy_structures(args.structures, seed=0, min_atoms=20, max_atoms=30))
+        if "reading" in sections:
+            result["reading"] = bench_reading(path)
+            print(json.dumps(result["reading"], indent=1))
+        if "loader" in sections:
+            result["loader_vs_training"] = bench_loader_vs_training(path, args.threads)
+            print(json.dumps(result["loader_vs_training"], indent=1))
+        if "generation" in sections and args.generate:
             result["generation"] = bench_generation(args.generate, args.workers, Path(tmp))
             print(json.dumps(result["generation"], indent=1))
+    result["environment"]["load_average_at_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

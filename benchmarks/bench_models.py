@@ -20,6 +20,8 @@ batches (same seed). A baseline that cannot be imported is recorded with the rea
 
     python benchmarks/bench_models.py                      # all families, two widths each
     python benchmarks/bench_models.py --mace-python <mace-venv>/bin/python --out benchmarks/results/models.json
+    python benchmarks/bench_models.py --archs esen --esen-preset paper --fairchem-python <venv>/bin/python \
+        --fairchem-widths 32 --timeout 1800 --merge          # both eSENs at the reference study's 12 layers
 
 Writes JSON with hardware, versions and git SHA.
 """
@@ -62,13 +64,33 @@ def loss_fn(energy, forces, batch):
 # ---- one step per library: returns (model, step(batch) -> None) ---------------------------------------------
 
 
-def symscale_step(arch: str, width: int, esen_lmax: int = 2):
+def esen_options(preset: str = "cpu", activation: str = "grid", lmax: int | None = None) -> dict:
+    """symscale esen options of a benchmark preset: "cpu" = the family defaults (the `cpu` ladder: lmax 2,
+    3 layers, hidden = edge channels = 8), "paper" = the `paper` ladder's (lmax 4, 12 layers, hidden = edge
+    channels = 32, the reference study's eSEN); `activation` grid (S2 grid, eSEN's) or gate; `lmax` overrides."""
+    import inspect
+
+    from symscale.models import esen
+    from symscale.models.ladders import ladder_overrides
+
+    defaults = {k: v.default for k, v in inspect.signature(esen.ESEN).parameters.items()}
+    options = {k: defaults[k] for k in ("lmax", "mmax", "num_layers", "num_radial")}
+    options.update(hidden_channels=esen.DEFAULT_HIDDEN_CHANNELS, edge_channels=esen.DEFAULT_EDGE_CHANNELS)
+    if preset == "paper":
+        options.update(ladder_overrides("esen", "paper"))
+    options["activation"] = activation
+    if lmax is not None:
+        options["lmax"] = lmax
+    return options
+
+
+def symscale_step(arch: str, width: int, esen: dict | None = None):
     import torch
 
     from symscale.models import mup
     from symscale.models.registry import build
 
-    options = {"lmax": esen_lmax, "mmax": 2} if arch == "esen" else {}
+    options = dict(esen or esen_options()) if arch == "esen" else {}
     model = build(arch, width, elements=ELEMENTS, **options)
     opt = torch.optim.Adam(mup.param_groups(model, lr=1e-3, weight_decay=0.0))
 
@@ -137,29 +159,35 @@ def mace_step(arch: str, width: int):
     return model, step
 
 
-def fairchem_step(arch: str, width: int, esen_lmax: int = 2):
+def fairchem_step(arch: str, width: int, esen: dict | None = None):
     """fairchem's eSEN backbone (eSCNMDBackbone, fairchem-core 2.24) with linear energy and direct-force heads,
-    at symscale esen's defaults: `width` sphere/hidden/edge channels, lmax (default 2), mmax 2, 2 layers, 32 radial
-    functions, cutoff 6, no dataset embedding. Edges are symscale's (otf_graph=False), the same for both."""
+    at the same configuration as symscale's esen (`esen_options`): `width` sphere channels, its hidden and edge
+    channels, lmax, mmax, layers and Gaussians; act_type "s2" with ff_type "grid" for activation "grid", "gate"
+    with "spectral" for "gate"; cutoff 6, no dataset embedding. fairchem's grids keep their own default size.
+    Edges are symscale's (otf_graph=False), the same for both."""
     import torch
     from ase import Atoms
     from fairchem.core.datasets.atomic_data import AtomicData, atomicdata_list_to_batch
     from fairchem.core.models.uma.escn_md import Linear_Energy_Head, Linear_Force_Head, eSCNMDBackbone
 
+    options = dict(esen or esen_options())
+    grid = options["activation"] == "grid"
     backbone = eSCNMDBackbone(
         max_num_elements=100,
         sphere_channels=width,
-        lmax=esen_lmax,
-        mmax=2,
+        lmax=options["lmax"],
+        mmax=options["mmax"],
         otf_graph=False,
         max_neighbors=30,
         cutoff=6.0,
-        edge_channels=width,
-        num_distance_basis=32,
+        edge_channels=options["edge_channels"],
+        num_distance_basis=options["num_radial"],
         direct_forces=True,
         regress_forces=True,
-        num_layers=2,
-        hidden_channels=width,
+        num_layers=options["num_layers"],
+        hidden_channels=options["hidden_channels"],
+        act_type="s2" if grid else "gate",
+        ff_type="grid" if grid else "spectral",
         use_dataset_embedding=False,
         always_use_pbc=False,
     )
@@ -201,14 +229,17 @@ LIBRARIES = {"symscale": symscale_step, "mace": mace_step, "fairchem": fairchem_
 # ---- the worker: one configuration in its own process --------------------------------------------------------
 
 
-def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, threads: int, esen_lmax: int = 2) -> dict:
+def run_worker(
+    library: str, arch: str, width: int, steps: int, warmup: int, threads: int, esen: dict | None = None
+) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     batch = make_batches(1)[0]  # one fixed batch: FLOPs counted on it are exactly those of each timed step
-    model, step = LIBRARIES[library](arch, width, esen_lmax) if arch == "esen" else LIBRARIES[library](arch, width)
+    esen = dict(esen or esen_options())
+    model, step = LIBRARIES[library](arch, width, esen) if arch == "esen" else LIBRARIES[library](arch, width)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # model and batch built, no step yet
     with FlopCounterMode(display=False) as counter:
@@ -225,7 +256,8 @@ def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, thr
         "library": library,
         "arch": arch,
         "width": width,
-        "lmax": esen_lmax if arch == "esen" else None,
+        "lmax": esen["lmax"] if arch == "esen" else None,
+        "esen_options": esen if arch == "esen" else None,
         "num_parameters": n_params,
         "atoms_per_step": batch.num_atoms,
         "edges_per_step": batch.num_edges,
@@ -242,7 +274,9 @@ def run_worker(library: str, arch: str, width: int, steps: int, warmup: int, thr
 def spawn(python: str, library: str, arch: str, width: int, args) -> dict:
     cmd = [python, __file__, "--worker", library, arch, str(width)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    cmd += ["--esen-lmax", str(args.esen_lmax)]
+    cmd += ["--esen-preset", args.esen_preset, "--esen-activation", args.esen_activation]
+    if args.esen_lmax is not None:
+        cmd += ["--esen-lmax", str(args.esen_lmax)]
     env = dict(os.environ)
     if library == "mace":
         # e3nn 0.4.4 (pinned by mace-torch) loads its own constants file with torch.load, which torch >= 2.6
@@ -343,13 +377,22 @@ def main(argv=None) -> int:
     p.add_argument("--mace-steps", type=int, default=1, help="timed MACE steps (default 1; a step takes ~10 s)")
     p.add_argument("--fairchem-python", help="python of a venv with fairchem-core (default: fairchem skipped)")
     p.add_argument("--fairchem-widths", type=int, nargs="*", default=[8, 16], help="eSEN channels (default 8 16)")
-    p.add_argument("--esen-lmax", type=int, default=2, help="lmax of both eSEN models (default 2; mmax 2)")
+    p.add_argument(
+        "--esen-preset",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="eSEN configuration of both libraries: cpu = symscale's defaults (3 layers, lmax 2), paper = the paper "
+        "ladder's (12 layers, lmax 4, hidden/edge 32; slow on a CPU: raise --timeout)",
+    )
+    p.add_argument("--esen-activation", choices=("grid", "gate"), default="grid", help="eSEN nonlinearity")
+    p.add_argument("--esen-lmax", type=int, help="override the preset's lmax of both eSEN models (mmax 2)")
     p.add_argument("--merge", action="store_true", help="keep other configurations already in --out")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
     args = p.parse_args(argv)
     if args.worker:
         library, arch, width = args.worker
-        result = run_worker(library, arch, int(width), args.steps, args.warmup, args.threads, args.esen_lmax)
+        esen = esen_options(args.esen_preset, args.esen_activation, args.esen_lmax)
+        result = run_worker(library, arch, int(width), args.steps, args.warmup, args.threads, esen)
         print(json.dumps(result))
         return 0
     results = []

@@ -20,23 +20,22 @@ from pathlib import Path
 
 import torch
 
+from symscale import rundir
+from symscale.config import RunConfig
 from symscale.data.readers import write_structures
 from symscale.data.toy import toy_structures
-from symscale.study.executors import LocalExecutor, RunTask, execute_run
+from symscale.study.executors import RunFn, RunTask, execute_run, train_config
+from symscale.study.local import LocalExecutor
 
 RESULTS = Path(__file__).parent / "results" / "study.json"
 
 
-def noop_run(config: dict, run_dir: Path) -> None:
+def noop_run(config: RunConfig, run_dir: Path) -> None:
     """A run that does nothing but say it finished: what is left is the executor's own cost."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "status.json").write_text(json.dumps({"status": "finished", "reason": None}))
+    rundir.write_status(run_dir, "finished")
 
 
-def small_tasks(
-    root: Path, data: Path, n_runs: int, steps: int, run_fn: str = "symscale.study.executors:train_from_config"
-):
+def small_tasks(root: Path, data: Path, n_runs: int, steps: int, run_fn: RunFn = train_config):
     n_train = 4 * steps  # batch 4
     tasks = []
     for i in range(n_runs):
@@ -55,7 +54,7 @@ def small_tasks(
             "device": "cpu",
             "flop_samples": 1,
         }
-        tasks.append(RunTask(f"run{i}", str(root / f"run{i}"), cfg, run_fn, 1))
+        tasks.append(RunTask(f"run{i}", str(root / f"run{i}"), RunConfig.from_dict(cfg), run_fn, 1))
     return tasks
 
 
@@ -84,15 +83,13 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "toy.xyz"
         write_structures(data, toy_structures(4 * args.steps + 8, seed=0))
-        mk = lambda name, fn="symscale.study.executors:train_from_config": small_tasks(
-            tmp / name, data, args.runs, args.steps, fn
-        )
+        mk = lambda name, fn=train_config: small_tasks(tmp / name, data, args.runs, args.steps, fn)
         execute_run(mk("warm")[0])  # imports and caches outside the measurement
         in_process = timed(lambda: [execute_run(t) for t in mk("seq")])
         k1 = timed(lambda: LocalExecutor(workers=1, threads=1).run(mk("k1")))
         k2 = timed(lambda: LocalExecutor(workers=2, threads=1).run(mk("k2")))
-        noop = timed(lambda: LocalExecutor(workers=1, threads=1).run(mk("noop", "bench_study:noop_run")))
-        noop1 = timed(lambda: LocalExecutor(workers=1, threads=1).run(mk("noop1", "bench_study:noop_run")[:1]))
+        noop = timed(lambda: LocalExecutor(workers=1, threads=1).run(mk("noop", noop_run)))
+        noop1 = timed(lambda: LocalExecutor(workers=1, threads=1).run(mk("noop1", noop_run)[:1]))
     result = {
         "benchmark": "study executors",
         "runs": args.runs,

@@ -25,6 +25,7 @@ import torch
 
 from symscale import __version__
 from symscale.config import RunConfig
+from symscale.data.prefix import resolve_data
 from symscale.data.toy import toy_structures
 from symscale.train import loop
 from symscale.train.compute import DeviceClock
@@ -73,7 +74,7 @@ def bench_one(arch: str, width: int, args, dataset) -> dict:
         {"arch": arch, "width": width, "data": "bench", "n_val": 16, "n_train": (args.steps + 2) * 64,
          "device": args.device, "progress": "off"}
     )  # fmt: skip
-    data = loop.resolve_data(config, dataset)
+    data = resolve_data(config, dataset)
     from symscale.data.stats import compute_stats
 
     stats = compute_stats(data.dataset, data.train, max_samples=500)

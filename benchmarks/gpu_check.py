@@ -273,8 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     result: dict = {"environment": environment(device), "archs": archs}
     batch = make_batch(8 if args.quick else 64, device)
-    result["batch"] = {"structures": int(batch.num_structures), "atoms": int(batch.num_atoms),
-                       "edges": int(batch.num_edges)}
+    result["batch"] = {
+        "structures": int(batch.num_structures),
+        "atoms": int(batch.num_atoms),
+        "edges": int(batch.num_edges),
+    }
     print(f"precision: {len(archs)} families x direct/conservative x fp32/tf32/bf16", flush=True)
     result["precision"] = []
     for arch in archs:
@@ -289,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     result["failures"] = len(failures)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(f"wrote {args.out}: {len(failures)} failing cases, study finished: {result['study'].get('finished')}, "
-          f"{result['wall_s']:.0f} s")
+    print(
+        f"wrote {args.out}: {len(failures)} failing cases, study finished: {result['study'].get('finished')}, "
+        f"{result['wall_s']:.0f} s"
+    )
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from symscale.config import RunConfig, allowed_keys
@@ -90,3 +92,18 @@ def test_loader_workers_do_not_change_what_a_run_is():
     assert b.runtime.loader_workers == 4 and a.config_hash() == b.config_hash()
     with pytest.raises(SymscaleError):
         RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime.loader_workers": -1})
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("n_val", "5", "a number (int)"),  # a string is never an integer (the study spec refused it already)
+        ("tf32", "false", "true or false"),  # a quoted boolean is text, not False
+        ("neutral_only", "no", "true or false"),
+        ("width", True, "a number (int)"),
+    ],
+)
+def test_strict_values_one_rule_for_config_and_spec(key, value, expected):
+    with pytest.raises(SymscaleError, match=re.escape(expected)):
+        RunConfig.from_dict({"arch": "mpnn", "width": 4, key: value})
+    assert RunConfig.from_dict({"arch": "mpnn", "width": 4, "lr": "1e-3"}).training.lr == 1e-3  # YAML 1.1 float

@@ -7,7 +7,7 @@ from symscale.data.loader import BatchLoader
 from symscale.data.packed import PackedDataset, pack
 from symscale.data.readers import open_dataset, write_structures
 from symscale.data.splits import make_splits, molecule_groups
-from symscale.data.stats import DatasetStats, compute_stats
+from symscale.data.stats import DatasetStats, compute_stats, count_elements
 from symscale.data.toy import toy_structures
 from symscale.errors import SymscaleError
 
@@ -51,7 +51,9 @@ def test_molecule_groups_are_read_from_the_rows(tmp_path):
     assert groups is not None and len(set(groups.tolist())) == 4
     assert all(len(set(groups[k : k + 3].tolist())) == 1 for k in range(0, 12, 3))
     assert molecule_groups(toy_structures(5)) is None  # rows without molecule ids: split by structure
-    assert molecule_groups(open_dataset(tmp_path), max_structures=10) is None
+    # a reader's dataset answers from its index at any size; only row-by-row reading has a cap (and warns)
+    assert np.array_equal(molecule_groups(open_dataset(tmp_path), max_structures=10), groups)
+    assert molecule_groups(list(open_dataset(tmp_path)), max_structures=10) is None
 
 
 def test_stats_match_hand_computation(tmp_path):
@@ -75,6 +77,20 @@ def test_stats_match_hand_computation(tmp_path):
     assert st.atoms_per_structure == pytest.approx(len(forces) / 30)
     assert DatasetStats.load(st.save(tmp_path / "stats.json")) == st
     assert compute_stats(structures, max_samples=10).n_sampled == 10
+
+
+@pytest.mark.parametrize("ext", ["aselmdb", "extxyz"])
+def test_element_census_counts_every_structure_from_numbers_alone(tmp_path, ext):
+    structures = toy_structures(25, seed=5, elements=(1, 6, 8)) + toy_structures(2, seed=6, elements=(7,))
+    write_structures(tmp_path / f"d.{ext}", structures)
+    data = open_dataset(tmp_path / f"d.{ext}")
+    expected = {z: sum(z in s.numbers for s in structures) for z in (1, 6, 7, 8)}
+    for source in (data, pack(data), structures):
+        census = count_elements(source, np.arange(len(structures)))
+        assert census.structures == {z: n for z, n in expected.items() if n} and census.examples[7] == (25, 26)
+    assert np.array_equal(data.numbers(26), structures[26].numbers)
+    st = compute_stats(data, max_samples=5, seed=0)  # 5 of 27 labelled; N only in the last two
+    assert 7 in st.element_energies and st.element_structures[7] == 2 and st.n_sampled == 5
 
 
 def test_packed_equals_source_and_saves(tmp_path):

@@ -59,8 +59,12 @@ def molecules():
 
 def test_batched_frames_are_the_definition(molecules):
     """One replicated-batch call equals the frame-by-frame average E = mean_g E_phi(g^T (x - c)),
-    F = mean_g g f_phi(g^T (x - c)), with the MPNN backbone built from the same weights."""
+    F = mean_g g f_phi(g^T (x - c)), with the MPNN backbone built from the same weights (perturbed, so that
+    biases are non-zero: the force readout is applied after the average, its bias must average out)."""
     model = model_of("fa_mpnn")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel()), dtype=p.dtype))
     backbone = MPNN(8, elements=ELEMENTS, cutoff=CUTOFF).double().eval()
     backbone.load_state_dict(model.state_dict())
     energy, forces = outputs(model, batch_of(molecules))

@@ -15,7 +15,6 @@ from symscale.data.graph import Structure, collate
 from symscale.data.toy import toy_structures
 from symscale.errors import SymscaleError
 from symscale.models import mup
-from symscale.models.basis import PolynomialEnvelope, edge_frames, legendre
 from symscale.models.gemnet_oc import (
     BASIS_EMBEDDING,
     GemNetOC,
@@ -29,6 +28,7 @@ from symscale.models.gemnet_oc import (
     triplets,
 )
 from symscale.models.ladders import BUILTIN_ELEMENTS, ladder_rungs
+from symscale.models.layers import PolynomialEnvelope, edge_frames, legendre
 from symscale.models.registry import build
 
 ELEMENTS = [1, 6, 7, 8]
@@ -179,7 +179,7 @@ def test_edge_frames_orthonormal_and_legendre():
 
 def test_envelope_is_smooth_at_one():
     x = torch.tensor([0.0, 1 - 1e-4, 1.0, 1.5], dtype=torch.float64, requires_grad=True)
-    env = PolynomialEnvelope(5)(x)
+    env = PolynomialEnvelope(1.0, 5)(x)
     (grad,) = torch.autograd.grad(env.sum(), x)
     assert env[0] == 1 and env[2] == 0 and env[3] == 0 and abs(env[1]) < 1e-9
     assert abs(grad[1]) < 1e-5 and grad[2] == 0  # u' = O((1 - x)^2)

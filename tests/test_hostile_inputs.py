@@ -406,7 +406,7 @@ def test_train_refuses_a_bad_num_layers(files, tmp_path, capsys, value):
         ("mpnn", {"num_layers": "3"}),
         ("mpnn", {"num_radial": -1}),
         ("mpnn", {"avg_neighbors": float("nan")}),
-        ("egnn", {"vector_ratio": 0}),
+        ("egnn", {"num_vectors": 0}),
         ("gemnet_oc", {"num_blocks": 0}),
         ("gemnet_oc", {"chiral": "false"}),
         ("esen", {"lmax": 0}),
@@ -421,7 +421,7 @@ def test_build_refuses_bad_family_options(arch, options):
 
 def test_build_accepts_good_family_options():
     assert build("mpnn", 8, elements=[1, 6], num_layers=2).num_layers == 2
-    assert build("gemnet_oc", 8, elements=[1, 6], quad_neighbors=None, max_dihedral_order=0) is not None
+    assert build("gemnet_oc", 8, elements=[1, 6], quad_neighbors=None, aeaint_neighbors=None) is not None
     with pytest.raises(SymscaleError, match="unexpected keyword"):
         build("mpnn", 8, elements=[1, 6], num_layer=2)
 

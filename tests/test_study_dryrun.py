@@ -24,6 +24,7 @@ def test_quickstart_dry_run_table():
     assert text.count("\n") >= len(estimates) + 2 and "total: " in text
 
 
+@pytest.mark.slow  # about 3 minutes on 2 cores: it measures kappa for every family at the paper's depths
 def test_paper_dry_run_beside_reported_scale(capsys):
     assert main(["study", "paper", "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -58,3 +59,76 @@ def test_extended_plans_the_staircase_and_the_new_rungs(capsys):
     out = capsys.readouterr().out
     for arch in ("fa_mpnn-w8-", "canonical_mpnn-w64-", "transformer-w56-"):
         assert arch in out
+
+
+# -- an estimator that tells the truth (issue 13 item 6)
+
+
+def _real_vs_estimated(spec, tmp_path) -> list[tuple[str, float, float]]:
+    from symscale.rundir import read_metrics
+    from symscale.study.estimate import estimate_runs
+    from symscale.train.loop import train_run
+
+    paths = None if spec.dataset.path is None else [spec.dataset.path]
+    plans = expand_runs(spec)
+    estimated = {e.run_id: e for e in estimate_runs(spec, plans, paths)}
+    out = []
+    for plan in plans:
+        result = train_run(plan.config, tmp_path / plan.run_id)
+        assert result.status == "finished", result.reason
+        measured = read_metrics(tmp_path / plan.run_id)[-1]["flops"]
+        out.append((plan.mode, estimated[plan.run_id].flops, measured))
+    return out
+
+
+def _small_spec(dataset: dict, families: list[dict]):
+    from symscale.study.spec import parse_spec
+
+    return parse_spec({
+        "name": "truth", "dataset": dataset, "families": families, "modes": ["architecture", "symmetry_loss"],
+        "evaluation": {"eval_points": 2}, "training": {"batch_size": 8, "progress": "off"},
+    })  # fmt: skip
+
+
+def test_dry_run_compute_is_within_15_percent_of_real_runs_on_a_data_file(tmp_path):
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    path = tmp_path / "data.extxyz"
+    write_structures(path, toy_structures(60, seed=4, min_atoms=8, max_atoms=20))
+    spec = _small_spec({"path": str(path), "val": 12}, [{"arch": "mpnn", "widths": [6]}])
+    text = format_estimates(dry_run(spec))
+    assert "of the study's data" in text and "edges per atom" in text and "x6 (symmetry loss)" in text
+    rows = _real_vs_estimated(spec, tmp_path / "runs")
+    for mode, estimated, measured in rows:
+        assert estimated == pytest.approx(measured, rel=0.15), mode
+    assert rows[1][1] == pytest.approx(6 * rows[0][1])  # M = 5 rotated copies: (M + 1)x
+
+
+@pytest.mark.slow
+def test_dry_run_compute_is_within_15_percent_of_real_runs_on_the_builtin_data(tmp_path, monkeypatch):
+    from symscale.data.builtin import builtin_dataset
+
+    monkeypatch.setenv("SYMSCALE_CACHE", str(tmp_path / "cache"))
+    builtin_dataset(60, seed=0, progress=False)
+    families = [{"arch": "mpnn", "widths": [8]}, {"arch": "egnn", "widths": [6]}]
+    spec = _small_spec({"builtin": 60, "val": 12}, families)
+    for mode, estimated, measured in _real_vs_estimated(spec, tmp_path / "runs"):
+        assert estimated == pytest.approx(measured, rel=0.15), mode
+
+
+def test_dry_run_keys_n_and_kappa_by_the_full_group(tmp_path, monkeypatch):
+    from symscale.study.spec import parse_spec
+
+    monkeypatch.setenv("SYMSCALE_CACHE", str(tmp_path))  # no generated built-in set: the representative sample
+
+    spec = parse_spec({
+        "name": "lmax", "dataset": {"builtin": 100, "val": 10},
+        "families": [{"arch": "esen", "widths": [4], "overrides": {"lmax": 2}},
+                     {"arch": "esen", "widths": [4], "overrides": {"lmax": 4}}],
+    })  # fmt: skip
+    lmax2, lmax4 = dry_run(spec)
+    assert lmax2.group == "esen-lmax2/architecture" and lmax4.group == "esen-lmax4/architecture"
+    assert lmax4.n_params > lmax2.n_params and lmax4.kappa != lmax2.kappa
+    text = format_estimates([lmax2, lmax4])
+    assert "representative sample" in text and "edges per atom" in text  # the built-in set is not generated here

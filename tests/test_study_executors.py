@@ -1,72 +1,19 @@
-"""Executors, locks and resumption, with a fake run function (fast) and the real training loop."""
+"""execute_run: one run under its lock, with the fake run function: idempotence, failures, busy runs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
-from pathlib import Path
 
-from symscale.study.executors import (
-    LocalExecutor,
-    RunLock,
-    RunTask,
-    execute_run,
-    lock_path,
-    read_status,
-)
-
-FAKE = f"{__name__}:fake_run"
-
-
-def fake_run(config: dict, run_dir: Path) -> None:
-    """A stand-in for train_run: `steps` steps of `sleep` seconds, a checkpoint (the step) after each, one
-    metrics line per step whose loss depends only on the config and the step; NaN when lr > 100. Inside a
-    study (RunConfig keys only) steps = eval_points and sleep = eval_first_fraction seconds."""
-    config = {"steps": config.get("eval_points", 5), "sleep": config.get("eval_first_fraction", 0.0), **config}
-    run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.json"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    start = json.loads(ckpt.read_text())["step"] if ckpt.exists() else 0
-    (run_dir / "status.json").write_text(json.dumps({"status": "running", "reason": None}))
-    (run_dir / "run.json").write_text(
-        json.dumps({"arch": config["arch"], "width": config["width"], "N": 10 * config["width"]})
-    )
-    identity = {k: v for k, v in config.items() if k != "threads"}  # threads do not change results
-    seed = int(hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:6], 16)
-    metrics = [line for line in (run_dir / "metrics.jsonl").read_text().splitlines()[:start]] if start else []
-    for step in range(start + 1, config.get("steps", 5) + 1):
-        time.sleep(config.get("sleep", 0.0))
-        loss = float("nan") if config.get("lr", 1e-3) > 100 else (seed % 97 + 1) / (step * config["width"])
-        if math.isnan(loss):
-            (run_dir / "status.json").write_text(json.dumps({"status": "failed", "reason": "non-finite loss"}))
-            return
-        metrics.append(
-            json.dumps(
-                {
-                    "step": step,
-                    "fraction": step / config.get("steps", 5),
-                    "atoms_seen": 100 * step,
-                    "flops": 1e6 * step * config["width"],
-                    "device_seconds": 0.1 * step,
-                    "val_loss": loss,
-                }
-            )
-        )
-        (run_dir / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
-        ckpt.write_text(json.dumps({"step": step}))
-    (run_dir / "status.json").write_text(json.dumps({"status": "finished", "reason": None}))
+from fake_runs import fake_config, fake_run
+from symscale.rundir import lock_path, read_status
+from symscale.study.executors import RunTask, execute_run
 
 
 def _task(tmp_path, name, **cfg) -> RunTask:
-    config = {"arch": "mpnn", "width": 4, "steps": 3, **cfg}
-    return RunTask(name, str(tmp_path / name), config, FAKE)
+    return RunTask(name, str(tmp_path / name), fake_config(**cfg), fake_run)
 
 
 def test_execute_run_finishes_and_is_idempotent(tmp_path):
@@ -82,75 +29,21 @@ def test_execute_run_finishes_and_is_idempotent(tmp_path):
 def test_failing_run_recorded_with_reason(tmp_path):
     out = execute_run(_task(tmp_path, "nan", lr=1e6))
     assert out.status == "failed" and out.reason == "non-finite loss"
-    out = execute_run(RunTask("boom", str(tmp_path / "boom"), {"arch": "x"}, FAKE))  # KeyError in the run fn
+    out = execute_run(_task(tmp_path, "boom", arch="boom"))  # KeyError in the run fn
     assert out.status == "failed" and "KeyError" in out.reason
     assert read_status(tmp_path / "boom")["status"] == "failed"
 
 
-def test_lock_excludes_live_owner_and_breaks_stale(tmp_path):
+def test_a_run_locked_by_a_live_owner_is_busy_and_untouched(tmp_path):
     run_dir = tmp_path / "r"
-    run_dir.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         lock_path(run_dir).write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))
-        assert not RunLock(run_dir).acquire()
-        assert execute_run(_task(tmp_path, "r")).status == "busy"
+        outcome = execute_run(_task(tmp_path, "r"))
+        assert outcome.status == "busy" and f"pid {sleeper.pid}" in outcome.reason
+        assert not run_dir.exists()
     finally:
         sleeper.kill()
         sleeper.wait()
-    lock = RunLock(run_dir)
-    assert lock.acquire()  # the owner is dead: stale
-    assert json.loads(lock_path(run_dir).read_text())["pid"] == os.getpid()
-    lock.release()
+    assert execute_run(_task(tmp_path, "r")).status == "finished"  # the owner is dead: its lock is stale
     assert not lock_path(run_dir).exists()
-
-
-def kill_owner_when(run_dir: Path, ready: str | None = None, timeout_s: float = 30.0) -> threading.Thread:
-    """In the background: SIGKILL the process holding run_dir's lock once `ready` (a file) exists."""
-
-    def watch():
-        lock, deadline = lock_path(run_dir), time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if lock.exists() and (ready is None or (run_dir / ready).exists()):
-                try:
-                    os.kill(json.loads(lock.read_text())["pid"], signal.SIGKILL)
-                    return
-                except (ValueError, OSError):
-                    pass
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
-def test_local_pool_runs_all_and_survives_a_killed_worker(tmp_path):
-    tasks = [_task(tmp_path, f"r{i}", width=2 + i, steps=6, sleep=0.15) for i in range(4)]
-    finished = []
-    killer = kill_owner_when(tmp_path / "r1", "checkpoints/last.json")
-    outcomes = LocalExecutor(workers=2, threads=1, max_restarts=1).run(
-        tasks, on_finish=lambda t, o: finished.append(t.run_id)
-    )
-    killer.join()
-    assert sorted(finished) == ["r0", "r1", "r2", "r3"]
-    assert all(o.status == "finished" for o in outcomes)
-    reference = tmp_path / "ref"
-    execute_run(RunTask("r1", str(reference), tasks[1].config, FAKE))
-    assert (tmp_path / "r1" / "metrics.jsonl").read_text() == (reference / "metrics.jsonl").read_text()
-
-
-def test_worker_killed_twice_is_failed_with_signal(tmp_path):
-    task = _task(tmp_path, "k", steps=50, sleep=0.1)
-    run_dir = tmp_path / "k"
-
-    def twice():
-        kill_owner_when(run_dir, "checkpoints/last.json").join()
-        time.sleep(0.3)
-        kill_owner_when(run_dir).join()  # the restarted worker, as soon as it holds the lock
-
-    killer = threading.Thread(target=twice, daemon=True)
-    killer.start()
-    outcomes = LocalExecutor(workers=1, threads=1, max_restarts=1).run([task])
-    killer.join()
-    assert [o.status for o in outcomes] == ["failed"]
-    assert "signal 9" in read_status(tmp_path / "k")["reason"]

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from symscale.cli import main
-from symscale.study.catalogue import LAWS_COLUMNS, read_metrics
-from symscale.study.executors import lock_path
+from symscale.rundir import lock_path, read_metrics
+from symscale.study.catalogue import LAWS_COLUMNS
 from symscale.study.runner import run_study
 from symscale.study.spec import load_spec
 

@@ -14,12 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fake_runs import fake_diverging_esen, fake_run
 from symscale.study.catalogue import LAWS_COLUMNS, Catalogue
 from symscale.study.executors import execute_run
 from symscale.study.runner import plan_tasks, run_study
 from symscale.study.spec import expand_runs, load_spec
 
-FAKE = "test_study_executors:fake_run"
+FAKE = fake_run
 TESTS = str(Path(__file__).parent)
 
 
@@ -68,7 +69,7 @@ def test_tiny_study_catalogue_and_laws(tmp_path):
     with (some / "metrics.jsonl").open("a") as fh:
         fh.write(json.dumps({"step": 99, "val_loss": 0.5, "atoms_seen": 1e4}) + "\n")
     record = {r.run_id: r for r in Catalogue(study).refresh()}[some.name]
-    assert (record.n_evals, record.last_step, record.last_loss) == (5, 99, 0.5)
+    assert (record.n_evals, record.step, record.loss) == (5, 99, 0.5)
     (some / "metrics.jsonl").write_text("".join(line + "\n" for line in first[some.name].splitlines()))
     # a finished study is not rerun
     lines.clear()
@@ -87,20 +88,14 @@ def test_failing_run_is_recorded_and_the_study_goes_on(tmp_path):
     bad = [p for p in expand_runs(spec) if p.arch == "esen"][0]
     study = tmp_path / "study"
     (study / "runs" / bad.run_id).mkdir(parents=True)
-    result = run_study(spec, study, run_fn="test_study_runner:fake_diverging_esen", out=lambda s: None)
+    result = run_study(spec, study, run_fn=fake_diverging_esen, out=lambda s: None)
     assert (result.finished, result.failed) == (4, 1)
     assert result.failures == ((bad.run_id, "non-finite loss"),)
     # failed stays failed on a rerun, unless retried
-    result = run_study(spec, study, run_fn="test_study_runner:fake_diverging_esen", out=lambda s: None)
+    result = run_study(spec, study, run_fn=fake_diverging_esen, out=lambda s: None)
     assert result.failed == 1
     result = run_study(spec, study, run_fn=FAKE, retry_failed=True, out=lambda s: None)
     assert (result.finished, result.failed) == (5, 0)
-
-
-def fake_diverging_esen(config: dict, run_dir: Path) -> None:
-    from test_study_executors import fake_run
-
-    fake_run({**config, "lr": 1e6} if config["arch"] == "esen" else config, run_dir)
 
 
 def test_sigkill_of_the_study_then_rerun_gives_identical_metrics(tmp_path):
@@ -108,8 +103,8 @@ def test_sigkill_of_the_study_then_rerun_gives_identical_metrics(tmp_path):
     study = tmp_path / "killed"
     script = (
         f"import sys; sys.path.insert(0, {TESTS!r}); from symscale.study.runner import run_study; "
-        f"from symscale.study.spec import load_spec; "
-        f"run_study(load_spec({str(spec_path)!r}), {str(study)!r}, run_fn={FAKE!r})"
+        f"from symscale.study.spec import load_spec; from fake_runs import fake_run; "
+        f"run_study(load_spec({str(spec_path)!r}), {str(study)!r}, run_fn=fake_run)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.monotonic() + 60
@@ -136,3 +131,36 @@ def test_missing_dataset_stops_before_any_run(tmp_path):
     with pytest.raises(Exception, match="dataset not found"):
         run_study(spec, tmp_path / "s", run_fn=FAKE, out=lambda s: None)
     assert not list((tmp_path / "s" / "runs").glob("*"))
+
+
+@pytest.mark.parametrize(
+    "module, cls, extra", [("submitit", "slurm", "symscale[slurm]"), ("ray", "ray", "symscale[ray]")]
+)
+def test_missing_extra_is_one_clear_line(monkeypatch, tmp_path, module, cls, extra):
+    from symscale.errors import SymscaleError
+    from symscale.study.runner import make_executor
+    from symscale.study.spec import ExecutorSpec
+
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    with pytest.raises(
+        SymscaleError,
+        match=rf"the {cls} executor needs {module}: pip install '{extra}'".replace("[", r"\[").replace("]", r"\]"),
+    ):
+        make_executor(ExecutorSpec(), tmp_path, kind=cls)
+
+
+def test_the_grid_is_typed_once_and_the_plan_file_says_the_prefix(tmp_path):
+    """One typed path: each task carries the RunConfig the spec expanded (not a dict to validate again), and
+    the plan beside the run records its grid prefix and the config that gives its id."""
+    from symscale import rundir
+    from symscale.config import RunConfig
+
+    spec = load_spec(_spec_file(tmp_path))
+    plans = expand_runs(spec)
+    tasks = plan_tasks(tmp_path / "study", plans, {}, retry_failed=False, run_fn=FAKE)
+    assert [t.config for t in tasks] == [p.config for p in plans]
+    assert all(isinstance(t.config, RunConfig) and t.run_fn is fake_run for t in tasks)
+    for plan in plans:
+        saved = rundir.read_plan(tmp_path / "study" / "runs" / plan.run_id)
+        assert saved["prefix"] == plan.prefix == 1.0
+        assert plan.run_id.endswith(RunConfig.from_dict(saved["config"]).config_hash()[:10])

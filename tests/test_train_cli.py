@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -94,3 +96,24 @@ def test_tune_lr_records_the_best(tmp_path, toy_file, capsys):
     assert len(results["runs"]) == 2 and results["best_lr"] == data["training"]["lr"]
     base = RunConfig.from_dict({"arch": "mpnn", "width": 4, **data})
     assert base.training.lr == data["training"]["lr"]
+
+
+HOLD_LOCK = "import sys, time; from symscale.rundir import RunLock; RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"  # noqa: E501
+
+
+def test_train_on_an_out_another_process_holds_is_refused(tmp_path, toy_file, capsys):
+    """Issue 14 item 5: two `symscale train` on one --out both ran and wrote every metric line twice."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert train(out, toy_file) == 2
+        _one_line_error(capsys, f"is in use: locked by pid {holder.pid}")
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train(out, toy_file) == 0  # its owner is gone: the lock is stale and the run goes ahead
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # every evaluation once
+    assert not (tmp_path / "run.lock").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from symscale.data.graph import collate
 from symscale.data.toy import toy_structures
-from symscale.train.compute import DeviceClock, count_flops, first_structures, fit_flop_model, measure_family
+from symscale.train.compute import DeviceClock, FlopModel, count_flops, first_structures, fit_flop_model, measure_family
 
 
 def mlp() -> nn.Module:
@@ -90,3 +92,24 @@ def test_device_clock_accumulates():
     with clock:
         sum(range(1000))
     assert clock.seconds > 1.0
+
+
+def test_the_flop_model_is_checked_on_batches_it_was_not_fitted_on():
+    one = [collate(toy_structures(16, seed=1))]
+
+    def quadratic(b):  # FLOPs grow as atoms^2: no line through (atoms, edges) predicts a new size exactly
+        x = torch.ones(b.num_atoms, b.num_atoms)
+        (x @ x).sum()
+
+    fm = fit_flop_model(quadratic, quadratic, one)
+    assert fm.fit_max_rel_error < 1e-9  # batch and half: two points, two coefficients, an exact fit
+    assert fm.holdout_max_rel_error > 0.01  # the three-quarter batch, never fitted on, shows the model's error
+    assert FlopModel.from_dict(fm.to_dict()) == fm
+
+    def linear(b):
+        torch.ones(b.num_atoms, 8).sum()
+
+    fm = fit_flop_model(linear, linear, one + [collate(toy_structures(16, seed=2))])
+    assert 0 <= fm.holdout_max_rel_error < 1e-6
+    old_record = {k: v for k, v in fm.to_dict().items() if "holdout" not in k}  # run.json before the check
+    assert math.isnan(FlopModel.from_dict(old_record).holdout_max_rel_error)

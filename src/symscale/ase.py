@@ -6,9 +6,15 @@
     atoms.get_forces()                                        # eV/Angstrom
 
 For molecules without periodic cells. Loading never executes code from the checkpoint
-(`torch.load(weights_only=True)`), so a downloaded checkpoint is safe to open. The charge and spin
-multiplicity of a structure are read from `atoms.info["charge"]` and `atoms.info["spin"]` (default 0 and 1,
-as in OMol25).
+(`torch.load(weights_only=True)`), so a downloaded checkpoint is safe to open. `device="auto"` picks CUDA
+when it is available, as `symscale train` does.
+
+Charge and spin: the charge and spin multiplicity of a structure are read from `atoms.info["charge"]` and
+`atoms.info["spin"]` (default 0 and 1, as in OMol25), and a change of either makes ASE recompute. No family
+of the staircase embeds them today (the paper trains on OMol25's neutral and charged structures alike, with
+models blind to both); so that a charged or open-shell structure is not silently treated as neutral, the
+calculator warns once when one reaches a model that ignores them (a family that embeds them declares
+`uses_charge_spin = True`).
 
 Direct-force models (the paper's setting) predict forces that are not the gradient of the energy; for
 relaxations and molecular dynamics that should conserve energy, train with `forces: conservative` (or load
@@ -18,6 +24,7 @@ the energy head, not of the trained force head).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -30,6 +37,27 @@ from symscale.errors import SymscaleError
 from symscale.models.base import ForceField
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device from "cpu", "cuda", "cuda:1", "auto" (CUDA when available) or a `torch.device`."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise SymscaleError.invalid("device", device, "cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SymscaleError.invalid("device", device, "cpu or auto (no CUDA device is available)")
+    return resolved
+
+
+def charge_spin(atoms) -> tuple[int, int]:
+    """(total charge, spin multiplicity) from `atoms.info` (defaults 0 and 1, as in OMol25)."""
+    return int(atoms.info.get("charge", 0)), int(atoms.info.get("spin", 1))
 
 
 def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -54,11 +82,13 @@ class SymscaleCalculator(Calculator):
         forces: str | None = None,
         **kwargs,
     ) -> None:
-        """`model`: a `ForceField`, a run directory or a checkpoint path. `dtype`: float64 (default, for MD)
-        or float32. `forces`: override the force mode of a loaded checkpoint ("direct" | "conservative")."""
+        """`model`: a `ForceField`, a run directory or a checkpoint path. `device`: "cpu", "cuda", "cuda:N"
+        or "auto" (CUDA when available). `dtype`: float64 (default, for MD) or float32. `forces`: override
+        the force mode of a loaded checkpoint ("direct" | "conservative")."""
         super().__init__(**kwargs)
         self.torch_dtype = _resolve_dtype(dtype)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
+        self._warned_charge_spin = False
         if isinstance(model, str | Path):
             from symscale.train.checkpoint import load_model
 
@@ -74,19 +104,40 @@ class SymscaleCalculator(Calculator):
         """The calculator of a checkpoint file or run directory (keywords as in the constructor)."""
         return cls(Path(path), **kwargs)
 
+    def check_state(self, atoms, tol: float = 1e-15) -> list[str]:
+        """ASE's changes (positions, numbers, cell, ...), plus "info" when the charge or spin in
+        `atoms.info` differs from the last calculation."""
+        changes = super().check_state(atoms, tol=tol)
+        if self.atoms is not None and "info" not in changes and charge_spin(atoms) != charge_spin(self.atoms):
+            changes.append("info")
+        return changes
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         if atoms.pbc.any():
             raise SymscaleError.invalid("structure", f"periodic cell (pbc={atoms.pbc.tolist()})", "a molecule")
+        charge, spin = charge_spin(atoms)
+        self._warn_if_ignored(charge, spin)
         structure = Structure(
             numbers=atoms.get_atomic_numbers().astype(np.int64),
             positions=atoms.get_positions(),
-            charge=int(atoms.info.get("charge", 0)),
-            spin=int(atoms.info.get("spin", 1)),
+            charge=charge,
+            spin=spin,
         )
         out = predict(self.model, [structure], device=self.device, dtype=self.torch_dtype)[0]
         self.results = {"energy": out[0], "free_energy": out[0], "forces": out[1]}
+
+    def _warn_if_ignored(self, charge: int, spin: int) -> None:
+        """Warn once per calculator when a charged or open-shell structure meets a model blind to both."""
+        if (charge, spin) == (0, 1) or self._warned_charge_spin or getattr(self.model, "uses_charge_spin", False):
+            return
+        self._warned_charge_spin = True
+        message = (
+            f"structure with charge {charge} and spin multiplicity {spin} given to a {self.model.arch} model that "
+            "ignores charge and spin: it is predicted as if neutral and closed-shell"
+        )
+        log.warning(message)
 
 
 def predict(

@@ -44,23 +44,36 @@ RESUMABLE_KEYS = (
     "runtime.device",
     "runtime.loader_workers",
 )
+# optional keys added after runs were recorded: left out of the identity while unset, so run ids stay the same
+IDENTITY_OMITTED_WHEN_NONE = ("data.val_source",)
+# keys added after run ids were published: hashed only when set away from their default, so that the id of
+# every run made before them stays the same
+HASHED_WHEN_SET = {
+    "evaluation.divergence_factor": 1e3,
+    "evaluation.divergence_patience": 6,
+    "data.energy_key": "energy",
+    "data.forces_key": "forces",
+}
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: str | tuple[str, ...] = "builtin"  # "builtin", or a path (file or folder) or several paths
+    val_source: str | tuple[str, ...] | None = None  # separate validation data (a path or paths; None: carve n_val)
     builtin_structures: int = 2000  # size of the built-in GFN2-xTB set when source == "builtin"
     builtin_seed: int = 0  # generation seed of the built-in set
     neutral_only: bool = False  # keep only charge 0, spin multiplicity 1 structures
     n_train: int | None = None  # structures in the nested training prefix (None: train_fraction or all)
     train_fraction: float | None = None  # alternative to n_train: fraction in (0, 1] of the training pool
-    n_val: int = 200  # structures in the fixed validation set
+    n_val: int = 200  # structures in the fixed validation set (with val_source: sampled from it, all if fewer)
     split_seed: int = 0  # seed of the permutation that defines the validation set and the prefixes
     cutoff: float = 6.0  # Angstrom, radius of the neighbour graph
     max_neighbors: int = 30  # incoming edges kept per atom
     pack_max_structures: int = 500_000  # pack prefix + validation into RAM when they are at most this many
     stats_max_samples: int = 5000  # structures sampled for the dataset statistics
     prefetch: int = 0  # batches collated ahead in a background thread (0: none)
+    energy_key: str = "energy"  # label key of the energy in the files (MACE-style files: "REF_energy")
+    forces_key: str = "forces"  # label key of the forces in the files (MACE-style files: "REF_forces")
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,10 @@ class EvaluationConfig:
     equivariance_structures: int = 32  # validation structures used for the equivariance error
     equivariance_rotations: int = 2  # random rotations per structure for the equivariance error
     checkpoint_every: int = 1  # write checkpoints/last.pt at every k-th evaluation (0: only at the end)
+    # a run has diverged (status failed, kept out of the fits) when its validation loss exceeds
+    # divergence_factor x its first evaluation's, or rises at divergence_patience evaluations in a row (0: off)
+    divergence_factor: float = 1e3
+    divergence_patience: int = 6
 
 
 @dataclass(frozen=True)
@@ -142,14 +159,17 @@ def _unknown(key: str) -> SymscaleError:
 
 
 def _number(key: str, value: Any, kind: type) -> int | float:
-    if isinstance(value, bool):
-        raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})")
-    if isinstance(value, str):
+    """The one number rule of run configs and study specs: a YAML/JSON number; for floats also a string in
+    exponent form, which YAML 1.1 reads as a string (`1e-3`). Strings are never integers ("5" is refused)
+    and booleans are never numbers."""
+    if isinstance(value, str) and kind is float:
         try:
             value = float(value)
         except ValueError:
-            raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})") from None
-    if not isinstance(value, int | float) or not math.isfinite(value):
+            raise SymscaleError.invalid(key, value, "a number (float)") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SymscaleError.invalid(key, value, f"a number ({kind.__name__})")
+    if not math.isfinite(value):
         raise SymscaleError.invalid(key, value, f"a finite number ({kind.__name__})")
     if kind is int:
         if float(value) != int(value):
@@ -158,12 +178,31 @@ def _number(key: str, value: Any, kind: type) -> int | float:
     return float(value)
 
 
-def _bool(key: str, value: Any) -> bool:
+def check_int(key: str, value: Any, minimum: int | None = None) -> int:
+    """An integer (strict, see `_number`), at least `minimum`; SymscaleError naming `key` otherwise."""
+    out = _number(key, value, int)
+    if minimum is not None and out < minimum:
+        raise SymscaleError.invalid(key, value, f"an integer >= {minimum}")
+    return out
+
+
+def check_float(key: str, value: Any, *, positive: bool = False) -> float:
+    """A finite number (strict, see `_number`), > 0 when `positive`."""
+    out = _number(key, value, float)
+    if positive and not out > 0:
+        raise SymscaleError.invalid(key, value, "a number > 0")
+    return out
+
+
+def check_bool(key: str, value: Any) -> bool:
+    """A YAML boolean: true or false. Strings ("false", "yes") are refused: YAML quotes make them text,
+    and reading a non-empty string as True once filtered a study's data silently."""
     if isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-        return value.lower() in ("true", "yes", "1")
-    raise SymscaleError.invalid(key, value, "true or false")
+    raise SymscaleError.invalid(key, value, "true or false (unquoted)")
+
+
+_bool = check_bool
 
 
 def _coerce(key: str, value: Any, hint: str) -> Any:
@@ -262,6 +301,8 @@ def _validate(cfg: RunConfig) -> None:
     _check_range("evaluation.equivariance_structures", e.equivariance_structures, 0, expected="an integer >= 0")
     _check_range("evaluation.equivariance_rotations", e.equivariance_rotations, 1, expected="an integer >= 1")
     _check_range("evaluation.checkpoint_every", e.checkpoint_every, 0, expected="an integer >= 0")
+    _check_range("evaluation.divergence_factor", e.divergence_factor, 1, expected="a number >= 1")
+    _check_range("evaluation.divergence_patience", e.divergence_patience, 0, expected="an integer >= 0 (0: off)")
     _check_choice("runtime.device", r.device, DEVICES)
     _check_choice("runtime.dtype", r.dtype, DTYPES)
     _check_range("runtime.threads", r.threads, 1, expected="an integer >= 1")
@@ -321,6 +362,15 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (to a worker process, submitit, Ray) as its fields, the overrides as a plain dict."""
+        return {**self.__dict__, "model_overrides": dict(self.model_overrides)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled as validated: the fields are set back as they were, without a second validation."""
+        for key, value in state.items():
+            object.__setattr__(self, key, MappingProxyType(value) if key == "model_overrides" else value)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> RunConfig:
@@ -384,6 +434,14 @@ class RunConfig:
         for key in RESUMABLE_KEYS:
             section, leaf = key.split(".")
             out[section].pop(leaf, None)
+        for key in IDENTITY_OMITTED_WHEN_NONE:
+            section, leaf = key.split(".")
+            if out[section].get(leaf, 0) is None:
+                del out[section][leaf]
+        for key, default in HASHED_WHEN_SET.items():
+            section, leaf = key.split(".")
+            if out[section].get(leaf) == default:
+                out[section].pop(leaf)
         return out
 
     def config_hash(self) -> str:
@@ -419,7 +477,7 @@ def parse_value(text: str) -> Any:
     except yaml.YAMLError as err:
         raise SymscaleError.invalid("--set value", text, f"a YAML value ({err.problem})") from None
     if isinstance(value, bool) and text.lower() not in ("true", "false"):
-        return text  # YAML 1.1 reads on/off/yes/no as booleans; keep the word (bool keys still accept it)
+        return text  # YAML 1.1 reads on/off/yes/no as booleans; keep the word (bool keys refuse it)
     return value
 
 

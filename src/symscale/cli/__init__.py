@@ -40,6 +40,7 @@ COMMANDS = [
     "report",
     "eval",
     "md",
+    "export",
 ]
 
 

@@ -69,6 +69,12 @@ def _filter_options(p: argparse.ArgumentParser) -> None:
         help="skip (and count) structures with missing/NaN labels, unknown elements or overlapping atoms "
         "instead of stopping at the first one",
     )
+    _label_key_options(p)
+
+
+def _label_key_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--energy-key", default="energy", help="label key of the energy (MACE-style files: REF_energy)")
+    p.add_argument("--forces-key", default="forces", help="label key of the forces (MACE-style files: REF_forces)")
 
 
 def run_generate(args) -> int:
@@ -90,7 +96,13 @@ def run_info(args) -> int:
     from symscale.data.readers import open_dataset
     from symscale.data.stats import sample_indices
 
-    ds = open_dataset(args.paths, neutral_only=args.neutral_only, skip_invalid=args.skip_invalid)
+    ds = open_dataset(
+        args.paths,
+        neutral_only=args.neutral_only,
+        skip_invalid=args.skip_invalid,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+    )
     idx = sample_indices(np.arange(len(ds)), args.sample or len(ds))
     n_atoms, energies, e_per_atom, f_sq, f_max = [], [], [], 0.0, 0.0
     elements, charge_spin = Counter(), Counter()
@@ -121,7 +133,13 @@ def run_convert(args) -> int:
     from symscale.data.readers import expand_paths, open_dataset, write_structures
 
     _refuse_same_file(expand_paths(args.input), Path(args.output))
-    ds = open_dataset(args.input, neutral_only=args.neutral_only, skip_invalid=args.skip_invalid)
+    ds = open_dataset(
+        args.input,
+        neutral_only=args.neutral_only,
+        skip_invalid=args.skip_invalid,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+    )
     n = write_structures(args.output, iter(ds))
     print(f"wrote {n} structures to {args.output}")
     _print_skipped(ds)

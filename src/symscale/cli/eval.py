@@ -25,6 +25,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data", required=True, nargs="+", help="dataset file(s) or folder(s)")
     p.add_argument("--neutral-only", action="store_true", help="keep only charge 0, spin multiplicity 1")
     p.add_argument("--skip-invalid", action="store_true", help="skip (and count) invalid structures")
+    p.add_argument("--energy-key", default="energy", help="label key of the energy (MACE-style files: REF_energy)")
+    p.add_argument("--forces-key", default="forces", help="label key of the forces (MACE-style files: REF_forces)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first LIMIT structures")
     p.add_argument("--batch-size", type=int, default=64, help="structures per forward pass (default 64)")
     p.add_argument("--rotations", type=int, default=2, help="random rotations for the equivariance error")
@@ -43,6 +45,8 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     rotations: int = 2,
     device: str = "cpu",
+    energy_key: str = "energy",
+    forces_key: str = "forces",
 ) -> dict:
     """Metrics of `checkpoint` on `data` (see `symscale.train.evaluation.evaluate`)."""
     import numpy as np
@@ -57,7 +61,9 @@ def evaluate_checkpoint(
     if rotations < 1:
         raise SymscaleError.invalid("rotations", rotations, "an integer >= 1")
     model, ckpt = load_model(checkpoint, device=device)
-    dataset = open_dataset(data, neutral_only=neutral_only, skip_invalid=skip_invalid)
+    dataset = open_dataset(
+        data, neutral_only=neutral_only, skip_invalid=skip_invalid, energy_key=energy_key, forces_key=forces_key
+    )
     n = len(dataset) if limit is None else min(limit, len(dataset))
     if n == 0:
         raise SymscaleError(f"dataset {dataset.description} has no structures to evaluate")
@@ -101,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         rotations=args.rotations,
         device=args.device,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
     )
     print(f"{metrics['arch']} on {metrics['data']}: {metrics['structures']} structures, {metrics['atoms']} atoms")
     rows = [

@@ -30,10 +30,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from symscale.train.compute import measure_family, reference_batch
 
+    overrides = {}
     if args.ladder:
-        from symscale.models.ladders import load_ladder
+        from symscale.models.ladders import ladder_overrides, load_ladder
 
         widths = load_ladder(args.arch, args.ladder)
+        overrides = ladder_overrides(args.arch, args.ladder)  # the ladder's model options (eSEN paper: lmax 4)
     else:
         if args.width < 1:
             raise SymscaleError.invalid("width", args.width, "an integer >= 1")
@@ -46,11 +48,22 @@ def run(args: argparse.Namespace) -> int:
         if len(dataset) < args.structures:
             raise SymscaleError.invalid("--structures", args.structures, f"at most {len(dataset)} (the data's size)")
     batch = reference_batch(args.structures, dataset=dataset)
-    print(f"reference batch: {batch.num_structures} structures, {batch.num_atoms} atoms, {batch.num_edges} edges")
+    what = (
+        f"the first {batch.num_structures} structures of {args.data}"
+        if args.data
+        else (f"{batch.num_structures} toy molecules (a stand-in: pass --data for the study's own structures)")
+    )
+    print(
+        f"reference batch: {what}; {batch.num_atoms} atoms, {batch.num_edges} edges, "
+        f"{batch.num_atoms / batch.num_structures:.1f} atoms per structure, "
+        f"{batch.num_edges / batch.num_atoms:.1f} edges per atom"
+    )
+    if overrides:
+        print(f"model options of the {args.ladder} ladder: {overrides}")
     header = f"{'arch':<10} {'width':>6} {'N':>12} {'kappa_raw':>10} {'kappa':>10}"
     print(f"{header} {'fwd FLOP/atom':>14} {'train FLOP/atom':>16}")
     for w in widths:
-        f = measure_family(args.arch, w, batch)
+        f = measure_family(args.arch, w, batch, **overrides)
         print(
             f"{f.arch:<10} {f.width:>6} {f.num_parameters:>12,} {f.kappa_raw:>10.3f} {f.kappa_corrected:>10.3f} "
             f"{f.forward_flops_per_atom:>14.4g} {f.train_flops_per_atom:>16.4g}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 
 from symscale.errors import SymscaleError
 
@@ -16,8 +15,8 @@ def add_parser(subparsers) -> None:
         help="list model families and their width ladders",
         description=(
             "List the registered model families with their symmetry group, body order nu, tensor order l, "
-            "muP base width and default depth. With --ladder, list the ladder's widths and the exact "
-            "parameter count N of each."
+            "muP base width and default depth. With --ladder, list the ladder's widths with the exact "
+            "parameter count N of each and the depth and lmax the ladder builds them at."
         ),
     )
     p.add_argument(
@@ -51,19 +50,31 @@ def _parse_elements(items: list[str]) -> list[int]:
     return out
 
 
-_DEPTH_OPTIONS = ("num_layers", "num_blocks", "num_interactions")
+def _option_text(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _print_ladder(arch: str, name: str, elements: list[int]) -> None:
+    from symscale.models.ladders import DEPTH_OPTIONS, ladder_option, ladder_rungs
+
+    try:
+        rungs = ladder_rungs(arch, name, elements)
+    except SymscaleError as err:
+        print(f"{arch}: {err}")
+        return
+    depth = _option_text(ladder_option(arch, name, DEPTH_OPTIONS))
+    lmax = _option_text(ladder_option(arch, name, ("lmax",)))
+    for r in rungs:
+        print(f"{arch:<10} {r.width:>6} {'N=' + format(r.num_parameters, ','):>14} {depth:>5} {lmax:>4}")
 
 
 def _default_depth(cls) -> str:
-    params = inspect.signature(cls.__init__).parameters
-    for name in _DEPTH_OPTIONS:
-        if name in params and params[name].default is not inspect.Parameter.empty:
-            return str(params[name].default)
-    return "-"
+    from symscale.models.ladders import DEPTH_OPTIONS, ladder_option
+
+    return _option_text(ladder_option(cls.arch, None, DEPTH_OPTIONS))
 
 
 def run(args: argparse.Namespace) -> int:
-    from symscale.models.ladders import ladder_rungs
     from symscale.models.registry import get_family, list_archs
 
     archs = [args.arch] if args.arch else list_archs()
@@ -76,12 +87,8 @@ def run(args: argparse.Namespace) -> int:
         l_text = "-" if sym.l is None else str(sym.l)
         print(f"{arch:<10} {sym.group:<6} {sym.nu:>3} {l_text:>4} {cls.base_width:>10} {_default_depth(cls):>5}")
     if args.ladder:
-        print(f"\nladder {args.ladder!r} (N for Z = {elements}):")
+        print(f"\nladder {args.ladder!r} (N for Z = {elements}; depth and lmax as the ladder builds them):")
+        print(f"{'arch':<10} {'width':>6} {'N':>14} {'depth':>5} {'lmax':>4}")
         for arch in archs:
-            try:
-                rungs = ladder_rungs(arch, args.ladder, elements)
-            except SymscaleError as err:
-                print(f"{arch}: {err}")
-                continue
-            print(f"{arch}: " + ", ".join(f"w={r.width} N={r.num_parameters:,}" for r in rungs))
+            _print_ladder(arch, args.ladder, elements)
     return 0

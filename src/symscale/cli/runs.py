@@ -13,8 +13,8 @@ def add_parser(subparsers) -> None:
         "runs",
         help="list a study's runs: status, N, D, last loss, FLOPs, device-hours",
         description=(
-            "Show every run of a study directory (rebuilding its catalogue.sqlite from the run directories "
-            "when missing or stale): run id, family, width, status, N (parameters), D (atoms seen), last "
+            "Show every run of a study directory, read from its run directories (catalogue.sqlite is not "
+            "written): run id, family, width, prefix, status, N (parameters), D (atoms seen), last "
             "validation loss, C (FLOPs, measured) and H (device-hours)."
         ),
     )
@@ -32,18 +32,19 @@ def run(args: argparse.Namespace) -> int:
 
     if not (args.study / "runs").is_dir():
         raise SymscaleError.invalid("study directory", str(args.study), "a directory with runs/ (from symscale study)")
-    records = Catalogue(args.study).refresh()
+    records = Catalogue(args.study).runs()
     if args.status:
         records = [r for r in records if r.status == args.status]
     head = (
-        f"{'run':<28} {'arch':<10} {'width':>6} {'status':<11} {'N':>9} {'D':>9} {'loss':>9} {'FLOPs':>9} {'dev-h':>8}"
+        f"{'run':<28} {'arch':<10} {'width':>6} {'prefix':>6} {'status':<11} {'N':>9} {'D':>9} {'loss':>9} "
+        f"{'FLOPs':>9} {'dev-h':>8}"
     )
     print(head)
     print("-" * len(head))
     for r in records:
         print(
-            f"{r.run_id:<28} {r.arch or '-':<10} {_num(r.width, 'd'):>6} {r.status:<11} {_num(r.n_params):>9} "
-            f"{_num(r.atoms_seen):>9} {_num(r.last_loss, '.4g'):>9} {_num(r.flops):>9} {_num(r.device_hours, '.2g'):>8}"
+            f"{r.run_id:<28} {r.arch or '-':<10} {_num(r.width, 'd'):>6} {_num(r.prefix, '.3g'):>6} {r.status:<11} "
+            f"{_num(r.N):>9} {_num(r.D):>9} {_num(r.loss, '.4g'):>9} {_num(r.C):>9} {_num(r.H, '.2g'):>8}"
         )
     counts = {}
     for r in records:

@@ -10,7 +10,7 @@ from symscale.errors import SymscaleError
 EPILOG = """examples:
   symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
   symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
-  symscale study paper --data /path/to/omol25/train --dry-run
+  symscale study paper --data /path/to/omol25/train --val-data /path/to/omol25/val --dry-run
   symscale study my_spec.yaml --executor ray --workers 4
 """
 
@@ -37,6 +37,12 @@ def add_parser(subparsers) -> None:
         "folder); replaces the spec's dataset",
     )
     p.add_argument(
+        "--val-data",
+        default=None,
+        help="separate validation data (file or folder; the paper preset: OMol25's validation split); "
+        "replaces the spec's dataset.val_path (default: validation carved out of the training data)",
+    )
+    p.add_argument(
         "--executor",
         choices=("local", "slurm", "ray"),
         default=None,
@@ -46,8 +52,15 @@ def add_parser(subparsers) -> None:
         "--workers",
         type=int,
         default=None,
-        help="local executor: number of worker processes, each with cores/workers torch threads "
-        "(default: the spec's executor.workers)",
+        help="local executor: number of worker processes, each with cores/workers torch threads; ray: runs "
+        "in flight at once (default: the spec's executor.workers; ray: as the cluster's resources allow); "
+        "refused with slurm (one job per run: executor.slurm.max_running)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a study-level progress bar on stderr: runs done, FLOPs done, ETA (default: on when stderr is a terminal)",
     )
     p.add_argument(
         "--dry-run",
@@ -64,18 +77,28 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from symscale.study.runner import dry_run, format_estimates, run_study
+    from symscale.report.render import write_report
+    from symscale.study.runner import format_estimates, run_study
+    from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
+    from symscale.study.tuning import estimate_sweeps, format_sweeps
 
     overrides = {}
     if args.data is not None:
         overrides["dataset"] = {"path": str(Path(args.data).resolve()), "builtin": None}
+    if args.val_data is not None:
+        if not Path(args.val_data).exists():
+            raise SymscaleError(f"validation data not found: {args.val_data} (--val-data)")
+        overrides.setdefault("dataset", {})["val_path"] = str(Path(args.val_data).resolve())
     if args.no_report:
         overrides["report"] = False
     if args.workers is not None and args.workers < 1:
         raise SymscaleError.invalid("--workers", args.workers, "an integer >= 1")
     spec = load_spec(args.spec, overrides=overrides)
+    if args.workers is not None and (args.executor or spec.executor.kind) == "slurm":
+        raise SymscaleError.invalid("--workers", args.workers, SLURM_NO_WORKERS)
     no_data = spec.dataset.path is not None and "${" in spec.dataset.path
+    no_val = spec.dataset.val_path is not None and "${" in spec.dataset.val_path
     if args.dry_run:
         reference = 1e18 if spec.name == "paper" else None
         print(
@@ -83,12 +106,20 @@ def run(args: argparse.Namespace) -> int:
             + (" (no --data: sizes from the spec's size_hint)" if no_data else "")
             + ":"
         )
-        print(format_estimates(dry_run(spec), reference_flops=reference))
+        paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
+        stages, grid = estimate_sweeps(spec, paths)
+        print(format_sweeps(stages))
+        print(format_estimates(grid, reference_flops=reference))
         return 0
     if no_data:
         raise SymscaleError(
             f"the {spec.name} study needs its data: symscale study {args.spec} --data PATH "
             "(a folder of OMol25 .aselmdb files, e.g. omol25/train)"
+        )
+    if no_val:
+        raise SymscaleError(
+            f"the {spec.name} study validates on separate data: symscale study {args.spec} --val-data PATH "
+            "(e.g. the neutral OMol25 validation split, omol25/val)"
         )
     study_dir = args.dir or Path("studies") / spec.name
     result = run_study(
@@ -98,5 +129,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         retry_failed=args.retry_failed,
         out=lambda line: print(line, flush=True),
+        progress=args.progress,
+        reporter=write_report,
     )
     return 0 if result.failed == 0 and result.pending == 0 else 1

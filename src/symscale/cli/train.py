@@ -19,6 +19,8 @@ common RunConfig keys for --set / --config (defaults; all keys: symscale.config.
   force_weight=1.0          weight of the mean force-error norm (units of the force RMS)
   eval_points=24            log-spaced evaluations from eval_first_fraction=0.01 of the run to its end
   checkpoint_every=1        checkpoint at every k-th evaluation (0: only at the end)
+  divergence_factor=1000    failed as diverged when val_loss > this x the first evaluation's
+  divergence_patience=6     ... or when it rose at this many evaluations in a row above the first (0: off)
   dtype=float32             float32 | float64
   tf32=false, autocast_bf16=false   CUDA speed options
   model_overrides={num_layers: 4}   family options
@@ -49,10 +51,22 @@ def add_parser(subparsers) -> None:
         "(config default: builtin)",
     )
     p.add_argument(
+        "--val-data",
+        default=None,
+        help="separate validation data (file or folder; data.val_source); default: n_val structures carved out "
+        "of --data",
+    )
+    p.add_argument(
         "--structures",
         type=int,
         default=None,
         help="structures in the nested training prefix (data.n_train; default: all non-validation structures)",
+    )
+    p.add_argument(
+        "--energy-key", default=None, help="label key of the energy in --data (default energy; MACE: REF_energy)"
+    )
+    p.add_argument(
+        "--forces-key", default=None, help="label key of the forces in --data (default forces; MACE: REF_forces)"
     )
     p.add_argument("--out", required=True, help="run directory (created; an existing one is resumed)")
     p.add_argument("--config", default=None, help="YAML file of RunConfig keys (nested, dotted or flat)")
@@ -93,7 +107,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = RunConfig.from_dict(raw)
     flags = {
         "source": args.data,
+        "val_source": args.val_data,
         "n_train": args.structures,
+        "energy_key": args.energy_key,
+        "forces_key": args.forces_key,
         "device": args.device,
         "seed": args.seed,
         "threads": args.threads,

@@ -48,7 +48,7 @@ def _lrs(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from symscale.train.loop import tune_learning_rate
+    from symscale.train.tune import tune_learning_rate
 
     raw = read_yaml_mapping(args.config) if args.config else {}
     raw.update(arch=args.arch, width=args.width)

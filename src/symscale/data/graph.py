@@ -23,6 +23,13 @@ import torch
 
 DEFAULT_CUTOFF = 6.0  # Angstrom, as in the reference study's eSEN
 DEFAULT_MAX_NEIGHBORS = 30
+# Size of the largest structure (atoms) from which vesin's cell list replaces the padded distance tensor on CPU.
+# Measured with benchmarks/bench_neighbors.py (batches of 8 molecule-like clouds at 0.1 atoms/A^3, cutoff 6 A,
+# 30 neighbours, 1 thread, medians of 9 repeats, two runs) on a shared 2-core CPU under load (load average
+# 5-7, so the numbers are noisy): padded/vesin time ratio 0.2-0.3 at 20 atoms, 0.6-1.0 at 60-100, 0.86-0.90
+# at 150, 1.2-1.4 at 200, 1.4-1.9 at 250 and 2.7-3.1 at 350 atoms. The crossover lies between 150 and 200
+# atoms; re-measure on a quiet machine (and per device: on GPU the padded search is always used).
+VESIN_MIN_ATOMS = 175
 
 
 @dataclass
@@ -100,11 +107,25 @@ def radius_graph(
 ) -> torch.Tensor:
     """Edges (j -> i) with |r_ij| < cutoff within each structure, at most `max_neighbors` per target i.
 
-    Works on a padded [n_structures, max_atoms, max_atoms] distance tensor, which was measured several times
-    faster than vesin for molecules of up to about 100 atoms (DATA_NOTES.md, section 6). `batch` must be
+    Two searches give the same edges in the same order: a padded [n_structures, max_atoms, max_atoms]
+    distance tensor (any device), and vesin's cell list per structure (CPU). The padded search costs
+    max_atoms^2 per structure, the cell list about n_atoms x neighbours; vesin is used on CPU when the largest structure
+    of the batch has at least `VESIN_MIN_ATOMS` atoms (the measured crossover, see there). `batch` must be
     sorted (atoms of one structure contiguous). Returns a [2, n_edges] long tensor on `pos.device`,
-    sorted by target and then by distance.
+    sorted by target, then by distance, then by source index.
     """
+    if pos.device.type == "cpu" and batch.numel() and int(torch.bincount(batch).max()) >= VESIN_MIN_ATOMS:
+        return radius_graph_vesin(pos, batch, cutoff, max_neighbors)
+    return radius_graph_padded(pos, batch, cutoff, max_neighbors)
+
+
+def radius_graph_padded(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+) -> torch.Tensor:
+    """`radius_graph` on a padded [n_structures, max_atoms, max_atoms] distance tensor (any device)."""
     with torch.no_grad():
         n_struct = int(batch.max().item()) + 1 if batch.numel() else 0
         if n_struct == 0:
@@ -130,6 +151,56 @@ def radius_graph(
         target = offsets[s_idx] + i_loc
         source = offsets[s_idx] + j_loc
         return torch.stack([source, target]).long()
+
+
+def radius_graph_vesin(
+    pos: torch.Tensor,
+    batch: torch.Tensor,
+    cutoff: float = DEFAULT_CUTOFF,
+    max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+) -> torch.Tensor:
+    """`radius_graph` with vesin's cell list, one structure at a time (CPU positions).
+
+    vesin finds the candidate pairs (with a slightly larger cutoff), grouped by target. The squared distance
+    that decides the cutoff, the ranking and the ties is recomputed exactly as `radius_graph_padded` computes
+    it, and each target's candidates are ranked in one row of a [n_atoms, max_degree] table: sorted by source,
+    then stably by distance (ties in source order), so the two searches return identical edges.
+    """
+    from vesin import NeighborList
+
+    with torch.no_grad():
+        xyz = pos.detach().cpu()  # [n_atoms, 3]
+        xyz64 = xyz.double().numpy()  # vesin's candidates in float64 (the 1e-6 margin covers float32 rounding)
+        counts = torch.bincount(batch).tolist() if batch.numel() else []
+        search = NeighborList(cutoff=cutoff * (1 + 1e-6) + 1e-9, full_list=True, sorted=True)
+        targets, sources, lo = [], [], 0
+        for n in counts:
+            if n >= 2:
+                i, j = search.compute(points=xyz64[lo : lo + n], box=np.zeros((3, 3)), periodic=False)
+                targets.append(torch.from_numpy(i.astype(np.int64)) + lo)
+                sources.append(torch.from_numpy(j.astype(np.int64)) + lo)
+            lo += n
+        if not targets:
+            return torch.zeros(2, 0, dtype=torch.long, device=pos.device)
+        target, source = torch.cat(targets), torch.cat(sources)  # [n_pairs], grouped by target
+        d2 = (xyz[target] - xyz[source]).pow(2).sum(-1)  # [n_pairs] squared distance, as the padded search
+        inside = d2 < cutoff * cutoff
+        target, source, d2 = target[inside], source[inside], d2[inside]
+        degree = torch.bincount(target, minlength=xyz.shape[0])  # [n_atoms]
+        first = torch.cumsum(degree, 0) - degree  # [n_atoms] first pair of each target
+        slot = torch.arange(target.numel()) - first[target]  # [n_pairs] position within the target's group
+        width = int(degree.max())
+        sources_of = torch.full((xyz.shape[0], width), xyz.shape[0], dtype=torch.long)  # [n_atoms, max_degree]
+        sources_of[target, slot] = source
+        by_source = torch.sort(sources_of, dim=-1).indices  # [n_atoms, max_degree] slots in source order
+        table = d2.new_full((xyz.shape[0], width), float("inf"))  # [n_atoms, max_degree] squared distances
+        table[target, slot] = d2
+        table = torch.gather(table, 1, by_source)
+        nearest = torch.sort(table, dim=-1, stable=True).indices[:, :max_neighbors]  # [n_atoms, k]
+        order = torch.gather(by_source, 1, nearest)  # [n_atoms, k] slots, nearest first, ties by source
+        row, col = (nearest < degree[:, None]).nonzero(as_tuple=True)  # real pairs only, by target then rank
+        pair = first[row] + order[row, col]  # [n_edges]
+        return torch.stack([source[pair], target[pair]]).to(device=pos.device)
 
 
 def collate(

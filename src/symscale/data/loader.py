@@ -5,10 +5,11 @@ caller shuffles, e.g. with a seeded permutation per epoch); the last batch may b
 skips ahead without reading the skipped structures, so a resumed run sees exactly the batches it would have
 seen. A `PackedDataset` with stored neighbour lists (`pack(..., graph=...)`) batches by numpy gathers alone.
 With `prefetch > 0` a background thread collates up to that many batches ahead; the order and content are
-unchanged (one producer, a FIFO queue). With `workers > 0`, that many processes read and collate batches
-(torch's DataLoader over batch numbers, in order; `prefetch` batches ahead per worker, at least 2; each worker
-is a spawned process, which takes a few seconds to start once per pass over the data): the way to
-keep a GPU fed from a dataset too large to pack, where each batch is read from disk and its neighbours searched."""
+unchanged (one producer, a FIFO queue). With `workers > 0`, that many processes read and collate batches in
+order (`prefetch` batches ahead per worker, at least 2): the way to keep a GPU fed from a dataset too large to
+pack, where each batch is read from disk and its neighbours searched. Spawned processes take seconds to start,
+so a run starts one `LoaderWorkers` and hands it to the loader of every pass (`pool=`); a loader given only
+`workers` starts its own for its one pass."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def collate_indices(
 
 
 class BatchLoader:
-    """Batches of `dataset[indices]`, in order; `len()` is the number of batches."""
+    """Batches of `dataset[indices]`, in order; `len()` is the number of batches. `pool`: running workers
+    (`LoaderWorkers` of the same dataset, cutoff, neighbours and dtype) to collate in, instead of `workers`."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class BatchLoader:
         start_batch: int = 0,
         prefetch: int = 0,
         workers: int = 0,
+        pool: LoaderWorkers | None = None,
     ):
         if batch_size < 1:
             raise SymscaleError.invalid("batch size", batch_size, "an integer >= 1")
@@ -68,6 +71,7 @@ class BatchLoader:
         if workers < 0:
             raise SymscaleError.invalid("loader workers", workers, "an integer >= 0")
         self.workers = int(workers)
+        self.pool = pool
 
     def __len__(self) -> int:
         return -(-len(self.indices) // self.batch_size)
@@ -78,7 +82,7 @@ class BatchLoader:
         return collate_indices(self.dataset, idx, self.cutoff, self.max_neighbors, self.dtype)
 
     def __iter__(self) -> Iterator[GraphBatch]:
-        if self.workers > 0 and self.start_batch < len(self):
+        if (self.workers > 0 or self.pool is not None) and self.start_batch < len(self):
             yield from self._from_workers()
             return
         if self.prefetch <= 0:
@@ -88,19 +92,14 @@ class BatchLoader:
         yield from self._prefetched()
 
     def _from_workers(self) -> Iterator[GraphBatch]:
-        from torch.utils.data import DataLoader
-
-        batches = _BatchNumbers(self)
-        yield from DataLoader(
-            batches,
-            batch_size=None,  # each item is already a batch
-            collate_fn=_as_is,
-            num_workers=self.workers,
-            prefetch_factor=max(self.prefetch, 2),
-            # spawned, not forked: a forked child inherits the parent's open LMDB environments (which LMDB
-            # forbids reusing) and its OpenMP state; each worker reopens the files itself
-            multiprocessing_context="spawn",
-        )
+        if self.pool is not None:
+            yield from self.pool.batches(self.indices, self.batch_size, self.start_batch)
+            return
+        with LoaderWorkers(
+            self.dataset, self.workers, cutoff=self.cutoff, max_neighbors=self.max_neighbors, dtype=self.dtype,
+            prefetch=self.prefetch,
+        ) as pool:  # fmt: skip
+            yield from pool.batches(self.indices, self.batch_size, self.start_batch)
 
     def _prefetched(self) -> Iterator[GraphBatch]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
@@ -132,18 +131,137 @@ class BatchLoader:
                     thread.join(0.01)
 
 
-class _BatchNumbers:
-    """Map-style view of a `BatchLoader` for torch's DataLoader: item k is batch start_batch + k."""
+class LoaderWorkers:
+    """Worker processes that read and collate batches of one dataset, started once and reused for every pass.
 
-    def __init__(self, loader: BatchLoader):
-        self.loader = loader
+    Each worker is a spawned process (not forked: a forked child would inherit the parent's open LMDB
+    environments, which LMDB forbids reusing, and its OpenMP state) that receives the dataset pickled (a
+    reader's `Dataset` reopens its cached index there, memory-mapped, and opens its LMDB environments on first
+    read) and then batch numbers to collate. Batch k of a pass goes to worker k mod n and each worker answers
+    in the order it was asked, so batches arrive in the caller's order, the same as without workers.
+    `prefetch` batches per worker (at least 2) are in flight ahead of the consumer.
+    """
 
-    def __len__(self) -> int:
-        return len(self.loader) - self.loader.start_batch
+    def __init__(
+        self,
+        dataset,
+        workers: int,
+        *,
+        cutoff: float = DEFAULT_CUTOFF,
+        max_neighbors: int = DEFAULT_MAX_NEIGHBORS,
+        dtype: torch.dtype = torch.float32,
+        prefetch: int = 2,
+    ):
+        if workers < 1:
+            raise SymscaleError.invalid("loader workers", workers, "an integer >= 1")
+        import torch.multiprocessing as tmp
 
-    def __getitem__(self, k: int) -> GraphBatch:
-        return self.loader.batch(self.loader.start_batch + int(k))
+        if tmp.current_process().daemon:
+            raise SymscaleError.invalid(
+                "runtime.loader_workers", workers, "0 in a daemonic process (a local study worker cannot start them)"
+            )
+        ctx = tmp.get_context("spawn")
+        self.depth = max(int(prefetch), 2)
+        self._tasks = [ctx.Queue() for _ in range(workers)]
+        self._results = [ctx.Queue() for _ in range(workers)]
+        self._procs = [
+            ctx.Process(target=_work, args=(dataset, cutoff, max_neighbors, dtype, t, r), daemon=True)
+            for t, r in zip(self._tasks, self._results)
+        ]
+        for p in self._procs:
+            p.start()
+        self._outstanding = [0] * workers  # batches asked of each worker and not yet collected
+        self._busy = False
+
+    @property
+    def pids(self) -> list[int]:
+        return [int(p.pid) for p in self._procs]
+
+    def batches(self, indices, batch_size: int, start_batch: int = 0) -> Iterator[GraphBatch]:
+        """Batches `start_batch, ...` of `indices` cut into `batch_size` structures, in order."""
+        if self._busy:
+            raise RuntimeError("LoaderWorkers.batches: one pass at a time")
+        indices = np.asarray(indices, dtype=np.int64)
+        n_batches, n = -(-len(indices) // batch_size), len(self._procs)
+        ahead = start_batch
+
+        def ask(b: int) -> None:
+            w = (b - start_batch) % n
+            self._tasks[w].put((b, indices[b * batch_size : (b + 1) * batch_size]))
+            self._outstanding[w] += 1
+
+        self._busy = True
+        try:
+            while ahead < min(n_batches, start_batch + n * self.depth):
+                ask(ahead)
+                ahead += 1
+            for b in range(start_batch, n_batches):
+                got, batch = self._collect((b - start_batch) % n)
+                assert got == b, f"loader worker answered batch {got} for batch {b}"
+                if ahead < n_batches:
+                    ask(ahead)
+                    ahead += 1
+                yield batch
+        finally:
+            for w in range(n):  # a pass left early: collect what was asked so that the next pass starts clean
+                while self._outstanding[w]:
+                    self._collect(w, raise_errors=False)
+            self._busy = False
+
+    def _collect(self, w: int, raise_errors: bool = True):
+        while True:
+            try:
+                b, item = self._results[w].get(timeout=5.0)
+                break
+            except queue.Empty:
+                if not self._procs[w].is_alive():
+                    self._outstanding[w] = 0
+                    raise SymscaleError(
+                        f"loader worker {w} (pid {self._procs[w].pid}) died with exit code {self._procs[w].exitcode}"
+                    ) from None
+        self._outstanding[w] -= 1
+        if isinstance(item, _WorkerError) and raise_errors:
+            raise item.error()
+        return b, item
+
+    def close(self) -> None:
+        """Stop the workers (idempotent)."""
+        for t, p in zip(self._tasks, self._procs):
+            if p.is_alive():
+                t.put(None)
+        for p in self._procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.terminate()
+
+    def __enter__(self) -> LoaderWorkers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
-def _as_is(batch: GraphBatch) -> GraphBatch:
-    return batch
+class _WorkerError:
+    """An exception raised in a worker, carried back as text (it may not pickle) and raised by the consumer."""
+
+    def __init__(self, err: BaseException):
+        import traceback
+
+        self.is_user_error = isinstance(err, SymscaleError)
+        self.message = str(err) if self.is_user_error else "".join(traceback.format_exception(err)).strip()
+
+    def error(self) -> Exception:
+        if self.is_user_error:
+            return SymscaleError(self.message)
+        return RuntimeError(f"loader worker failed:\n{self.message}")
+
+
+def _work(dataset, cutoff: float, max_neighbors: int, dtype: torch.dtype, tasks, results) -> None:
+    """A worker's loop: collate the batches asked for until told to stop (None)."""
+    torch.set_num_threads(1)
+    while (task := tasks.get()) is not None:
+        b, idx = task
+        try:
+            results.put((b, collate_indices(dataset, idx, cutoff, max_neighbors, dtype)))
+        except Exception as err:  # carried to the consumer, which raises it
+            results.put((b, _WorkerError(err)))

@@ -1,9 +1,10 @@
 """Streaming, random-access readers for labelled structures: OMol25's `.aselmdb`, ASE `.db`, extxyz.
 
 `open_dataset(paths)` turns one file, several files or a folder of shards into one `Dataset`: a global index
-maps to (file, row), and `dataset[i]` reads only that row. Nothing reads the whole file into memory; the
-only pass over all rows is the optional `neutral_only` / `skip_invalid` selection, kept in memory as one
-int array.
+maps to (file, row), and `dataset[i]` reads only that row. Nothing reads the whole file into memory. The
+one pass over all rows is the dataset index (`symscale.data.index`: per-row charge, spin, atom count,
+composition, molecule id, validity), built once per file and cached; the `neutral_only` / `skip_invalid`
+selection, whole-molecule splits and composition statistics read it (the selection is one int array).
 
 Formats
 - `.aselmdb` (fairchem/OMol25, ASE DB through ase-db-backends): rows are read directly from LMDB (zlib JSON,
@@ -13,14 +14,24 @@ Formats
 - `.xyz` / `.extxyz`: frame byte offsets are indexed once at open (a truncated last frame is detected there),
   then a frame is read by seeking to it. `charge` and `spin` come from the comment line when present.
 
+Label keys: energies and forces are read from `energy` / `forces` unless `energy_key` / `forces_key` name
+others (MACE's `REF_energy` / `REF_forces`, say). A key is looked up where each format keeps it: extxyz in the
+comment line (energy) or the per-atom columns (forces); ASE databases in the calculator results, the row's
+key-value pairs, then its `data`.
+
+Periodic structures (any `pbc` true) are refused with the file and row: the models and the neighbour search
+are for molecules, and dropping the cell silently would train on the wrong graph. A cell with `pbc` all
+false (a molecule in a box) is read as a molecule.
+
 Conventions: energies eV, forces eV/Angstrom, positions Angstrom, spin = multiplicity (1 = singlet).
 A missing charge is read as 0 and a missing spin as 1.
 
 Validation on access: a structure with no energy or no forces, a NaN/inf label or position, an atomic number
 outside 1..118 (or an unknown symbol), or two atoms closer than `MIN_DISTANCE` (0.1 Angstrom: atoms on top
 of each other; real molecules never come closer than about 0.5 Angstrom) raises a `SymscaleError` naming the
-file and the structure index. With `skip_invalid=True` every structure is validated once at open; invalid
-ones are left out of the index and counted in `dataset.skipped` (with reasons in `dataset.skip_reasons`).
+file and the structure index. With `skip_invalid=True` the index's validity codes (the same checks, made once
+when the index is built) leave invalid structures out, counted in `dataset.skipped` (with reasons in
+`dataset.skip_reasons`).
 
 Writing (`write_structures`) is atomic: a unique temporary file beside the target, fsync, rename; a failed
 write leaves an existing file untouched and nothing behind. LMDB writers allocate their lock file first
@@ -39,13 +50,17 @@ import shutil
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from symscale.data.graph import Structure
+from symscale.data.index import MIN_DISTANCE, dataset_index
 from symscale.errors import SymscaleError
+
+if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
+    from symscale.data.graph import Structure
 
 try:  # orjson decodes the row JSON ~2x faster; optional
     import orjson
@@ -56,7 +71,6 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 log = logging.getLogger(__name__)
 
-MIN_DISTANCE = 0.1  # Angstrom: closer than this, two atoms are "on top of each other"
 MAX_Z = 118
 LMDB_EXTENSIONS = (".aselmdb", ".lmdb")
 XYZ_EXTENSIONS = (".xyz", ".extxyz")
@@ -92,6 +106,8 @@ def _scalar(value) -> float | None:
 
 
 def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> Structure:
+    from symscale.data.graph import Structure
+
     info = dict(info)
     charge = info.pop("charge", 0)
     spin = info.pop("spin", 1)
@@ -104,6 +120,29 @@ def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> St
         spin=int(1 if spin is None else spin),
         info=info,
     )
+
+
+DEFAULT_ENERGY_KEY = "energy"
+DEFAULT_FORCES_KEY = "forces"
+
+
+def _label(row: dict, key: str):
+    """The value of label `key` in an ASE database row (as a dict): calculator results at the top level,
+    then key-value pairs, then `data`; None when absent."""
+    for place in (row, row.get("key_value_pairs") or {}, row.get("data") or {}):
+        if key in place and place[key] is not None:
+            return place[key]
+    return None
+
+
+def _refuse_periodic(path: Path, i: int, pbc) -> None:
+    """Raise when a row has a periodic cell (symscale's models and graphs are for molecules)."""
+    pbc = np.asarray(pbc if pbc is not None else False, dtype=bool).reshape(-1)
+    if pbc.any():
+        raise SymscaleError(
+            f"{path}: structure {i}: periodic cell (pbc={pbc.astype(int).tolist()}) is not supported; "
+            "expected a molecule (pbc false)"
+        )
 
 
 def check_structure(s: Structure) -> str | None:
@@ -154,32 +193,37 @@ def _min_distance(pos: np.ndarray) -> float:
 class _LmdbSource:
     """Rows of one `.aselmdb` file, read straight from LMDB (the layout ase-db-backends writes)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
+        self._resolved = str(Path(path).resolve())
+        self.energy_key, self.forces_key = energy_key, forces_key
         self._env = None
         txn = self._txn()
         nextid = _decode(txn.get(b"nextid")) if txn.get(b"nextid") is not None else 1
         raw_deleted = txn.get(b"deleted_ids")
         deleted = set(_decode(raw_deleted)) if raw_deleted is not None else set()
-        ids = np.arange(1, int(nextid), dtype=np.int64)
+        self.n_ids = int(nextid) - 1
+        self.ids: np.ndarray | None = None  # row ids where some were deleted; else row i has id i + 1
         if deleted:
-            ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
-        self.ids = ids
+            ids = np.arange(1, int(nextid), dtype=np.int64)
+            self.ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
 
     def _txn(self):
-        env = _open_envs.get(_env_key(self.path))
+        key = (self._resolved, os.getpid())  # per process: LMDB environments are not shared across a fork
+        env = _open_envs.get(key)
         if env is None or env is not self._env:  # (re)open per process, and after a writer closed it
             self._env = env if env is not None else _lmdb_env(self.path, readonly=True)
             self._txn_cache = self._env.begin(write=False)
         return self._txn_cache
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.n_ids if self.ids is None else len(self.ids)
 
     def row(self, i: int) -> dict:
-        raw = self._txn().get(str(int(self.ids[i])).encode("ascii"))
+        row_id = int(i) + 1 if self.ids is None else int(self.ids[i])
+        raw = self._txn().get(str(row_id).encode("ascii"))
         if raw is None:
-            raise SymscaleError(f"cannot read {self.path}: row id {int(self.ids[i])} (structure {i}) is missing")
+            raise SymscaleError(f"cannot read {self.path}: row id {row_id} (structure {i}) is missing")
         try:
             return _decode(raw)
         except (zlib.error, ValueError) as err:
@@ -187,20 +231,46 @@ class _LmdbSource:
 
     def read(self, i: int) -> Structure:
         dct = self.row(i)
+        _refuse_periodic(self.path, i, _array(dct.get("pbc"), bool))
         return _structure_from_fields(
             _array(dct.get("numbers"), np.int64),
             _array(dct.get("positions"), np.float64),
-            _scalar(dct.get("energy")),
-            _array(dct.get("forces"), np.float64),
+            _scalar(_label(dct, self.energy_key)),
+            _array(_label(dct, self.forces_key), np.float64),
             dct.get("data") or {},
         )
+
+    def decoded_rows(self, start: int, stop: int) -> Iterator[dict | None]:
+        """The decoded rows start..stop as stored (None for a missing or corrupt row), each with its labels under
+        `energy` / `forces` whatever this source's label keys: the index pass reads these without building
+        structures."""
+        txn = self._txn()
+        ids = range(start + 1, stop + 1) if self.ids is None else self.ids[start:stop].tolist()
+        for row_id in ids:
+            try:
+                d = _decode(txn.get(str(row_id).encode("ascii")))
+            except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
+                yield None
+                continue
+            yield {**d, "energy": _label(d, self.energy_key), "forces": _label(d, self.forces_key)}
 
     def metadata(self, i: int) -> dict:
         """The row's `data` (charge, spin and what else the writer stored), without building the structure."""
         return dict(self.row(i).get("data") or {})
 
+    def numbers(self, i: int) -> np.ndarray:
+        """The row's atomic numbers, without building the structure or reading its labels."""
+        return _array(self.row(i).get("numbers"), np.int64)
+
     def __getstate__(self):
-        return {"path": self.path, "ids": self.ids}
+        return {
+            "path": self.path,
+            "_resolved": self._resolved,
+            "ids": self.ids,
+            "n_ids": self.n_ids,
+            "energy_key": self.energy_key,
+            "forces_key": self.forces_key,
+        }
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -276,8 +346,9 @@ def _decode(raw: bytes):
 class _SqliteSource:
     """Rows of one ASE `.db` (sqlite) file, through `ase.db`."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
+        self.energy_key, self.forces_key = energy_key, forces_key
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
                 self.ids = np.array([r[0] for r in con.execute("SELECT id FROM systems ORDER BY id")], np.int64)
@@ -297,22 +368,25 @@ class _SqliteSource:
 
     def read(self, i: int) -> Structure:
         row = self._row(i)
-        return _structure_from_fields(
-            row.numbers, row.positions, row.get("energy"), row.get("forces"), dict(row.get("data") or {})
-        )
+        _refuse_periodic(self.path, i, row.get("pbc"))
+        fields = {"key_value_pairs": row.key_value_pairs, "data": row.get("data") or {}}
+        fields.update({k: row.get(k) for k in ("energy", "forces", self.energy_key, self.forces_key)})
+        energy, forces = _label(fields, self.energy_key), _label(fields, self.forces_key)
+        return _structure_from_fields(row.numbers, row.positions, energy, forces, dict(row.get("data") or {}))
 
     def metadata(self, i: int) -> dict:
         return dict(self._row(i).get("data") or {})
 
     def __getstate__(self):
-        return {"path": self.path, "ids": self.ids, "_db": None}
+        return {**self.__dict__, "_db": None}
 
 
 class _XyzSource:
     """Frames of one extxyz file; frame byte offsets are indexed once, then frames are read by seeking."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
         self.path = path
+        self.energy_key, self.forces_key = energy_key, forces_key
         self.offsets, self.truncated = _index_xyz(path)  # offsets: [n_frames + 1] bytes
 
     def __len__(self) -> int:
@@ -330,15 +404,16 @@ class _XyzSource:
             atoms = next(read_xyz(io.StringIO(self._text(i)), 0))
         except (KeyError, ValueError, IndexError) as err:
             raise SymscaleError(f"{self.path}: structure {i}: cannot parse extxyz frame ({err})") from None
-        calc = atoms.calc
-        energy = calc.results.get("energy") if calc is not None else None
-        forces = calc.results.get("forces") if calc is not None else None
-        if forces is None and "forces" in atoms.arrays:
-            forces = atoms.arrays["forces"]
+        _refuse_periodic(self.path, i, atoms.pbc)
+        results = atoms.calc.results if atoms.calc is not None else {}
+        energy = results.get(self.energy_key)
+        forces = results.get(self.forces_key)
+        if forces is None and self.forces_key in atoms.arrays:
+            forces = atoms.arrays[self.forces_key]
         info = {k: v.item() if isinstance(v, np.generic) else v for k, v in atoms.info.items()}
         info = {k: v for k, v in info.items() if isinstance(v, int | float | str | bool)}
-        if energy is None and "energy" in info:
-            energy = info.pop("energy")
+        if energy is None and self.energy_key in info:
+            energy = info.pop(self.energy_key)
         try:
             return _structure_from_fields(atoms.numbers, atoms.positions, energy, forces, info)
         except (TypeError, ValueError) as err:  # e.g. `energy=abc` or `charge=x` on the comment line
@@ -381,17 +456,17 @@ def _index_xyz(path: Path) -> tuple[np.ndarray, str | None]:
     return np.asarray(offsets, dtype=np.int64), truncated
 
 
-def _open_source(path: Path):
+def _open_source(path: Path, energy_key: str = DEFAULT_ENERGY_KEY, forces_key: str = DEFAULT_FORCES_KEY):
     if not path.exists():
         raise SymscaleError(f"cannot read {path}: no such file or folder")
     suffix = path.suffix.lower()
     try:
         if suffix in LMDB_EXTENSIONS:
-            return _LmdbSource(path)
+            return _LmdbSource(path, energy_key, forces_key)
         if suffix in XYZ_EXTENSIONS:
-            return _XyzSource(path)
+            return _XyzSource(path, energy_key, forces_key)
         if suffix in DB_EXTENSIONS:
-            return _SqliteSource(path)
+            return _SqliteSource(path, energy_key, forces_key)
     except OSError as err:
         raise SymscaleError(f"cannot read {path}: {err.strerror or err}") from None
     except (zlib.error, ValueError) as err:
@@ -427,25 +502,52 @@ class Dataset:
     """One dataset over several files: `len`, `dataset[i] -> Structure` (random access, streaming).
 
     `neutral_only` keeps charge 0 and spin 1 (OMol25's neutral subset); `skip_invalid` leaves out invalid
-    structures (counted in `skipped`). Both are decided by one pass at open; the selection is an int array.
+    structures (counted in `skipped`). Both are read from the dataset's index (`symscale.data.index`: built
+    once per file and cached); the selection is an int array of raw rows. `energy_key` / `forces_key` name the
+    labels (see the module docstring).
     """
 
-    def __init__(self, paths, *, neutral_only: bool = False, skip_invalid: bool = False):
+    def __init__(
+        self,
+        paths,
+        *,
+        neutral_only: bool = False,
+        skip_invalid: bool = False,
+        energy_key: str = DEFAULT_ENERGY_KEY,
+        forces_key: str = DEFAULT_FORCES_KEY,
+    ):
         self.files = expand_paths(paths)
+        self.energy_key, self.forces_key = energy_key, forces_key
         self.neutral_only = neutral_only
         self.skip_invalid = skip_invalid
         self.skipped = 0
         self.skip_reasons: Counter[str] = Counter()
-        self._sources = [_open_source(p) for p in self.files]
+        self._sources = [_open_source(p, energy_key, forces_key) for p in self.files]
         self._truncations(skip_invalid)
         sizes = np.array([len(s) for s in self._sources], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(sizes)])  # [n_files + 1]
         self._selection: np.ndarray | None = None
+        self._index = None
         if neutral_only or skip_invalid:
-            self._selection = self._select()
+            self._select()
         if len(self) == 0:
             what = "neutral (charge 0, spin 1) " if neutral_only else "valid " if skip_invalid else ""
             raise SymscaleError(f"empty dataset: no {what}structures in {_names(self.files)}")
+
+    @property
+    def index(self):
+        """The dataset's `DatasetIndex` (per-row charge, spin, atoms, composition, molecule, validity), read
+        from the cache or built there on first use."""
+        if self._index is None:
+            self._index = dataset_index(self.files, self._sources)
+        return self._index
+
+    def raw_rows(self, indices=None) -> np.ndarray:
+        """Rows of the index (over all rows of all files) of dataset indices `indices` (default: all)."""
+        if indices is None:
+            return self._selection if self._selection is not None else np.arange(int(self._starts[-1]))
+        idx = np.asarray(indices, dtype=np.int64)
+        return self._selection[idx] if self._selection is not None else idx
 
     def _truncations(self, skip_invalid: bool) -> None:
         for src in self._sources:
@@ -458,28 +560,28 @@ class Dataset:
             self.skipped += 1
             self.skip_reasons["truncated file"] += 1
 
-    def _select(self) -> np.ndarray:
-        keep = []
-        for g in range(int(self._starts[-1])):
-            src, i = self._locate_raw(g)
-            if self.skip_invalid:
-                try:
-                    s = src.read(i)
-                    reason = check_structure(s)
-                except SymscaleError as err:
-                    reason, s = str(err), None
-                if reason is not None:
-                    self.skipped += 1
-                    self.skip_reasons[reason.split(" (")[0]] += 1
-                    log.info("skipping %s: structure %d: %s", src.path, i, reason)
-                    continue
-                cs = (s.charge, s.spin)
-            else:
-                meta = src.metadata(i)
-                cs = (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1))
-            if not self.neutral_only or cs == (0, 1):
-                keep.append(g)
-        return np.asarray(keep, dtype=np.int64)
+    def _select(self) -> None:
+        selection, reasons = self.index.selection(neutral_only=self.neutral_only, skip_invalid=self.skip_invalid)
+        self._selection = selection
+        for reason, count in reasons.items():
+            self.skipped += count
+            self.skip_reasons[reason] += count
+        if reasons:
+            log.info("skipping %d invalid structures of %s: %s", sum(reasons.values()), _names(self.files), reasons)
+
+    def __getstate__(self) -> dict:
+        """Pickled for loader workers: a cached index is reopened there (memory-mapped) instead of copying the
+        selection; the LMDB environments are opened in the worker on first read."""
+        state = dict(self.__dict__)
+        if self._index is not None and self._index.cached:
+            state["_selection"] = None if self._selection is None else "from index"
+            state["_index"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if isinstance(self._selection, str):
+            self._selection, _ = self.index.selection(neutral_only=self.neutral_only, skip_invalid=self.skip_invalid)
 
     def _locate_raw(self, g: int):
         f = int(np.searchsorted(self._starts, g, side="right")) - 1
@@ -506,13 +608,27 @@ class Dataset:
         src, row = self._locate_raw(self._global(int(i)))
         return src.metadata(row)
 
+    def numbers(self, i: int) -> np.ndarray:
+        """Structure `i`'s atomic numbers [n_atoms], read without its labels where the format allows (the
+        composition census of `symscale.data.stats`); not checked like `dataset[i]`."""
+        src, row = self._locate_raw(self._global(int(i)))
+        read = getattr(src, "numbers", None)
+        return np.asarray(read(row) if read is not None else src.read(row).numbers, dtype=np.int64)
+
     def __getitem__(self, i: int) -> Structure:
         src, row = self._locate_raw(self._global(int(i)))
         s = src.read(row)
         reason = check_structure(s)
         if reason is not None:
-            raise SymscaleError(f"{src.path}: structure {row}: {reason}")
+            raise SymscaleError(f"{src.path}: structure {row}: {reason}{self._key_hint(reason)}")
         return s
+
+    def _key_hint(self, reason: str) -> str:
+        """For a missing label, which key was looked for and how to name another."""
+        for label, key in (("energy", self.energy_key), ("forces", self.forces_key)):
+            if reason == f"missing {label}":
+                return f" (looked for key {key!r}; name another with {label}_key, e.g. --{label}-key REF_{label})"
+        return ""
 
     def __iter__(self):
         for i in range(len(self)):
@@ -534,9 +650,20 @@ def _names(files: Sequence[Path]) -> str:
     return f"{len(files)} files in {files[0].parent}"
 
 
-def open_dataset(paths, *, neutral_only: bool = False, skip_invalid: bool = False) -> Dataset:
-    """Open one file, several files or a folder of shards as one streaming `Dataset` (see module docstring)."""
-    return Dataset(paths, neutral_only=neutral_only, skip_invalid=skip_invalid)
+def open_dataset(
+    paths,
+    *,
+    neutral_only: bool = False,
+    skip_invalid: bool = False,
+    energy_key: str = DEFAULT_ENERGY_KEY,
+    forces_key: str = DEFAULT_FORCES_KEY,
+) -> Dataset:
+    """Open one file, several files or a folder of shards as one streaming `Dataset` (see module docstring).
+
+    `energy_key` / `forces_key`: where the labels are stored (e.g. MACE's "REF_energy" / "REF_forces")."""
+    return Dataset(
+        paths, neutral_only=neutral_only, skip_invalid=skip_invalid, energy_key=energy_key, forces_key=forces_key
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -601,6 +728,17 @@ class AselmdbWriter:
             txn.put(b"nextid", zlib.compress(encode(self.nextid).encode("utf-8")))
         return n
 
+    def write_encoded(self, rows: Iterable[bytes]) -> int:
+        """Append rows already encoded by `encode_row` (one transaction; the fast path for large files)."""
+        n = 0
+        with self._env.begin(write=True) as txn:
+            for raw in rows:
+                txn.put(str(self.nextid).encode("ascii"), raw)
+                self.nextid += 1
+                n += 1
+            txn.put(b"nextid", zlib.compress(json.dumps(self.nextid).encode("utf-8")))
+        return n
+
     def close(self) -> None:
         try:
             self._env.sync(True)
@@ -612,6 +750,39 @@ class AselmdbWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def encode_row(numbers, positions, energy: float | None, forces, data: dict, *, time: float = 0.0) -> bytes:
+    """One `.aselmdb` row in the layout ase-db-backends writes (what `AselmdbWriter.write_many` stores, with a
+    fixed unique id), encoded directly from arrays: numbers [n], positions [n, 3] Angstrom, energy eV, forces
+    [n, 3] eV/Angstrom, `data` (charge, spin, ...). For writing millions of synthetic rows."""
+
+    def nd(a: np.ndarray, dtype: str) -> dict:
+        return {"__ndarray__": [list(a.shape), dtype, a.reshape(-1).tolist()]}
+
+    numbers = np.asarray(numbers, dtype=np.int64)
+    dct = {
+        "numbers": nd(numbers, "int64"),
+        "positions": nd(np.asarray(positions, dtype=np.float64), "float64"),
+        "unique_id": f"{zlib.crc32(numbers.tobytes()):032x}",
+        "calculator": "unknown",
+        "calculator_parameters": {},
+        "cell": nd(np.zeros((3, 3)), "float64"),
+        "pbc": {"__ndarray__": [[3], "bool", [False, False, False]]},
+        "ctime": time,
+        "mtime": time,
+        "data": data,
+    }
+    if energy is not None:
+        dct["energy"] = float(energy)
+    if forces is not None:
+        dct["forces"] = nd(np.asarray(forces, dtype=np.float64), "float64")
+    finite = all(
+        np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in (positions, energy, forces) if v is not None
+    )
+    if finite and _json_loads is not json.loads:
+        return zlib.compress(orjson.dumps(dct))
+    return zlib.compress(json.dumps(dct).encode("utf-8"))  # NaN / Infinity literals as ASE writes them
 
 
 def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -> int:

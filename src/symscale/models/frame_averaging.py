@@ -39,6 +39,14 @@ Choices, and where this departs from the papers:
   atoms and linear molecules its energy is exact but its force components along those axes are not
   equivariant (nor continuous as a molecule straightens), and it is discontinuous wherever a third moment
   changes sign; reflections of planar molecules (normal axis set by handedness) are not exact either.
+- The force readout (the last Dense(width, 3) of the MPNN's force head) is applied after the average, not in
+  each frame: the average and the readout are both linear, so F = Q (W_k . mean_s s_k x_s + b_k mean_s s_k)_k
+  is the same function with the same parameters (`AxisReadout`). Why: muP. In each frame most of f_phi is even
+  in the signs and cancels in the average (after 3 Adam steps the per-frame change of the readout's output
+  was 2.8e-2 RMS at width 32, the change of the averaged force 5.3e-4), and the cancelled part of that change
+  is the readout's update met by features it is not aligned with, a random sum that falls as width^-1/2;
+  the muP coordinate check (tests/test_mup.py) saw it as a slope of -0.49 for the per-frame readout. After
+  the average only the part the model uses is computed (slope +0.06, the same as the force output's).
 - Gradients through the eigenvectors (conservative forces) use a degeneracy-safe eigh backward (the
   1 / (lambda_j - lambda_i) factor is set to 0 for equal eigenvalues), so that single atoms and linear
   molecules get finite forces; in those cases the dropped term multiplies a zero (see the derivation in
@@ -53,6 +61,7 @@ import torch
 
 from symscale.data.graph import GraphBatch
 from symscale.models.base import Symmetry
+from symscale.models.layers import Dense
 from symscale.models.mpnn import MPNN
 from symscale.models.registry import register
 
@@ -149,12 +158,32 @@ def replicate(batch: GraphBatch, copies: int, pos: torch.Tensor) -> GraphBatch:
     )
 
 
+class AxisReadout(Dense):
+    """The force readout Dense(width, 3) with one input per output axis: y_k = W_k . x_k + m_k b_k.
+
+    Frame averaging is linear and the readout is linear, so the average passes through the readout:
+    1/|F| sum_s diag(s) (W x_s + b) has k-th component W_k . (1/|F| sum_s s_k x_s) + b_k (1/|F| sum_s s_k).
+    This layer takes the sign-weighted frame averages x_k [..., 3, width] and the sign means m [..., 3]."""
+
+    def forward(self, x: torch.Tensor, sign_mean: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...kc,kc->...k", x, self.weight) + sign_mean * self.bias  # [..., 3]
+
+
 @register("fa_mpnn")
 class FrameAveragedMPNN(MPNN):
     """The unconstrained MPNN averaged over the 8 principal-axis frames of each structure: E(3)-equivariant."""
 
     symmetry = Symmetry(group="E(3)", nu=2, l=None, rotation_equivariant=True, reflection_equivariant=True)
     base_width = 32
+
+    def __init__(self, width: int, **options) -> None:
+        super().__init__(width, **options)
+        if self.force_head is not None:  # the same readout (same parameters, same draw), fed frame averages
+            readout = self.force_head[-1]
+            with torch.random.fork_rng(devices=[]):  # its own draw is overwritten: the stream stays the MPNN's
+                axis_readout = AxisReadout(readout.in_features, readout.out_features, readout=True)
+            axis_readout.load_state_dict(readout.state_dict())
+            self.force_head[-1] = axis_readout
 
     def frame_signs(self, local: torch.Tensor, axes: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Signs s of the frames Q diag(s) of each structure, [n_structures, n_frames, 3]."""
@@ -168,11 +197,16 @@ class FrameAveragedMPNN(MPNN):
         atom_signs = signs[batch.batch].transpose(0, 1)  # [n_frames, n_atoms, 3]
         framed = (local[None] * atom_signs).reshape(-1, 3)  # [n_frames * n_atoms, 3], g^T (x - c)
         copies = replicate(batch, n_frames, framed)
-        energy, forces = MPNN.interactions(self, species.repeat(n_frames), framed, copies)
-        energy = energy.view(n_frames, -1).mean(0)  # [n_atoms]
-        if forces is None:
+        h = self.node_states(species.repeat(n_frames), framed, copies)  # [n_frames * n_atoms, width]
+        h = h.view(n_frames, batch.num_atoms, -1)  # [n_frames, n_atoms, width]
+        energy = self.energy_head(h).mean(0)  # [n_atoms]
+        if self.force_head is None:
             return energy, None
-        in_axes = (forces.view(n_frames, -1, 3) * atom_signs).mean(0)  # [n_atoms, 3], diag(s) f, averaged
+        *hidden_layers, readout = self.force_head
+        for layer in hidden_layers:
+            h = layer(h)  # [n_frames, n_atoms, width]
+        per_axis = torch.einsum("fak,fac->akc", atom_signs, h) / n_frames  # [n_atoms, 3, width], mean_s s_k x_s
+        in_axes = readout(per_axis, atom_signs.mean(0))  # [n_atoms, 3], mean_s diag(s) f_s
         return energy, torch.einsum("aij,aj->ai", axes[batch.batch], in_axes)  # [n_atoms, 3], Q (...)
 
 

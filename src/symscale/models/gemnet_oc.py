@@ -78,6 +78,11 @@ Where this departs from the paper, and why (one list):
   divided by sqrt 2 before the activation (GemNet-OC: one Dense of the concatenation), so that its node
   matrix has fan-in 2 * width and muP multiplier width / base_width exactly (the concatenation's was
   (2 w + num_radial) / (2 w_base + num_radial): 1.89 instead of 2 at width 128 against base 64).
+  The muP coordinate check (tests/test_mup.py) runs this family over widths 64..512, not 32..256: at width 32
+  the published bottleneck ratios leave 8 triplet / atom-interaction and 4 quadruplet channels, and there the
+  finite-width corrections of those layers pull the outputs' slopes to -0.30 (forces) and -0.25 (energy);
+  with the bottlenecks widened (width, width, width / 2) the same widths pass, and so do the published ratios
+  over 64..512. The muP rules themselves (roles, multipliers, init) needed no change.
 """
 
 from __future__ import annotations
@@ -91,8 +96,7 @@ from torch import nn
 from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.basis import RadialBasis, edge_frames, legendre
-from symscale.models.heads import gather, scatter_sum
+from symscale.models.layers import RadialBasis, edge_frames, gather, legendre, scatter_sum
 from symscale.models.registry import register
 
 INV_SQRT2 = 1 / math.sqrt(2)

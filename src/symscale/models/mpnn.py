@@ -31,7 +31,7 @@ from torch import nn
 
 from symscale.data.graph import GraphBatch, edge_vectors
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import (
+from symscale.models.layers import (
     MLP,
     BesselBasis,
     Dense,
@@ -106,7 +106,8 @@ class MPNN(ForceField):
         self.energy_head = EnergyHead(width)
         self.force_head = ForceHead(width) if self.force_mode == "direct" else None
 
-    def interactions(self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch):
+    def node_states(self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+        """Node features h after the last interaction block, [n_atoms, width] (positions in Angstrom)."""
         vec = edge_vectors(pos, batch.edge_index)  # [n_edges, 3]
         r = vec.norm(dim=-1)  # [n_edges]
         env = self.envelope(r)  # [n_edges]
@@ -114,5 +115,9 @@ class MPNN(ForceField):
         h = self.embedding(species).to(pos.dtype)  # [n_atoms, width]
         for block in self.blocks:
             h = block(h, edge_feat, env, batch.edge_index)  # [n_atoms, width]
+        return h
+
+    def interactions(self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch):
+        h = self.node_states(species, pos, batch)  # [n_atoms, width]
         forces = self.force_head(h) if self.force_head is not None else None  # [n_atoms, 3]
         return self.energy_head(h), forces

@@ -17,9 +17,16 @@ other dims are fan-in (nn.Linear, convolutions), except nn.Embedding (dim 0 is f
 A module that stores a matrix the other way round declares it in a class attribute
 `mup_fan_in_dim: dict[str, int]` (local parameter name -> index of its fan-in dimension).
 
-Initialisation is the families' job (see `symscale.models.heads.Dense`); this module only scales learning
+Initialisation is the families' job (see `symscale.models.layers.Dense`); this module only scales learning
 rates. The multiplier m of a hidden or output matrix is its own fan-in ratio against the base model (for
 most layers exactly width / base_width).
+
+Two switches turn muP off, for the coordinate check (tests/test_mup.py) and for ablations:
+`param_groups(..., lr_scaling=False)` gives every group the one plain learning rate (and weight decay), and
+`standard_readout_init(model)` re-draws every output matrix with the standard-parametrisation std
+1 / sqrt(fan_in) instead of muP's 1 / fan_in. Either one alone makes the change of a layer's output after a
+few Adam steps grow with width (hidden layers about as width, readouts about as sqrt(width)); under muP it does
+not change with width.
 
 Weight decay: torch's AdamW (and schedule-free AdamW) shrink a parameter by lr * weight_decay per step. For
 hidden and output matrices the group's weight_decay is multiplied by m so that this product, the actual
@@ -34,6 +41,7 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
+import torch
 from torch import nn
 
 from symscale.models.base import ForceField
@@ -135,10 +143,12 @@ def parameter_roles(model: ForceField) -> dict[str, ParameterRole]:
     return roles
 
 
-def param_groups(model: ForceField, lr: float, weight_decay: float = 0.0) -> list[dict]:
+def param_groups(model: ForceField, lr: float, weight_decay: float = 0.0, *, lr_scaling: bool = True) -> list[dict]:
     """Torch optimizer parameter groups with muP (Adam) learning rates: one group per (role, multiplier),
     each a dict with "params", "lr", "weight_decay", and for information "role" and "width_mult".
-    `lr` is the learning rate tuned at `base_width`; see the module docstring for the rules."""
+    `lr` is the learning rate tuned at `base_width`; see the module docstring for the rules.
+    `lr_scaling=False` switches muP's learning-rate rule off: every group gets `lr` and `weight_decay` as given
+    (matrices still decay, vectors still do not), the "single plain learning rate" of standard practice."""
     roles = parameter_roles(model)
     params = dict(model.named_parameters())
     groups: dict[tuple[str, float], dict] = {}
@@ -146,7 +156,7 @@ def param_groups(model: ForceField, lr: float, weight_decay: float = 0.0) -> lis
         decays = params[name].dim() >= 2
         key = (pr.role, round(pr.width_mult, 12), decays)
         if key not in groups:
-            scaled = pr.role in ("hidden", "output")
+            scaled = lr_scaling and pr.role in ("hidden", "output")
             groups[key] = {
                 "params": [],
                 "lr": lr / pr.width_mult if scaled else lr,
@@ -157,3 +167,16 @@ def param_groups(model: ForceField, lr: float, weight_decay: float = 0.0) -> lis
         groups[key]["params"].append(params[name])
     logger.debug("muP groups for %s: %s", model.arch, [(k, len(g["params"])) for k, g in groups.items()])
     return list(groups.values())
+
+
+@torch.no_grad()
+def standard_readout_init(model: ForceField) -> list[str]:
+    """Re-draw every output matrix of `model` (role "output": fan-in grows with width, fan-out does not) from
+    N(0, 1 / fan_in), the standard parametrisation, instead of muP's N(0, 1 / fan_in^2). Switches muP's readout
+    rule off (for the coordinate check and ablations); returns the names of the re-drawn parameters."""
+    params = dict(model.named_parameters())
+    sizes = _fan_sizes(model)
+    names = [name for name, pr in parameter_roles(model).items() if pr.role == "output"]
+    for name in names:
+        params[name].normal_(0.0, 1.0 / math.sqrt(sizes[name][2]))
+    return names

@@ -51,6 +51,7 @@ __all__ = [
     "j_matrix",
     "matrix_to_angles",
     "num_coefficients",
+    "s2_grid",
     "spherical_harmonics",
     "wigner_d",
     "wigner_d_from_matrix",
@@ -362,3 +363,45 @@ def edge_rotation(vectors: torch.Tensor, lmax: int, mmax: int, weight: torch.Ten
     matrix = edge_frame_rotation(vectors, lmax, mmax)  # [E, Kt, K]
     back = matrix if weight is None else matrix * weight[:, None, None]
     return EdgeRotation(matrix.contiguous(), back.transpose(1, 2).contiguous())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# S2 grids: pointwise functions of SH expansions (eSEN's S2 activation and grid MLP)
+
+
+@functools.cache
+def s2_grid(lmax: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projections between SH coefficients up to `lmax` and values on a `resolution` x `resolution` S2 grid.
+
+    The grid has `resolution` Gauss-Legendre nodes in cos(beta) (beta from the polar axis y) times `resolution`
+    equally spaced longitudes alpha, points (sin a sin b, cos b, cos a sin b) as in the edge frame. Returns
+    float64 CPU tensors `to_grid` [G, K] (f(g) = sum_k Y_k(g) c_k, G = resolution^2, K = (lmax+1)^2) and
+    `from_grid` [K, G] (c_k = (1/4 pi) sum_g w_g Y_k(g) f(g), quadrature weights w_g summing to 4 pi).
+
+    The quadrature integrates products Y_k Y_k' exactly when resolution >= lmax + 1 (latitudes) and
+    resolution >= 2 lmax + 1 (longitudes), so `from_grid @ to_grid` is the identity to rounding. A pointwise
+    nonlinearity between the two makes higher degrees, which alias into the kept ones: the result is then
+    equivariant only up to that aliasing error, which falls as the resolution grows. Under a rotation about y
+    by a multiple of 2 pi / resolution the grid maps onto itself.
+    """
+    _check_lmax(lmax)
+    if resolution < 2 * lmax + 1:
+        raise ValueError(f"an S2 grid for lmax {lmax} needs resolution >= {2 * lmax + 1}, got {resolution}")
+    with torch.device("cpu"):  # built once, outside any meta-device context, in float64
+        import numpy as np
+
+        nodes, weights = np.polynomial.legendre.leggauss(resolution)  # cos(beta) in [-1, 1], weights sum 2
+        cos_b = torch.as_tensor(nodes, dtype=torch.float64)
+        sin_b = torch.sqrt((1.0 - cos_b**2).clamp_min(0.0))
+        alpha = torch.arange(resolution, dtype=torch.float64) * (2 * math.pi / resolution)
+        sa, ca = torch.sin(alpha), torch.cos(alpha)
+        points = torch.stack(
+            [sin_b[:, None] * sa[None], cos_b[:, None].expand(-1, resolution), sin_b[:, None] * ca[None]], dim=-1
+        ).reshape(-1, 3)  # [G, 3], latitude-major
+        w = (torch.as_tensor(weights, dtype=torch.float64)[:, None] * (2 * math.pi / resolution)).expand(
+            -1, resolution
+        )  # [n_beta, n_alpha], sums to 4 pi
+        y = spherical_harmonics(lmax, points)  # [G, K], component normalisation: mean of Y_k^2 over S2 is 1
+        to_grid = y.contiguous()
+        from_grid = (y * w.reshape(-1, 1) / (4 * math.pi)).T.contiguous()  # [K, G]
+    return to_grid, from_grid

@@ -50,7 +50,7 @@ from torch import nn
 from symscale.data.graph import GraphBatch
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField, Symmetry
-from symscale.models.heads import MLP, Dense, ElementEmbedding, EnergyHead, ForceHead
+from symscale.models.layers import MLP, Dense, ElementEmbedding, EnergyHead, ForceHead
 from symscale.models.registry import register
 
 

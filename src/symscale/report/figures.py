@@ -32,7 +32,7 @@ from symscale.fit.profiles import (
     profile_at,
     run_indices,
 )
-from symscale.fit.results import FitResult
+from symscale.fit.results import FitResult, family_key
 from symscale.fit.table import LawsTable
 from symscale.report import reference, tables
 
@@ -421,7 +421,11 @@ def _equivariance_points(data: Any, arch: str) -> list[tuple[str, float, np.ndar
     out = []
     for r in data.runs:
         lines = data.metrics.get(r.run_id, [])
-        pts = [(m.get("atoms_seen"), m.get("equivariance_error_forces")) for m in lines if r.family == arch]
+        pts = [
+            (m.get("atoms_seen"), m.get("equivariance_error_forces"))
+            for m in lines
+            if family_key(r.arch or "", r.options) == arch
+        ]
         pts = [(float(d), float(e)) for d, e in pts if d is not None and e is not None and d > 0 and e > 0]
         if pts and r.N:
             d, e = np.array(pts).T

@@ -5,18 +5,19 @@
 Inputs, read as plain files: `laws.csv` (columns arch, run, width, N, D, C, H, loss, step, seed, mode, fraction,
 prefix; N parameters, D atoms seen, C training FLOPs, H device-hours, fraction the share of the run's training
 done at that evaluation, prefix the run's training-set fraction), `fits.json` ({"fits": [FitResult dicts]}),
-`runs/<id>/plan.json`, `run.json`, `status.json` and `metrics.jsonl`, and `spec.yaml`. Missing pieces are
-reported, not fatal: without laws.csv the table is rebuilt from the runs' metrics.jsonl; without fits.json no
-fits are shown and the report says how to make them (the report never fits: the study and `symscale fit` do,
-with the one fit menu of `symscale.fit.menu`). Fits are read as typed `FitResult`s, which carry their family,
-options and symmetry mode; family labels (symmetry group, nu, l) come from what each run's run.json recorded.
-The HTML embeds every figure as a base64 PNG and links nothing.
+the runs as the catalogue reads them (`symscale.study.catalogue.Catalogue.runs`: status, prefix, options and last
+evaluation of every run, planned ones included, through `symscale.rundir`), each run's `metrics.jsonl` and
+`run.json`, and `spec.yaml`. Missing pieces are reported, not fatal: without laws.csv the table is rebuilt from the
+runs' metrics.jsonl; without fits.json no fits are shown and the report says how to make them (the report never
+fits: the study and `symscale fit` do, with the one fit menu of `symscale.fit.menu`). Fits are read as typed
+`FitResult`s, which carry their family, options and symmetry mode; family labels (symmetry group, nu, l) come from
+what each run's run.json recorded. The HTML embeds every figure as a base64 PNG and links nothing.
 
 A report row is a family with its model options (`esen-l2`, `esen-l4`: the `options` column of laws.csv, the
-`options` field of a fit), never one family pooling its ablations. `write_report(..., loss="force")` presents
-the study on another L (laws.csv's `loss_force` column and fits-force.json, made by
-`symscale.fit.menu.refit_study` when missing or older than laws.csv: the report calls the fit menu, it does not
-fit), into report-force/ by default.
+`options` field of a fit and of a run's `symscale.rundir.RunRecord`), never one family pooling its ablations.
+`write_report(..., loss="force")` presents the study on another L (laws.csv's `loss_force` column and
+fits-force.json, made by `symscale.fit.menu.refit_study` when missing or older than laws.csv: the report calls the
+fit menu, it does not fit), into report-force/ by default.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import logging
 import math
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,13 @@ import numpy as np
 import yaml
 
 import symscale
+from symscale import rundir
 from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
 from symscale.report import figures, narrative, reference, tables
+from symscale.rundir import RunRecord
+from symscale.study.catalogue import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +60,6 @@ TEXT_COLUMNS = ("arch", "run", "mode", "options", "family")  # family: arch and 
 
 
 @dataclass(frozen=True)
-class RunRecord:
-    """One run as the report shows it: grid coordinates, final values (last evaluation), status."""
-
-    run_id: str
-    arch: str
-    mode: str
-    width: float | None
-    N: float | None
-    seed: float | None
-    fraction: float | None  # training-set fraction (the data prefix)
-    status: str
-    reason: str | None
-    D: float | None = None  # atoms seen
-    C: float | None = None  # FLOPs
-    H: float | None = None  # device-hours
-    loss: float | None = None
-    kappa: float | None = None  # forward FLOPs per atom per parameter
-    info: dict = field(default_factory=dict, repr=False)  # run.json as read
-    options: str = ""  # model options (laws.csv's options column)
-
-    @property
-    def family(self) -> str:
-        """The report row the run belongs to: `esen-l4`, `mpnn`."""
-        return family_key(self.arch, self.options)
-
-
-@dataclass(frozen=True)
 class StudyData:
     """Everything the report needs, read once from a study directory."""
 
@@ -91,7 +68,8 @@ class StudyData:
     laws: dict[str, np.ndarray]  # column -> array, one entry per evaluation point
     fits: list[FitResult]
     fits_meta: dict  # fits.json's other top-level entries (symscale_version, ...)
-    runs: list[RunRecord]
+    runs: list[RunRecord]  # from the catalogue (symscale.rundir), plus runs found only in laws.csv
+    infos: dict[str, dict]  # run id -> its plan merged over its run.json, as read
     spec: dict
     spec_text: str
     metrics: dict[str, list[dict]]  # run id -> metrics.jsonl rows
@@ -113,26 +91,43 @@ def load_study(study_dir: str | Path, loss: str = "total") -> StudyData:
         raise SymscaleError.invalid("loss", loss, " | ".join(LOSS_COLUMNS))
     notes: list[str] = []
     spec_text, spec = _read_spec(directory, notes)
-    metrics, infos, statuses = _read_runs(directory, notes)
-    laws = _with_loss(_read_laws(directory, metrics, infos, notes), loss, notes)
-    if not metrics and len(laws["loss"]) == 0:
+    records, metrics, infos = _read_runs(directory, notes)
+    options = {r.run_id: r.options for r in records}
+    laws = _with_loss(_read_laws(directory, metrics, infos, notes, options), loss, notes)
+    if not any(metrics.values()) and len(laws["loss"]) == 0:
         raise SymscaleError(f"invalid study directory {directory}: no laws.csv and no runs/<id>/ with metrics")
     fits, fits_meta = _read_fits(directory, notes, spec, loss)
-    runs = _run_records(laws, infos, statuses, metrics)
+    runs = _run_records(laws, records)
     arch_of = {key: arch for key, arch in zip(laws["family"].tolist(), laws["arch"].tolist())}
     options_of = {key: opt for key, opt in zip(laws["family"].tolist(), laws["options"].tolist())}
     for r in runs:
-        arch_of.setdefault(r.family, r.arch)
-        options_of.setdefault(r.family, r.options)
+        if r.arch:
+            arch_of.setdefault(run_family(r), r.arch)
+            options_of.setdefault(run_family(r), r.options)
     archs = _order_families(arch_of, options_of)
     seen = [*laws["mode"].tolist(), *(r.mode for r in runs)]
     modes = list(dict.fromkeys(sorted(seen, key=lambda m: m != tables.ARCHITECTURE)))  # architecture first
     name = str(spec.get("name") or directory.resolve().name)
     families = {
-        key: family_info(arch_of[key], [r.info for r in runs if r.family == key], options_of[key]) for key in archs
+        key: family_info(arch_of[key], [infos.get(r.run_id, {}) for r in runs if run_family(r) == key], options_of[key])
+        for key in archs
     }
     return StudyData(
-        directory, name, laws, fits, fits_meta, runs, spec, spec_text, metrics, families, archs, modes, notes, loss
+        directory,
+        name,
+        laws,
+        fits,
+        fits_meta,
+        runs,
+        infos,
+        spec,
+        spec_text,
+        metrics,
+        families,
+        archs,
+        modes,
+        notes,
+        loss,
     )
 
 
@@ -180,47 +175,39 @@ def _read_json(path: Path, notes: list[str]) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _read_jsonl(path: Path, notes: list[str]) -> list[dict]:
-    rows, bad = [], 0
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1  # a run killed mid-write leaves a truncated last line
-    if bad:
-        notes.append(f"{path.parent.name}/metrics.jsonl: {bad} unreadable line(s) skipped.")
-    return [r for r in rows if isinstance(r, dict)]
+def _read_runs(directory: Path, notes: list[str]) -> tuple[list[RunRecord], dict, dict]:
+    """The runs as the catalogue sees them (planned ones included; nothing is written), their metrics lines
+    and their plan over their run.json (the grid's coordinates, as the catalogue reads them; the plan's config
+    carries the family options, e.g. lmax)."""
+    records = Catalogue(directory).runs()
+    metrics, infos = {}, {}
+    for r in records:
+        run_dir = directory / "runs" / r.run_id
+        metrics[r.run_id] = rundir.read_metrics(run_dir)
+        infos[r.run_id] = {**_read_json(run_dir / rundir.RUN_INFO, notes), **rundir.read_plan(run_dir)}
+        if r.status != "running" and rundir.torn_bytes(run_dir):  # a running run may be mid-write
+            notes.append(f"{r.run_id}/metrics.jsonl: a torn last line was skipped.")
+    return records, metrics, infos
 
 
-def _read_runs(directory: Path, notes: list[str]) -> tuple[dict, dict, dict]:
-    metrics, infos, statuses = {}, {}, {}
-    runs_dir = directory / "runs"
-    for run_dir in sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []:
-        run_id = run_dir.name
-        plan = _read_json(run_dir / "plan.json", notes)  # written before the run starts
-        if "fraction" in plan:
-            plan["train_fraction"] = plan.pop("fraction")
-        infos[run_id] = {**plan, **_read_json(run_dir / "run.json", notes)}
-        statuses[run_id] = _read_json(run_dir / "status.json", notes)
-        metrics[run_id] = _read_jsonl(run_dir / "metrics.jsonl", notes)
-    return metrics, infos, statuses
-
-
-def _read_laws(directory: Path, metrics: dict, infos: dict, notes: list[str]) -> dict[str, np.ndarray]:
+def _read_laws(
+    directory: Path, metrics: dict, infos: dict, notes: list[str], options: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
     path = directory / "laws.csv"
     if path.is_file():
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
     else:
         notes.append("laws.csv is missing: the laws table was rebuilt from the runs' metrics.jsonl.")
-        rows = [row for run_id, lines in metrics.items() for row in _laws_rows(run_id, infos[run_id], lines)]
+        rows = [
+            row
+            for run_id, lines in metrics.items()
+            for row in _laws_rows(run_id, infos[run_id], lines, (options or {}).get(run_id, ""))
+        ]
     return _columns(rows)
 
 
-def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
+def _laws_rows(run_id: str, info: dict, lines: list[dict], options: str = "") -> list[dict]:
     """laws.csv rows of one run from its metrics lines (D = atoms_seen, C = flops, H = device_seconds/3600)."""
     out = []
     for line in lines:
@@ -233,12 +220,14 @@ def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
                 "N": info.get("N"),
                 "D": line.get("atoms_seen"),
                 "C": line.get("flops"),
-                "H": None if seconds is None else float(seconds) / 3600.0,
+                "H": rundir.device_hours(seconds),
                 "loss": line.get("val_loss"),
                 "step": line.get("step"),
                 "seed": info.get("seed"),
                 "mode": info.get("mode", tables.ARCHITECTURE),
                 "fraction": line.get("fraction"),
+                "prefix": info.get("prefix"),
+                "options": options,
                 "loss_energy": line.get("val_energy_loss"),
                 "loss_force": line.get("val_force_loss"),
                 "energy_mae_mev_per_atom": line.get("energy_mae_mev_per_atom"),
@@ -312,8 +301,8 @@ def _last_point(laws: dict[str, np.ndarray], run_id: str, lines: list[dict]) -> 
     idx = np.flatnonzero(laws["run"] == run_id)
     if len(idx) == 0:
         last = next((m for m in reversed(lines) if _number(m.get("val_loss")) > 0), {})
-        seconds = _number(last.get("device_seconds"))
-        return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": seconds / 3600, "loss": last.get("val_loss")}
+        hours = rundir.device_hours(last.get("device_seconds"))
+        return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": hours, "loss": last.get("val_loss")}
     order = np.lexsort((laws["D"][idx], np.nan_to_num(laws["step"][idx], nan=-1)))
     last = idx[order[-1]]
     return {c: float(laws[c][last]) for c in NUMERIC_COLUMNS} | {c: laws[c][last] for c in TEXT_COLUMNS}
@@ -323,40 +312,35 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))), None)
 
 
-def _run_records(laws: dict[str, np.ndarray], infos: dict, statuses: dict, metrics: dict) -> list[RunRecord]:
-    ids = list(dict.fromkeys([*infos, *laws["run"].tolist()]))
-    records = []
-    for run_id in ids:
-        info, status = infos.get(run_id, {}), statuses.get(run_id)
-        last = _last_point(laws, run_id, metrics.get(run_id, []))
-        state = (status or {}).get("status") or ("pending" if run_id in infos else "in laws.csv only")
-        N = _first(info.get("N"), info.get("n_params"), last.get("N"))
-        D, C = _first(last.get("D")), _first(last.get("C"))
-        kappa = _first(info.get("kappa"), C / (3 * N * D) if N and D and C else None)
-        records.append(
-            RunRecord(
-                run_id=run_id,
-                arch=str(_first(info.get("arch"), last.get("arch"), "")),
-                mode=str(_first(info.get("mode"), last.get("mode"), tables.ARCHITECTURE)),
-                width=_first(info.get("width"), last.get("width")),
-                N=N,
-                seed=_first(info.get("seed"), last.get("seed")),
-                fraction=_first(info.get("train_fraction"), last.get("prefix")),
-                status=str(state),
-                reason=(status or {}).get("reason"),
-                D=D,
-                C=C,
-                H=_first(last.get("H")),
-                loss=_first(last.get("loss")),
-                kappa=None if kappa is None else float(kappa),
-                info=info,
-                options=_text(last.get("options"), ""),
-            )
-        )
-    rank = {arch: i for i, arch in enumerate(_order_archs({r.arch for r in records}))}
+def _laws_only_record(laws: dict[str, np.ndarray], run_id: str) -> RunRecord:
+    """A run found in laws.csv but not under runs/ (a laws table copied without its runs)."""
+    last = _last_point(laws, run_id, [])
+    value = lambda key: _first(last.get(key))  # noqa: E731
+    n = value("N")
+    return RunRecord(
+        run_id=run_id, arch=str(last.get("arch") or ""), width=value("width"), seed=value("seed"),
+        mode=str(last.get("mode") or tables.ARCHITECTURE), prefix=value("prefix"), status="in laws.csv only",
+        reason=None, N=None if n is None else int(n), D=value("D"), C=value("C"), H=value("H"), loss=value("loss"),
+        step=value("step"), n_evals=int((laws["run"] == run_id).sum()),
+        kappa=rundir.kappa_of(value("C"), n, value("D")), updated_utc=None, options=_text(last.get("options"), ""),
+    )  # fmt: skip
+
+
+def _run_records(laws: dict[str, np.ndarray], records: list[RunRecord]) -> list[RunRecord]:
+    """The catalogue's records (arch and mode filled in for display), and records of runs only in laws.csv,
+    in staircase order."""
+    known = {r.run_id for r in records}
+    out = [replace(r, arch=r.arch or "", mode=r.mode or tables.ARCHITECTURE) for r in records]
+    out += [_laws_only_record(laws, i) for i in dict.fromkeys(laws["run"].tolist()) if i not in known]
+    rank = {arch: i for i, arch in enumerate(_order_archs({r.arch for r in out}))}
     return sorted(
-        records, key=lambda r: (rank[r.arch], r.options, r.mode, r.width or 0, r.fraction or 0, r.seed or 0, r.run_id)
+        out, key=lambda r: (rank[r.arch], r.options, r.mode, r.width or 0, r.prefix or 0, r.seed or 0, r.run_id)
     )
+
+
+def run_family(record: RunRecord) -> str:
+    """The report row a run belongs to: its family with its model options (`esen-l4`, `mpnn`)."""
+    return family_key(record.arch or "", record.options)
 
 
 def _order_archs(archs: set[str]) -> list[str]:
@@ -461,7 +445,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     if any(m != tables.ARCHITECTURE for m in data.modes):
         blocks += _section("Symmetry modes", [figures.modes_figure(data, out_dir)])
         blocks.append(tables.modes_table(data.fits, data.archs, data.modes, data.families))
-    kappas = {key: [r.kappa for r in data.runs if r.family == key and r.kappa is not None] for key in data.archs}
+    kappas = {key: [r.kappa for r in data.runs if run_family(r) == key and r.kappa is not None] for key in data.archs}
     blocks += [
         Heading("κ: forward FLOPs per atom per parameter"),
         tables.kappa_table(kappas, data.archs, data.families),
@@ -587,7 +571,7 @@ def provenance(data: StudyData) -> dict[str, str]:
         if isinstance(path, str) and Path(path).exists():
             items["dataset files"] = dataset_fingerprint(path)
     for key, label in RUN_PROVENANCE.items():
-        values = {str(v) for r in data.runs if (v := _dotted(r.info, key)) is not None}
+        values = {str(v) for r in data.runs if (v := _dotted(data.infos.get(r.run_id, {}), key)) is not None}
         if values:
             items[label] = _joined(values)
     fits_version = data.fits_meta.get("symscale_version")

@@ -1,10 +1,19 @@
-"""Dry-run estimates of a study: N, D, FLOPs C = 3 kappa N D and time per run, before anything starts.
+"""Dry-run estimates of a study: N, D, FLOPs C and time per run, before anything starts.
 
 N is counted exactly by building each model (on the meta device when the family allows it, so the paper's
 1e7-parameter models cost nothing). D = training structures x prefix x epochs x atoms per structure, read
-from the dataset when it is there and from the spec's `dataset.size_hint` otherwise. kappa (forward FLOPs per
-atom per parameter) comes from `symscale.train.compute` when it offers a measured value, else from the
-paper's table. Time = C / flops_per_second (the spec's `estimate.flops_per_second`, else a per-device default).
+from the dataset when it is there and from the spec's `dataset.size_hint` otherwise. Time = C /
+flops_per_second (the spec's `estimate.flops_per_second`, else a per-device default).
+
+Compute is measured, not assumed (issue 13 item 6): per group (family with its model options, and symmetry
+mode) the forward and training-step FLOPs per atom are counted (`symscale.train.compute.measure_family`)
+on a batch of the study's own data when it is there (the built-in set once generated, or the dataset's
+files), else on a representative sample of toy molecules sized like the data, whose atoms and edges per
+atom are printed. kappa = forward FLOPs / (atoms x N), as in the paper; C = r kappa N D with r the measured
+training/forward ratio (the paper's estimate takes r = 3), times M + 1 for a symmetry-loss run (M rotated
+copies of every batch). Widths with N <= KAPPA_EACH_PARAMS are measured each; the others take the kappa
+and r measured once per group, at its largest width with N <= KAPPA_MAX_PARAMS. Without measurement
+(`measure_kappa=False`, the ETA) kappa is the paper's and r = 3.
 """
 
 from __future__ import annotations
@@ -13,7 +22,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from symscale.study.spec import RunPlan, StudySpec
+from symscale.train.compute import estimated_flops
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +36,7 @@ PAPER_KAPPA = {"mpnn": 2.33, "egnn": 28.09, "gemnet_oc": 35.18, "esen": 74.36}
 DEFAULT_FLOPS_PER_SECOND = {"cpu": 2.0e9, "cuda": 2.0e13}
 BUILTIN_ELEMENTS = (1, 6, 7, 8, 9, 16, 17, 35)  # the built-in xTB set: H C N O F S Cl Br
 BUILTIN_ATOMS_PER_STRUCTURE = 18.0
+MEASURE_STRUCTURES = 64  # structures in the batch that compute is measured on
 
 
 @dataclass(frozen=True)
@@ -37,9 +50,13 @@ class RunEstimate:
     n_params: int  # N
     atoms: float  # D, atoms seen over the whole run
     kappa: float
-    kappa_source: str  # "measured" | "paper"
-    flops: float  # 3 kappa N D
+    kappa_source: str  # where kappa was measured ("paper" when it was not)
+    flops: float  # r kappa N D (M + 1 for a symmetry-loss run)
     time_s: float
+    group: str = ""  # the family with its model options and mode, e.g. "esen-lmax4/architecture"
+    train_ratio: float = 3.0  # r: training-step FLOPs / forward FLOPs
+    multiplier: float = 1.0  # M + 1 for a symmetry-loss run, else 1
+    sample: str = ""  # the batch compute was measured on (structures, atoms and edges per atom)
 
 
 @dataclass(frozen=True)
@@ -50,31 +67,116 @@ class DataSize:
     source: str  # "dataset" | "size_hint" | "builtin"
 
 
-KAPPA_MAX_PARAMS = 2e5  # kappa is measured once per family, at its largest width with N below this
+KAPPA_MAX_PARAMS = 2e5  # a group's wider widths take kappa measured at its largest width with N below this
+KAPPA_EACH_PARAMS = 3e4  # widths with N below this are measured each (cheap; kappa varies most there)
 
 
-def family_kappa(arch: str, width: int) -> tuple[float, str]:
-    """kappa of a family at a width: measured by `symscale.train.compute.measured_kappa` when available
-    (forward FLOPs counted on the toy reference batch), else the paper's value."""
+@dataclass(frozen=True)
+class GroupCost:
+    """Measured cost of one (group, width): kappa and the training/forward FLOP ratio r."""
+
+    kappa: float
+    train_ratio: float
+    source: str
+    sample: str = ""
+
+
+def group_key(plan: RunPlan) -> tuple:
+    """What one FLOP measurement is valid for: the family, its model options and the symmetry mode."""
+    options = tuple(sorted((k, repr(v)) for k, v in plan.config.model_overrides.items()))
+    return plan.arch, options, plan.mode
+
+
+def group_label(plan: RunPlan) -> str:
+    """The group as text: `esen-lmax4/architecture` (options in key order; none: the arch alone)."""
+    opts = "".join(f"-{k}{v}" for k, v in sorted(plan.config.model_overrides.items()))
+    return f"{plan.arch}{opts}/{plan.mode}"
+
+
+def symmetry_multiplier(plan: RunPlan) -> float:
+    """M + 1 for a run whose loss averages over M rotated copies of every batch, else 1."""
+    t = plan.config.training
+    return float(t.symmetry_loss_rotations + 1) if t.symmetry_loss_rotations > 0 else 1.0
+
+
+def measurement_batch(spec: StudySpec, size: DataSize, paths: list[str] | None, plan: RunPlan) -> tuple[Any, str]:
+    """The batch compute is measured on, and a description of it: the study's own data when it is there,
+    else toy molecules with the data's atoms per structure (a representative sample)."""
+    from symscale.data.graph import collate
+
+    dataset, where = _study_data(spec, paths), "of the study's data"
+    if dataset is not None:
+        idx = np.linspace(0, len(dataset) - 1, min(MEASURE_STRUCTURES, len(dataset))).round().astype(int)
+        structures = [dataset[int(i)] for i in dict.fromkeys(idx.tolist())]
+    else:
+        from symscale.data.toy import toy_structures
+
+        a = max(3, round(size.atoms_per_structure))
+        structures = toy_structures(MEASURE_STRUCTURES, seed=0, min_atoms=max(3, a - 6), max_atoms=a + 6)
+        where = "of toy molecules (representative sample: the study's data is not here)"
+    d = plan.config.data
+    batch = collate(structures, d.cutoff, d.max_neighbors)
+    text = (
+        f"{batch.num_structures} structures {where}, {batch.num_atoms / batch.num_structures:.1f} atoms per "
+        f"structure, {batch.num_edges / batch.num_atoms:.1f} edges per atom"
+    )
+    return batch, text
+
+
+def _study_data(spec: StudySpec, paths: list[str] | None):
+    ds = spec.dataset
     try:
-        from symscale.train.compute import measured_kappa
-    except ImportError:
-        return PAPER_KAPPA.get(arch, 10.0), "paper"
-    try:
-        return float(measured_kappa(arch, width)), f"measured at width {width}"
-    except (RuntimeError, ValueError, NotImplementedError) as err:
-        log.warning("could not measure kappa of %s at width %d (%s); using the paper's", arch, width, err)
-        return PAPER_KAPPA.get(arch, 10.0), "paper"
+        if ds.builtin is not None:
+            from symscale.data.builtin import builtin_path
+            from symscale.data.readers import open_dataset
+
+            path = builtin_path(ds.builtin, ds.seed)
+            return open_dataset(path) if path.exists() else None
+        if paths:
+            from symscale.data.readers import open_dataset
+
+            return open_dataset(paths, neutral_only=ds.neutral_only)
+    except Exception as err:  # unreadable data: measured on the representative sample, and said so
+        log.warning("cannot read the study's data for FLOP measurement (%s); using toy molecules", err)
+    return None
 
 
-def _kappa_widths(plans: list[RunPlan], n_params: dict[tuple[str, int], int]) -> dict[str, int]:
-    """Per family, the width at which kappa is measured: the largest with N <= KAPPA_MAX_PARAMS."""
-    out: dict[str, int] = {}
-    for arch in dict.fromkeys(p.arch for p in plans):
-        widths = sorted({p.width for p in plans if p.arch == arch})
-        small = [w for w in widths if n_params[(arch, w)] <= KAPPA_MAX_PARAMS]
-        out[arch] = small[-1] if small else widths[0]
-    return out
+def measure_group(plan: RunPlan, batch: Any, where: str) -> GroupCost:
+    """kappa and r of the plan's family, options and width on `batch`."""
+    from symscale.train.compute import measure_family
+
+    f = measure_family(plan.arch, plan.width, batch, **dict(plan.config.model_overrides))
+    ratio = f.train_flops_per_atom / f.forward_flops_per_atom
+    return GroupCost(f.kappa_corrected, ratio, f"measured at width {plan.width}", where)
+
+
+def group_costs(
+    spec: StudySpec, plans: list[RunPlan], size: DataSize, paths: list[str] | None, n_params: dict, measure: bool
+) -> dict[tuple, GroupCost]:
+    """GroupCost per (group key, width). Widths with N <= KAPPA_EACH_PARAMS are measured each (kappa moves
+    with width at small N); the others take one measurement per group, at the largest width with
+    N <= KAPPA_MAX_PARAMS (else the smallest)."""
+    costs: dict[tuple, GroupCost] = {}
+    if not plans:
+        return costs
+    batch, where = measurement_batch(spec, size, paths, plans[0]) if measure else (None, "")
+    for key in dict.fromkeys(group_key(p) for p in plans):
+        group = dict(sorted({p.width: p for p in plans if group_key(p) == key}.items()))
+        n = {w: n_params[_n_key(p)] for w, p in group.items()}
+        if not measure:
+            costs.update({(key, w): GroupCost(PAPER_KAPPA.get(p.arch, 10.0), 3.0, "paper") for w, p in group.items()})
+            continue
+        small = [w for w in group if n[w] <= KAPPA_MAX_PARAMS]
+        anchor = small[-1] if small else next(iter(group))
+        anchor_cost = measure_group(group[anchor], batch, where)
+        for w, p in group.items():
+            each = n[w] <= KAPPA_EACH_PARAMS and w != anchor
+            costs[(key, w)] = measure_group(p, batch, where) if each else anchor_cost
+    return costs
+
+
+def _n_key(plan: RunPlan) -> tuple:
+    return plan.arch, plan.width, tuple(sorted((k, repr(v)) for k, v in plan.config.model_overrides.items()))
 
 
 def count_parameters(arch: str, width: int, elements: tuple[int, ...], overrides: dict[str, Any]) -> int:
@@ -96,6 +198,10 @@ def data_size(spec: StudySpec, paths: list[str] | None = None) -> DataSize:
     ds = spec.dataset
     hint = ds.size_hint
     if ds.builtin is not None:
+        from symscale.data.builtin import builtin_path
+
+        if builtin_path(ds.builtin, ds.seed).exists():  # generated: sized from the structures themselves
+            return _measure([str(builtin_path(ds.builtin, ds.seed))], ds)
         return DataSize(
             ds.builtin,
             hint.get("atoms_per_structure", BUILTIN_ATOMS_PER_STRUCTURE),
@@ -121,7 +227,7 @@ def data_size(spec: StudySpec, paths: list[str] | None = None) -> DataSize:
 def _measure(paths: list[str], ds) -> DataSize:
     from symscale.data.readers import open_dataset
 
-    data = open_dataset(paths, neutral_only=ds.neutral_only)
+    data = open_dataset(paths, neutral_only=ds.neutral_only, energy_key=ds.energy_key, forces_key=ds.forces_key)
     n = len(data)
     step = max(1, n // 200)
     sample = [data[i] for i in range(0, n, step)][:200]
@@ -133,29 +239,26 @@ def _measure(paths: list[str], ds) -> DataSize:
 def estimate_runs(
     spec: StudySpec, plans: list[RunPlan], paths: list[str] | None = None, *, measure_kappa: bool = True
 ) -> list[RunEstimate]:
-    """One estimate per planned run (kappa measured once per family when `measure_kappa`)."""
+    """One estimate per planned run; N keyed by family, options and width, kappa and r by group and width."""
     size = data_size(spec, paths)
-    n_train = max(0, size.n_structures - spec.dataset.val)
+    n_train = size.n_structures if spec.dataset.val_path else max(0, size.n_structures - spec.dataset.val)
     device = str(spec.training.get("device", "cpu")).split(":")[0]
     fps = spec.flops_per_second or DEFAULT_FLOPS_PER_SECOND.get(device, DEFAULT_FLOPS_PER_SECOND["cpu"])
-    n_params: dict[tuple[str, int], int] = {}
+    n_params: dict[tuple, int] = {}
     for p in plans:
-        if (p.arch, p.width) not in n_params:
-            overrides = dict(p.config.get("model_overrides") or {})
-            n_params[(p.arch, p.width)] = count_parameters(p.arch, p.width, size.elements, overrides)
-    kappas = {}
-    for arch, width in _kappa_widths(plans, n_params).items():
-        kappas[arch] = family_kappa(arch, width) if measure_kappa else (PAPER_KAPPA.get(arch, 10.0), "paper")
+        if _n_key(p) not in n_params:
+            n_params[_n_key(p)] = count_parameters(p.arch, p.width, size.elements, dict(p.config.model_overrides))
+    costs = group_costs(spec, plans, size, paths, n_params, measure_kappa)
     out = []
     for p in plans:
-        n = n_params[(p.arch, p.width)]
-        epochs = float(p.config.get("epochs", 1))
-        atoms = n_train * float(p.config.get("train_fraction", p.fraction)) * epochs * size.atoms_per_structure
-        kappa, source = kappas[p.arch]
-        flops = 3.0 * kappa * n * atoms
+        n, cost, mult = n_params[_n_key(p)], costs[(group_key(p), p.width)], symmetry_multiplier(p)
+        atoms = n_train * float(p.config.data.train_fraction or p.prefix) * float(p.config.training.epochs)
+        atoms *= size.atoms_per_structure
+        flops = estimated_flops(cost.kappa, n, atoms) * cost.train_ratio / 3.0 * mult
         out.append(
             RunEstimate(
-                p.run_id, p.arch, p.width, p.mode, p.fraction, p.seed, n, atoms, kappa, source, flops, flops / fps
+                p.run_id, p.arch, p.width, p.mode, p.prefix, p.seed, n, atoms, cost.kappa, cost.source, flops,
+                flops / fps, group_label(p), cost.train_ratio, mult, cost.sample,
             )
-        )
+        )  # fmt: skip
     return out

@@ -7,8 +7,11 @@ Idempotent: finished runs are skipped, interrupted ones resume from their checkp
 failed unless `retry_failed`. On a finished study only the fits and the report are refreshed.
 
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
-runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs),
-catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last invocation's summary).
+runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
+belongs to `symscale.rundir`), tune/<family>.json and tune/<family>/<run_id>/ (the learning-rate stage, when
+the spec has one: `symscale.study.tuning`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
+invocation's summary), slurm/ (the SLURM engine's job files and jobs.json, the job id of each submitted
+run). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from symscale import rundir
 from symscale.errors import SymscaleError
-from symscale.study.catalogue import Catalogue, export_laws, plan_path
+from symscale.study.catalogue import Catalogue, export_laws
 from symscale.study.estimate import RunEstimate, estimate_runs
-from symscale.study.executors import (
-    DEFAULT_RUN_FN,
-    RunOutcome,
-    RunTask,
-    make_executor,
-    read_status,
-    reset_for_retry,
-)
+from symscale.study.executors import RunFn, RunOutcome, RunTask, reset_for_retry, train_config
+from symscale.study.local import LocalExecutor
+from symscale.study.progress import StudyBar
+from symscale.study.ray import RayExecutor
+from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
+
+Reporter = Callable[[Path], Any]  # writes a study's report, returns its path (symscale.report.render.write_report)
 
 Printer = Callable[[str], None]
 
@@ -70,6 +75,32 @@ def prepare_dataset(spec: StudySpec) -> None:
         return
     if not Path(ds.path).exists():
         raise SymscaleError(f"dataset not found: {ds.path} (the spec's dataset.path); no run was started")
+
+
+def validate_study(spec: StudySpec, plans: list[RunPlan]) -> None:
+    """Everything that can be checked before the first run, so that a study never starts what it cannot
+    finish (SymscaleError, one line, nothing written): every family with its options builds at its
+    smallest and largest width (meta device: no memory), and the data opens, has the labels and is large
+    enough for the validation set and the largest prefix (`data.prefix.check_run_data`)."""
+    from symscale.data.prefix import check_run_data
+    from symscale.train.loop import check_model_config
+
+    if not plans:
+        raise SymscaleError(f"study {spec.name} has no runs (check its families, prefixes, seeds and modes)")
+    families: dict[str, list[RunPlan]] = {}
+    for plan in plans:
+        key = json.dumps([plan.config.arch, dict(plan.config.model_overrides)], sort_keys=True, default=str)
+        families.setdefault(key, []).append(plan)
+    for group in families.values():
+        by_width = sorted(group, key=lambda p: p.config.width)
+        for plan in {by_width[0].run_id: by_width[0], by_width[-1].run_id: by_width[-1]}.values():
+            try:
+                check_model_config(plan.config)
+            except (SymscaleError, TypeError, ValueError) as err:  # a family's own check of an option's type
+                raise SymscaleError(f"run {plan.run_id} of study {spec.name}: {err}") from None
+    prepare_dataset(spec)
+    largest = max(plans, key=lambda p: (p.config.data.train_fraction or 1.0, p.config.data.n_train or 0))
+    check_run_data(largest.config)
 
 
 # ---------------------------------------------------------------- progress
@@ -126,18 +157,29 @@ def init_study_dir(spec: StudySpec, study_dir: str | Path) -> Path:
     path = study_dir / "spec.yaml"
     if path.exists() and path.read_text() != text:
         log.warning("spec of %s changed; runs with a changed configuration get new ids", study_dir)
-    path.write_text(text)
+    rundir.write_text(path, text)  # atomic: a crash or a full disk leaves the old spec whole
     return study_dir
 
 
 def write_plan(plan: RunPlan, run_dir: Path) -> None:
     """runs/<id>.plan.json: the run's grid coordinates and configuration, so that the catalogue knows a run
     before it starts (beside the run directory, which belongs to the training loop)."""
-    path = plan_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(asdict(plan), indent=1, sort_keys=True, default=str)
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+    rundir.write_plan(run_dir, plan.to_dict())
+
+
+def make_executor(settings: Any, study_dir: str | Path, *, kind: str | None = None, workers: int | None = None):
+    """The engine the spec's `executor` section asks for (`kind` and `workers` override it)."""
+    kind = kind or settings.kind
+    if kind == "slurm":
+        if workers is not None:  # the spec's executor.workers (for local and ray) is left alone
+            raise SymscaleError.invalid("--workers", workers, SLURM_NO_WORKERS)
+        return SlurmExecutor(Path(study_dir) / "slurm", settings.slurm, settings.threads_per_worker)
+    workers = workers or settings.workers
+    if kind == "local":
+        return LocalExecutor(workers or 1, settings.threads_per_worker, settings.max_restarts)
+    if kind == "ray":
+        return RayExecutor(settings.ray, settings.threads_per_worker, workers=workers)
+    raise SymscaleError.invalid("executor", kind, "local, slurm or ray")
 
 
 def plan_tasks(
@@ -146,14 +188,14 @@ def plan_tasks(
     estimates: dict[str, float],
     *,
     retry_failed: bool,
-    run_fn: str,
+    run_fn: RunFn,
 ) -> list[RunTask]:
     """Tasks for the runs that are not finished (and not failed unless `retry_failed`)."""
     tasks = []
     for plan in plans:
         run_dir = study_dir / "runs" / plan.run_id
         write_plan(plan, run_dir)
-        status = read_status(run_dir).get("status")
+        status = rundir.read_status(run_dir)["status"]
         if status == "finished" or (status == "failed" and not retry_failed):
             continue
         if status == "failed":
@@ -169,25 +211,48 @@ def run_study(
     kind: str | None = None,
     workers: int | None = None,
     retry_failed: bool = False,
-    run_fn: str = DEFAULT_RUN_FN,
+    run_fn: RunFn = train_config,
     finalize: bool = True,
     out: Printer = log.info,
+    progress: bool | None = False,
+    reporter: Reporter | None = None,
 ) -> StudyResult:
-    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report."""
+    """Execute every run of `spec` not yet done, then index, export laws.csv, fit and report. With runs to do
+    and the real run function, `validate_study` runs first, before spec.yaml or anything else is written
+    (a stand-in `run_fn` of the tests trains nothing and has nothing to validate). `progress`: a study-level
+    bar on stderr (`symscale.study.progress.StudyBar`; None: when stderr is a terminal)."""
     t0 = time.monotonic()
-    study_dir = init_study_dir(spec, study_dir)
+    tuned = spec.tune is not None
+    if tuned:  # the learning-rate stage: each family's sweep, its best rate to its runs
+        if run_fn is train_config:
+            validate_study(spec, expand_runs(spec))  # before anything is written (the rates only change ids)
+        study_dir = init_study_dir(spec, study_dir)  # spec.yaml keeps the spec as given, with its tune section
+        prepare_dataset(spec)
+        executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
+        spec = run_tuning(spec, study_dir, executor, run_fn=run_fn, out=out)
     plans = expand_runs(spec)
-    todo = [p for p in plans if read_status(study_dir / "runs" / p.run_id).get("status") != "finished"]
+    todo = [p for p in plans if rundir.read_status(Path(study_dir) / "runs" / p.run_id)["status"] != "finished"]
+    if not tuned:
+        if todo and run_fn is train_config:  # the real runs (tests' stand-ins train nothing): before any write
+            validate_study(spec, plans)
+        study_dir = init_study_dir(spec, study_dir)
     if todo:
-        _execute(spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out)
+        _execute(
+            spec, study_dir, plans, kind=kind, workers=workers, retry_failed=retry_failed, run_fn=run_fn, out=out,
+            progress=progress,
+        )  # fmt: skip
     else:
         out(f"all {len(plans)} runs of {spec.name} are finished: refreshing the fits and the report")
-    return summarize(spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0)
+    return summarize(
+        spec, study_dir, plans, finalize=finalize, out=out, wall_s=time.monotonic() - t0, reporter=reporter
+    )
 
 
-def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out):
+def _execute(
+    spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, workers, retry_failed, run_fn, out, progress
+):
     out(f"study {spec.name}: {len(plans)} runs in {study_dir}")
-    prepare_dataset(spec)
+    prepare_dataset(spec)  # done by validate_study already for real runs (cached: the second call is cheap)
     paths = None if spec.dataset.path is None else [spec.dataset.path]
     try:
         estimates = {e.run_id: e.flops for e in estimate_runs(spec, plans, paths, measure_kappa=False)}
@@ -200,8 +265,21 @@ def _execute(spec: StudySpec, study_dir: Path, plans: list[RunPlan], *, kind, wo
     if skipped:
         out(f"{skipped} runs already finished or failed (use --retry-failed to rerun failed ones)")
     executor = make_executor(spec.executor, study_dir, kind=kind, workers=workers)
-    progress = Progress(tasks, out)
-    executor.run(tasks, on_start=progress.start, on_finish=progress.finish)
+    bar = StudyBar(tasks, enabled=progress)
+    lines = Progress(tasks, bar.printer(out))
+
+    def on_start(task: RunTask) -> None:
+        lines.start(task)
+        bar.start(task)
+
+    def on_finish(task: RunTask, outcome: RunOutcome) -> None:
+        lines.finish(task, outcome)
+        bar.finish(task, outcome)
+
+    try:
+        executor.run(tasks, on_start=on_start, on_finish=on_finish)
+    finally:
+        bar.close()
 
 
 def summarize(
@@ -212,19 +290,23 @@ def summarize(
     finalize: bool = True,
     out: Printer = log.info,
     wall_s: float = 0.0,
+    reporter: Reporter | None = None,
 ) -> StudyResult:
-    """Index the runs, export laws.csv and, when no run is left to do, fit and report."""
+    """Index the runs, export laws.csv and, when no run is left to do, fit and (with a `reporter`, as
+    `symscale study` passes `symscale.report.render.write_report`) report. The study never imports the report:
+    the report sits above it."""
     records = {r.run_id: r for r in Catalogue(study_dir).refresh()}
     ids = [p.run_id for p in plans]
     status = {i: records[i].status if i in records else "pending" for i in ids}
     failures = tuple((i, records[i].reason or "unknown") for i in ids if status[i] == "failed")
     n_fin = sum(s == "finished" for s in status.values())
     n_pending = len(ids) - n_fin - len(failures)
-    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids)
+    include = bool(spec.fits.get("include_diverged", False))  # diverged runs stay out of the fits unless asked
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids, include_diverged=include)
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
-        report = _report(study_dir) if spec.report else (None, "the spec says report: false")
+        report = _report(study_dir, reporter) if spec.report else (None, "the spec says report: false")
     result = StudyResult(
         str(study_dir),
         len(ids),
@@ -237,7 +319,7 @@ def summarize(
         failures=failures,
         wall_s=wall_s,
     )
-    (study_dir / "study.json").write_text(json.dumps(asdict(result), indent=1))
+    rundir.write_text(study_dir / "study.json", json.dumps(asdict(result), indent=1))
     _print_summary(result, out)
     return result
 
@@ -252,24 +334,23 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         return None, f"fits unavailable ({err})"
     try:
         table = read_table(study_dir / "laws.csv")
-        results = fit_laws_table(table, **spec.fits)
+        options = {k: v for k, v in spec.fits.items() if k != "include_diverged"}  # laws.csv's, not the fits'
+        results = fit_laws_table(table, **options)
         payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}
         path = study_dir / "fits.json"
-        path.write_text(json.dumps(payload, indent=1, default=float))
+        rundir.write_text(path, json.dumps(payload, indent=1, default=float))
     except Exception as err:  # a fit failure is reported, the study still completes
         log.exception("fits failed")
         return None, f"fits failed: {type(err).__name__}: {err}"
     return str(path), None
 
 
-def _report(study_dir: Path) -> tuple[str | None, str | None]:
-    """The report via `symscale.report.render.write_report`; (path, None), or (None, why not)."""
+def _report(study_dir: Path, reporter: Reporter | None) -> tuple[str | None, str | None]:
+    """The report by `reporter(study_dir) -> path`; (path, None), or (None, why not)."""
+    if reporter is None:
+        return None, f"no report made here: symscale report {study_dir}"
     try:
-        from symscale.report.render import write_report
-    except ImportError as err:
-        return None, f"report unavailable ({err})"
-    try:
-        return str(write_report(study_dir)), None
+        return str(reporter(study_dir)), None
     except Exception as err:  # a report failure is reported, the study still completes
         log.exception("report failed")
         return None, f"report failed: {type(err).__name__}: {err}"
@@ -315,7 +396,12 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
     )
     if reference_flops:
         lines.append(f"reference study: about {reference_flops:.0e} FLOPs for its largest runs")
-    sources = {e.arch: f"{e.kappa:.3g} ({e.kappa_source})" for e in estimates}
-    lines.append("kappa (forward FLOPs per atom per parameter): " + ", ".join(f"{a} {k}" for a, k in sources.items()))
-    lines.append("C = 3 kappa N D; time = C / the spec's estimate.flops_per_second")
+    lines.append("kappa (forward FLOPs per atom per parameter) and r (training / forward FLOPs) per group:")
+    for e in {(e.group, e.kappa_source): e for e in estimates}.values():
+        extra = f", x{e.multiplier:g} (symmetry loss)" if e.multiplier != 1 else ""
+        where = f"({e.kappa_source})"
+        lines.append(f"  {e.group or e.arch}: kappa {e.kappa:.3g}, r {e.train_ratio:.3g}{extra} {where}")
+    samples = {e.sample for e in estimates if e.sample}
+    lines += [f"measured on {sample}" for sample in samples]
+    lines.append("C = r kappa N D (the paper: r = 3); time = C / the spec's estimate.flops_per_second")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from symscale.config import RunConfig, check_bool, check_float, check_int
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -52,23 +53,51 @@ _TOP_KEYS = {
     "executor": "how runs are executed",
     "estimate": "dry-run estimates: {flops_per_second}",
     "fits": "{bootstrap, seed, group_by, l_inf: zero|free, loss: total|force|energy, drop_fraction, ema, "
-    "sensitivity} for the fits after the study",
+    "sensitivity, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
+    "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
 }
-_DATASET_KEYS = ("builtin", "seed", "path", "neutral_only", "val", "split_seed", "elements", "size_hint")
+_DATASET_KEYS = (
+    "builtin",
+    "seed",
+    "path",
+    "val_path",
+    "neutral_only",
+    "val",
+    "split_seed",
+    "elements",
+    "size_hint",
+    "energy_key",
+    "forces_key",
+)
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
-_FIT_KEYS = ("bootstrap", "seed", "group_by", "l_inf", "loss", "drop_fraction", "ema", "sensitivity")
+_FIT_KEYS = (
+    "bootstrap",
+    "seed",
+    "group_by",
+    "l_inf",
+    "loss",
+    "drop_fraction",
+    "ema",
+    "sensitivity",
+    "include_diverged",
+)
+_TUNE_KEYS = ("lrs", "width", "fraction")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
     "partition",
-    "time_min",
-    "gpus_per_task",
-    "cpus_per_task",
-    "mem_gb",
-    "array_parallelism",
-    "max_requeues",
+    "qos",
     "account",
+    "time_min",
+    "mem_gb",
+    "cpus_per_task",
+    "gpus_per_task",
     "constraint",
+    "setup",
+    "extra",
+    "max_running",
+    "max_requeues",
+    "poll_s",
     "local",
     "wait",
 )
@@ -82,11 +111,14 @@ class DatasetSpec:
     builtin: int | None = None
     seed: int = 0  # generation seed of the built-in set
     path: str | None = None  # a file or folder (.aselmdb, ASE .db, extxyz); relative to the spec file
+    val_path: str | None = None  # separate validation data (e.g. OMol25's validation split); None: carve out `val`
     neutral_only: bool = False
-    val: int = 200  # structures held out for validation
+    val: int = 200  # structures held out for validation (with val_path: sampled from it, all if fewer)
     split_seed: int = 0
     elements: tuple[int, ...] | None = None  # atomic numbers, for dry runs without the data
     size_hint: dict[str, float] = field(default_factory=dict)  # {structures, atoms_per_structure}
+    energy_key: str = "energy"  # label keys in the files (MACE-style: REF_energy, REF_forces)
+    forces_key: str = "forces"
 
     def run_keys(self) -> dict[str, Any]:
         """RunConfig data keys: the built-in set by name (not where its cache lives), or the path."""
@@ -94,6 +126,9 @@ class DatasetSpec:
             data = {"source": "builtin", "builtin_structures": self.builtin, "builtin_seed": self.seed}
         else:
             data = {"source": self.path}
+        if self.val_path is not None:
+            data["val_source"] = self.val_path
+        data.update(energy_key=self.energy_key, forces_key=self.forces_key)
         return {**data, "neutral_only": self.neutral_only, "n_val": self.val, "split_seed": self.split_seed}
 
 
@@ -108,15 +143,21 @@ class FamilySpec:
 
 @dataclass(frozen=True)
 class SlurmSpec:
-    partition: str | None = None
-    time_min: int = 240  # minutes per job before requeue
-    gpus_per_task: int = 1
-    cpus_per_task: int = 8
-    mem_gb: float | None = None
-    array_parallelism: int = 64
-    max_requeues: int = 5
-    account: str | None = None
-    constraint: str | None = None
+    """`executor.slurm`: the sbatch options of every run's job (one job per run, named by its run id)."""
+
+    partition: str | None = None  # --partition
+    qos: str | None = None  # --qos
+    account: str | None = None  # --account
+    time_min: int = 240  # --time, minutes per job before it is requeued (and resumes)
+    mem_gb: float | None = None  # --mem, GB per job
+    cpus_per_task: int | None = None  # --cpus-per-task (None: executor.threads_per_worker, else 1)
+    gpus_per_task: int | None = None  # --gpus-per-node (None: 1 for a training.device cuda run, else none)
+    constraint: str | None = None  # --constraint
+    setup: tuple[str, ...] = ()  # shell lines run before the run in the job (module load, source venv)
+    extra: dict[str, Any] = field(default_factory=dict)  # more sbatch options: {mail-type: END, exclusive: true}
+    max_running: int = 64  # jobs of this study in the queue at once while the study waits
+    max_requeues: int = 5  # requeues after preemption or timeout
+    poll_s: float = 5.0  # seconds between two looks at squeue
     local: bool = False  # submitit's local executor: the same code path minus sbatch (tests)
     wait: bool = True  # keep the study process polling until the jobs end
 
@@ -133,11 +174,27 @@ class RaySpec:
 @dataclass(frozen=True)
 class ExecutorSpec:
     kind: str = "local"
-    workers: int = 1
+    workers: int | None = None  # local: worker processes (None: 1); ray: concurrent runs (None: as resources allow)
     threads_per_worker: int | None = None  # None: cores // workers
     max_restarts: int = 1  # local: restarts of a run whose worker died (resuming from its checkpoint)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     ray: RaySpec = field(default_factory=RaySpec)
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """The learning-rate stage (`symscale.study.tuning`): each family trains once per rate in `lrs` at its
+    tuning width on the `fraction` prefix; the rate with the lowest final validation loss goes to its runs."""
+
+    lrs: tuple[float, ...]
+    width: int | dict[str, int] | None = None  # one width, or per arch; None: the family's smallest width
+    fraction: float = 0.1  # training-set prefix of each sweep run
+
+    def width_of(self, fam: FamilySpec) -> int:
+        """The tuning width of a family."""
+        if isinstance(self.width, dict):
+            return self.width.get(fam.arch, min(fam.widths))
+        return self.width if self.width is not None else min(fam.widths)
 
 
 @dataclass(frozen=True)
@@ -157,20 +214,26 @@ class StudySpec:
     description: str = ""
     source: str = ""  # where the spec was read from
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
+    tune: TuneSpec | None = None  # the learning-rate stage before the grid (None: the spec's rates as given)
 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One run of a study: its id, its grid coordinates and its run configuration (a plain dict whose data
-    entry is the dataset identity; the runner substitutes the resolved paths before training)."""
+    """One run of a study: its id, its grid coordinates and its validated run configuration (built once by
+    `expand_runs` and handed on as is to the engine and the training loop)."""
 
     run_id: str
     arch: str
     width: int
     seed: int
     mode: str
-    fraction: float
-    config: dict[str, Any]
+    prefix: float  # the grid's data prefix (a multi_epoch run trains on prefix / MULTI_EPOCH_REPEATS of it)
+    config: RunConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan file's content (`symscale.rundir.write_plan`): coordinates and the nested config."""
+        coords = {k: getattr(self, k) for k in ("run_id", "arch", "width", "seed", "mode", "prefix")}
+        return {**coords, "config": self.config.to_dict()}
 
 
 # ---------------------------------------------------------------- loading and validation
@@ -220,20 +283,11 @@ def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
 
 
 def _int(section: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SymscaleError.invalid(section, value, f"an integer >= {minimum}")
-    return value
+    return check_int(section, value, minimum)  # the run config's rule: "5" is not an integer
 
 
 def _positive(section: str, value: Any) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 2.0e9 (no exponent sign) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise SymscaleError.invalid(section, value, "a number > 0")
-    return float(value)
+    return check_float(section, value, positive=True)  # 2.0e9, which YAML 1.1 reads as a string, is a number
 
 
 def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
@@ -260,11 +314,43 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         executor=_parse_executor(raw.get("executor") or {}),
         flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
         fits=_parse_fits(raw.get("fits") or {}),
-        report=bool(raw.get("report", True)),
+        report=check_bool("report", raw.get("report", True)),
         description=str(raw.get("description", "")),
         source=source,
         raw=copy.deepcopy(raw),
+        tune=_parse_tune(raw.get("tune")),
     )
+
+
+def _parse_fits(raw: Any) -> dict[str, Any]:
+    """The `fits:` section, checked by the fit menu's own rules (`symscale.fit.menu.study_settings`);
+    `include_diverged` (default false, laws.csv's setting, not the fits') puts diverged runs' points into laws.csv."""
+    from symscale.fit.menu import study_settings
+
+    fits = dict(_check_keys("fits", raw, _FIT_KEYS))
+    if "include_diverged" in fits:
+        fits["include_diverged"] = check_bool("fits.include_diverged", fits["include_diverged"])
+    try:
+        study_settings({k: v for k, v in fits.items() if k != "include_diverged"})
+    except (SymscaleError, TypeError) as err:
+        raise SymscaleError(f"invalid study spec, fits: {err}") from None
+    return fits
+
+
+def _parse_tune(raw: Any) -> TuneSpec | None:
+    if raw is None:
+        return None
+    _check_keys("tune", raw, _TUNE_KEYS)
+    lrs = tuple(_positive("tune.lrs[]", lr) for lr in _as_list("tune.lrs", raw.get("lrs")))
+    width = raw.get("width")
+    if isinstance(width, dict):
+        width = {str(a): _int(f"tune.width.{a}", w, 1) for a, w in width.items()}
+    elif width is not None:
+        width = _int("tune.width", width, 1)
+    fraction = raw.get("fraction", 0.1)
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
+        raise SymscaleError.invalid("tune.fraction", fraction, "a training-set fraction in (0, 1]")
+    return TuneSpec(tuple(sorted(set(lrs))), width, float(fraction))
 
 
 class _AnyKey:
@@ -288,11 +374,7 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
     raw = {k: v for k, v in raw.items() if v is not None}
     if ("builtin" in raw) == ("path" in raw):
         raise SymscaleError.invalid("dataset", raw, "exactly one of 'builtin' (number of structures) or 'path'")
-    path = raw.get("path")
-    if path is not None:
-        if not isinstance(path, str) or not path:
-            raise SymscaleError.invalid("dataset.path", path, "a file or folder path")
-        path = str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
+    path, val_path = (_data_path(f"dataset.{k}", raw.get(k), base_dir) for k in ("path", "val_path"))
     elements = raw.get("elements")
     if elements is not None:
         elements = tuple(sorted({_int("dataset.elements[]", z, 1) for z in _as_list("dataset.elements", elements)}))
@@ -301,12 +383,30 @@ def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
         builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
         seed=_int("dataset.seed", raw.get("seed", 0)),
         path=path,
-        neutral_only=bool(raw.get("neutral_only", False)),
+        val_path=val_path,
+        neutral_only=check_bool("dataset.neutral_only", raw.get("neutral_only", False)),
         val=_int("dataset.val", raw.get("val", 200), 1),
         split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
         elements=elements,
         size_hint={k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()},
+        energy_key=_label_key("dataset.energy_key", raw.get("energy_key", "energy")),
+        forces_key=_label_key("dataset.forces_key", raw.get("forces_key", "forces")),
     )
+
+
+def _data_path(key: str, path: Any, base_dir: Path) -> str | None:
+    """A dataset path resolved against the spec's folder; a `${...}` placeholder is kept as it is."""
+    if path is None:
+        return None
+    if not isinstance(path, str) or not path:
+        raise SymscaleError.invalid(key, path, "a file or folder path")
+    return str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
+
+
+def _label_key(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise SymscaleError.invalid(key, value, "a label key such as REF_energy")
+    return value
 
 
 def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
@@ -362,73 +462,116 @@ def _parse_executor(raw: Any) -> ExecutorSpec:
     if kind not in EXECUTORS:
         raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
     threads = raw.get("threads_per_worker")
-    slurm = _check_keys("executor.slurm", raw.get("slurm") or {}, _SLURM_KEYS)
-    ray = _check_keys("executor.ray", raw.get("ray") or {}, _RAY_KEYS)
+    workers = raw.get("workers")
     return ExecutorSpec(
         kind=kind,
-        workers=_int("executor.workers", raw.get("workers", 1), 1),
+        workers=None if workers is None else _int("executor.workers", workers, 1),
         threads_per_worker=None if threads is None else _int("executor.threads_per_worker", threads, 1),
         max_restarts=_int("executor.max_restarts", raw.get("max_restarts", 1)),
-        slurm=SlurmSpec(**slurm),
-        ray=RaySpec(**ray),
+        slurm=_parse_slurm(raw.get("slurm") or {}),
+        ray=_parse_ray(raw.get("ray") or {}),
     )
 
 
-def _parse_fits(raw: Any) -> dict[str, Any]:
-    """The `fits:` section, checked by the fit menu's own rules (`symscale.fit.menu.study_settings`)."""
-    from symscale.fit.menu import study_settings
+def _optional_str(section: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SymscaleError.invalid(section, value, "a non-empty string")
+    return value
 
-    fits = dict(_check_keys("fits", raw, _FIT_KEYS))
-    try:
-        study_settings(fits)
-    except (SymscaleError, TypeError) as err:
-        raise SymscaleError(f"invalid study spec, fits: {err}") from None
-    return fits
+
+def _parse_slurm(raw: Any) -> SlurmSpec:
+    if isinstance(raw, dict) and "array_parallelism" in raw:
+        raise SymscaleError(
+            "executor.slurm.array_parallelism is now max_running: each run is its own job, named by its run id"
+        )
+    _check_keys("executor.slurm", raw, _SLURM_KEYS)
+    out: dict[str, Any] = {}
+    for key in ("partition", "qos", "account", "constraint"):
+        if key in raw:
+            out[key] = _optional_str(f"executor.slurm.{key}", raw[key])
+    for key, minimum in (("time_min", 1), ("max_running", 1), ("max_requeues", 0)):
+        if key in raw:
+            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
+    for key, minimum in (("cpus_per_task", 1), ("gpus_per_task", 0)):
+        if raw.get(key) is not None:
+            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
+    for key in ("mem_gb", "poll_s"):
+        if raw.get(key) is not None:
+            out[key] = _positive(f"executor.slurm.{key}", raw[key])
+    for key in ("local", "wait"):
+        if key in raw:
+            out[key] = check_bool(f"executor.slurm.{key}", raw[key])
+    setup = raw.get("setup") or []
+    if isinstance(setup, str):
+        setup = [setup]
+    if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
+        raise SymscaleError.invalid("executor.slurm.setup", setup, "a list of shell lines")
+    out["setup"] = tuple(setup)
+    extra = raw.get("extra") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) and k for k in extra):
+        raise SymscaleError.invalid("executor.slurm.extra", extra, "a mapping of sbatch option: value")
+    for key, value in extra.items():
+        if not isinstance(value, str | int | float | bool) or value is False:
+            raise SymscaleError.invalid(f"executor.slurm.extra.{key}", value, "a string, a number or true")
+    out["extra"] = {k.lstrip("-"): v for k, v in extra.items()}
+    return SlurmSpec(**out)
+
+
+def _parse_ray(raw: Any) -> RaySpec:
+    _check_keys("executor.ray", raw, _RAY_KEYS)
+    out: dict[str, Any] = {}
+    if "address" in raw:
+        out["address"] = _optional_str("executor.ray.address", raw["address"])
+    for key in ("cpus_per_run", "gpus_per_run"):
+        if key in raw:
+            out[key] = check_float(f"executor.ray.{key}", raw[key])
+            if out[key] < 0:
+                raise SymscaleError.invalid(f"executor.ray.{key}", raw[key], "a number >= 0")
+    if "max_retries" in raw:
+        out["max_retries"] = _int("executor.ray.max_retries", raw["max_retries"])
+    if raw.get("num_cpus") is not None:
+        out["num_cpus"] = _int("executor.ray.num_cpus", raw["num_cpus"], 1)
+    return RaySpec(**out)
 
 
 # ---------------------------------------------------------------- expansion to runs
 
 
-def run_id(arch: str, width: int, config: dict[str, Any]) -> str:
+def run_id(config: RunConfig) -> str:
     """Deterministic id: a readable prefix and the first 10 hex digits of `RunConfig.config_hash()`, the
     SHA-256 of the canonical JSON of the resolved configuration (defaults filled in; keys that do not change
     results, such as threads and device, left out). Equal configs give equal ids on every machine."""
-    from symscale.config import RunConfig
-
-    return f"{arch}-w{width}-{RunConfig.from_dict(config).config_hash()[:10]}"
+    return f"{config.arch}-w{config.width}-{config.config_hash()[:10]}"
 
 
-def run_config(spec: StudySpec, fam: FamilySpec, width: int, fraction: float, seed: int, mode: str) -> dict:
-    """The flat RunConfig mapping of one grid point."""
+def run_config(spec: StudySpec, fam: FamilySpec, width: int, prefix: float, seed: int, mode: str) -> RunConfig:
+    """The validated RunConfig of one grid point (a spec error names the spec's sections)."""
     cfg = merge(merge(spec.training, spec.evaluation), fam.training)
     cfg = merge(cfg, MODES[mode])
     if mode == "multi_epoch":
-        fraction = fraction / MULTI_EPOCH_REPEATS
-    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=fraction, **spec.dataset.run_keys())
+        prefix = prefix / MULTI_EPOCH_REPEATS
+    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=prefix, **spec.dataset.run_keys())
     if fam.overrides:
         cfg["model_overrides"] = merge(cfg.get("model_overrides") or {}, fam.overrides)
-    return cfg
-
-
-def _checked_id(fam: FamilySpec, width: int, cfg: dict[str, Any]) -> str:
     try:
-        return run_id(fam.arch, width, cfg)
+        return RunConfig.from_dict(cfg)
     except SymscaleError as err:
         raise SymscaleError(f"invalid study spec (training / evaluation / family overrides): {err}") from None
 
 
 def expand_runs(spec: StudySpec) -> list[RunPlan]:
     """Every run of the study, in a stable order (family, width, prefix, seed, mode); each configuration is
-    validated by RunConfig (an unknown training key is an error naming the allowed keys)."""
+    validated once, here, by RunConfig (an unknown training key is an error naming the allowed keys)."""
     plans = []
     for fam in spec.families:
         for width in fam.widths:
-            for fraction in spec.prefixes:
+            for prefix in spec.prefixes:
                 for seed in spec.seeds:
                     for mode in spec.modes:
-                        cfg = run_config(spec, fam, width, fraction, seed, mode)
-                        rid = _checked_id(fam, width, cfg)
-                        plans.append(RunPlan(rid, fam.arch, width, seed, mode, fraction, cfg))
+                        cfg = run_config(spec, fam, width, prefix, seed, mode)
+                        plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
     ids = [p.run_id for p in plans]
     if len(set(ids)) != len(ids):
         raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")

@@ -10,8 +10,10 @@ and index selections, per accumulated element of index_add / scatter_add / index
 Measuring every step would slow training, so `FlopModel` measures a few batches (and halves of them, for
 different sizes), fits FLOPs per step as a linear function of atoms and edges,
     flops(batch) ~ c_atom * n_atoms + c_edge * n_edges,
-and the loop adds the predicted count at every step. kappa = forward FLOPs / (atoms x N) on the measured
-full batches (the paper's "forward FLOPs per atom per parameter", so that C ~ 3 kappa N D).
+and the loop adds the predicted count at every step. The fit is checked out of sample, on sub-batches of a
+size it was not fitted on (and on a held-out batch when several are measured): `holdout_max_rel_error`.
+kappa = forward FLOPs / (atoms x N) on the measured full batches (the paper's "forward FLOPs per atom per
+parameter", so that C ~ 3 kappa N D).
 Device seconds: wall time of the training steps only (evaluation excluded), read after
 `torch.cuda.synchronize()` on CUDA.
 """
@@ -110,6 +112,17 @@ def count_flops(fn: Callable[[], object]) -> FlopCount:
     return FlopCount(raw=int(raw), corrected=int(sum(counts.values())))
 
 
+def kappa(forward_flops: float, n_atoms: int, num_parameters: int) -> float:
+    """kappa: forward FLOPs per atom per parameter (the paper's constant in C = 3 kappa N D)."""
+    return forward_flops / (max(n_atoms, 1) * num_parameters)
+
+
+def estimated_flops(kappa_value: float, num_parameters: float, atoms: float) -> float:
+    """C = 3 kappa N D: the paper's estimate of training FLOPs (forward + backward = 3 forwards) from kappa,
+    N parameters and D atoms seen."""
+    return 3.0 * kappa_value * num_parameters * atoms
+
+
 @dataclass(frozen=True)
 class FlopModel:
     """Per-step FLOPs as a linear function of atoms and edges, fitted on measured batches.
@@ -121,10 +134,13 @@ class FlopModel:
     train_raw: tuple[float, float]
     forward_corrected: tuple[float, float]
     forward_raw: tuple[float, float]
-    fit_max_rel_error: float  # worst relative error of the corrected training fit on the measured batches
+    fit_max_rel_error: float  # worst relative error of the corrected training fit on the batches it was fitted on
     measured_atoms: int
     measured_forward_corrected: int
     measured_forward_raw: int
+    # worst relative error of the corrected training fit on batches not used to fit it (three-quarter
+    # sub-batches of every measured batch, and the last batch when there are several); NaN in old records
+    holdout_max_rel_error: float = float("nan")
 
     def step(self, n_atoms: int, n_edges: int) -> tuple[float, float]:
         """(corrected, raw) training FLOPs of one step on a batch of this many atoms and edges."""
@@ -133,8 +149,10 @@ class FlopModel:
 
     def kappa(self, num_parameters: int) -> tuple[float, float]:
         """(corrected, raw) forward FLOPs per atom per parameter on the measured batches."""
-        denom = max(self.measured_atoms, 1) * num_parameters
-        return self.measured_forward_corrected / denom, self.measured_forward_raw / denom
+        atoms = self.measured_atoms
+        return kappa(self.measured_forward_corrected, atoms, num_parameters), kappa(
+            self.measured_forward_raw, atoms, num_parameters
+        )
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -184,8 +202,10 @@ def fit_flop_model(
     batches: Sequence[GraphBatch],
 ) -> FlopModel:
     """Measure `train_step(batch)` (forward + backward) and `forward(batch)` on `batches` and their halves,
-    then fit FLOPs per atom and per edge (see the module docstring)."""
-    samples = sub_batches(batches)
+    fit FLOPs per atom and per edge (see the module docstring), and check the fit out of sample: on the
+    first three quarters of every batch and, given several batches, on the last one (not fitted on)."""
+    fitted, held_out = holdout_split(batches)
+    samples = sub_batches(fitted)
     sizes = np.array([[b.num_atoms, b.num_edges] for b in samples], dtype=np.float64)
     train = [count_flops(lambda b=b: train_step(b)) for b in samples]
     fwd = [count_flops(lambda b=b: forward(b)) for b in batches]
@@ -194,6 +214,8 @@ def fit_flop_model(
     tr, _ = _fit(sizes, np.array([f.raw for f in train], dtype=np.float64))
     fc, _ = _fit(full_sizes, np.array([f.corrected for f in fwd], dtype=np.float64))
     fr, _ = _fit(full_sizes, np.array([f.raw for f in fwd], dtype=np.float64))
+    holdout = [(b, count_flops(lambda b=b: train_step(b)).corrected) for b in held_out]
+    rel = [abs(tc[0] * b.num_atoms + tc[1] * b.num_edges - f) / max(f, 1.0) for b, f in holdout]
     return FlopModel(
         train_corrected=tc,
         train_raw=tr,
@@ -203,7 +225,17 @@ def fit_flop_model(
         measured_atoms=int(sum(b.num_atoms for b in batches)),
         measured_forward_corrected=int(sum(f.corrected for f in fwd)),
         measured_forward_raw=int(sum(f.raw for f in fwd)),
+        holdout_max_rel_error=float(max(rel)) if rel else float("nan"),
     )
+
+
+def holdout_split(batches: Sequence[GraphBatch]) -> tuple[list[GraphBatch], list[GraphBatch]]:
+    """(batches the FLOP model is fitted on, batches it is checked on): the last batch is held out when
+    there are several; the first three quarters of every batch (a size the fit never sees) always are."""
+    batches = list(batches)
+    fitted = batches[:-1] if len(batches) > 1 else batches
+    held = [first_structures(b, 3 * b.num_structures // 4) for b in batches if b.num_structures >= 4]
+    return fitted, held + (batches[-1:] if len(batches) > 1 else [])
 
 
 class DeviceClock:
@@ -277,8 +309,8 @@ def measure_family(arch: str, width: int, batch: GraphBatch | None = None, **ove
         arch=arch,
         width=width,
         num_parameters=n_params,
-        kappa_raw=fwd.raw / (atoms * n_params),
-        kappa_corrected=fwd.corrected / (atoms * n_params),
+        kappa_raw=kappa(fwd.raw, atoms, n_params),
+        kappa_corrected=kappa(fwd.corrected, atoms, n_params),
         forward_flops_per_atom=fwd.corrected / atoms,
         train_flops_per_atom=train.corrected / atoms,
         atoms=atoms,

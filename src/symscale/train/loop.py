@@ -3,40 +3,39 @@
 A single pass (or `epochs` passes) over a nested training prefix in a seeded order, batch 64 structures,
 schedule-free AdamW with muP groups, the study's loss, evaluations on the fixed validation set at log-spaced
 points (with the averaged weights), compute accounting (atoms D, FLOPs C raw and corrected, device seconds),
-checkpoints, and resumption. The run directory:
-
-    config.yaml      the resolved RunConfig (and its hash in run.json / status.json)
-    stats.json       DatasetStats of the training prefix (element energies, force RMS)
-    run.json         arch, width, N, kappa, seed, mode, dataset description, steps, FLOP model, provenance
-    metrics.jsonl    one line per evaluation (see `METRIC_KEYS`)
-    status.json      {"status": "running" | "finished" | "failed", "reason", "step", "total_steps", ...}
-    checkpoints/     last.pt (at evaluation points), final.pt (at the end)
-    train.log        line-based progress
+checkpoints, and resumption. The run directory's layout, status schema, metrics log and lock belong to
+`symscale.rundir`; the data of a run is resolved by `symscale.data.prefix`, the learning-rate search is
+`symscale.train.tune`.
 
 Rerunning with the same directory resumes from checkpoints/last.pt (the metrics after it are recomputed);
-a finished run returns at once; a different configuration is a `SymscaleError` and nothing is written.
+on CPU only with the torch thread count it started with (recorded in run.json as `threads`, see
+`check_threads`);
+a finished run returns at once; a different configuration is a `SymscaleError` and nothing is written; a
+directory whose lock a live process holds (another `symscale train`, a study worker) is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import json
 import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from symscale import rundir
 from symscale.config import RunConfig
 from symscale.data.graph import GraphBatch
-from symscale.data.loader import collate_indices
+from symscale.data.loader import BatchLoader, LoaderWorkers, collate_indices
+from symscale.data.prefix import RunData, resolve_data
+from symscale.data.stats import DatasetStats, check_validation_elements, compute_stats, count_elements
 from symscale.errors import SymscaleError
+from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model
 from symscale.train.evaluation import eval_steps, evaluate
@@ -71,132 +70,32 @@ class RunResult:
 # ---------------------------------------------------------------- run directory
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def write_status(out: Path, status: str, reason: str | None = None, **extra: Any) -> None:
-    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    _write_json(out / "status.json", {"status": status, "reason": reason, "updated_utc": now, **extra})
-
-
-def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
-    """The metrics.jsonl lines of a run directory (empty when none)."""
-    path = Path(out_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _truncate_metrics(out: Path, last_step: int) -> None:
-    kept = [m for m in read_metrics(out) if m["step"] <= last_step]
-    (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
-
-
 def _existing_run(config: RunConfig, out: Path) -> RunResult | None:
     """None to (re)start; a RunResult for a finished run; a SymscaleError for a conflicting directory."""
     if not out.exists():
         return None
     if not out.is_dir():
         raise SymscaleError(f"output path {out} exists and is not a directory")
-    if not (out / "config.yaml").exists():
+    if not (out / rundir.CONFIG).exists():
         if any(out.iterdir()):
             raise SymscaleError(f"output directory {out} is not empty and holds no symscale run; choose another --out")
         return None
-    saved = RunConfig.from_yaml(out / "config.yaml")
+    saved = RunConfig.from_yaml(out / rundir.CONFIG)
     diffs = config.differences(saved)
     if diffs:
         raise SymscaleError(
             f"run directory {out} holds a run with a different config ({', '.join(diffs)} differ); "
             "nothing was changed: use another --out or the same settings"
         )
-    status = json.loads((out / "status.json").read_text()) if (out / "status.json").exists() else {}
-    if status.get("status") != "finished":
+    status = rundir.read_status(out)
+    if status["status"] != "finished":
         return None
-    metrics = read_metrics(out)
-    run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    metrics = rundir.read_metrics(out)
+    run = rundir.read_json(out / rundir.RUN_INFO)
     return RunResult(
         out, "finished", None, status.get("step", 0), status.get("total_steps", 0), run.get("N"),
         metrics[-1] if metrics else None,
     )  # fmt: skip
-
-
-# ---------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class RunData:
-    """The resolved data of a run: the dataset (maybe packed), prefix and validation indices, statistics."""
-
-    dataset: Any
-    train: np.ndarray
-    val: np.ndarray
-    description: str
-    n_total: int
-    split: str = "by structure"  # how the validation set was drawn: "by molecule" (whole molecules) or not
-
-
-def open_data(config: RunConfig):
-    """The dataset named by `config.data.source` ("builtin" generates or reuses the built-in set)."""
-    from symscale.data.readers import open_dataset
-
-    d = config.data
-    if d.source == "builtin":
-        try:
-            from symscale.data.builtin import builtin_dataset
-        except ImportError as err:
-            raise SymscaleError(f"the built-in dataset is not available in this installation ({err})") from None
-
-        paths = [builtin_dataset(d.builtin_structures, seed=d.builtin_seed)]
-    else:
-        paths = [d.source] if isinstance(d.source, str) else list(d.source)
-        for p in paths:
-            if not Path(p).exists():
-                raise SymscaleError(f"data not found: {p}")
-    return open_dataset(paths[0] if len(paths) == 1 else paths, neutral_only=d.neutral_only)
-
-
-def _check_labels(dataset) -> None:
-    first = dataset[0]
-    if first.forces is None or first.energy is None:
-        missing = "forces" if first.forces is None else "energies"
-        raise SymscaleError(f"invalid data: {getattr(dataset, 'description', 'dataset')} has no {missing}")
-
-
-def resolve_data(config: RunConfig, dataset=None) -> RunData:
-    """Splits, prefix size and (when small enough) the packed in-RAM copy of prefix + validation set."""
-    from symscale.data.splits import make_splits, molecule_groups
-
-    d = config.data
-    dataset = open_data(config) if dataset is None else dataset
-    _check_labels(dataset)
-    n_total = len(dataset)
-    if d.n_val >= n_total:
-        raise SymscaleError.invalid("n_val", d.n_val, f"fewer than the {n_total} structures of the data")
-    splits = make_splits(n_total, d.n_val, d.split_seed, groups=molecule_groups(dataset))  # whole molecules in val
-    pool = splits.n_train_max
-    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
-    if n_train > pool:
-        raise SymscaleError(
-            f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
-            f"(the data has {n_total} structures, {len(splits.val)} held out for validation)"
-        )
-    train, val = splits.train_prefix(n_train), splits.val
-    description = getattr(dataset, "description", f"{n_total} structures")
-    if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
-        from symscale.data.packed import pack
-
-        graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
-        dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
-        train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
-    split = "by molecule" if splits.by_molecule else "by structure"
-    return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, split)
-
-
-def _is_packed(dataset) -> bool:
-    return type(dataset).__name__ == "PackedDataset"
 
 
 def _batches(dataset, indices: np.ndarray, size: int, config: RunConfig, dtype, device) -> list[GraphBatch]:
@@ -210,18 +109,51 @@ def _batches(dataset, indices: np.ndarray, size: int, config: RunConfig, dtype, 
 # ---------------------------------------------------------------- the run
 
 
+def model_options(config: RunConfig, stats: DatasetStats | None = None, elements: list[int] | None = None) -> dict:
+    """The keyword arguments of `models.registry.build(config.arch, config.width, **options)`: graph, force
+    mode, the family's overrides and, with `stats`, the element energies and force scale (eV, eV/A) of the
+    training prefix. `elements` defaults to the prefix's (or [1] without stats: a shape check)."""
+    if elements is None:
+        elements = list(stats.elements) if stats is not None else [1]
+    options = {
+        "elements": elements, "cutoff": config.data.cutoff, "max_neighbors": config.data.max_neighbors,
+        "forces": config.forces, **dict(config.model_overrides),
+    }  # fmt: skip
+    if stats is not None:
+        options.update(element_energies=stats.element_energies, force_scale=stats.force_rms)
+    return options
+
+
 def check_model_config(config: RunConfig) -> None:
     """Build the model on the meta device (no memory, no data) so that an unknown arch, a width that gives no
     channels or a bad family override fails before anything is read or written."""
-    from symscale.models.registry import build
-
     with torch.device("meta"):
-        model = build(
-            config.arch, config.width, elements=[1], cutoff=config.data.cutoff,
-            max_neighbors=config.data.max_neighbors, forces=config.forces, **dict(config.model_overrides),
-        )  # fmt: skip
+        model = build(config.arch, config.width, **model_options(config))
     if model.num_parameters() == 0 or any(p.numel() == 0 for p in model.parameters()):
         raise SymscaleError.invalid(f"width for arch {config.arch!r}", config.width, "a width that gives channels")
+
+
+def check_threads(config: RunConfig, out: Path) -> None:
+    """Refuse to resume a CPU run with another torch thread count than it started with (run.json `threads`).
+
+    Measured (toy data, one batch of 32 structures, forward + backward, torch 2.13 CPU): gemnet_oc at width
+    12 gives different gradients with 1 and 2 threads in all 329 tensors (max relative difference 4e-5;
+    each count repeats bit for bit), and `torch.use_deterministic_algorithms(True)` does not change that
+    (it pins scatter and index kernels, not how a reduction is split between threads); mpnn (16, 32), egnn
+    (16) and esen (4) gave identical weights after 50 steps or gradients. So the count stays free and is
+    recorded rather than forced to one (one thread would cost every multi-core run its parallelism), and it
+    is not hashed into the run id (existing ids stay): a resumed run must use the count it started with,
+    which the study's engines do by themselves (`study.executors`). On CUDA the CPU thread count does not
+    change the kernels, and a run's older run.json without `threads` is not checked."""
+    last = out / rundir.CHECKPOINTS / "last.pt"
+    recorded = rundir.read_json(out / rundir.RUN_INFO).get("threads")
+    if recorded is None or not last.exists() or _device(config).type != "cpu":
+        return
+    if int(recorded) != torch.get_num_threads():
+        raise SymscaleError(
+            f"run directory {out} was trained with {recorded} torch threads, this process has "
+            f"{torch.get_num_threads()}: CPU results depend on the thread count; resume with --threads {recorded}"
+        )
 
 
 def _device(config: RunConfig) -> torch.device:
@@ -246,9 +178,7 @@ def run_mode(config: RunConfig) -> str:
 class _Run:
     """State of one run between setup and the end (a class so that the steps stay short functions)."""
 
-    def __init__(self, config: RunConfig, out: Path, data: RunData, stats, progress: bool):
-        from symscale.models.registry import build
-
+    def __init__(self, config: RunConfig, out: Path, data: RunData, stats: DatasetStats, progress: bool):
         self.config, self.out, self.data, self.stats = config, out, data, stats
         rt, tr = config.runtime, config.training
         self.device = _device(config)
@@ -257,14 +187,10 @@ class _Run:
             torch.backends.cuda.matmul.allow_tf32 = rt.tf32
             torch.backends.cudnn.allow_tf32 = rt.tf32
         self.autocast_on = rt.autocast_bf16 and self.device.type == "cuda"
-        val_z = {int(z) for i in data.val for z in np.unique(data.dataset[int(i)].numbers)}
-        elements = sorted(set(stats.elements) | val_z)
+        check_validation_elements(stats, count_elements(data.dataset, data.val))  # before the first step
+        elements = list(stats.elements)
         torch.manual_seed(config.seed)
-        model = build(
-            config.arch, config.width, elements=elements, cutoff=config.data.cutoff,
-            max_neighbors=config.data.max_neighbors, forces=config.forces,
-            element_energies=stats.element_energies, force_scale=stats.force_rms, **dict(config.model_overrides),
-        )  # fmt: skip
+        model = build(config.arch, config.width, **model_options(config, stats, elements))
         self.model = model.to(device=self.device, dtype=self.dtype).train()
         self.n_params = self.model.num_parameters()
         self.steps_per_epoch = math.ceil(len(data.train) / tr.batch_size)
@@ -279,10 +205,12 @@ class _Run:
         self.step = 0
         self.counters = {"structures_seen": 0, "atoms_seen": 0, "flops": 0.0, "flops_raw": 0.0, "device_seconds": 0.0}
         self.loss_sum, self.loss_n = 0.0, 0
+        self.val_losses: list[float] = []  # every evaluation's validation loss, oldest first (divergence)
         self.flop_model: FlopModel | None = None
         self.progress_mode = config.runtime.progress if progress else "off"
         self.val_batches = _batches(data.dataset, data.val, ev.eval_batch_size, config, self.dtype, self.device)
         self.equivariance_batch = None
+        self.loader_workers = None  # data.loader.LoaderWorkers, started by the first pass that needs them
         sym = getattr(self.model, "symmetry", None)
         if ev.equivariance_structures and sym is not None and not sym.rotation_equivariant:
             idx = data.val[: ev.equivariance_structures]
@@ -350,7 +278,7 @@ class _Run:
         line = {
             "step": self.step,
             "epoch": (self.step - 1) // self.steps_per_epoch if self.step else 0,
-            "fraction": self.step / self.total_steps,
+            "fraction": self.step / self.total_steps,  # run fraction: the share of this run done
             **self.counters,
             "train_loss": self.loss_sum / max(self.loss_n, 1),
             **metrics,
@@ -407,19 +335,49 @@ class NonFiniteLoss(RuntimeError):
     """A NaN or infinite training loss: the run stops with status failed."""
 
 
+class Diverged(RuntimeError):
+    """A validation loss that says the run diverged (see `divergence`): the run stops with status failed."""
+
+
+def divergence(losses: list[float], factor: float, patience: int) -> str | None:
+    """Why the validation losses so far (oldest first) say a run diverged, or None.
+
+    Diverged: the last loss is not finite; or it is above `factor` x the first evaluation's; or it rose at
+    each of the last `patience` evaluations (0: never) and is now above the first evaluation's (a run that
+    overfits, multi-epoch, rises too but stays below where it started).
+    """
+    if not losses:
+        return None
+    first, last = losses[0], losses[-1]
+    if not math.isfinite(last):
+        return f"diverged: non-finite validation loss ({last}) at evaluation {len(losses)}"
+    if last > factor * first:
+        return f"diverged: validation loss {last:.4g} above {factor:g} x its first evaluation ({first:.4g})"
+    recent = losses[-patience - 1 :]
+    if patience and len(recent) == patience + 1 and all(b > a for a, b in zip(recent, recent[1:])) and last > first:
+        return (
+            f"diverged: validation loss rose at {patience} evaluations in a row ({recent[0]:.4g} -> {last:.4g}), "
+            f"above its first evaluation ({first:.4g})"
+        )
+    return None
+
+
 def _epoch_order(train: np.ndarray, seed: int, epoch: int) -> np.ndarray:
     """The training prefix in the seeded order of one epoch."""
     return train[np.random.default_rng([int(seed), int(epoch)]).permutation(len(train))]
 
 
-def _loader(run: _Run, epoch: int, start_batch: int):
-    from symscale.data.loader import BatchLoader
-
-    d = run.config.data
+def _loader(run: _Run, epoch: int, start_batch: int) -> BatchLoader:
+    d, workers = run.config.data, run.config.runtime.loader_workers
     order = _epoch_order(run.data.train, run.config.seed, epoch)
+    if workers and run.loader_workers is None:  # started once per run, reused by every pass; closed at its end
+        run.loader_workers = LoaderWorkers(
+            run.data.dataset, workers, cutoff=d.cutoff, max_neighbors=d.max_neighbors, dtype=run.dtype,
+            prefetch=d.prefetch,
+        )  # fmt: skip
     return BatchLoader(
         run.data.dataset, order, run.config.training.batch_size, cutoff=d.cutoff, max_neighbors=d.max_neighbors,
-        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch, workers=run.config.runtime.loader_workers,
+        dtype=run.dtype, start_batch=start_batch, prefetch=d.prefetch, pool=run.loader_workers,
     )  # fmt: skip
 
 
@@ -434,6 +392,7 @@ def _run_json(run: _Run) -> dict:
         "kappa_raw": kappa_raw,
         "seed": c.seed,
         "mode": run_mode(c),
+        "prefix": c.data.train_fraction,
         "symmetry": dict(vars(run.model.symmetry)) if hasattr(run.model, "symmetry") else None,
         "dataset": run.data.description,
         "n_total": run.data.n_total,
@@ -444,16 +403,15 @@ def _run_json(run: _Run) -> dict:
         "total_steps": run.total_steps,
         "eval_steps": run.eval_at,
         "config_hash": c.config_hash(),
+        "threads": torch.get_num_threads(),  # CPU results depend on it: a resume must use the same (check_threads)
         "flop_model": run.flop_model.to_dict() if run.flop_model else None,
         "provenance": ckpt_io.provenance(run.device),
     }
 
 
 def _setup(config: RunConfig, out: Path, dataset, progress: bool) -> tuple[_Run, dict | None]:
-    from symscale.data.stats import DatasetStats, compute_stats
-
     data = resolve_data(config, dataset)
-    last = out / "checkpoints" / "last.pt"
+    last = out / rundir.CHECKPOINTS / "last.pt"
     ckpt = ckpt_io.load_checkpoint(last) if last.exists() else None
     if ckpt is not None:
         stats = DatasetStats.from_dict(ckpt["stats"])
@@ -469,20 +427,15 @@ def _setup(config: RunConfig, out: Path, dataset, progress: bool) -> tuple[_Run,
 def _start_fresh(run: _Run) -> None:
     out, rt = run.out, run.config.runtime
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(run.config.to_yaml())
-    run.stats.save(out / "stats.json")
-    (out / "metrics.jsonl").write_text("")
-    (out / "train.log").write_text("")
+    rundir.write_text(out / rundir.CONFIG, run.config.to_yaml())
+    run.stats.save(out / rundir.STATS)
+    rundir.write_text(out / rundir.METRICS, "")
+    rundir.write_text(out / rundir.TRAIN_LOG, "")
     if rt.compute_accounting:
         first = _loader(run, 0, 0)
         sample = [first.batch(b).to(run.device) for b in range(min(rt.flop_samples, len(first)))]
         run.flop_model = run.measure_flops(sample)
-    _write_json(out / "run.json", _run_json(run))
-
-
-def _append_metrics(out: Path, line: dict) -> None:
-    with open(out / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(line) + "\n")
+    rundir.write_json(out / rundir.RUN_INFO, _run_json(run))
 
 
 def _train(run: _Run, progress: Progress, loggers: ExtraLoggers) -> dict | None:
@@ -502,8 +455,12 @@ def _train(run: _Run, progress: Progress, loggers: ExtraLoggers) -> dict | None:
             progress.update(run.step, batch.num_atoms, value)
             if run.step in eval_set:
                 last_line = run.evaluate()
-                _append_metrics(run.out, last_line)
+                rundir.append_metrics(run.out, last_line)
                 loggers.write(last_line)
+                run.val_losses.append(float(last_line["val_loss"]))
+                why = divergence(run.val_losses, ev.divergence_factor, ev.divergence_patience)
+                if why is not None:
+                    raise Diverged(f"{why} at step {run.step}")
                 progress.log(
                     f"eval step {run.step}/{run.total_steps} val_loss {last_line['val_loss']:.5g} "
                     f"force_mae {last_line['force_mae_mev_per_A']:.4g} meV/A"
@@ -537,83 +494,92 @@ def train_run(config: RunConfig, out_dir: str | os.PathLike, *, progress: bool =
 
     `dataset`: an already opened dataset (any object with len and [i] -> Structure) to use instead of
     `config.data.source` (tests, benchmarks). Raises `SymscaleError` for bad input before writing anything;
-    a non-finite loss or out-of-memory ends the run with status "failed" (returned, not raised)."""
+    a non-finite loss or out-of-memory ends the run with status "failed" (returned, not raised). The run
+    holds its directory's lock throughout: a second process on the same directory is refused (SymscaleError)."""
     out = Path(out_dir)
     check_model_config(config)
     done = _existing_run(config, out)
-    if done is not None:
+    if done is not None:  # finished: returned without taking the lock
         return done
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with rundir.RunLock(out).held():
+        done = _existing_run(config, out)  # again under the lock: another owner may have finished it
+        return done if done is not None else _train_locked(config, out, dataset, progress)
+
+
+def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunResult:
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
+    check_threads(config, out)
     run, ckpt = _setup(config, out, dataset, progress)
     if ckpt is not None:
         run.restore(ckpt)
-        _truncate_metrics(out, run.step)
+        rundir.keep_metrics(out, run.step)  # drops a torn last line too
+        run.val_losses = [float(m.get("val_loss", math.nan)) for m in rundir.read_metrics(out)]
     else:
         _start_fresh(run)
     status = {"step": run.step, "total_steps": run.total_steps, "config_hash": config.config_hash()}
-    write_status(out, "running", **status)
-    prog = Progress(out / "train.log", run.total_steps, run.step, run.progress_mode, config.runtime.log_every_s)
-    loggers = ExtraLoggers(out, config.runtime.tensorboard, config.runtime.wandb, out.name, config.to_dict())
+    rundir.write_status(out, "running", **status)
+    prog = Progress(out / rundir.TRAIN_LOG, run.total_steps, run.step, run.progress_mode, config.runtime.log_every_s)
+    loggers = ExtraLoggers(
+        out, config.runtime.tensorboard, config.runtime.wandb, out.name, config.to_dict(), start_step=run.step
+    )
     prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
     try:
         last = _train(run, prog, loggers)
-    except NonFiniteLoss as err:
+        run.save("final.pt", finished=True)  # inside the try: a full disk here is a failed run, not `running`
+        run.save("last.pt", finished=True)
+    except (NonFiniteLoss, Diverged) as err:
         return _fail(run, str(err), prog)
     except Exception as err:  # recorded in status.json, then re-raised unless it is an out-of-memory error
         if not _is_oom(err):
-            write_status(out, "failed", f"{type(err).__name__}: {err}", step=run.step, total_steps=run.total_steps)
+            _record_failure(run, f"{type(err).__name__}: {err}")
             raise
         return _fail(run, f"out of memory at step {run.step + 1}: {str(err).splitlines()[0]}", prog)
     finally:
         prog.close()
         loggers.close()
-    run.save("final.pt", finished=True)
-    run.save("last.pt", finished=True)
-    write_status(out, "finished", None, step=run.step, total_steps=run.total_steps, config_hash=config.config_hash())
+        if run.loader_workers is not None:
+            run.loader_workers.close()
+    rundir.write_status(out, "finished", None, **{**status, "step": run.step})
     prog.log(f"finished at step {run.step}")
-    last = last or (read_metrics(out) or [None])[-1]
+    last = last or (rundir.read_metrics(out) or [None])[-1]
     return RunResult(out, "finished", None, run.step, run.total_steps, run.n_params, last)
+
+
+def _record_failure(run: _Run, reason: str) -> None:
+    """status.json `failed` with a one-line reason, also on a full disk: the checkpoint writer has removed
+    its temporary file by now (that frees the space a small status file needs); when even that write fails
+    the status is rewritten in place, so that it never stays `running`."""
+    reason = " ".join(reason.split())[:500]
+    try:
+        rundir.write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
+    except SymscaleError:
+        _overwrite_status_in_place(run.out, reason)
+
+
+def _overwrite_status_in_place(out: Path, reason: str) -> None:
+    """Rewrite status.json in its own blocks (no new file, so no free space needed): `failed` and as much of
+    the reason as fits in the old file's length, padded with spaces (valid JSON)."""
+    path = out / rundir.STATUS
+    with contextlib.suppress(OSError), open(path, "r+b") as fh:
+        room = len(fh.read())
+        for cut in range(len(reason), -1, -1):
+            text = json.dumps({"status": "failed", "reason": reason[:cut], "updated_utc": rundir.utc_now()})
+            if len(text) <= room:
+                fh.seek(0)
+                fh.write(text.ljust(room).encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+                return
 
 
 def _fail(run: _Run, reason: str, prog: Progress) -> RunResult:
     logger.warning("run %s failed: %s", run.out, reason)
-    prog.log(f"failed: {reason}")
-    write_status(run.out, "failed", reason, step=run.step, total_steps=run.total_steps)
-    metrics = read_metrics(run.out)
+    _record_failure(run, reason)  # first: a full disk may refuse the log line below, never the status
+    with contextlib.suppress(OSError):
+        prog.log(f"failed: {reason}")
+    metrics = rundir.read_metrics(run.out)
     return RunResult(
         run.out, "failed", reason, run.step, run.total_steps, run.n_params, metrics[-1] if metrics else None
     )
-
-
-# ---------------------------------------------------------------- learning-rate search (muP transfer)
-
-
-@dataclass(frozen=True)
-class LrSearch:
-    """Short runs over a grid of learning rates; the best by final validation loss (failed runs excluded)."""
-
-    best_lr: float | None
-    runs: list[dict]  # {"lr", "status", "val_loss", "reason", "run_dir"}
-
-    def to_dict(self) -> dict:
-        return {"best_lr": self.best_lr, "runs": list(self.runs)}
-
-
-def tune_learning_rate(
-    config: RunConfig, lrs: list[float], out_dir: str | os.PathLike, *, dataset=None, progress: bool = False
-) -> LrSearch:
-    """Train `config` once per learning rate in `lrs` (runs in out_dir/lr-<lr>, resumable) and pick the lr
-    with the lowest final validation loss. Tune at the family's base width: muP transfers it to other widths."""
-    out = Path(out_dir)
-    runs = []
-    for lr in lrs:
-        result = train_run(config.updated({"lr": lr}), out / f"lr-{lr:g}", progress=progress, dataset=dataset)
-        val = result.final["val_loss"] if result.final and result.status == "finished" else None
-        runs.append({"lr": lr, "status": result.status, "val_loss": val, "reason": result.reason,
-                     "run_dir": str(result.out_dir)})  # fmt: skip
-    ok = [r for r in runs if r["val_loss"] is not None and math.isfinite(r["val_loss"])]
-    best = min(ok, key=lambda r: r["val_loss"])["lr"] if ok else None
-    search = LrSearch(best, runs)
-    _write_json(out / "tune_lr.json", {**search.to_dict(), "arch": config.arch, "width": config.width})
-    return search

@@ -1,6 +1,14 @@
 """Progress of one run: a tqdm bar (atoms/s, loss, ETA) on a terminal, timed lines in `train.log` always,
 and optional TensorBoard / Weights & Biases loggers when they are installed (metrics.jsonl is always written
-by the loop)."""
+by the loop).
+
+W&B: a run of a study (a run directory `<study>/runs/<run id>/` beside the study's spec.yaml) logs to the
+project named after the study, in the group of that study, under its run id, with `resume="allow"`: a
+resumed run continues its W&B run instead of starting a new one. A run outside a study logs to project
+"symscale" under `<directory name>-<config hash>` (stable across resumptions). TensorBoard writes to
+`<run dir>/tensorboard` and, on resumption, drops events after the resumed step (`purge_step`), so a
+study's curves read `tensorboard --logdir <study>/runs` without doubled segments.
+"""
 
 from __future__ import annotations
 
@@ -59,23 +67,64 @@ class Progress:
             self.bar.close()
 
 
-class ExtraLoggers:
-    """TensorBoard and W&B, each only when asked for and installed (otherwise a warning, once)."""
+def study_of(out_dir: Path) -> str | None:
+    """The study name of a run directory `<study>/runs/<run id>` (from the study's spec.yaml), else None."""
+    out_dir = Path(out_dir)
+    spec = out_dir.parent.parent / "spec.yaml"
+    if out_dir.parent.name != "runs" or not spec.is_file():
+        return None
+    import yaml
 
-    def __init__(self, out_dir: Path, tensorboard: bool, wandb: bool, run_name: str, config: dict):
+    try:
+        name = (yaml.safe_load(spec.read_text()) or {}).get("name")
+    except (yaml.YAMLError, AttributeError):
+        name = None
+    return str(name) if name else out_dir.parent.parent.name
+
+
+def wandb_identity(out_dir: Path, config: dict) -> dict[str, str | None]:
+    """W&B project, group, run id and name of a run directory (see the module docstring)."""
+    out_dir = Path(out_dir)
+    study = study_of(out_dir)
+    if study is not None:
+        return {"project": study, "group": study, "id": out_dir.name, "name": out_dir.name}
+    from symscale.config import RunConfig
+
+    run_id = f"{out_dir.name}-{RunConfig.from_dict(config).config_hash()[:10]}"
+    return {"project": "symscale", "group": None, "id": run_id, "name": out_dir.name}
+
+
+class ExtraLoggers:
+    """TensorBoard and W&B, each only when asked for and installed (otherwise a warning, once).
+
+    `start_step`: the step a resumed run restarts from (TensorBoard events after it are dropped)."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        tensorboard: bool,
+        wandb: bool,
+        run_name: str,
+        config: dict,
+        start_step: int | None = None,
+    ):
         self.tb = self.wb = None
         if tensorboard:
             if importlib.util.find_spec("torch.utils.tensorboard") and importlib.util.find_spec("tensorboard"):
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
+                purge = start_step if start_step else None
+                self.tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"), purge_step=purge)
             else:
                 logger.warning("tensorboard is not installed; metrics go to metrics.jsonl only")
         if wandb:
             if importlib.util.find_spec("wandb"):
                 import wandb as wandb_module
 
-                self.wb = wandb_module.init(name=run_name, config=config, dir=str(out_dir), reinit=True)
+                identity = wandb_identity(out_dir, config)
+                self.wb = wandb_module.init(
+                    **identity, config=config, dir=str(out_dir), resume="allow", reinit="finish_previous"
+                )
             else:
                 logger.warning("wandb is not installed; metrics go to metrics.jsonl only")
 

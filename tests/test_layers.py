@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from symscale.models.heads import gather, scatter_sum
+from symscale.models.layers import gather, scatter_sum
 
 
 def test_gather_matches_indexing_in_value_and_gradient():

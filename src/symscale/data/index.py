@@ -1,0 +1,537 @@
+"""The dataset index: one pass over every row, stored once, read by every later open, run and worker.
+
+For each file of a dataset the index records, per row, what a study needs without reading the row again:
+
+    charge, spin        int16; spin is the multiplicity (1 = singlet); a missing charge is 0, a missing spin 1
+    n_atoms             int32
+    invalid             uint8 code of why the structure cannot be trained on (0: valid; `REASONS[code]`)
+    mol, has_mol        int64 molecule id where the row records one (`data["mol"]`; strings are hashed), else
+                        has_mol False
+    composition         element counts in CSR form: comp_ptr [n + 1] int64, comp_z [k] uint8, comp_count [k] int32
+
+Filters (`neutral_only`, `skip_invalid`), whole-molecule splits and composition statistics read these arrays
+(see `DatasetIndex`), never the rows. The index of a file is cached under `cache_root()/index/<key>/` (the
+same user cache as the built-in dataset: `$SYMSCALE_CACHE` or `~/.cache/symscale`; `$SYMSCALE_INDEX_CACHE`
+moves only the indexes) as one `.npy` per field, opened memory-mapped. The key hashes the file's resolved path,
+size, modification time and first 64 KiB (LMDB rewrites its meta pages there on every write), so a changed
+file gets a new index; entries of files that no longer exist are pruned when an index is built. A missing
+index is built into a unique temporary folder and renamed into place under a file lock: when several
+processes open the same new dataset, one builds and the others wait, then read it.
+
+The pass reads each `.aselmdb` row's fields (zlib + JSON) without building `Structure`s and checks validity
+on whole chunks of rows with numpy (the same checks and reasons as `readers.check_structure`); chunks of rows
+(of one file or of several shards) are read by parallel processes when there are many rows. ASE `.db` and
+extxyz files are indexed through their structures (slower; they are small in practice).
+
+Departure from a plain cache: when the cache folder cannot be written, the index is built in memory, used,
+and a warning says that every open will pay the pass again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from symscale.errors import SymscaleError
+
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 1
+MIN_DISTANCE = 0.1  # Angstrom: closer than this, two atoms are "on top of each other" (a row is invalid)
+REASONS = (
+    "",
+    "no atoms",
+    "positions of shape",
+    "unknown element",
+    "NaN or inf in positions",
+    "missing energy",
+    "missing forces",
+    "energy is not finite",
+    "forces of shape",
+    "NaN or inf in forces",
+    "atoms on top of each other",
+    "corrupt row",
+)
+_CODE = {r: k for k, r in enumerate(REASONS)}
+FIELDS = ("charge", "spin", "n_atoms", "invalid", "mol", "has_mol", "comp_ptr", "comp_z", "comp_count")
+CHUNK_ROWS = 20_000  # rows per task of the parallel pass
+PARALLEL_MIN_ROWS = 50_000  # fewer rows than this are indexed in this process (spawning costs seconds)
+_HEADER_BYTES = 65536
+
+
+# ----------------------------------------------------------------------------------------------------------
+# one file's index
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """The per-row arrays of one file (memory-mapped when read from the cache)."""
+
+    path: Path
+    arrays: dict[str, np.ndarray]
+    cached: bool  # read from or written to the cache (a worker can reopen it cheaply)
+
+    def __len__(self) -> int:
+        return len(self.arrays["charge"])
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays", {})
+        if name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
+
+
+def file_key(path: Path, labels: str = "energy|forces") -> str:
+    """The cache key of a file: hash of resolved path, size, mtime (ns), the first 64 KiB, INDEX_VERSION and the
+    label keys the validity was judged with (`energy|forces` unless a dataset names others)."""
+    st = path.stat()
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{INDEX_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|".encode())
+    if labels != "energy|forces":  # keys of indexes built before label keys existed stay valid
+        h.update(labels.encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_HEADER_BYTES))
+    return h.hexdigest()
+
+
+def index_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where indexes are cached: `cache_dir/index`, else `$SYMSCALE_INDEX_CACHE`, else `cache_root()/index` (the
+    built-in dataset's cache: `$SYMSCALE_CACHE` or `~/.cache/symscale`)."""
+    if cache_dir is not None:
+        return Path(cache_dir) / "index"
+    if os.environ.get("SYMSCALE_INDEX_CACHE"):
+        return Path(os.environ["SYMSCALE_INDEX_CACHE"])
+    # builtin.cache_root's rule, not imported from there: that module loads the xTB generator (and torch)
+    root = os.environ.get("SYMSCALE_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "symscale") / "index"
+
+
+def prune(folder: Path) -> int:
+    """Remove cached indexes whose file no longer exists (each entry records its file); returns the count."""
+    removed = 0
+    for entry in folder.glob("*/meta.json"):
+        try:
+            gone = not Path(json.loads(entry.read_text())["file"]).exists()
+        except (OSError, ValueError, KeyError):
+            continue
+        if gone:
+            shutil.rmtree(entry.parent, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _load(folder: Path, path: Path) -> FileIndex | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {f: np.load(folder / f"{f}.npy", mmap_mode="r") for f in FIELDS}
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != INDEX_VERSION or meta.get("reasons") != list(REASONS):
+        return None
+    return FileIndex(path, arrays, cached=True)
+
+
+def _save(folder: Path, index: FileIndex, seconds: float) -> None:
+    """Write into a unique temporary folder beside `folder`, then rename it into place (atomic)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for f in FIELDS:
+            np.save(tmp / f"{f}.npy", np.ascontiguousarray(index.arrays[f]))
+        meta = {
+            "version": INDEX_VERSION, "file": str(index.path.resolve()), "rows": len(index), "reasons": list(REASONS),
+            "build_seconds": round(seconds, 3),
+        }  # fmt: skip
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "meta.json").exists():
+            raise
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the pass over the rows
+
+
+def _empty_arrays(n: int) -> dict[str, np.ndarray]:
+    return {
+        "charge": np.zeros(n, np.int16), "spin": np.ones(n, np.int16), "n_atoms": np.zeros(n, np.int32),
+        "invalid": np.zeros(n, np.uint8), "mol": np.zeros(n, np.int64), "has_mol": np.zeros(n, bool),
+    }  # fmt: skip
+
+
+def _mol_id(value) -> tuple[int, bool]:
+    if value is None or isinstance(value, bool):
+        return 0, False
+    if isinstance(value, int | np.integer):
+        return int(value), True
+    if isinstance(value, float) and value.is_integer():
+        return int(value), True
+    digest = hashlib.blake2b(str(value).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True), True
+
+
+def _flat(value) -> list | None:
+    """A JSON array field as a flat list: ASE's {"__ndarray__": [shape, dtype, flat]} or a nested list."""
+    if value is None:
+        return None
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return value["__ndarray__"][2]
+    return np.asarray(value, dtype=np.float64).reshape(-1).tolist()
+
+
+def _scalar(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, dict) and "__ndarray__" in value:
+        return float(value["__ndarray__"][2][0])
+    return float(value)
+
+
+class _Chunk:
+    """Fields of a run of rows, gathered as flat lists and checked together (`finish`)."""
+
+    def __init__(self, n: int):
+        self.a = _empty_arrays(n)
+        self.numbers: list = []
+        self.positions: list = []
+        self.forces: list = []
+        self.energy = np.full(n, np.nan)
+        self.has_energy = np.zeros(n, bool)
+        self.has_forces = np.zeros(n, bool)
+        self.forces_shape_ok = np.zeros(n, bool)
+        self.in_arrays = np.zeros(n, bool)  # numbers/positions/forces appended for this row
+
+    def add_meta(self, k: int, data: dict) -> None:
+        charge, spin = data.get("charge"), data.get("spin")
+        self.a["charge"][k] = int(charge) if charge is not None else 0
+        self.a["spin"][k] = int(spin) if spin is not None else 1
+        self.a["mol"][k], self.a["has_mol"][k] = _mol_id(data.get("mol"))
+
+    def add(self, k: int, numbers: list | None, positions: list | None, energy, forces: list | None, data) -> None:
+        a = self.a
+        self.add_meta(k, data or {})
+        n = len(numbers) if numbers is not None else 0
+        a["n_atoms"][k] = n
+        if n == 0:
+            a["invalid"][k] = _CODE["no atoms"]
+            return
+        if positions is None or len(positions) != 3 * n:
+            a["invalid"][k] = _CODE["positions of shape"]
+            return
+        self.numbers.extend(numbers)
+        self.positions.extend(positions)
+        self.in_arrays[k] = True
+        self.has_energy[k] = energy is not None
+        self.energy[k] = energy if energy is not None else np.nan
+        self.has_forces[k] = forces is not None
+        if forces is not None and len(forces) == 3 * n:
+            self.forces_shape_ok[k] = True
+            self.forces.extend(forces)
+        else:
+            self.forces.extend([0.0] * (3 * n))
+
+    def corrupt(self, k: int) -> None:
+        self.a["invalid"][k] = _CODE["corrupt row"]
+
+    def finish(self) -> dict[str, np.ndarray]:
+        a = self.a
+        rows = np.flatnonzero(self.in_arrays)
+        sizes = a["n_atoms"][rows].astype(np.int64)
+        z = np.asarray(self.numbers, dtype=np.int64)  # [atoms]
+        pos = np.asarray(self.positions, dtype=np.float64).reshape(-1, 3)  # [atoms, 3]
+        frc = np.asarray(self.forces, dtype=np.float64).reshape(-1, 3)  # [atoms, 3]
+        owner = np.repeat(np.arange(len(rows)), sizes)  # [atoms] position of the row in `rows`
+
+        def any_atom(bad: np.ndarray) -> np.ndarray:
+            return np.bincount(owner[bad], minlength=len(rows)) > 0
+
+        bad_z = any_atom((z < 1) | (z > 118))
+        bad_pos = any_atom(~np.isfinite(pos).all(1))
+        bad_frc = any_atom(~np.isfinite(frc).all(1))
+        close = _any_close(pos, sizes, _min_distance_limit())
+        energy = self.energy[rows]
+        # the order of readers.check_structure: the first failing check names the reason
+        checks = [
+            (bad_z, "unknown element"), (bad_pos, "NaN or inf in positions"),
+            (~self.has_energy[rows], "missing energy"), (~self.has_forces[rows], "missing forces"),
+            (self.has_energy[rows] & ~np.isfinite(energy), "energy is not finite"),
+            (~self.forces_shape_ok[rows], "forces of shape"), (bad_frc, "NaN or inf in forces"),
+            (close, "atoms on top of each other"),
+        ]  # fmt: skip
+        code = np.zeros(len(rows), np.uint8)
+        for flag, reason in reversed(checks):
+            code[flag] = _CODE[reason]
+        a["invalid"][rows] = code
+        a.update(_composition(len(a["charge"]), rows, owner, z))
+        return a
+
+
+def _min_distance_limit() -> float:
+    return MIN_DISTANCE
+
+
+def _any_close(pos: np.ndarray, sizes: np.ndarray, limit: float) -> np.ndarray:
+    """[rows] whether a structure has two atoms closer than `limit` (Angstrom): one k-d tree over the atoms of
+    all the rows, each structure moved along x beyond the previous one's extent so that no pair crosses rows."""
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
+    out = np.zeros(len(sizes), bool)
+    if len(pos) < 2:
+        return out
+    p = np.where(np.isfinite(pos), pos, 0.0)  # rows with NaN positions are invalid for that reason already
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    nonempty = sizes > 0
+    low = np.zeros((len(sizes), 3))
+    high = np.zeros((len(sizes), 3))
+    low[nonempty] = np.minimum.reduceat(p, starts[nonempty])
+    high[nonempty] = np.maximum.reduceat(p, starts[nonempty])
+    shift = np.concatenate([[0.0], np.cumsum(high[:, 0] - low[:, 0] + 10.0 * limit + 1.0)[:-1]])  # [rows]
+    q = p - low[owner]
+    q[:, 0] += shift[owner]
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(q).query_pairs(limit, output_type="ndarray")  # [n_pairs, 2]
+    out[owner[pairs[:, 0]]] = True
+    return out
+
+
+def _composition(n_rows: int, rows: np.ndarray, owner: np.ndarray, z: np.ndarray) -> dict[str, np.ndarray]:
+    """CSR element counts of the rows whose atoms are in `z` (other rows: empty)."""
+    zc = np.clip(z, 0, 255)
+    key = rows[owner] * 256 + zc  # [atoms] (row, element)
+    pairs, counts = np.unique(key, return_counts=True)
+    ptr = np.zeros(n_rows + 1, np.int64)
+    np.add.at(ptr, pairs // 256 + 1, 1)
+    return {"comp_ptr": np.cumsum(ptr), "comp_z": (pairs % 256).astype(np.uint8), "comp_count": counts.astype(np.int32)}
+
+
+def _labels(source) -> str:
+    """The label keys a source reads (`energy_key|forces_key`), part of its index's cache key."""
+    return f"{getattr(source, 'energy_key', 'energy')}|{getattr(source, 'forces_key', 'forces')}"
+
+
+def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
+    """The index arrays of rows start..stop of one source."""
+    chunk = _Chunk(stop - start)
+    if hasattr(source, "decoded_rows"):  # LMDB: decoded rows, no structures built
+        for k, d in enumerate(source.decoded_rows(start, stop)):
+            if d is None:
+                chunk.corrupt(k)
+                continue
+            chunk.add(k, _flat(d.get("numbers")), _flat(d.get("positions")), _scalar(d.get("energy")),
+                      _flat(d.get("forces")), d.get("data"))  # fmt: skip
+        return chunk.finish()
+    for k, i in enumerate(range(start, stop)):
+        try:
+            s = source.read(i)
+        except SymscaleError:
+            chunk.corrupt(k)
+            continue
+        chunk.add(k, s.numbers.tolist(), s.positions.reshape(-1).tolist(), s.energy,
+                  None if s.forces is None else s.forces.reshape(-1).tolist(),
+                  {**s.info, "charge": s.charge, "spin": s.spin})  # fmt: skip
+    return chunk.finish()
+
+
+def _task(source, start: int, stop: int) -> dict[str, np.ndarray]:
+    return _index_rows(source, start, stop)
+
+
+def _join(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    out = {f: np.concatenate([p[f] for p in parts]) for f in FIELDS if f not in ("comp_ptr",)}
+    ptrs, offset = [np.zeros(1, np.int64)], 0
+    for p in parts:
+        ptrs.append(p["comp_ptr"][1:] + offset)
+        offset += int(p["comp_ptr"][-1])
+    out["comp_ptr"] = np.concatenate(ptrs)
+    return out
+
+
+def _build(sources: list, workers: int | None) -> list[dict[str, np.ndarray]]:
+    """Index arrays of every source, chunks of rows read in parallel processes when there are many."""
+    tasks = [(k, a, min(a + CHUNK_ROWS, len(s))) for k, s in enumerate(sources) for a in range(0, len(s), CHUNK_ROWS)]
+    total = sum(len(s) for s in sources)
+    workers = workers if workers is not None else len(os.sched_getaffinity(0))
+    parts: dict[int, list] = {k: [] for k in range(len(sources))}
+    import multiprocessing as mp
+
+    serial = workers <= 1 or total < PARALLEL_MIN_ROWS or len(tasks) < 2
+    if serial or mp.current_process().daemon:  # a daemonic process (a local study worker) may not have children
+        for k, a, b in tasks:
+            parts[k].append(_index_rows(sources[k], a, b))
+    else:
+        # spawned, not forked: py-lmdb refuses to open a file in a forked child whose parent has it open. A
+        # spawned child imports the readers without torch, but also re-imports the parent's main module.
+        with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+            futures = [(k, pool.submit(_task, sources[k], a, b)) for k, a, b in tasks]
+            for k, fut in futures:
+                parts[k].append(fut.result())
+    return [_join(parts[k]) if parts[k] else _join([_Chunk(0).finish()]) for k in range(len(sources))]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the dataset's index
+
+
+def file_indexes(
+    paths: Sequence[Path], sources: Sequence, *, cache_dir: str | os.PathLike | None = None, workers: int | None = None
+) -> list[FileIndex]:
+    """The index of every file, from the cache or built (once, under a lock) and cached."""
+    folder = index_folder(cache_dir)
+    keys = [file_key(p, _labels(s)) for p, s in zip(paths, sources)]
+    out: list[FileIndex | None] = [_load(folder / k, p) for k, p in zip(keys, paths)]
+    missing = [i for i, x in enumerate(out) if x is None]
+    if not missing:
+        return out  # type: ignore[return-value]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / ".build.lock", "w")
+    except OSError as err:
+        log.warning("cannot write the index cache %s (%s): indexing in memory, every open pays the pass", folder, err)
+        for i, arrays in zip(missing, _build([sources[i] for i in missing], workers)):
+            out[i] = FileIndex(paths[i], arrays, cached=False)
+        return out  # type: ignore[return-value]
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building an index: wait for it, then read
+        out = [x or _load(folder / keys[i], paths[i]) for i, x in enumerate(out)]
+        missing = [i for i, x in enumerate(out) if x is None]
+        if missing:
+            prune(folder)
+            t = time.perf_counter()
+            rows = sum(len(sources[i]) for i in missing)
+            log.info("indexing %d rows of %d file(s) (once; cached in %s)", rows, len(missing), folder)
+            built = _build([sources[i] for i in missing], workers)
+            seconds = time.perf_counter() - t
+            for i, arrays in zip(missing, built):
+                _save(folder / keys[i], FileIndex(paths[i], arrays, cached=False), seconds)
+                out[i] = _load(folder / keys[i], paths[i])
+            log.info("indexed %d rows in %.1f s (%.0f rows/s)", rows, seconds, rows / max(seconds, 1e-9))
+    return out  # type: ignore[return-value]
+
+
+class DatasetIndex:
+    """The index of a dataset of several files, in the dataset's global row order (file after file).
+
+    Rows here are *raw* rows (before any filter); `Dataset.raw_rows(indices)` maps dataset indices to them.
+    """
+
+    def __init__(self, files: list[FileIndex]):
+        self.files = files
+        sizes = np.array([len(f) for f in files], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])  # [n_files + 1]
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def cached(self) -> bool:
+        return all(f.cached for f in self.files)
+
+    def field(self, name: str) -> np.ndarray:
+        """One per-row field over all rows (a memory map for a single cached file, else a copy)."""
+        if len(self.files) == 1:
+            return self.files[0].arrays[name]
+        return np.concatenate([f.arrays[name] for f in self.files])
+
+    def selection(self, *, neutral_only: bool, skip_invalid: bool) -> tuple[np.ndarray, dict[str, int]]:
+        """Raw rows kept by the filters (sorted), and the count of invalid rows left out by reason."""
+        keep_parts, reasons = [], np.zeros(len(REASONS), np.int64)
+        for f, start in zip(self.files, self.starts[:-1]):
+            keep = np.ones(len(f), bool)
+            if skip_invalid:
+                code = np.asarray(f.invalid)
+                reasons += np.bincount(code, minlength=len(REASONS))
+                keep &= code == 0
+            if neutral_only:
+                keep &= (np.asarray(f.charge) == 0) & (np.asarray(f.spin) == 1)
+            keep_parts.append(np.flatnonzero(keep) + start)
+        selection = np.concatenate(keep_parts) if keep_parts else np.zeros(0, np.int64)
+        return selection.astype(np.int64), {REASONS[k]: int(c) for k, c in enumerate(reasons) if k and c}
+
+    def invalid_reason(self, row: int) -> str | None:
+        f = int(np.searchsorted(self.starts, row, side="right")) - 1
+        code = int(self.files[f].invalid[row - self.starts[f]])
+        return REASONS[code] if code else None
+
+    def molecule_groups(self, rows: np.ndarray) -> np.ndarray | None:
+        """[len(rows)] group number per row (molecule id with the file folded in), None when a row has none."""
+        rows = np.asarray(rows, dtype=np.int64)
+        file_of = np.searchsorted(self.starts, rows, side="right") - 1  # [rows]
+        groups = np.empty(len(rows), np.int64)
+        offset = 0
+        for k, f in enumerate(self.files):
+            at = np.flatnonzero(file_of == k)
+            local = rows[at] - self.starts[k]
+            if not np.asarray(f.has_mol)[local].all():
+                return None
+            ids, inverse = np.unique(np.asarray(f.mol)[local], return_inverse=True)
+            groups[at] = inverse.reshape(-1) + offset
+            offset += len(ids)
+        return groups
+
+    def element_counts(self, rows: np.ndarray, chunk: int = 1_000_000) -> tuple[dict[int, int], dict[int, int]]:
+        """Atoms of each element, and structures containing it, over `rows` (from the composition arrays)."""
+        atoms, structures = np.zeros(256, np.int64), np.zeros(256, np.int64)
+        file_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for k, f in enumerate(self.files):
+            local_all = rows[file_of == k] - self.starts[k]
+            ptr = f.comp_ptr
+            for a in range(0, len(local_all), chunk):
+                local = local_all[a : a + chunk]
+                lo, hi = np.asarray(ptr[local]), np.asarray(ptr[local + 1])
+                lengths = hi - lo  # [rows] distinct elements per row
+                pos = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+                z = np.asarray(f.comp_z)[pos].astype(np.int64)
+                atoms += np.bincount(z, weights=np.asarray(f.comp_count)[pos], minlength=256).astype(np.int64)
+                structures += np.bincount(z, minlength=256)
+        present = np.flatnonzero(atoms)
+        return {int(z): int(atoms[z]) for z in present}, {int(z): int(structures[z]) for z in present}
+
+    def elements(self) -> set[int]:
+        """Every element of any row of the files (from the composition arrays, not the rows)."""
+        counts = sum(np.bincount(np.asarray(f.comp_z), minlength=256) for f in self.files)
+        return {int(z) for z in np.flatnonzero(counts)}
+
+    def rows_containing(self, rows: np.ndarray, elements, per_element: int = 8) -> dict[int, np.ndarray]:
+        """For each element, the positions in `rows` of up to `per_element` rows that contain it (none when no
+        row of `rows` does). One vectorised look-up over the composition arrays: cheap at any size."""
+        rows = np.asarray(rows, dtype=np.int64)
+        lut = np.zeros(256, bool)
+        lut[[int(z) for z in elements]] = True
+        member = np.zeros(len(self), bool)
+        member[rows] = True
+        hit_rows, hit_z = [], []
+        for f, start in zip(self.files, self.starts[:-1]):
+            entries = np.flatnonzero(lut[np.asarray(f.comp_z)])  # composition entries of a wanted element
+            owner = np.searchsorted(np.asarray(f.comp_ptr), entries, side="right") - 1 + start  # [entries] raw row
+            keep = member[owner]
+            hit_rows.append(owner[keep])
+            hit_z.append(np.asarray(f.comp_z)[entries[keep]])
+        raw, z = np.concatenate(hit_rows), np.concatenate(hit_z)
+        order = np.argsort(rows, kind="stable")
+        position = order[np.searchsorted(rows[order], raw)]  # [hits] position of each hit row in `rows`
+        return {int(e): position[z == e][:per_element] for e in elements}
+
+    def mean_atoms(self, rows: np.ndarray) -> float:
+        n = self.field("n_atoms")
+        return float(np.asarray(n)[rows].mean()) if len(rows) else math.nan
+
+
+def dataset_index(
+    paths: Sequence[Path], sources: Sequence, *, cache_dir: str | os.PathLike | None = None, workers: int | None = None
+) -> DatasetIndex:
+    """The `DatasetIndex` of a dataset's files (cached; see the module docstring)."""
+    return DatasetIndex(file_indexes(list(paths), list(sources), cache_dir=cache_dir, workers=workers))

@@ -1,0 +1,272 @@
+"""The dataset index (data/index.py): what it records, built once and reused, rebuilt when a file changes, one
+build when two processes open a new dataset at once; separate validation data; loader workers started once."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from symscale.config import RunConfig
+from symscale.data import index as index_mod
+from symscale.data.loader import BatchLoader, LoaderWorkers
+from symscale.data.readers import AselmdbWriter, check_structure, encode_row, open_dataset
+from symscale.data.splits import validation_split
+from symscale.train.loop import train_run
+
+
+def synthetic_rows(n: int, seed: int = 0, *, mol: bool = True, bad_every: int = 0) -> list[bytes]:
+    """OMol25-schema rows of random molecules (atoms on a jittered grid, so none closer than ~1 Angstrom),
+    charged and open-shell rows mixed in, 4 conformers per molecule; every `bad_every`-th row is made invalid."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3) * 1.5
+    rows = []
+    for i in range(n):
+        k = int(rng.integers(2, 12))
+        z = rng.choice([1, 6, 7, 8, 16], size=k)
+        pos = grid[rng.choice(len(grid), size=k, replace=False)] + rng.normal(0, 0.05, (k, 3))
+        energy, forces = float(-10.0 * k + rng.normal()), rng.normal(size=(k, 3))
+        charge, spin = [(0, 1), (0, 1), (1, 2), (-1, 1), (0, 3)][i % 5]
+        data = {"charge": charge, "spin": spin, "source": "synthetic"}
+        if mol:
+            data["mol"] = i // 4
+        if bad_every and i % bad_every == bad_every - 1:
+            kind = (i // bad_every) % 4
+            if kind == 0:
+                energy = float("nan")
+            elif kind == 1:
+                forces = None
+            elif kind == 2:
+                pos[1] = pos[0] + 0.01  # atoms on top of each other
+            else:
+                forces = np.full((k, 3), np.inf)
+        rows.append(encode_row(z, pos, energy, forces, data))
+    return rows
+
+
+def write_synthetic(path: Path, n: int, seed: int = 0, **kw) -> Path:
+    with AselmdbWriter(path) as w:
+        w.write_encoded(synthetic_rows(n, seed, **kw))
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    folder = tmp_path / "index-cache"
+    monkeypatch.setenv("SYMSCALE_INDEX_CACHE", str(folder))
+    return folder
+
+
+def counting_builds(monkeypatch) -> list[int]:
+    builds: list[int] = []
+    real = index_mod._build
+
+    def build(sources, workers):
+        builds.append(sum(len(s) for s in sources))
+        return real(sources, workers)
+
+    monkeypatch.setattr(index_mod, "_build", build)
+    return builds
+
+
+def test_index_records_rows_and_filters_match_reading_every_row(tmp_path, cache):
+    path = write_synthetic(tmp_path / "a.aselmdb", 600, bad_every=7)
+    ds = open_dataset(path)
+    idx = ds.index
+    reasons = []
+    for i in range(len(ds)):
+        src, row = ds._locate_raw(i)
+        s = src.read(row)
+        assert (idx.field("charge")[i], idx.field("spin")[i], idx.field("n_atoms")[i]) == (s.charge, s.spin, len(s))
+        assert idx.field("mol")[i] == s.info["mol"] and idx.field("has_mol")[i]
+        ptr = idx.files[0].comp_ptr
+        comp = dict(
+            zip(idx.files[0].comp_z[ptr[i] : ptr[i + 1]].tolist(), idx.files[0].comp_count[ptr[i] : ptr[i + 1]])
+        )
+        assert comp == dict(zip(*np.unique(s.numbers, return_counts=True)))
+        reason = check_structure(s)
+        assert (reason is None) == (idx.invalid_reason(i) is None), (i, reason, idx.invalid_reason(i))
+        reasons.append(reason)
+    assert 0 < sum(r is not None for r in reasons) < len(reasons)
+    neutral = open_dataset(path, neutral_only=True, skip_invalid=True)
+    by_rows = [
+        i
+        for i in range(len(ds))
+        if reasons[i] is None and ds.metadata(i)["charge"] == 0 and ds.metadata(i)["spin"] == 1
+    ]
+    assert neutral.raw_rows().tolist() == by_rows
+    assert neutral.skipped == sum(r is not None for r in reasons)
+    assert set(neutral.skip_reasons) == {"energy is not finite", "missing forces", "atoms on top of each other",
+                                         "NaN or inf in forces"}  # fmt: skip
+    atoms, structures = idx.element_counts(neutral.raw_rows())
+    assert atoms == Counter(int(z) for i in neutral.raw_rows() for z in ds[int(i)].numbers)
+    assert structures[6] == sum(6 in ds[int(i)].numbers for i in neutral.raw_rows())
+
+
+def test_index_is_built_once_reused_and_rebuilt_when_the_file_changes(tmp_path, cache, monkeypatch):
+    path = write_synthetic(tmp_path / "a.aselmdb", 20_000, mol=False)
+    builds = counting_builds(monkeypatch)
+    first = open_dataset(path, neutral_only=True)
+    assert builds == [20_000] and len(list(cache.glob("*/meta.json"))) == 1
+    again = open_dataset(path, neutral_only=True)  # a later open (run, dry run, worker) reads the cache
+    assert builds == [20_000] and np.array_equal(first.raw_rows(), again.raw_rows())
+    assert len(again) == 8_000  # rows 0 and 1 of every 5 are neutral singlets
+    with AselmdbWriter(path) as w:  # the file changes: its index is stale
+        w.write_encoded(synthetic_rows(500, seed=9, mol=False))
+    changed = open_dataset(path, neutral_only=True)
+    assert builds == [20_000, 20_500] and len(changed) == 8_200
+    assert len(list(cache.glob("*/meta.json"))) == 2 and not [
+        p for p in cache.glob(".*") if p.is_dir()
+    ]  # no temporaries left
+
+
+def _open_in_child(path: str, cache: str, log: str, start) -> None:
+    import os
+
+    os.environ["SYMSCALE_INDEX_CACHE"] = cache
+    from symscale.data import index as index_mod
+    from symscale.data.readers import open_dataset
+
+    real = index_mod._build
+
+    def build(sources, workers):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(sources, 1)
+
+    index_mod._build = build
+    start.wait()
+    ds = open_dataset(path, neutral_only=True)
+    with open(f"{log}.{os.getpid()}", "w") as f:
+        json.dump(ds.raw_rows().tolist(), f)
+
+
+def test_two_processes_opening_a_new_dataset_build_its_index_once(tmp_path, cache):
+    path = write_synthetic(tmp_path / "a.aselmdb", 20_000, mol=False)
+    ctx = mp.get_context("spawn")
+    start = ctx.Event()
+    log = tmp_path / "builds.log"
+    procs = [ctx.Process(target=_open_in_child, args=(str(path), str(cache), str(log), start)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert len(log.read_text().split()) == 1  # one process built, the other waited and read it
+    selections = [json.loads(Path(f"{log}.{p.pid}").read_text()) for p in procs]
+    assert selections[0] == selections[1] and len(selections[0]) == 8_000
+    assert len(list(cache.glob("*/meta.json"))) == 1 and not [p for p in cache.glob(".*") if p.is_dir()]
+
+
+def test_parallel_pass_equals_the_serial_one(tmp_path, cache, monkeypatch):
+    path = write_synthetic(tmp_path / "a.aselmdb", 3_000, bad_every=11)
+    ds = open_dataset(path)
+    serial = index_mod._build(ds._sources, 1)[0]
+    monkeypatch.setattr(index_mod, "CHUNK_ROWS", 700)
+    monkeypatch.setattr(index_mod, "PARALLEL_MIN_ROWS", 1)
+    parallel = index_mod._build(ds._sources, 2)[0]
+    for field in index_mod.FIELDS:
+        assert np.array_equal(serial[field], parallel[field]), field
+
+
+def test_whole_molecule_validation_from_the_index_and_a_warning_without_ids(tmp_path, cache, caplog):
+    with_ids = open_dataset(write_synthetic(tmp_path / "m.aselmdb", 2_000), neutral_only=True)
+    split = validation_split(with_ids, 100, seed=1)
+    mol = with_ids.index.field("mol")[with_ids.raw_rows()]
+    assert split.how == "by molecule" and not set(mol[split.splits.val]) & set(mol[split.splits.pool])
+    without = open_dataset(write_synthetic(tmp_path / "n.aselmdb", 500, mol=False))
+    with caplog.at_level(logging.WARNING, logger="symscale.data.splits"):
+        assert validation_split(without, 50).how == "by structure"
+        validation_split(without, 50, seed=2)
+    assert sum("no molecule ids" in r.message for r in caplog.records) == 1  # once per dataset
+
+
+def test_separate_validation_data_end_to_end_in_a_tiny_run(tmp_path, cache):
+    train = write_synthetic(tmp_path / "train.aselmdb", 400, seed=1)
+    val = write_synthetic(tmp_path / "val.aselmdb", 100, seed=2)
+    config = RunConfig.from_dict({
+        "arch": "mpnn", "width": 8, "source": str(train), "val_source": str(val), "neutral_only": True,
+        "n_val": 30, "n_train": 64, "batch_size": 8, "eval_points": 2, "compute_accounting": False,
+        "progress": "off", "equivariance_structures": 4,
+    })  # fmt: skip
+    result = train_run(config, tmp_path / "run")
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert result.status == "finished" and result.steps == 8
+    assert run["val_split"] == "separate data" and run["n_val"] == 30 and run["n_total"] == 160  # 40% neutral
+    assert "validation:" in run["dataset"] and np.isfinite(result.final["val_loss"])
+    carved = train_run(config.updated({"val_source": None}), tmp_path / "carved")
+    assert json.loads((tmp_path / "carved" / "run.json").read_text())["val_split"] == "by molecule"
+    assert carved.final["val_loss"] != result.final["val_loss"]
+    assert (
+        config.updated({"val_source": None}).config_hash()
+        == RunConfig.from_dict(
+            {k: v for k, v in config.to_dict().items()} | {"data": {**config.to_dict()["data"], "val_source": None}}
+        ).config_hash()
+    )
+
+
+def test_loader_workers_start_once_and_give_the_batches_of_no_workers(tmp_path, cache):
+    ds = open_dataset(write_synthetic(tmp_path / "a.aselmdb", 300), neutral_only=True)
+    orders = [np.random.default_rng(s).permutation(len(ds)) for s in (0, 1)]
+    with LoaderWorkers(ds, 2, prefetch=2) as pool:
+        pids = pool.pids
+        for order in orders:
+            ref = list(BatchLoader(ds, order, batch_size=7))
+            got = list(BatchLoader(ds, order, batch_size=7, pool=pool))
+            assert len(got) == len(ref)
+            for a, b in zip(got, ref, strict=True):
+                assert torch.equal(a.pos, b.pos) and torch.equal(a.edge_index, b.edge_index)
+                assert torch.equal(a.forces, b.forces)
+        early = iter(BatchLoader(ds, orders[0], batch_size=7, pool=pool))
+        next(early)
+        early.close()  # a pass left early: the next pass still gets its own batches, in order
+        resumed = list(BatchLoader(ds, orders[1], batch_size=7, start_batch=3, pool=pool))
+        assert torch.equal(resumed[0].pos, list(BatchLoader(ds, orders[1], batch_size=7))[3].pos)
+        assert pool.pids == pids and all(p.is_alive() for p in pool._procs)  # the same processes throughout
+    assert not any(p.is_alive() for p in pool._procs)
+
+
+def test_statistics_reference_every_element_of_the_training_data(tmp_path, cache):
+    from symscale.data.stats import compute_stats
+
+    rows = synthetic_rows(400, seed=3)
+    rare = [encode_row(np.array([9, 6, 1]), np.eye(3) * 1.5, -80.0, np.zeros((3, 3)), {"charge": 0, "spin": 1})]
+    with AselmdbWriter(tmp_path / "a.aselmdb") as w:  # one fluorine structure among 401
+        w.write_encoded(rows[:200] + rare + rows[200:])
+    ds = open_dataset(tmp_path / "a.aselmdb", neutral_only=True)
+    stats = compute_stats(ds, max_samples=20, seed=0)
+    assert 9 in stats.element_energies and stats.n_sampled == 20  # the labelled sample; the F row is added to the fit
+    assert stats.atoms_per_structure == pytest.approx(np.mean([len(s) for s in ds]))  # exact, from the index
+
+
+def test_val_data_options_of_train_and_study(tmp_path):
+    import argparse
+
+    from symscale.cli import study as study_cli
+    from symscale.cli import train as train_cli
+    from symscale.errors import SymscaleError
+    from symscale.study.spec import expand_runs, load_spec
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", "--arch", "mpnn", "--width", "8", "--out", "r", "--val-data", "v.aselmdb"])
+    assert train_cli.config_from_args(args).data.val_source == "v.aselmdb"
+    paper = load_spec("paper", overrides={"dataset": {"path": str(tmp_path), "val_path": str(tmp_path / "v")}})
+    assert paper.dataset.val_path == str(tmp_path / "v") and paper.dataset.neutral_only
+    assert expand_runs(paper)[0].config.data.val_source == str(tmp_path / "v")
+    assert "${" in load_spec("paper").dataset.val_path  # the preset's placeholder, filled by --val-data
+    parser = argparse.ArgumentParser()
+    study_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["study", "paper", "--data", str(tmp_path), "--val-data", str(tmp_path / "missing")])
+    with pytest.raises(SymscaleError, match="validation data not found"):
+        study_cli.run(args)
+    args = parser.parse_args(["study", "paper", "--data", str(tmp_path)])
+    with pytest.raises(SymscaleError, match="--val-data"):
+        study_cli.run(args)
