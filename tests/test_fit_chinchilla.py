@@ -49,7 +49,7 @@ def test_bootstrap_standard_errors_match_epoch_within_20_percent():
 def test_the_readme_command_reproduces_it(tmp_path, capsys):
     out = tmp_path / "fit.json"
     args = ["fit", str(DATA), "--col", "N=Model Size", "--derive", "D={Training FLOP} / (6 * {N})"]
-    assert main(args + ["--drop-highest-loss", "5", "--bootstrap", "0", "--json", str(out)]) == 0
+    assert main(args + ["--drop-highest-loss", "5", "--l-inf", "free", "--bootstrap", "0", "--json", str(out)]) == 0
     import json
 
     fit = json.loads(out.read_text())["fits"][0]
@@ -72,5 +72,5 @@ def test_varpro_and_fixed_E_run_on_the_same_data():
 @pytest.mark.parametrize("fraction", [0.3])
 def test_holdout_reports_prediction_error(fraction, capsys):
     args = ["fit", str(DATA), "--col", "N=Model Size", "--derive", "D={Training FLOP} / (6 * {N})"]
-    assert main(args + ["--bootstrap", "0", "--holdout-top-compute", str(fraction)]) == 0
+    assert main(args + ["--l-inf", "free", "--bootstrap", "0", "--holdout-top-compute", str(fraction)]) == 0
     assert "holdout" in capsys.readouterr().out

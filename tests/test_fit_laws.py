@@ -228,3 +228,33 @@ def test_cli_frontier_holdout(tmp_path, capsys):
     import json
 
     assert json.loads(out.read_text())["holdout"][0]["law"] == "frontier_C"
+
+
+def test_ema_smooths_each_run_in_order_of_x():
+    from symscale.fit.frontier import smoothed
+
+    loss = np.array([4.0, 2.0, 1.0, 8.0, 4.0])
+    x = np.array([1.0, 2.0, 3.0, 1.0, 2.0])
+    runs = np.array(["a", "a", "a", "b", "b"])
+    assert smoothed(loss, x, runs, 0.5).tolist() == [4.0, 3.0, 2.0, 8.0, 6.0]
+    assert smoothed(loss, x, runs, 0.0).tolist() == loss.tolist()
+    noisy = learning_curves(widths=8, points=20)
+    noisy.columns["loss"] = noisy["loss"] * np.exp(0.05 * np.random.default_rng(0).normal(size=len(noisy)))
+    plain = fit_frontier(noisy["C"], noisy["loss"], runs=noisy["run"], fraction=noisy["fraction"], bootstrap=0)
+    ema = fit_frontier(noisy["C"], noisy["loss"], runs=noisy["run"], fraction=noisy["fraction"], ema=0.6, bootstrap=0)
+    assert ema.settings["ema"] == 0.6 and plain.settings["ema"] == 0.0
+    assert ema.params["gamma"] != plain.params["gamma"]
+
+
+def test_the_frontier_law_is_drawn_over_the_frontier_range_only():
+    from symscale.fit.frontier import frontier_curve
+
+    table = learning_curves(widths=8, points=20)
+    fit = fit_frontier(
+        table["C"], table["loss"], runs=table["run"], fraction=table["fraction"], drop_fraction=0.1, bootstrap=0
+    )
+    x, _ = frontier_curve(fit)
+    assert x.min() == pytest.approx(min(fit.extra["frontier_x"])) and x.max() == pytest.approx(
+        max(fit.extra["frontier_x"])
+    )
+    assert x.min() > table["C"].min()  # the first evaluations (dropped, off the frontier) are not spanned

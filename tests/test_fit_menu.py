@@ -3,6 +3,7 @@ fits.json from `symscale fit STUDY/laws.csv` with the study's settings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from symscale.cli import main
+from symscale.errors import SymscaleError
 from symscale.fit.menu import FitSettings, Group, fit_laws_table, fit_table, groups
 from symscale.fit.table import from_arrays, read_table
 
@@ -31,7 +33,10 @@ def test_fits_never_raise_and_say_why():
     by = {(r.group, r.law): r for r in results}
     assert by[("a", "frontier_C")].ok and by[("a", "sum")].ok
     assert not by[("b", "sum")].ok and "single distinct N" in by[("b", "sum")].reason
-    assert [r.law for r in results if r.arch == "a"] == ["frontier_C", "sum", "isoflop", "allocation"]
+    assert [r.law for r in results if r.arch == "a" and not r.variant] == ["frontier_C", "sum", "isoflop", "allocation"]
+    # the study's fits come with the L_inf sensitivity fits under the other policy
+    assert [r.law for r in results if r.arch == "a" and r.variant] == ["frontier_C", "sum", "allocation"]
+    assert {r.variant for r in results if r.variant} == {"l_inf=free"}
 
 
 def test_groups_split_by_options_and_mode_and_carry_them_as_fields():
@@ -86,6 +91,7 @@ def test_symscale_fit_on_a_study_laws_csv_reproduces_the_study_fits_json(tmp_pat
     study = json.loads(Path(path).read_text())["fits"]
     out = tmp_path / "cli.json"
     args = ["fit", str(root / "laws.csv"), "--law", "all", "--group-by", "arch", "--bootstrap", "12", "--seed", "3"]
+    args += ["--l-inf", "zero", "--sensitivity"]
     assert main(args + ["--json", str(out)]) == 0
     cli = json.loads(out.read_text())["fits"]
     assert [(f["group"], f["law"]) for f in cli] == [(f["group"], f["law"]) for f in study]
@@ -116,3 +122,118 @@ def test_empty_options_and_mode_cells_are_the_plain_family(tmp_path):
     path = tmp_path / "laws.csv"
     path.write_text("arch,options,mode,N,D,loss\n" + "".join(f"mpnn,,,1e{i},1e5,{3 - i / 5}\n" for i in range(3, 9)))
     assert [g for g, _ in groups(read_table(path), "arch")] == [Group("mpnn")]
+
+
+# ---------------------------------------------------------------- the protocol (issue 13 items 2, 3, 5, 7)
+
+
+def test_one_l_inf_policy_for_every_law_default_zero():
+    from symscale.fit.menu import study_settings
+
+    table = learning_curves(E=0.05, widths=8, points=16)
+    assert FitSettings().l_inf == "zero" and study_settings().l_inf == "zero"
+    by = {
+        r.law: r
+        for r in fit_table(table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0, group_by=None))
+    }
+    assert by["sum"].params["E"] == 0.0 and by["frontier_C"].params["L_inf"] == 0.0
+    assert by["sum"].settings["l_inf"] == by["frontier_C"].settings["l_inf"] == "zero"
+    free = {
+        r.law: r
+        for r in fit_table(
+            table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=0, group_by=None, l_inf="free")
+        )
+    }
+    assert free["sum"].params["E"] > 0.01 and free["frontier_C"].params["L_inf"] > 0.01
+    assert free["sum"].settings["l_inf"] == free["frontier_C"].settings["l_inf"] == "free"
+    with pytest.raises(SymscaleError):
+        FitSettings(l_inf="fitted")
+
+
+def test_the_study_fits_the_other_policy_as_a_sensitivity_variant():
+    table = learning_curves(E=0.05, widths=8, points=12)
+    results = fit_laws_table(table, group_by=None, bootstrap=8, workers=1)
+    own = {r.law: r for r in results if not r.variant}
+    other = {r.law: r for r in results if r.variant == "l_inf=free"}
+    assert set(other) == {"frontier_C", "frontier_H", "sum", "allocation"} - {"frontier_H"}
+    assert other["sum"].params["E"] > 0 and own["sum"].params["E"] == 0
+    assert other["sum"].settings["l_inf"] == "free" and own["sum"].settings["l_inf"] == "zero"
+    # the allocation's gamma follows its own sum law: like with like
+    assert other["allocation"].params["gamma"] != own["allocation"].params["gamma"]
+
+
+def test_a_fixed_l_inf_has_no_interval_and_few_runs_are_flagged():
+    table = learning_curves(widths=4, points=12)  # 4 runs: too few to resample
+    results = fit_table(
+        table, FitSettings(laws=("frontier", "sum"), axes=("C",), bootstrap=30, group_by=None, workers=1)
+    )
+    by = {r.law: r for r in results}
+    assert "L_inf" not in by["frontier_C"].ci95 and "E" not in by["sum"].ci95
+    assert "too few runs" in by["frontier_C"].unresolved["gamma"]
+    assert "too few runs" in by["sum"].unresolved["alpha"]
+    many = fit_table(
+        learning_curves(widths=10, points=12), FitSettings(laws=("frontier",), axes=("C",), bootstrap=30, group_by=None)
+    )
+    assert "gamma" not in many[0].unresolved  # a clean law with ten runs is resolved
+
+
+def test_loss_setting_fits_the_chosen_term():
+    table = learning_curves(widths=8, points=16)  # total: alpha 0.4, beta 0.3
+    force = learning_curves(alpha=0.6, beta=0.5, widths=8, points=16)
+    table.columns["loss_force"] = force["loss"]
+    table.columns["loss_energy"] = table["loss"] - 0.5 * force["loss"]
+    settings = FitSettings(laws=("frontier",), axes=("C",), bootstrap=0, group_by=None)
+    total = fit_table(table, settings)[0]
+    on_force = fit_table(table, dataclasses.replace(settings, loss="force"))[0]
+    assert on_force.params["gamma"] == pytest.approx(0.6 * 0.5 / 1.1, abs=0.03)
+    assert total.params["gamma"] == pytest.approx(0.4 * 0.3 / 0.7, abs=0.03)
+    assert on_force.settings["loss"] == "force" and total.settings["loss"] == "total"
+    del table.columns["loss_energy"]
+    with pytest.raises(SymscaleError, match="loss_energy"):
+        fit_table(table, dataclasses.replace(settings, loss="energy"))
+
+
+def test_symscale_fit_refits_a_table_on_the_force_term(tmp_path, capsys):
+    table = learning_curves(widths=8, points=12)
+    force = learning_curves(alpha=0.6, beta=0.5, widths=8, points=12)
+    path = tmp_path / "laws.csv"
+    cols = ["N", "D", "C", "loss", "loss_force", "run", "fraction"]
+    values = {**table.columns, "loss_force": force["loss"]}
+    path.write_text(
+        "\n".join([",".join(cols)] + [",".join(str(values[c][i]) for c in cols) for i in range(len(table))])
+    )
+    out = tmp_path / "fits.json"
+    assert main(["fit", str(path), "--law", "frontier", "--loss", "force", "--bootstrap", "0", "--json", str(out)]) == 0
+    (fit,) = json.loads(out.read_text())["fits"]
+    assert fit["settings"]["loss"] == "force" and abs(fit["params"]["gamma"] - 0.6 * 0.5 / 1.1) < 0.03
+    assert main(["fit", str(path), "--law", "frontier", "--loss", "energy", "--bootstrap", "0"]) == 2
+
+
+def test_drop_fraction_and_ema_are_settings_recorded_in_the_fit():
+    table = learning_curves(widths=8, points=16)
+    s = FitSettings(laws=("frontier",), axes=("C",), bootstrap=0, group_by=None, drop_fraction=0.1, ema=0.5)
+    (fit,) = fit_table(table, s)
+    assert fit.settings["drop_fraction"] == 0.1 and fit.settings["ema"] == 0.5
+    assert FitSettings().drop_fraction == 0.05  # within the paper's 1-10%
+    for bad in ({"drop_fraction": 1.5}, {"ema": 1.0}, {"loss": "forces"}):
+        with pytest.raises(SymscaleError):
+            FitSettings(**bad)
+
+
+def test_options_label_makes_ablations_their_own_groups():
+    from symscale.fit.results import option_values, options_label
+
+    assert options_label({"lmax": 2}, "direct") == "l2"
+    assert options_label({"num_layers": 6, "lmax": 4, "mmax": 2}, "conservative") == "l4-d6-mmax=2-conservative"
+    assert options_label(None, None) == "" and options_label({}, "direct") == ""
+    assert option_values("l4-d6-mmax=2-conservative") == {"lmax": 4, "num_layers": 6}
+
+
+def test_the_study_spec_accepts_the_protocol_fit_settings(tmp_path):
+    from symscale.study.spec import parse_spec
+
+    base = {"name": "s", "dataset": {"builtin": 50}, "families": [{"arch": "mpnn", "widths": [8]}]}
+    spec = parse_spec({**base, "fits": {"l_inf": "free", "loss": "force", "ema": 0.3, "drop_fraction": 0.02}})
+    assert spec.fits["loss"] == "force"
+    with pytest.raises(SymscaleError, match="l_inf"):
+        parse_spec({**base, "fits": {"l_inf": "floating"}})

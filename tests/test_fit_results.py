@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from symscale.cli import main
@@ -55,3 +56,37 @@ def test_plan_says_not_possible_instead_of_printing_nan(tmp_path, capsys, arch):
         assert code == 0 and "mpnn" in captured.out and "not possible: non-finite coefficient" in captured.out
     else:
         assert code == 2 and "no successful sum-law fit" in captured.err
+
+
+def test_interval_problem_names_each_degenerate_interval():
+    from symscale.fit.results import interval_problem
+
+    assert interval_problem(0.3, [0.25, 0.35], np.linspace(0.25, 0.35, 50), n_units=10) is None
+    assert interval_problem(0.3, [0.25, 0.35], n_units=3).startswith("too few runs")
+    assert interval_problem(1.32e-26, [1.32e-26, 1.32e-26], n_units=10) == "zero-width interval"
+    at_zero = np.r_[np.zeros(30), np.linspace(0.01, 0.2, 20)]
+    assert "at the bound 0" in interval_problem(0.05, [0.0, 0.18], at_zero, n_units=10, bound=0.0, bound_tol=1e-9)
+    assert interval_problem(0.25, [0.25, 0.35], n_units=10) == "estimate on the interval's edge"
+    assert interval_problem(1.2, [0.626, 33.6], n_units=10) == "interval wider than the estimate"
+    assert interval_problem(0.3, None) is None and interval_problem(0.3, [float("nan"), 1.0]) is None
+
+
+def test_flagged_intervals_survive_fits_json():
+    from symscale.fit.results import FitResult, flag_intervals
+
+    fit = FitResult("g", "sum", params={"E": 1e-26, "alpha": 0.3}, ci95={"E": [1e-26, 1e-26], "alpha": [0.2, 0.4]})
+    flagged = flag_intervals(fit, n_units=12)
+    assert flagged.unresolved == {"E": "zero-width interval"}
+    assert FitResult.from_dict(flagged.to_dict()).unresolved == {"E": "zero-width interval"}
+
+
+def test_plan_uses_the_study_fit_not_its_l_inf_sensitivity_variant(tmp_path, capsys):
+    own = FitResult(group="egnn", law="sum", params={**SUM, "B": 900.0}).to_dict()
+    variant = {**own, "variant": "l_inf=free", "params": {**own["params"], "A": 1e6}}
+    path = tmp_path / "fits.json"
+    path.write_text(json.dumps({"fits": [own, variant]}))
+    assert main(["plan", "--fits", str(path), "--budget", "1e18"]) == 0
+    shown = capsys.readouterr().out
+    path.write_text(json.dumps({"fits": [own]}))
+    assert main(["plan", "--fits", str(path), "--budget", "1e18"]) == 0
+    assert capsys.readouterr().out == shown

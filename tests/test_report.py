@@ -6,8 +6,10 @@ compute frontier has gamma = alpha beta/(alpha + beta) per family.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -400,3 +402,62 @@ def test_report_imports_no_model_and_does_no_fit_mathematics():
         text = path.read_text()
         for call in ("polyfit", "np.interp", "minimize(", "fit_table(", "fit_laws_table("):
             assert call not in text, (path.name, call)
+
+
+def _ablation_study(root: Path) -> Path:
+    """A study whose eSEN runs come at lmax 2 and 4 (laws.csv options l2, l4) with the loss terms recorded,
+    fitted by the study's call."""
+    from symscale.fit.menu import fit_laws_table
+    from symscale.fit.table import read_table
+
+    make_study(root, archs=("esen",), widths=(8, 16, 32, 64, 128, 256))
+    shutil.rmtree(root / "runs")  # a laws.csv-only study: its rows' run ids are the ablation runs below
+    with (root / "laws.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    out = []
+    for options, scale in (("l2", 1.3), ("l4", 1.0)):
+        for r in rows:
+            loss = float(r["loss"]) * scale
+            out.append({**r, "run": f"{r['run']}-{options}", "options": options, "loss": loss,
+                        "loss_force": 0.8 * loss ** 1.2, "loss_energy": loss - 0.8 * loss ** 1.2})  # fmt: skip
+    with (root / "laws.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(out[0]))
+        writer.writeheader()
+        writer.writerows(out)
+    fits = fit_laws_table(read_table(root / "laws.csv"), bootstrap=20, seed=0, workers=1)
+    (root / "fits.json").write_text(json.dumps({"fits": [f.to_dict() for f in fits]}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ablation_study(tmp_path_factory) -> Path:
+    return _ablation_study(tmp_path_factory.mktemp("ablation") / "study")
+
+
+def test_ablations_are_report_rows_with_the_lmax_figure_and_the_sensitivity_table(ablation_study):
+    report = write_report(ablation_study)
+    md = (report.parent / "report.md").read_text()
+    families = [row[0] for row in _table(md, "Scaling exponents per family")]
+    assert families == ["eSEN (l2)", "eSEN (l4)"]
+    assert (report.parent / "lmax.png").stat().st_size > 5000 and "γ against lmax" in md
+    sensitivity = _table(md, "L∞ sensitivity")
+    assert [(r[0], r[1].split()[0]) for r in sensitivity] == [
+        ("eSEN (l2)", "zero"), ("eSEN (l2)", "free"), ("eSEN (l4)", "zero"), ("eSEN (l4)", "free"),
+    ]  # fmt: skip
+    assert "E and L∞ fixed at 0 in every law" in md and "L is the total validation loss" in md
+    assert "the first 5% of each run dropped" in md
+
+
+def test_report_loss_force_refits_without_retraining(ablation_study, capsys):
+    assert main(["report", str(ablation_study), "--loss", "force"]) == 0
+    fits = json.loads((ablation_study / "fits-force.json").read_text())
+    assert fits["loss"] == "force" and {f["settings"]["loss"] for f in fits["fits"]} == {"force"}
+    md = (ablation_study / "report-force" / "report.md").read_text()
+    assert "L is the force term" in md
+    total = {
+        (f["group"], f["law"], f["variant"]): f for f in json.loads((ablation_study / "fits.json").read_text())["fits"]
+    }
+    force = {(f["group"], f["law"], f["variant"]): f for f in fits["fits"]}
+    key = ("esen-l4", "frontier_C", "")
+    # loss_force = 0.8 L^1.2: its frontier exponent is 1.2 times the total's
+    assert force[key]["params"]["gamma"] == pytest.approx(1.2 * total[key]["params"]["gamma"], rel=0.05)

@@ -136,8 +136,56 @@ def test_narrative_flags_families_that_barely_learned():
         rows += [{"arch": "mpnn", "run": run, "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), losses)]
     rows += [{"arch": "esen", "run": "e1", "D": d, "loss": v} for d, v in zip((1e3, 1e4, 1e5), (1.4, 0.8, 0.3))]
     laws = {k: np.array([r[k] for r in rows]) for k in ("arch", "run", "D", "loss")}  # as the report reads them
+    laws["family"] = laws["arch"]  # no model options
     data = SimpleNamespace(families=FAMILIES, archs=["mpnn", "esen"], laws=laws)
     text = narrative.barely_learning(data)
     assert "MPNN (at most 5%)" in text and "eSEN" not in text
     laws["loss"][3:6] = [1.45, 1.2, 1.0]  # one run that learned clears the family
     assert narrative.barely_learning(data) == ""
+
+
+def test_unresolved_intervals_print_why_not_numbers():
+    free = {"l_inf": "free"}
+    fits = [
+        _fit("mpnn", "sum", {"E": 1.32e-26, "alpha": 0.3, "beta": 0.4},
+             {"E": (1.32e-26, 1.32e-26), "alpha": (0.626, 33.6)}, settings=free,
+             unresolved={"E": "zero-width interval", "alpha": "interval wider than the estimate"}),
+        _fit("mpnn", "frontier_C", {"gamma": 0.15, "L_inf": 0.1, "F": 1.0}, {"gamma": (0.14, 0.16)}, settings=free),
+    ]  # fmt: skip
+    row = dict(
+        zip(
+            tables.exponent_table(fits, ["mpnn"], FAMILIES).columns,
+            tables.exponent_table(fits, ["mpnn"], FAMILIES).rows[0],
+        )
+    )
+    assert row["E (sum law)"] == "1.32e-26 (unresolved: zero-width interval)"
+    assert row["α (params)"] == "0.3 (unresolved: interval wider than the estimate)" and "33.6" not in row["α (params)"]
+    assert row["γ_C (FLOPs)"] == "0.15 [0.14, 0.16]"
+
+
+def test_rows_are_families_with_options_and_the_sensitivity_row_shows_the_other_policy():
+    zero, free = {"l_inf": "zero", "fix_E": 0}, {"l_inf": "free"}
+    fits = []
+    for options, gamma in (("l2", 0.3), ("l4", 0.4)):
+        for variant, settings, shift in (("", zero, 0.0), ("l_inf=free", free, 0.05)):
+            kw = dict(arch="esen", options=options, settings=settings, variant=variant)
+            fits += [
+                _fit(f"esen-{options}", "frontier_C", {"gamma": gamma + shift, "F": 1.0, "L_inf": shift}, **kw),
+                _fit(f"esen-{options}", "sum", {"E": shift, "alpha": 0.8, "beta": 0.7}, **kw),
+            ]
+    families = {"esen-l2": reference.FamilyInfo("eSEN (l2)", "SO(3)", 2, 2, "esen", "l2"),
+                "esen-l4": reference.FamilyInfo("eSEN (l4)", "SO(3)", 2, 4, "esen", "l4")}  # fmt: skip
+    table = tables.exponent_table(fits, ["esen-l2", "esen-l4"], families)
+    assert [(r[0], r[3]) for r in table.rows] == [("eSEN (l2)", "0.3"), ("eSEN (l4)", "0.4")]
+    assert any("fixed at 0" in note for note in table.notes)
+    assert tables.find_fit(fits, "esen", "sum") is None  # the ablations are never pooled under "esen"
+    sens = tables.sensitivity_table(fits, ["esen-l2", "esen-l4"], families)
+    assert [(r[0], r[1][:4], r[2]) for r in sens.rows] == [
+        ("eSEN (l2)", "zero", "0.3"), ("eSEN (l2)", "free", "0.35"),
+        ("eSEN (l4)", "zero", "0.4"), ("eSEN (l4)", "free", "0.45"),
+    ]  # fmt: skip
+    assert tables.sensitivity_table([f for f in fits if not f.variant], ["esen-l2"], families) is None
+    assert (
+        reference.paper_value("esen-l2", "gamma_flops") == 0.35
+        and reference.paper_value("esen-l4", "gamma_flops") == 0.4
+    )

@@ -7,7 +7,7 @@ import json
 from symscale import rundir
 from symscale.cli import main
 from symscale.report.render import load_study
-from symscale.study.catalogue import Catalogue, export_laws
+from symscale.study.catalogue import LAWS_COLUMNS, Catalogue, export_laws
 
 # run id -> (status, grid prefix); "planned" runs have a plan file and no directory yet
 RUNS = {
@@ -74,5 +74,6 @@ def test_laws_export_has_finished_runs_only_and_leaves_no_temporary_file(tmp_pat
     assert export_laws(catalogue, study / "laws.csv") == 2  # two evaluations of the one finished run
     assert [p.name for p in study.iterdir() if p.name.startswith(".")] == []
     rows = (study / "laws.csv").read_text().splitlines()
-    assert rows[1].split(",")[:2] == ["mpnn", "mpnn-w4-finished"] and rows[1].split(",")[-1] == "1.0"
+    cells = rows[1].split(",")
+    assert cells[:2] == ["mpnn", "mpnn-w4-finished"] and cells[LAWS_COLUMNS.index("prefix")] == "1.0"
     assert json.loads((study / "runs" / "mpnn-w4-finished" / "status.json").read_text())["status"] == "finished"

@@ -434,6 +434,7 @@ class RunRecord:
     n_evals: int
     kappa: float | None  # forward FLOPs per atom per parameter (run.json; else C / (3 N D))
     updated_utc: str | None  # the status timestamp
+    options: str = ""  # model options of the run's group ("l4"; `run_options`), "" for the family as registered
 
 
 def _finite(x: Any) -> float | None:
@@ -472,8 +473,29 @@ def read_run(run_dir: str | os.PathLike, metrics: list[dict] | None = None) -> R
         mode=plan.get("mode", info.get("mode")), prefix=_finite(plan.get("prefix", info.get("prefix"))),
         status=status["status"], reason=status.get("reason"), N=n_params, D=atoms, C=flops,
         H=device_hours(last.get("device_seconds")), loss=_finite(last.get("val_loss")), step=last.get("step"),
-        n_evals=len(metrics), kappa=kappa, updated_utc=status.get("updated_utc"),
+        n_evals=len(metrics), kappa=kappa, updated_utc=status.get("updated_utc"), options=run_options(run_dir, plan),
     )  # fmt: skip
+
+
+def run_options(run_dir: str | os.PathLike, plan: dict[str, Any] | None = None) -> str:
+    """The model options that make a run's group (`symscale.fit.results.options_label` of its configuration's
+    model_overrides and forces: "l4" for eSEN at lmax 4), from its plan's configuration, else its config.yaml;
+    "" where neither says."""
+    import yaml  # the fit package (numpy only, no torch) and yaml load here, not in every run's import
+
+    from symscale.fit.results import options_label
+
+    run_dir = Path(run_dir)
+    config = (read_plan(run_dir) if plan is None else plan).get("config")
+    if not isinstance(config, dict):
+        try:
+            config = yaml.safe_load((run_dir / CONFIG).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            config = None
+    if not isinstance(config, dict):
+        return ""
+    overrides = config.get("model_overrides")
+    return options_label(overrides if isinstance(overrides, dict) else None, config.get("forces"))
 
 
 def study_run_dirs(study_dir: str | os.PathLike) -> dict[str, Path]:

@@ -26,9 +26,10 @@ def add_parser(subparsers) -> None:
             "bootstrap then resamples whole runs), step, fraction. The sum law L = E + A N^-alpha + B D^-beta "
             "uses Epoch AI's replication of Chinchilla's approach 3 by default (Huber 1e-3 on log loss, "
             "log-sum-exp predictor, 4,500 L-BFGS starts); the frontier is L = L_inf + F C^-gamma on the lower "
-            "envelope of loss over compute. Example (the Chinchilla replication): symscale fit "
+            "envelope of loss over compute; one L_inf policy for both (--l-inf; default zero, the reference study's). "
+            "Example (the Chinchilla replication, E fitted): symscale fit "
             "tests/data/chinchilla_epoch_svg_extracted.csv --col N='Model Size' "
-            "--derive D='{Training FLOP} / (6 * {N})' --drop-highest-loss 5"
+            "--derive D='{Training FLOP} / (6 * {N})' --drop-highest-loss 5 --l-inf free"
         ),
     )
     p.add_argument("table", help="CSV file (a study's laws.csv, or any table with a header row)")
@@ -61,13 +62,33 @@ def add_parser(subparsers) -> None:
         "linearly (NNLS) inside a search over alpha, beta (default: huber-lse)",
     )
     p.add_argument(
-        "--fix-E",
-        type=float,
+        "--l-inf",
+        choices=["zero", "free"],
         default=None,
-        help="fix E of the sum law, in loss units (0: the reference study's L_inf = 0; default: fitted)",
+        help="the L_inf policy of every law: zero fixes the sum law's E and the frontier's L_inf at 0 (the "
+        "reference study's choice); free fits both (Epoch AI's Chinchilla replication fits E: use free there) "
+        "(default: zero)",
+    )
+    p.add_argument("--free-L-inf", action="store_true", help="the same as --l-inf free (kept for old commands)")
+    p.add_argument(
+        "--sensitivity",
+        action="store_true",
+        help="also fit the frontier, sum law and allocation under the other L_inf policy (a study does; "
+        "at most 200 resamples for those)",
     )
     p.add_argument(
-        "--free-L-inf", action="store_true", help="frontier: fit L_inf instead of fixing it at 0 (default: 0)"
+        "--loss",
+        choices=["total", "force", "energy"],
+        default="total",
+        help="which L to fit: total (column loss), force (loss_force, the force term) or energy (loss_energy); "
+        "refits a study's laws.csv on another term without retraining (default: total)",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="smooth each run's loss curve by an exponential moving average (the weight of the past, 0 <= EMA "
+        "< 1) before the frontier, as the paper did for GemNet-OC (default: 0, none)",
     )
     p.add_argument(
         "--x",
@@ -78,10 +99,10 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--drop-fraction",
         type=float,
-        default=0.05,
+        default=None,
         help="drop the first fraction of each run's evaluations before the frontier, sum law and IsoFLOP fit "
         "(from the fraction column, else D / the run's largest D; no run column: no row is dropped) "
-        "(default: 0.05)",
+        "(default: 0.05, within the reference study's 1-10%%)",
     )
     p.add_argument(
         "--k",
@@ -147,7 +168,7 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 
 def settings_from(args: argparse.Namespace):
     """The fit menu's settings from the command line."""
-    from symscale.fit.menu import AXES, LAWS, FitSettings
+    from symscale.fit.menu import AXES, DROP_FRACTION, LAWS, FitSettings
 
     laws = {"sum": ("sum",), "frontier": ("frontier",), "isoflop": ("isoflop",), "all": LAWS}[args.law]
     return FitSettings(
@@ -156,15 +177,23 @@ def settings_from(args: argparse.Namespace):
         group_by=args.group_by,
         bootstrap=args.bootstrap,
         seed=args.seed,
-        drop_fraction=args.drop_fraction,
+        drop_fraction=DROP_FRACTION if args.drop_fraction is None else args.drop_fraction,
         method=args.method,
-        fix_E=args.fix_E,
-        free_l_inf=args.free_L_inf,
+        l_inf=_l_inf(args),
+        loss=args.loss,
+        ema=args.ema,
+        sensitivity=args.sensitivity,
         k=args.k,
         budget=args.budget,
         drop_highest_loss=args.drop_highest_loss,
         workers=args.workers,
     )
+
+
+def _l_inf(args: argparse.Namespace) -> str:
+    if args.free_L_inf and args.l_inf == "zero":
+        raise SymscaleError.invalid("--free-L-inf with --l-inf", args.l_inf, "one of them (--l-inf free)")
+    return "free" if args.free_L_inf else (args.l_inf or "zero")
 
 
 def required_columns(law: str, x: str) -> tuple[str, ...]:
@@ -211,14 +240,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(r) -> None:
-    print(f"[{r.group}] {r.law} ({r.method}; {r.n_points} points, {r.n_excluded} excluded)")
+    variant = f", sensitivity: {r.variant}" if r.variant else ""
+    policy = f"L_inf {r.settings['l_inf']}, L = {r.settings.get('loss', 'total')}" if "l_inf" in r.settings else ""
+    print(f"[{r.group}] {r.law} ({r.method}; {r.n_points} points, {r.n_excluded} excluded; {policy}{variant})")
     if not r.ok:
         print(f"  not possible: {r.reason}")
         return
     for block, se, ci in ((r.params, r.se, r.ci95), (r.derived, r.derived_se, r.derived_ci95)):
         for name, value in block.items():
             interval = f"  95% CI [{ci[name][0]:.4g}, {ci[name][1]:.4g}]" if name in ci else ""
-            error = f"  SE {se[name]:.4g}" if name in se else ""
+            if name in r.unresolved:  # a degenerate interval is not printed as numbers
+                interval = f"  95% CI unresolved: {r.unresolved[name]}"
+            error = f"  SE {se[name]:.4g}" if name in se and name not in r.unresolved else ""
             print(f"  {name:<10} {value:12.6g}{error}{interval}")
     if not r.converged:
         print(f"  warning: optimizer did not report convergence ({r.message})")

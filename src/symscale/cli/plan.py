@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     fits = read_fits(path)
     if not args.budget > 0:
         raise SymscaleError.invalid("--budget", args.budget, "a positive number of FLOPs")
+    fits = [f for f in fits if not f.variant]  # the study's own fits, not the L_inf sensitivity ones
     sums = {f.group: f for f in fits if f.law == "sum"}
     ks = {f.group: f.settings.get("k") for f in fits if f.law == "allocation" and f.ok}
     if args.arch is not None:

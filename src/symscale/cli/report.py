@@ -1,4 +1,5 @@
-"""`symscale report STUDY_DIR [--out DIR]`: write the study's report (HTML, Markdown and PNG figures)."""
+"""`symscale report STUDY_DIR [--out DIR] [--loss total|force|energy]`: write the study's report (HTML, Markdown
+and PNG figures), on the total validation loss or, refitted without retraining, on one of its terms."""
 
 from __future__ import annotations
 
@@ -24,13 +25,22 @@ def add_parser(subparsers) -> None:
         default=None,
         help="folder for report.html, report.md and the PNGs (default: STUDY_DIR/report)",
     )
+    p.add_argument(
+        "--loss",
+        choices=["total", "force", "energy"],
+        default="total",
+        help="which L to present: total, force (the force term) or energy (the energy term). For force or "
+        "energy the study's laws.csv is refitted on that term with its spec's fit settings (fits-<loss>.json, "
+        "by the fit menu; no retraining) when that file is missing or older than laws.csv, and the report goes "
+        "to STUDY_DIR/report-<loss> (default: total)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from symscale.report.render import write_report
 
-    path = write_report(args.study_dir, args.out)
+    path = write_report(args.study_dir, args.out, loss=args.loss)
     print(f"report: {path}")
     print(f"        {path.with_suffix('.md')} and the figures beside it")
     return 0

@@ -10,7 +10,11 @@ Symbols (used only inside this package):
 Every fit returns a `FitResult`, whose intervals come from a non-parametric bootstrap (whole runs are
 resampled when the table has a `run` column), and which carries its group's family, model options and
 symmetry mode as fields. `fit_table` (symscale.fit.menu) is the one fit menu: the study and `symscale fit`
-both call it, so they fit the same laws to the same rows with the same bootstrap.
+both call it, so they fit the same laws to the same rows with the same bootstrap. Its settings state the
+protocol: one L_inf policy for every law (`l_inf`: zero, the paper's, or free, with the other policy fitted
+beside it as a sensitivity variant in a study), which L is fitted (`loss`: total, force or energy), the share of
+each run dropped (5% by default, inside the paper's 1-10%) and an optional EMA smoothing of each run's curve;
+intervals that do not resolve their parameter are flagged (`FitResult.unresolved`), not reported as numbers.
 
 Modules: table (the laws table), parametric (sum law), frontier (compute frontier), isoflop, allocation,
 bootstrap, holdout (extrapolation checks), profiles (profiles at fixed D or C, IsoFLOP parabolas, the

@@ -16,6 +16,19 @@ study's fits.json. The rules, in one place:
   (each of its resamples refits every budget's parabola).
 - Allocation: from the sum law with C = k N D, k given or the median of C / (N D) over the group, at the
   budget given or the group's largest C.
+- L_inf, one policy for every law (`l_inf`): "zero" (the reference study's choice, the default) fixes the sum
+  law's E and the frontier's L_inf at 0; "free" fits both. The consistency check (frontier gamma against
+  alpha beta / (alpha + beta)) therefore compares laws fitted under the same assumption. With `sensitivity`,
+  the frontier, sum law and allocation are fitted a second time under the other policy (at most
+  `SENSITIVITY_BOOTSTRAP_CAP` resamples) and come back with `variant="l_inf=<other>"`, for the report's
+  sensitivity row; the study's own fits have `variant=""`.
+- Which L (`loss`): "total" (the training loss formula, column `loss`), "force" (`loss_force`, the force term;
+  the reference study's re-runs match its exponents on it) or "energy" (`loss_energy`); the chosen column is
+  fitted as L, and recorded in every result's settings.
+- Drop and smoothing: `drop_fraction` (default `DROP_FRACTION` = 5%, inside the paper's 1-10%) and `ema`
+  (exponential smoothing of each run's curve before the frontier; default 0, none).
+- Intervals: every result's bootstrap intervals are checked (`symscale.fit.results.flag_intervals`) and those
+  that do not resolve their parameter are flagged in `FitResult.unresolved`.
 
 A fit that is not possible comes back as `FitResult(ok=False, reason=...)`; the menu never raises on one group.
 
@@ -25,9 +38,11 @@ Symbols: N parameters, D data seen, C training FLOPs, H device-hours, k FLOPs pe
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +53,19 @@ from symscale.fit.frontier import fit_frontier, run_fractions
 from symscale.fit.holdout import frontier_holdout, sum_holdout
 from symscale.fit.isoflop import fit_isoflop
 from symscale.fit.parametric import fit_sum_law
-from symscale.fit.results import ARCHITECTURE, FitResult
+from symscale.fit.results import ARCHITECTURE, FitResult, family_key, flag_intervals, options_label
 from symscale.fit.table import LawsTable
 
 log = logging.getLogger(__name__)
+__all__ = ["FitSettings", "Group", "fit_table", "options_label", "refit_study", "study_settings"]
 
 LAWS = ("frontier", "sum", "isoflop")  # the allocation comes with the sum law
 AXES = ("C", "H")  # frontier axes: training FLOPs, device-hours
 ISOFLOP_BOOTSTRAP_CAP = 400
+SENSITIVITY_BOOTSTRAP_CAP = 200  # resamples of the fits under the other L_inf policy
+DROP_FRACTION = 0.05  # the first 5% of each run is dropped (the paper: 1-10%)
+L_INF = ("zero", "free")
+LOSS_COLUMNS = {"total": "loss", "force": "loss_force", "energy": "loss_energy"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class Group:
     @property
     def label(self) -> str:
         """`esen-l4`, `mpnn/symmetry_loss`, `mpnn`: for printing, never parsed."""
-        name = f"{self.arch}-{self.options}" if self.options else self.arch
+        name = family_key(self.arch, self.options)
         return name if self.mode == ARCHITECTURE else f"{name}/{self.mode}"
 
 
@@ -73,10 +93,13 @@ class FitSettings:
         group_by: the grouping column (None: one group "all").
         bootstrap: resamples for intervals (0: none).
         seed: seed of the resamples.
-        drop_fraction: the share of each run dropped before the frontier, sum law and IsoFLOP fit.
+        drop_fraction: the share of each run dropped before the frontier, sum law and IsoFLOP fit
+            (default 5%, within the paper's 1-10%).
         method: sum-law method, "huber-lse" or "varpro".
-        fix_E: the sum law's E fixed at this loss, or None to fit it.
-        free_l_inf: fit the frontier's L_inf instead of fixing it at 0.
+        l_inf: "zero" (E and L_inf fixed at 0, the paper's choice) or "free" (both fitted), for every law.
+        loss: which L is fitted: "total", "force" or "energy" (laws.csv columns loss, loss_force, loss_energy).
+        ema: exponential smoothing of each run's evaluation curve before the frontier (0: none; 0 <= ema < 1).
+        sensitivity: also fit frontier, sum law and allocation under the other `l_inf` (variant results).
         k: C = k N D for the allocation (None: the group's median C / (N D)).
         budget: compute budget in FLOPs for N*, D* (None: the group's largest C).
         drop_highest_loss: rows of highest loss removed before fitting (Epoch AI removed 5).
@@ -88,10 +111,12 @@ class FitSettings:
     group_by: str | None = "arch"
     bootstrap: int = 1000
     seed: int = 42
-    drop_fraction: float = 0.05
+    drop_fraction: float = DROP_FRACTION
     method: str = "huber-lse"
-    fix_E: float | None = None
-    free_l_inf: bool = False
+    l_inf: str = "zero"
+    loss: str = "total"
+    ema: float = 0.0
+    sensitivity: bool = False
     k: float | None = None
     budget: float | None = None
     drop_highest_loss: int = 0
@@ -103,6 +128,50 @@ class FitSettings:
             raise SymscaleError.invalid("fit law or axis", ", ".join(unknown), f"laws {LAWS}, axes {AXES}")
         if self.bootstrap < 0:
             raise SymscaleError.invalid("bootstrap", self.bootstrap, "0 or a positive number of resamples")
+        if self.l_inf not in L_INF:
+            raise SymscaleError.invalid("l_inf", self.l_inf, " or ".join(L_INF))
+        if self.loss not in LOSS_COLUMNS:
+            raise SymscaleError.invalid("loss", self.loss, " | ".join(LOSS_COLUMNS))
+        if not 0.0 <= self.drop_fraction < 1.0:
+            raise SymscaleError.invalid("drop fraction", self.drop_fraction, "0 <= fraction < 1 (the paper: 0.01-0.1)")
+        if not 0.0 <= self.ema < 1.0:
+            raise SymscaleError.invalid("ema (smoothing of evaluation curves)", self.ema, "0 <= ema < 1 (0: none)")
+
+    @property
+    def fix_E(self) -> float | None:
+        """The sum law's E under the policy: 0 for "zero", None (fitted) for "free"."""
+        return 0.0 if self.l_inf == "zero" else None
+
+    @property
+    def free_l_inf(self) -> bool:
+        """Whether the frontier fits its L_inf (the "free" policy)."""
+        return self.l_inf == "free"
+
+    def other_l_inf(self) -> FitSettings:
+        """The same settings under the other L_inf policy (the sensitivity fit), without its own sensitivity."""
+        other = "free" if self.l_inf == "zero" else "zero"
+        bootstrap = min(self.bootstrap, SENSITIVITY_BOOTSTRAP_CAP)
+        return dataclasses.replace(self, l_inf=other, sensitivity=False, bootstrap=bootstrap, laws=_SENSITIVITY_LAWS)
+
+
+_SENSITIVITY_LAWS = ("frontier", "sum")
+
+
+def with_loss(table: LawsTable, loss: str) -> LawsTable:
+    """The table with the column of `loss` ("total", "force", "energy") as its `loss` column, rows without a
+    finite value of it removed. A table without that column (a laws.csv written before it had the terms) is
+    an error naming the column."""
+    column = LOSS_COLUMNS[loss]
+    if column == "loss":
+        return table
+    if column not in table:
+        raise SymscaleError(
+            f"loss {loss!r}: {table.source} has no column {column!r} (laws.csv carries it since the loss terms were "
+            f"recorded; re-export it from the study); columns: {', '.join(table.columns)}"
+        )
+    values = np.asarray(table[column], dtype=float)
+    kept = table.select(np.isfinite(values) & (values > 0))
+    return LawsTable({**kept.columns, "loss": kept[column]}, kept.source)
 
 
 def groups(table: LawsTable, group_by: str | None) -> list[tuple[Group, LawsTable]]:
@@ -152,26 +221,44 @@ def fit_table(
     table: LawsTable, settings: FitSettings = FitSettings(), k_per_group: dict[str, float] | None = None
 ) -> list[FitResult]:
     """Every law of `settings.laws` for every group of `table`, in the order frontier (per axis), sum,
-    IsoFLOP, allocation. `k_per_group` maps a group label to its k (C = k N D), overriding the median."""
+    IsoFLOP, allocation (then, with `settings.sensitivity`, frontier, sum law and allocation under the other
+    L_inf policy). `k_per_group` maps a group label to its k (C = k N D), overriding the median."""
+    table = with_loss(table, settings.loss)
     table, dropped = drop_highest(table, settings.drop_highest_loss)
     results: list[FitResult] = []
     dropped_groups = dict(groups(dropped, settings.group_by)) if len(dropped) else {}
     for group, rows in groups(table, settings.group_by):
-        fits = _fit_group(group, rows, settings, (k_per_group or {}).get(group.label))
+        k = (k_per_group or {}).get(group.label)
+        fits = [(fit, settings) for fit in _fit_group(group, rows, settings, k)]
+        if settings.sensitivity:
+            other = settings.other_l_inf()
+            variant = f"l_inf={other.l_inf}"
+            fits += [(dataclasses.replace(f, variant=variant), other) for f in _fit_group(group, rows, other, k)]
         n_dropped = len(dropped_groups.get(group, ()))
-        results += [_tagged(fit, group, n_dropped, settings) for fit in fits]
+        results += [_tagged(fit, group, n_dropped, used, _units(rows), _loss_scale(rows)) for fit, used in fits]
     return results
 
 
-def _tagged(fit: FitResult, group: Group, n_dropped: int, settings: FitSettings) -> FitResult:
-    """The fit with its group's fields, and the rows removed by `drop_highest_loss` counted as excluded."""
+def _units(rows: LawsTable) -> int:
+    """What the bootstrap resamples: distinct runs, or points without a run column."""
+    return len(set(rows["run"].tolist())) if "run" in rows else len(rows)
+
+
+def _loss_scale(rows: LawsTable) -> float:
+    """A resample of E or L_inf below 1e-6 of the group's smallest loss is at the bound 0."""
+    return 1e-6 * float(np.min(rows["loss"])) if len(rows) else 0.0
+
+
+def _tagged(fit: FitResult, group: Group, n_dropped: int, s: FitSettings, n_units: int, tol: float) -> FitResult:
+    """The fit with its group's fields, the settings that chose its rows (loss, drop, EMA), its degenerate
+    intervals flagged, and the rows removed by `drop_highest_loss` counted as excluded."""
+    settings = {**fit.settings, "loss": s.loss, "drop_fraction": s.drop_fraction, "ema": s.ema, "l_inf": s.l_inf}
     extra: dict[str, Any] = {}
-    if settings.drop_highest_loss:
-        extra = {
-            "n_excluded": fit.n_excluded + n_dropped,
-            "settings": {**fit.settings, "drop_highest_loss": settings.drop_highest_loss},
-        }
-    return dataclasses.replace(fit, arch=group.arch, options=group.options, mode=group.mode, **extra)
+    if s.drop_highest_loss:
+        settings["drop_highest_loss"] = s.drop_highest_loss
+        extra = {"n_excluded": fit.n_excluded + n_dropped}
+    fit = dataclasses.replace(fit, arch=group.arch, options=group.options, mode=group.mode, settings=settings, **extra)
+    return flag_intervals(fit, n_units, tol)
 
 
 def _guarded(law: str, label: str, fn: Callable[..., FitResult], *args: Any, **kwargs: Any) -> FitResult:
@@ -226,6 +313,7 @@ def _frontier_fits(label: str, rows: LawsTable, s: FitSettings) -> list[FitResul
             fraction=fraction,
             drop_fraction=s.drop_fraction,
             free_l_inf=s.free_l_inf,
+            ema=s.ema,
             bootstrap=s.bootstrap,
             seed=s.seed,
             axis=axis,
@@ -239,7 +327,7 @@ def _frontier_fits(label: str, rows: LawsTable, s: FitSettings) -> list[FitResul
 def holdout_checks(table: LawsTable, settings: FitSettings, top_fraction: float) -> list[dict[str, Any]]:
     """Extrapolation checks per group for the laws of `settings`: fit below the (1 - top_fraction) quantile
     of compute, report the relative error of the prediction above it. Raises when a check is not possible."""
-    table, _ = drop_highest(table, settings.drop_highest_loss)
+    table, _ = drop_highest(with_loss(table, settings.loss), settings.drop_highest_loss)
     out = []
     for group, rows in groups(table, settings.group_by):
         if "sum" in settings.laws:
@@ -259,18 +347,41 @@ def holdout_checks(table: LawsTable, settings: FitSettings, top_fraction: float)
     return out
 
 
-def fit_laws_table(
-    table: LawsTable,
-    *,
-    group_by: str | None = "arch",
-    bootstrap: int = 1000,
-    seed: int = 42,
-    k_per_group: dict[str, float] | None = None,
-    drop_fraction: float = 0.05,
-    workers: int | None = None,
-) -> list[FitResult]:
-    """The study's call: `fit_table` with the study's settings (spec `fits:` keys group_by, bootstrap, seed)."""
-    settings = FitSettings(
-        group_by=group_by, bootstrap=bootstrap, seed=seed, drop_fraction=drop_fraction, workers=workers
-    )
-    return fit_table(table, settings, k_per_group)
+STUDY_KEYS = ("group_by", "bootstrap", "seed", "drop_fraction", "l_inf", "loss", "ema", "sensitivity", "workers")
+
+
+def study_settings(fits: dict[str, Any] | None = None, **overrides: Any) -> FitSettings:
+    """The settings a study fits with: its spec's `fits:` keys (`STUDY_KEYS`) over the study defaults
+    (every law, both axes, group by arch, the L_inf sensitivity fits on), then `overrides`."""
+    given = {**(fits or {}), **overrides}
+    unknown = sorted(set(given) - set(STUDY_KEYS))
+    if unknown:
+        raise SymscaleError.invalid("fits setting", ", ".join(unknown), ", ".join(STUDY_KEYS))
+    return FitSettings(**{"sensitivity": True, **given})
+
+
+def fit_laws_table(table: LawsTable, *, k_per_group: dict[str, float] | None = None, **fits: Any) -> list[FitResult]:
+    """The study's call: `fit_table` with the study's settings (`study_settings` of the spec's `fits:` keys)."""
+    return fit_table(table, study_settings(fits), k_per_group)
+
+
+def fits_name(loss: str) -> str:
+    """The fits file of a study for `loss`: fits.json for the total, fits-force.json, fits-energy.json."""
+    return "fits.json" if loss == "total" else f"fits-{loss}.json"
+
+
+def refit_study(study_dir: str | Path, loss: str, fits: dict[str, Any] | None = None) -> Path:
+    """Refit an existing study's laws.csv on another L (`loss`) with its spec's fit settings, without
+    retraining, and write STUDY/fits-<loss>.json (`fits_name`); returns its path."""
+    from symscale import __version__
+    from symscale.fit.table import read_table
+
+    study_dir = Path(study_dir)
+    settings = study_settings(fits, loss=loss)
+    results = fit_table(read_table(study_dir / "laws.csv"), settings)
+    path = study_dir / fits_name(loss)
+    tmp = path.with_name(f".{path.name}.tmp")
+    payload = {"fits": [r.to_dict() for r in results], "loss": loss, "symscale_version": __version__}
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+    return path

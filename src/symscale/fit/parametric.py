@@ -232,7 +232,8 @@ def _samples_from(full: np.ndarray, fixed_e) -> dict[str, np.ndarray]:
 
 def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix_E, n_starts, polish) -> FitResult:
     derived = derived_exponents(params["alpha"], params["beta"])
-    se, ci = summarize(samples) if samples else ({}, {})
+    fitted = {k: v for k, v in samples.items() if not (k == "E" and fix_E is not None)}  # a fixed E has no interval
+    se, ci = summarize(fitted) if fitted else ({}, {})
     d_se: dict[str, float] = {}
     d_ci: dict[str, list[float]] = {}
     if samples:
@@ -252,6 +253,7 @@ def _result(group, params, samples, n_points, method, best, bootstrap, seed, fix
             "bootstrap": bootstrap,
             "seed": seed,
             "fix_E": fix_E,
+            "l_inf": "free" if fix_E is None else ("zero" if fix_E == 0 else "fixed"),
             "huber_delta": DELTA,
             "starts": n_starts,
             "polished": polish,

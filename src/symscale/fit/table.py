@@ -20,6 +20,7 @@ import numpy as np
 from symscale.errors import SymscaleError
 
 NUMERIC = ("N", "D", "C", "H", "loss", "step", "fraction", "width", "seed")
+NUMERIC += ("loss_energy", "loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
 TEXT = ("arch", "run", "mode", "options")
 
 

@@ -32,7 +32,7 @@ from symscale.fit.profiles import (
     profile_at,
     run_indices,
 )
-from symscale.fit.results import FitResult
+from symscale.fit.results import FitResult, family_key
 from symscale.fit.table import LawsTable
 from symscale.report import reference, tables
 
@@ -84,10 +84,10 @@ def family_label(info: reference.FamilyInfo) -> str:
 
 
 def select(laws: dict[str, np.ndarray], arch: str | None = None, mode: str | None = None) -> dict[str, np.ndarray]:
-    """The rows of the laws table for one family and/or mode."""
+    """The rows of the laws table for one report row (a family with its options, `esen-l4`) and/or mode."""
     mask = np.ones(len(laws["loss"]), dtype=bool)
     if arch is not None:
-        mask &= laws["arch"] == arch
+        mask &= laws["family"] == arch
     if mode is not None:
         mask &= laws["mode"] == mode
     return {k: v[mask] for k, v in laws.items()}
@@ -187,7 +187,7 @@ def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: 
     ax.scatter(x, y, s=7, color=color, alpha=0.18, linewidths=0)
     fx, fy = frontier_points(fit, x, y)
     ax.scatter(fx, fy, s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
-    gamma, curve = tables.estimate(fit, "gamma"), frontier_curve(fit, x.min(), x.max())
+    gamma, curve = tables.estimate(fit, "gamma"), frontier_curve(fit)  # over the frontier's range only
     if gamma is None or curve is None:
         reason = _short(fit) if fit is not None else "not fitted"
         ax.plot([], [], color=color, lw=2, ls=":", label=f"{label}: γ {reason}")
@@ -217,7 +217,8 @@ def frontier_figure(data: Any, out_dir: Path, mode: str = tables.ARCHITECTURE) -
     caption = (
         "Validation loss against training compute, one colour per family. Faint: every evaluation of every run; "
         "bold: the compute frontier (lower envelope, as used by the fit); line: the fitted law "
-        "L = L∞ + F·x^(−γ), γ with its 95% interval in the legend. Left in FLOPs, right in device-hours."
+        "L = L∞ + F·x^(−γ) over the frontier's range, γ with its 95% interval in the legend. Left in FLOPs, "
+        "right in device-hours."
     )
     return _save(fig, out_dir, "frontier", "Compute frontier", caption)
 
@@ -420,7 +421,11 @@ def _equivariance_points(data: Any, arch: str) -> list[tuple[str, float, np.ndar
     out = []
     for r in data.runs:
         lines = data.metrics.get(r.run_id, [])
-        pts = [(m.get("atoms_seen"), m.get("equivariance_error_forces")) for m in lines if r.arch == arch]
+        pts = [
+            (m.get("atoms_seen"), m.get("equivariance_error_forces"))
+            for m in lines
+            if family_key(r.arch or "", r.options) == arch
+        ]
         pts = [(float(d), float(e)) for d, e in pts if d is not None and e is not None and d > 0 and e > 0]
         if pts and r.N:
             d, e = np.array(pts).T
@@ -470,3 +475,61 @@ def modes_figure(data: Any, out_dir: Path) -> Figure | None:
         "of the models against N and along training."
     )
     return _save(fig, out_dir, "symmetry_modes", "Symmetry modes", caption)
+
+
+# ---------------------------------------------------------------- 7. the lmax ablation
+
+
+def lmax_rows(data: Any) -> list[tuple[int, str]]:
+    """(lmax, report row) of the rows of one family that differ in lmax (the first family with two or
+    more), ordered by lmax; empty when no family has rows at two lmax."""
+    by_arch: dict[str, dict[int, str]] = {}
+    for key in data.archs:
+        info = data.families[key]
+        if isinstance(info.l, int) and info.arch:
+            by_arch.setdefault(info.arch, {}).setdefault(info.l, key)
+    for rows in by_arch.values():
+        if len(rows) >= 2:
+            return sorted(rows.items())
+    return []
+
+
+def lmax_figure(data: Any, out_dir: Path) -> Figure | None:
+    """The paper's lmax ablation: the compute-frontier exponent gamma (95% interval) against lmax for the rows
+    of one family at two or more lmax (eSEN lmax 2 and 4), the paper's values beside; None without them."""
+    rows = lmax_rows(data)
+    if not rows:
+        return None
+    fig = MplFigure(figsize=(5.6, 4.4), layout="constrained")
+    ax = fig.subplots()
+    drawn = False
+    for lmax, key in rows:
+        est = tables.estimate(tables.find_fit(data.fits, key, "frontier_C"), "gamma")
+        color = family_color(key, data.archs)
+        if est is not None:
+            drawn = True
+            if est.has_interval:
+                yerr = [[est.value - est.lo], [est.hi - est.value]]
+                ax.errorbar(
+                    [lmax], [est.value], yerr=yerr, fmt="o", color=color, capsize=4, label=data.families[key].label
+                )
+            else:
+                why = f" ({est.unresolved})" if est.unresolved else " (no interval)"
+                ax.plot([lmax], [est.value], "o", mfc="none", color=color, label=data.families[key].label + why)
+        paper = reference.paper_value(key, "gamma_flops")
+        if paper is not None:
+            ax.plot([lmax], [paper], "x", color="black", ms=8, label="paper" if lmax == rows[0][0] else None)
+    if not drawn:
+        return None
+    ax.set_xticks([lmax for lmax, _ in rows])
+    ax.set_xlabel("lmax (tensor order of the features)")
+    ax.set_ylabel("compute-frontier exponent γ_C")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("γ against lmax")
+    caption = (
+        "The lmax ablation as in the paper: the compute-frontier exponent γ (FLOPs, 95% interval) of the same "
+        f"family at each lmax; crosses: the paper's values (eSEN: γ ≈ {reference.PAPER_ESEN_LMAX2_GAMMA} at lmax 2, "
+        f"{reference.PAPER['esen'].gamma_flops} at lmax 4; approximate). An open marker: no interval resolves it."
+    )
+    return _save(fig, out_dir, "lmax", "γ against lmax", caption)

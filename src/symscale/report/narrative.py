@@ -47,9 +47,9 @@ def barely_learning(data: Any) -> str:
     """Families whose validation loss fell by less than 10% in every run (first evaluation to the best later
     one): their fitted exponents describe the start of training, not how the family scales."""
     laws = data.laws  # column -> array, one entry per evaluation point
-    if any(col not in laws for col in ("arch", "run", "D", "loss")):
+    if any(col not in laws for col in ("family", "run", "D", "loss")):
         return ""
-    arch_col, run_col = np.asarray(laws["arch"]), np.asarray(laws["run"])
+    arch_col, run_col = np.asarray(laws["family"]), np.asarray(laws["run"])
     d_col, loss_col = np.asarray(laws["D"], dtype=float), np.asarray(laws["loss"], dtype=float)
     flagged = []
     for arch in data.archs:

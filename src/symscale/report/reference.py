@@ -22,6 +22,8 @@ class FamilyInfo:
     group: str
     nu: int
     l: int | str | None
+    arch: str = ""  # the registered family ("esen"); "" in the staircase table below
+    options: str = ""  # model options of this report row ("l2"), "" for the family as registered
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,13 @@ PAPER_ALLOCATION = 0.5
 PAPER_ORDER = ("mpnn", "egnn", "gemnet_oc", "esen")  # increasing gamma in the paper
 
 
+# report rows with model options the paper reported on: eSEN at lmax 4 (its main runs) and lmax 2 (ablation)
+PAPER["esen-l4"] = PAPER["esen"]
+PAPER["esen-l2"] = PaperValues(gamma_flops=PAPER_ESEN_LMAX2_GAMMA, kappa=None, note="lmax=2 ablation")
+
+
 def paper_value(arch: str, name: str) -> float | None:
-    """The paper's value of `name` (gamma_flops, gamma_hours, beta, alpha, kappa) for `arch`, or None."""
+    """The paper's value of `name` (gamma_flops, gamma_hours, beta, alpha, kappa) for `arch` (a family, or a
+    family with options the paper ran: "esen-l4", "esen-l2"), or None."""
     values = PAPER.get(arch)
     return None if values is None else getattr(values, name, None)

@@ -5,13 +5,19 @@
 Inputs, read as plain files: `laws.csv` (columns arch, run, width, N, D, C, H, loss, step, seed, mode, fraction,
 prefix; N parameters, D atoms seen, C training FLOPs, H device-hours, fraction the share of the run's training
 done at that evaluation, prefix the run's training-set fraction), `fits.json` ({"fits": [FitResult dicts]}),
-the runs as the catalogue reads them (`symscale.study.catalogue.Catalogue.runs`: status, prefix and last
+the runs as the catalogue reads them (`symscale.study.catalogue.Catalogue.runs`: status, prefix, options and last
 evaluation of every run, planned ones included, through `symscale.rundir`), each run's `metrics.jsonl` and
 `run.json`, and `spec.yaml`. Missing pieces are reported, not fatal: without laws.csv the table is rebuilt from the
 runs' metrics.jsonl; without fits.json no fits are shown and the report says how to make them (the report never
 fits: the study and `symscale fit` do, with the one fit menu of `symscale.fit.menu`). Fits are read as typed
 `FitResult`s, which carry their family, options and symmetry mode; family labels (symmetry group, nu, l) come from
 what each run's run.json recorded. The HTML embeds every figure as a base64 PNG and links nothing.
+
+A report row is a family with its model options (`esen-l2`, `esen-l4`: the `options` column of laws.csv, the
+`options` field of a fit and of a run's `symscale.rundir.RunRecord`), never one family pooling its ablations.
+`write_report(..., loss="force")` presents the study on another L (laws.csv's `loss_force` column and
+fits-force.json, made by `symscale.fit.menu.refit_study` when missing or older than laws.csv: the report calls the
+fit menu, it does not fit), into report-force/ by default.
 """
 
 from __future__ import annotations
@@ -37,16 +43,17 @@ import yaml
 import symscale
 from symscale import rundir
 from symscale.errors import SymscaleError
-from symscale.fit.menu import FitSettings
-from symscale.fit.results import FitResult
+from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
+from symscale.fit.results import FitResult, family_key, option_values
 from symscale.report import figures, narrative, reference, tables
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
 log = logging.getLogger(__name__)
 
-NUMERIC_COLUMNS = ("width", "N", "D", "C", "H", "loss", "step", "seed", "fraction", "prefix")
-TEXT_COLUMNS = ("arch", "run", "mode")
+NUMERIC_COLUMNS = ("width", "N", "D", "C", "H", "loss", "step", "seed", "fraction", "prefix", "loss_energy")
+NUMERIC_COLUMNS += ("loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
+TEXT_COLUMNS = ("arch", "run", "mode", "options", "family")  # family: arch and options, `esen-l4`
 
 
 # ---------------------------------------------------------------- the study, read
@@ -67,32 +74,80 @@ class StudyData:
     spec_text: str
     metrics: dict[str, list[dict]]  # run id -> metrics.jsonl rows
     families: dict[str, reference.FamilyInfo]
-    archs: list[str]  # families in staircase order
+    archs: list[str]  # report rows: families with their model options (`esen-l4`), in staircase order
     modes: list[str]
     notes: list[str]  # what was missing or rebuilt while reading
+    loss: str = "total"  # which L is presented: total, force or energy
 
 
-def load_study(study_dir: str | Path) -> StudyData:
-    """Read a study directory. Raises SymscaleError only when there is nothing to report on."""
+def load_study(study_dir: str | Path, loss: str = "total") -> StudyData:
+    """Read a study directory, presenting L = `loss` (total, force or energy: laws.csv's loss, loss_force or
+    loss_energy column and fits.json, fits-force.json or fits-energy.json). Raises SymscaleError only when
+    there is nothing to report on."""
     directory = Path(study_dir)
     if not directory.is_dir():
         raise SymscaleError.invalid("study directory", str(study_dir), "an existing directory")
+    if loss not in LOSS_COLUMNS:
+        raise SymscaleError.invalid("loss", loss, " | ".join(LOSS_COLUMNS))
     notes: list[str] = []
     spec_text, spec = _read_spec(directory, notes)
     records, metrics, infos = _read_runs(directory, notes)
-    laws = _read_laws(directory, metrics, infos, notes)
+    options = {r.run_id: r.options for r in records}
+    laws = _with_loss(_read_laws(directory, metrics, infos, notes, options), loss, notes)
     if not any(metrics.values()) and len(laws["loss"]) == 0:
         raise SymscaleError(f"invalid study directory {directory}: no laws.csv and no runs/<id>/ with metrics")
-    fits, fits_meta = _read_fits(directory, notes, spec)
+    fits, fits_meta = _read_fits(directory, notes, spec, loss)
     runs = _run_records(laws, records)
-    archs = _order_archs({*laws["arch"].tolist(), *(r.arch for r in runs)} - {""})
+    arch_of = {key: arch for key, arch in zip(laws["family"].tolist(), laws["arch"].tolist())}
+    options_of = {key: opt for key, opt in zip(laws["family"].tolist(), laws["options"].tolist())}
+    for r in runs:
+        if r.arch:
+            arch_of.setdefault(run_family(r), r.arch)
+            options_of.setdefault(run_family(r), r.options)
+    archs = _order_families(arch_of, options_of)
     seen = [*laws["mode"].tolist(), *(r.mode for r in runs)]
     modes = list(dict.fromkeys(sorted(seen, key=lambda m: m != tables.ARCHITECTURE)))  # architecture first
     name = str(spec.get("name") or directory.resolve().name)
-    families = {arch: family_info(arch, [infos.get(r.run_id, {}) for r in runs if r.arch == arch]) for arch in archs}
+    families = {
+        key: family_info(arch_of[key], [infos.get(r.run_id, {}) for r in runs if run_family(r) == key], options_of[key])
+        for key in archs
+    }
     return StudyData(
-        directory, name, laws, fits, fits_meta, runs, infos, spec, spec_text, metrics, families, archs, modes, notes
+        directory,
+        name,
+        laws,
+        fits,
+        fits_meta,
+        runs,
+        infos,
+        spec,
+        spec_text,
+        metrics,
+        families,
+        archs,
+        modes,
+        notes,
+        loss,
     )
+
+
+def _with_loss(laws: dict[str, np.ndarray], loss: str, notes: list[str]) -> dict[str, np.ndarray]:
+    """The laws columns with L = `loss`: its column becomes `loss`, rows without a finite positive value go."""
+    column = LOSS_COLUMNS[loss]
+    if column == "loss":
+        return laws
+    values = laws[column]
+    keep = np.isfinite(values) & (values > 0)
+    if not keep.any():
+        raise SymscaleError(
+            f"loss {loss!r}: laws.csv has no {column} values (a laws.csv written before the loss terms were "
+            "recorded: re-export it from the study)"
+        )
+    if not keep.all():
+        notes.append(f"{int((~keep).sum())} evaluation(s) without a {column} value are left out.")
+    out = {k: v[keep] for k, v in laws.items()}
+    out["loss"] = out[column]
+    return out
 
 
 def _read_spec(directory: Path, notes: list[str]) -> tuple[str, dict]:
@@ -135,18 +190,24 @@ def _read_runs(directory: Path, notes: list[str]) -> tuple[list[RunRecord], dict
     return records, metrics, infos
 
 
-def _read_laws(directory: Path, metrics: dict, infos: dict, notes: list[str]) -> dict[str, np.ndarray]:
+def _read_laws(
+    directory: Path, metrics: dict, infos: dict, notes: list[str], options: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
     path = directory / "laws.csv"
     if path.is_file():
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
     else:
         notes.append("laws.csv is missing: the laws table was rebuilt from the runs' metrics.jsonl.")
-        rows = [row for run_id, lines in metrics.items() for row in _laws_rows(run_id, infos[run_id], lines)]
+        rows = [
+            row
+            for run_id, lines in metrics.items()
+            for row in _laws_rows(run_id, infos[run_id], lines, (options or {}).get(run_id, ""))
+        ]
     return _columns(rows)
 
 
-def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
+def _laws_rows(run_id: str, info: dict, lines: list[dict], options: str = "") -> list[dict]:
     """laws.csv rows of one run from its metrics lines (D = atoms_seen, C = flops, H = device_seconds/3600)."""
     out = []
     for line in lines:
@@ -166,6 +227,11 @@ def _laws_rows(run_id: str, info: dict, lines: list[dict]) -> list[dict]:
                 "mode": info.get("mode", tables.ARCHITECTURE),
                 "fraction": line.get("fraction"),
                 "prefix": info.get("prefix"),
+                "options": options,
+                "loss_energy": line.get("val_energy_loss"),
+                "loss_force": line.get("val_force_loss"),
+                "energy_mae_mev_per_atom": line.get("energy_mae_mev_per_atom"),
+                "force_mae_mev_per_A": line.get("force_mae_mev_per_A"),
             }
         )
     return out
@@ -182,13 +248,19 @@ def _columns(rows: list[dict]) -> dict[str, np.ndarray]:
     """Column arrays; rows without a finite positive loss are dropped (a diverged evaluation)."""
     rows = [r for r in rows if _number(r.get("loss")) > 0 and math.isfinite(_number(r.get("loss")))]
     laws = {c: np.array([_number(r.get(c)) for r in rows], dtype=float) for c in NUMERIC_COLUMNS}
-    for c in TEXT_COLUMNS:
+    for c in TEXT_COLUMNS[:-1]:
         default = tables.ARCHITECTURE if c == "mode" else ""
-        laws[c] = np.array([str(r.get(c) or default) for r in rows], dtype=object)
+        laws[c] = np.array([_text(r.get(c), default) for r in rows], dtype=object)
+    laws["family"] = np.array([family_key(a, o) for a, o in zip(laws["arch"], laws["options"])], dtype=object)
     return laws
 
 
-def fit_command(directory: Path, spec: dict) -> str:
+def _text(value: Any, default: str) -> str:
+    """A text cell: the default for an empty or missing one."""
+    return default if value is None or str(value) in ("", "nan") else str(value)
+
+
+def fit_command(directory: Path, spec: dict, loss: str = "total") -> str:
     """The `symscale fit` command that writes the study's fits.json with the study's fit settings."""
     defaults = FitSettings()
     settings = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
@@ -197,17 +269,20 @@ def fit_command(directory: Path, spec: dict) -> str:
         f"symscale fit {directory / 'laws.csv'} --law all"
         + (f" --group-by {group_by}" if group_by else "")
         + f" --bootstrap {settings.get('bootstrap', defaults.bootstrap)} --seed {settings.get('seed', defaults.seed)}"
-        + f" --json {directory / 'fits.json'}"
+        + f" --l-inf {settings.get('l_inf', defaults.l_inf)} --sensitivity"
+        + "".join(f" --{key.replace('_', '-')} {settings[key]}" for key in ("drop_fraction", "ema") if key in settings)
+        + (f" --loss {loss}" if loss != "total" else "")
+        + f" --json {directory / fits_name(loss)}"
     )
 
 
-def _read_fits(directory: Path, notes: list[str], spec: dict) -> tuple[list[FitResult], dict]:
-    """fits.json as typed results (entries that are not fit results are skipped with a note), and its
-    other top-level entries. Without it, no fits: the report says how to make them and never fits itself."""
-    path = directory / "fits.json"
+def _read_fits(directory: Path, notes: list[str], spec: dict, loss: str = "total") -> tuple[list[FitResult], dict]:
+    """fits.json (fits-<loss>.json) as typed results (entries that are not fit results are skipped with a
+    note), and its other top-level entries. Without it, no fits: the report says how to make them."""
+    path = directory / fits_name(loss)
     if not path.is_file():
-        command = fit_command(directory, spec)
-        notes.append(f"fits.json is missing: no fits are shown. Make them with the study's settings: {command}")
+        command = fit_command(directory, spec, loss)
+        notes.append(f"{path.name} is missing: no fits are shown. Make them with the study's settings: {command}")
         return [], {}
     payload = _read_json(path, notes)
     fits, bad = [], 0
@@ -247,7 +322,7 @@ def _laws_only_record(laws: dict[str, np.ndarray], run_id: str) -> RunRecord:
         mode=str(last.get("mode") or tables.ARCHITECTURE), prefix=value("prefix"), status="in laws.csv only",
         reason=None, N=None if n is None else int(n), D=value("D"), C=value("C"), H=value("H"), loss=value("loss"),
         step=value("step"), n_evals=int((laws["run"] == run_id).sum()),
-        kappa=rundir.kappa_of(value("C"), n, value("D")), updated_utc=None,
+        kappa=rundir.kappa_of(value("C"), n, value("D")), updated_utc=None, options=_text(last.get("options"), ""),
     )  # fmt: skip
 
 
@@ -258,12 +333,26 @@ def _run_records(laws: dict[str, np.ndarray], records: list[RunRecord]) -> list[
     out = [replace(r, arch=r.arch or "", mode=r.mode or tables.ARCHITECTURE) for r in records]
     out += [_laws_only_record(laws, i) for i in dict.fromkeys(laws["run"].tolist()) if i not in known]
     rank = {arch: i for i, arch in enumerate(_order_archs({r.arch for r in out}))}
-    return sorted(out, key=lambda r: (rank[r.arch], r.mode, r.width or 0, r.prefix or 0, r.seed or 0, r.run_id))
+    return sorted(
+        out, key=lambda r: (rank[r.arch], r.options, r.mode, r.width or 0, r.prefix or 0, r.seed or 0, r.run_id)
+    )
+
+
+def run_family(record: RunRecord) -> str:
+    """The report row a run belongs to: its family with its model options (`esen-l4`, `mpnn`)."""
+    return family_key(record.arch or "", record.options)
 
 
 def _order_archs(archs: set[str]) -> list[str]:
     known = [a for a in reference.PAPER_ORDER if a in archs]
     return known + sorted(archs - set(known))
+
+
+def _order_families(arch_of: dict[str, str], options_of: dict[str, str]) -> list[str]:
+    """Report rows (family keys) in staircase order of their family, then by options ("" first)."""
+    rank = {arch: i for i, arch in enumerate(_order_archs(set(arch_of.values()) - {""}))}
+    keys = [key for key in arch_of if arch_of[key]]
+    return sorted(keys, key=lambda key: (rank[arch_of[key]], options_of.get(key, ""), key))
 
 
 def _find_key(info: Any, key: str, found: set) -> None:
@@ -274,11 +363,21 @@ def _find_key(info: Any, key: str, found: set) -> None:
             _find_key(v, key, found)
 
 
-def family_info(arch: str, run_infos: Sequence[dict] = ()) -> reference.FamilyInfo:
-    """Label, group, nu and l of a family: group, nu and l from the `symmetry` its runs recorded in run.json
-    when they all agree (a chiral variant records its own), else the paper's staircase (reference.FAMILIES).
-    A family with an `lmax` override (eSEN) takes l from its runs when they all agree."""
-    fallback = reference.FAMILIES.get(arch, reference.FamilyInfo(arch, "?", 0, None))
+def family_info(arch: str, run_infos: Sequence[dict] = (), options: str = "") -> reference.FamilyInfo:
+    """Label, group, nu and l of a family with model `options`: group, nu and l from the `symmetry` its runs
+    recorded in run.json when they all agree (a chiral variant records its own), else the paper's staircase
+    (reference.FAMILIES). A family with an `lmax` override (eSEN) takes l from its runs when they all agree,
+    else from its options. The label names the options: `eSEN (l2)`."""
+    base = reference.FAMILIES.get(arch, reference.FamilyInfo(arch, "?", 0, None))
+    lmax_option = option_values(options).get("lmax")
+    fallback = reference.FamilyInfo(
+        f"{base.label} ({options})" if options else base.label,
+        base.group,
+        base.nu,
+        lmax_option if lmax_option is not None and base.l is not None else base.l,
+        arch,
+        options,
+    )
     recorded = {
         (str(sym.get("group")), sym.get("nu"), sym.get("l"))
         for info in run_infos
@@ -287,12 +386,13 @@ def family_info(arch: str, run_infos: Sequence[dict] = ()) -> reference.FamilyIn
     info = fallback
     if len(recorded) == 1:
         group, nu, ell = recorded.pop()
-        info = reference.FamilyInfo(fallback.label, group, nu if isinstance(nu, int) else fallback.nu, ell)
+        nu = nu if isinstance(nu, int) else fallback.nu
+        info = reference.FamilyInfo(fallback.label, group, nu, ell, arch, options)
     lmax: set = set()
     for run_info in run_infos:
         _find_key(run_info, "lmax", lmax)
     if len(lmax) == 1 and info.l is not None:
-        return reference.FamilyInfo(info.label, info.group, info.nu, lmax.pop())
+        return reference.FamilyInfo(info.label, info.group, info.nu, lmax.pop(), arch, options)
     return info
 
 
@@ -329,6 +429,10 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
         tables.exponent_table(data.fits, data.archs, data.families),
         tables.consistency_table(data.fits, data.archs, data.families),
     ]
+    sensitivity = tables.sensitivity_table(data.fits, data.archs, data.families)
+    blocks += [sensitivity] if sensitivity is not None else []
+    lmax = figures.lmax_figure(data, out_dir)
+    blocks += [Heading("The lmax ablation"), lmax] if lmax is not None else []
     blocks += _section("Learning curves", [figures.learning_curves_figure(data, out_dir)])
     blocks += _section(
         "Parameter and data scaling",
@@ -341,7 +445,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     if any(m != tables.ARCHITECTURE for m in data.modes):
         blocks += _section("Symmetry modes", [figures.modes_figure(data, out_dir)])
         blocks.append(tables.modes_table(data.fits, data.archs, data.modes, data.families))
-    kappas = {arch: [r.kappa for r in data.runs if r.arch == arch and r.kappa is not None] for arch in data.archs}
+    kappas = {key: [r.kappa for r in data.runs if run_family(r) == key and r.kappa is not None] for key in data.archs}
     blocks += [
         Heading("κ: forward FLOPs per atom per parameter"),
         tables.kappa_table(kappas, data.archs, data.families),
@@ -365,8 +469,30 @@ def _preamble(data: StudyData) -> str:
     return (
         f"Study directory {data.directory}. {len(data.runs)} runs ({finished} finished), "
         f"{len(data.laws['loss'])} evaluation points, families: {', '.join(data.archs) or 'none'}. "
+        f"L is {LOSS_NAMES[data.loss]}{_policy_text(data)}. "
         f"Reference values from {reference.CITATION}; they are approximate (from a digest of the paper)."
     )
+
+
+LOSS_NAMES = {
+    "total": "the total validation loss (energy term + force term)",
+    "force": "the force term of the validation loss",
+    "energy": "the energy term of the validation loss",
+}
+
+
+def _policy_text(data: StudyData) -> str:
+    policy = tables.l_inf_policy(data.fits)
+    if policy is None:
+        return ""
+    said = (
+        "E and L∞ fixed at 0 in every law (the paper's choice)" if policy == "zero" else "E and L∞ fitted in every law"
+    )
+    own = next((f.settings for f in data.fits if not f.variant and "drop_fraction" in f.settings), {})
+    drop, ema = own.get("drop_fraction"), own.get("ema") or 0
+    dropped = f"; the first {100 * drop:.0f}% of each run dropped (the paper: 1-10%)" if drop is not None else ""
+    smoothed = f"; curves EMA-smoothed (weight of the past {ema:g}) before the frontier" if ema else ""
+    return f"; {said}{dropped}{smoothed}"
 
 
 # ---------------------------------------------------------------- provenance
@@ -537,11 +663,31 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     )
 
 
-def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write report.html, report.md and the PNG figures into `out_dir` (default STUDY_DIR/report).
-    Returns the path of report.html."""
-    data = load_study(study_dir)
-    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+def ensure_fits(study_dir: str | Path, loss: str) -> Path:
+    """STUDY/fits-<loss>.json, refitted from laws.csv with the spec's fit settings by the fit menu
+    (`symscale.fit.menu.refit_study`) when missing or older than laws.csv; no retraining."""
+    directory = Path(study_dir)
+    path, laws = directory / fits_name(loss), directory / "laws.csv"
+    if not laws.is_file():
+        raise SymscaleError(f"report --loss {loss}: {laws} does not exist (the refit reads it)")
+    if path.is_file() and path.stat().st_mtime >= laws.stat().st_mtime:
+        return path
+    spec = _read_spec(directory, [])[1]
+    fits = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
+    log.info("refitting %s on L = %s", directory, loss)
+    return refit_study(directory, loss, fits)
+
+
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None, loss: str = "total") -> Path:
+    """Write report.html, report.md and the PNG figures into `out_dir` (default STUDY_DIR/report, or
+    STUDY_DIR/report-<loss> for another L). For another L than the total, the study's fits on it
+    (fits-<loss>.json) are made first by the fit menu when missing or older than laws.csv. Returns the path
+    of report.html."""
+    if loss != "total":
+        ensure_fits(study_dir, loss)
+    data = load_study(study_dir, loss)
+    default = "report" if loss == "total" else f"report-{loss}"
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / default
     out.mkdir(parents=True, exist_ok=True)
     blocks = build_document(data, out)
     (out / "report.md").write_text(to_markdown(blocks))

@@ -3,7 +3,10 @@ study's runs. A fit is found by the family, symmetry mode and law it carries as 
 
 A table is a `Table` of strings, rendered to Markdown or HTML by `symscale.report.render`. Numbers are printed
 with three significant digits and 95% intervals as `0.142 [0.121, 0.163]`; a fit that could not be made
-prints `not possible [k]` with footnote k giving the reason, so a reader sees why a number is missing.
+prints `not possible [k]` with footnote k giving the reason, so a reader sees why a number is missing. An
+interval the fit flagged as not resolving its parameter (`FitResult.unresolved`) prints as
+`0.142 (unresolved: <why>)`, never as numbers. Rows are families with their model options (`esen-l4`); the
+L_inf sensitivity table shows each row's fits under the study's L_inf policy and under the other one.
 
 Symbols: N parameters, D atoms seen, C training FLOPs, H device-hours, gamma the compute-frontier exponent,
 alpha and beta the parameter and data exponents of the sum law L = E + A N^-alpha + B D^-beta, a and b the
@@ -47,10 +50,12 @@ class Estimate:
     value: float
     lo: float | None = None
     hi: float | None = None
+    unresolved: str | None = None  # why the interval does not resolve the value (then it is not shown)
 
     @property
     def has_interval(self) -> bool:
-        return self.lo is not None and self.hi is not None
+        """Whether there is an interval that resolves the value."""
+        return self.lo is not None and self.hi is not None and self.unresolved is None
 
     def overlaps(self, other: Estimate) -> bool:
         """True when the two 95% intervals share a point (undecidable without intervals: True)."""
@@ -77,8 +82,11 @@ def fmt(x: float | None, digits: int = 3) -> str:
 
 
 def fmt_estimate(e: Estimate | None) -> str:
+    """`0.142 [0.121, 0.163]`, `0.142 (unresolved: zero-width interval)`, `0.142` (no interval) or `—`."""
     if e is None:
         return "—"
+    if e.unresolved:
+        return f"{fmt(e.value)} (unresolved: {e.unresolved})"
     if not e.has_interval:
         return fmt(e.value)
     return f"{fmt(e.value)} [{fmt(e.lo)}, {fmt(e.hi)}]"
@@ -95,11 +103,19 @@ def fmt_count(x: float | None) -> str:
 
 
 def find_fit(
-    fits: Sequence[FitResult], arch: str, law: str, mode: str = ARCHITECTURE, options: str | None = None
+    fits: Sequence[FitResult],
+    family: str,
+    law: str,
+    mode: str = ARCHITECTURE,
+    options: str | None = None,
+    variant: str = "",
 ) -> FitResult | None:
-    """The fit of `law` for family `arch` in symmetry `mode` (with model `options`; None: any), or None."""
+    """The fit of `law` for report row `family` (a family with its options, `esen-l4`; or, with `options`
+    given, the family `family` with those options) in symmetry `mode`, or None. `variant` "" is the study's
+    own fit; "l_inf=free" / "l_inf=zero" its sensitivity fit under that policy."""
     for fit in fits:
-        if (fit.law, fit.arch, fit.mode) == (law, arch, mode) and options in (None, fit.options):
+        row = fit.arch if options is not None else fit.family
+        if (fit.law, row, fit.mode, fit.variant) == (law, family, mode, variant) and options in (None, fit.options):
             return fit
     return None
 
@@ -124,7 +140,7 @@ def estimate(fit: FitResult | None, name: str) -> Estimate | None:
         value = values.get(name)
         if value is not None and math.isfinite(float(value)):
             lo, hi = _interval(cis, name)
-            return Estimate(float(value), lo, hi)
+            return Estimate(float(value), lo, hi, (fit.unresolved or {}).get(name))
     return None
 
 
@@ -172,7 +188,7 @@ def _exponent_row(fits: Sequence[FitResult], arch: str, info: reference.FamilyIn
         p("beta"),
         a,
         b,
-        m("sum", "E"),
+        _e_cell(fits, arch, notes),
         _l_inf_cell(fits, arch, notes),
     )
 
@@ -182,6 +198,20 @@ def _l_inf_cell(fits: Sequence[FitResult], arch: str, notes: _Footnotes) -> str:
     if fit is not None and fit.ok and fit.settings.get("free_L_inf") is False:
         return "0 (fixed)"
     return _measured(fits, arch, "frontier_C", "L_inf", notes, ARCHITECTURE)
+
+
+def _e_cell(fits: Sequence[FitResult], arch: str, notes: _Footnotes) -> str:
+    fit = find_fit(fits, arch, "sum")
+    if fit is not None and fit.ok and fit.settings.get("fix_E") == 0:
+        return "0 (fixed)"
+    return _measured(fits, arch, "sum", "E", notes, ARCHITECTURE)
+
+
+def l_inf_policy(fits: Sequence[FitResult]) -> str | None:
+    """The L_inf policy of the study's own fits ("zero" or "free"), or None when they do not say."""
+    return next(
+        (f.settings["l_inf"] for f in fits if not f.variant and f.settings.get("l_inf") in ("zero", "free")), None
+    )
 
 
 def exponent_table(fits: Sequence[FitResult], archs: Sequence[str], families: dict[str, reference.FamilyInfo]) -> Table:
@@ -205,10 +235,14 @@ def exponent_table(fits: Sequence[FitResult], archs: Sequence[str], families: di
         "E (sum law)",
         "L∞ (frontier)",
     )
+    policy = l_inf_policy(fits)
+    stated = {"zero": "E and L∞ fixed at 0 (the paper's choice)", "free": "E and L∞ fitted"}.get(policy or "", "")
     text = (
         "Measured values with 95% intervals in brackets; the paper's values (approximate, no intervals, "
         "L∞ fixed at 0) beside them. a and b from the IsoFLOP fit, else from the sum law (marked *). "
         "The paper finds a ≈ b ≈ 0.5."
+        + (f" L∞ policy of every law here: {stated}; the sensitivity table shows the other choice." if stated else "")
+        + _loss_text(fits)
     )
     return Table("exponents", "Scaling exponents per family", columns, tuple(rows), (text, *notes.notes))
 
@@ -247,6 +281,64 @@ def _from_sum_law(fits: Sequence[FitResult], arch: str, name: str, mode: str) ->
         return None
     value = {"a": beta.value, "b": alpha.value, "gamma": alpha.value * beta.value}[name]
     return Estimate(value / (alpha.value + beta.value))  # point estimate only: no covariance to propagate
+
+
+def _loss_text(fits: Sequence[FitResult]) -> str:
+    loss = next((f.settings.get("loss") for f in fits if f.settings.get("loss")), None)
+    names = {"total": "the total validation loss", "force": "the force term", "energy": "the energy term"}
+    return f" L is {names[loss]}." if loss in names else ""
+
+
+SENSITIVITY = (("frontier_C", "gamma"), ("sum", "alpha"), ("sum", "beta"), ("allocation", "gamma"))
+
+
+def sensitivity_table(
+    fits: Sequence[FitResult], archs: Sequence[str], families: dict[str, reference.FamilyInfo]
+) -> Table | None:
+    """Per report row: the exponents under the study's L_inf policy and, in the row beside it, under the
+    other one (the fit menu's sensitivity fits); None when fits.json has no sensitivity fits."""
+    policy = l_inf_policy(fits)
+    if policy is None or not any(f.variant for f in fits):
+        return None
+    other = "free" if policy == "zero" else "zero"
+    notes = _Footnotes()
+    rows = []
+    for arch in archs:
+        for variant, name in (("", policy), (f"l_inf={other}", other)):
+            cells = []
+            for law, param in SENSITIVITY:
+                fit = find_fit(fits, arch, law, variant=variant)
+                cells.append(
+                    notes.cell(fit, arch, law) if fit is not None and not fit.ok else fmt_estimate(estimate(fit, param))
+                )
+            e = estimate(find_fit(fits, arch, "sum", variant=variant), "E")
+            l_inf = estimate(find_fit(fits, arch, "frontier_C", variant=variant), "L_inf")
+            label = "zero (E = L∞ = 0)" if name == "zero" else "free (E, L∞ fitted)"
+            rows.append(
+                (
+                    families[arch].label,
+                    label + ("" if variant else ", the study's"),
+                    *cells,
+                    fmt_estimate(e),
+                    fmt_estimate(l_inf),
+                )
+            )
+    columns = (
+        "family",
+        "L∞ policy",
+        "γ_C (frontier)",
+        "α (params)",
+        "β (data)",
+        "αβ/(α+β)",
+        "E (sum law)",
+        "L∞ (frontier)",
+    )
+    note = (
+        "How much the exponents depend on the L∞ assumption: each family fitted with E and L∞ fixed at 0 (the "
+        "paper's choice) and with both fitted, every law under the same assumption. The sensitivity fits use "
+        "fewer bootstrap resamples (at most 200)."
+    )
+    return Table("l_inf_sensitivity", "L∞ sensitivity", columns, tuple(rows), (note, *notes.notes))
 
 
 def consistency_table(
@@ -361,7 +453,7 @@ def fit_status_table(fits: Sequence[FitResult]) -> Table:
         why = (fit.reason or "no reason given") if not fit.ok else fit.message
         rows.append(
             (
-                fit.group,
+                fit.group + (f" ({fit.variant})" if fit.variant else ""),
                 LAW_NAMES.get(fit.law, fit.law),
                 "yes" if fit.ok else "no",
                 fmt_count(fit.n_points),

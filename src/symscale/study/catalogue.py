@@ -17,7 +17,9 @@ host (the study process does them; workers on other nodes never open the databas
 `symscale.rundir.read_run` into its one `RunRecord`, planned runs (a plan file, no directory yet) included.
 
 Columns follow the words of DESIGN.md: N parameters, D atoms seen, C FLOPs (measured, corrected), H
-device-hours, loss = validation loss.
+device-hours, loss = validation loss (the training loss formula), loss_energy and loss_force its energy and force
+terms, options the model options that make a family's runs a group of their own (`symscale.fit.results.options_label`
+of the run's model_overrides and forces: "l4" for eSEN at lmax 4).
 """
 
 from __future__ import annotations
@@ -52,15 +54,18 @@ from symscale.rundir import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: the columns of rundir.RunRecord
+SCHEMA_VERSION = 3  # 2: the columns of rundir.RunRecord; 3: its options, the evals' loss terms
 DB_NAME = "catalogue.sqlite"
 BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another before "database is locked"
+LAWS_TERMS = ("options", "loss_energy", "loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
 LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "fraction", "prefix")
+LAWS_COLUMNS += LAWS_TERMS
 _SIGNED_FILES = (RUN_INFO, STATUS, METRICS)
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 _EVAL_KEYS = (
     "step", "fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds", "val_loss",
     "energy_mae_mev_per_atom", "force_mae_mev_per_A", "force_cos", "equivariance_error_forces",
+    "val_energy_loss", "val_force_loss",
 )  # fmt: skip
 
 _SCHEMA = """
@@ -68,11 +73,11 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY, arch TEXT, width INTEGER, seed INTEGER, mode TEXT, prefix REAL,
     status TEXT, reason TEXT, N INTEGER, D REAL, C REAL, H REAL, loss REAL, step INTEGER, n_evals INTEGER,
-    kappa REAL, updated_utc TEXT, signature TEXT);
+    kappa REAL, updated_utc TEXT, options TEXT, signature TEXT);
 CREATE TABLE evals (
     run_id TEXT, step INTEGER, fraction REAL, structures_seen REAL, atoms_seen REAL, flops REAL,
     flops_raw REAL, device_seconds REAL, val_loss REAL, energy_mae REAL, force_mae REAL, force_cos REAL,
-    equivariance_error REAL);
+    equivariance_error REAL, val_energy_loss REAL, val_force_loss REAL);
 CREATE INDEX evals_run ON evals(run_id);
 """
 
@@ -206,7 +211,7 @@ class Catalogue:
         self._delete(con, record.run_id)
         values = (*astuple(record), sig)
         con.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(values))})", values)
-        con.executemany(f"INSERT INTO evals VALUES ({', '.join('?' * 13)})", evals)
+        con.executemany(f"INSERT INTO evals VALUES ({', '.join('?' * (len(_EVAL_KEYS) + 1))})", evals)
 
     @staticmethod
     def _records(con: sqlite3.Connection) -> list[RunRecord]:
@@ -225,8 +230,8 @@ class Catalogue:
         con.row_factory = sqlite3.Row
         try:
             sql = (
-                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status, r.reason FROM evals e "
-                "JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
+                "SELECT e.*, r.arch, r.width, r.seed, r.mode, r.prefix, r.N, r.status, r.reason, r.options "
+                "FROM evals e JOIN runs r USING (run_id) ORDER BY r.arch, r.width, r.run_id, e.step"
             )
             rows = [dict(r) for r in con.execute(sql)]
         finally:
@@ -242,7 +247,9 @@ def export_laws(
 ) -> int:
     """Write the laws table (one row per evaluation point of every finished run) and return its row count.
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
-    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction).
+    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction), then
+    `LAWS_TERMS`: options (model options), loss_energy and loss_force (the validation loss's energy and force
+    terms), energy_mae_mev_per_atom and force_mae_mev_per_A (empty where the run's metrics lack them).
     A diverged run (failed, its reason starting "diverged", see `train.loop.divergence`) is left out unless
     `include_diverged` (then its finite points are in, up to where it stopped)."""
     rows = [r for r in catalogue.evaluations(run_ids) if _in_laws(r, include_diverged) and _float(r["val_loss"])]
@@ -254,7 +261,8 @@ def export_laws(
             [
                 r["arch"], r["run_id"], r["width"], r["N"], r["atoms_seen"], r["flops"],
                 device_hours(r["device_seconds"]), r["val_loss"], r["step"], r["seed"], r["mode"], r["fraction"],
-                r["prefix"],
+                r["prefix"], r["options"] or "", r["val_energy_loss"], r["val_force_loss"], r["energy_mae"],
+                r["force_mae"],
             ]
         )  # fmt: skip
     write_text(path, buffer.getvalue())  # a unique temporary file: concurrent exports never collide

@@ -52,7 +52,8 @@ _TOP_KEYS = {
     "training": "settings shared by every run (RunConfig keys)",
     "executor": "how runs are executed",
     "estimate": "dry-run estimates: {flops_per_second}",
-    "fits": "{bootstrap, seed, include_diverged} for the fits after the study",
+    "fits": "{bootstrap, seed, group_by, l_inf: zero|free, loss: total|force|energy, drop_fraction, ema, "
+    "sensitivity, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
     "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
 }
@@ -70,6 +71,17 @@ _DATASET_KEYS = (
     "forces_key",
 )
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_FIT_KEYS = (
+    "bootstrap",
+    "seed",
+    "group_by",
+    "l_inf",
+    "loss",
+    "drop_fraction",
+    "ema",
+    "sensitivity",
+    "include_diverged",
+)
 _TUNE_KEYS = ("lrs", "width", "fraction")
 _EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
 _SLURM_KEYS = (
@@ -311,10 +323,17 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
 
 
 def _parse_fits(raw: Any) -> dict[str, Any]:
-    """The fits section; `include_diverged` (default false) puts diverged runs' points into laws.csv."""
-    fits = dict(_check_keys("fits", raw, ("bootstrap", "seed", "group_by", "include_diverged")))
+    """The `fits:` section, checked by the fit menu's own rules (`symscale.fit.menu.study_settings`);
+    `include_diverged` (default false, laws.csv's setting, not the fits') puts diverged runs' points into laws.csv."""
+    from symscale.fit.menu import study_settings
+
+    fits = dict(_check_keys("fits", raw, _FIT_KEYS))
     if "include_diverged" in fits:
         fits["include_diverged"] = check_bool("fits.include_diverged", fits["include_diverged"])
+    try:
+        study_settings({k: v for k, v in fits.items() if k != "include_diverged"})
+    except (SymscaleError, TypeError) as err:
+        raise SymscaleError(f"invalid study spec, fits: {err}") from None
     return fits
 
 
