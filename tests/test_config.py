@@ -107,3 +107,26 @@ def test_strict_values_one_rule_for_config_and_spec(key, value, expected):
     with pytest.raises(SymscaleError, match=re.escape(expected)):
         RunConfig.from_dict({"arch": "mpnn", "width": 4, key: value})
     assert RunConfig.from_dict({"arch": "mpnn", "width": 4, "lr": "1e-3"}).training.lr == 1e-3  # YAML 1.1 float
+
+
+def test_one_validation_engine_with_bounds_beside_fields():
+    """The run config and the study spec use one engine: the rule sits beside the field, `build` applies it."""
+    from dataclasses import fields
+
+    from symscale.config import Bound, TrainingConfig, build
+    from symscale.study.spec import SlurmSpec
+
+    bounds = {f.name: f.metadata["bound"] for f in fields(TrainingConfig) if "bound" in f.metadata}
+    assert bounds["batch_size"] == Bound(minimum=1)
+    assert {f.name for f in fields(SlurmSpec) if "bound" in f.metadata} >= {"time_min", "poll_s", "qos"}
+    with pytest.raises(SymscaleError, match=re.escape("invalid training.batch_size: got 0, expected an integer >= 1")):
+        RunConfig.from_dict({"arch": "mpnn", "width": 4, "batch_size": 0})
+    with pytest.raises(
+        SymscaleError, match=re.escape("invalid executor.slurm.time_min: got 0, expected an integer >= 1")
+    ):
+        build(SlurmSpec, "executor.slurm", {"time_min": 0})
+    with pytest.raises(
+        SymscaleError, match=re.escape("invalid executor.slurm.time_min: got '5', expected a number (int)")
+    ):
+        build(SlurmSpec, "executor.slurm", {"time_min": "5"})  # the same number rule as RunConfig's
+    assert build(SlurmSpec, "executor.slurm", {"time_min": 5, "mem_gb": "2e1"}).mem_gb == 20.0

@@ -31,7 +31,10 @@ def _raw(**extra):
         ({"dataset": {"path": "a", "builtin": 30}}, ["exactly one of 'builtin'"]),
         ({"families": [{"arch": "mpnn", "widths": [4], "depth": 2}]}, ["unknown key 'depth' in families[0]", "ladder"]),
         ({"families": [{"arch": "mpnn"}]}, ["exactly one of 'ladder'"]),
-        ({"families": [{"arch": "mpnn", "widths": [0]}]}, ["invalid families[0].widths[]: got 0"]),
+        (
+            {"families": [{"arch": "mpnn", "widths": [0]}]},
+            ["family 'mpnn' at width 0", "invalid width: got 0, expected an int"],
+        ),
         ({"prefixes": [0.0]}, ["invalid prefixes[]", "(0, 1]"]),
         ({"modes": ["rotations"]}, ["invalid modes[]: got 'rotations'", "augmentation", "symmetry_loss"]),
         ({"executor": {"kind": "k8s"}}, ["invalid executor.kind: got 'k8s'", "local, slurm, ray"]),

@@ -20,11 +20,11 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -35,6 +35,7 @@ DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
 FORCE_MODES = ("direct", "conservative")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
+FRACTION = "a fraction in (0, 1]"
 # keys that may change between a run and its resumption without changing its results (not hashed)
 RESUMABLE_KEYS = (
     "runtime.threads",
@@ -56,67 +57,190 @@ HASHED_WHEN_SET = {
 }
 
 
+# ---------------------------------------------------------------- the validation engine (run configs and study specs)
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The rule a field's value obeys beyond its type, written beside the field (`bounded(...)`).
+
+    `minimum`/`maximum` are inclusive ends, `above`/`below` exclusive ones; `choices` lists the allowed
+    strings; `nonempty` refuses an empty (or blank) string. A tuple value is checked element by element (the
+    error names `key[]`) and None (an optional field left unset) always passes. `expected` replaces the
+    generated "expected ..." text.
+    """
+
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[str, ...] = ()
+    nonempty: bool = False
+    expected: str = ""
+
+    def _holds(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        if self.nonempty:
+            return isinstance(value, str) and bool(value.strip())
+        return not (
+            (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
+            or (self.above is not None and not value > self.above)
+            or (self.below is not None and not value < self.below)
+        )
+
+    def describe(self, value: Any) -> str:
+        """The "expected ..." text of an error for `value`."""
+        if self.expected:
+            return self.expected
+        if self.choices:
+            return f"one of {', '.join(self.choices)}"
+        if self.nonempty:
+            return "a non-empty string"
+        ends = [
+            f"{sign} {end:g}"
+            for sign, end in ((">=", self.minimum), (">", self.above), ("<=", self.maximum), ("<", self.below))
+            if end is not None
+        ]
+        return f"{'an integer' if isinstance(value, int) else 'a number'} {' and '.join(ends)}"
+
+    def check(self, key: str, value: Any) -> None:
+        """Raise a `SymscaleError` naming `key` when `value` (or an element of a tuple value) breaks the rule."""
+        items, where = (value, f"{key}[]") if isinstance(value, tuple) else ((value,), key)
+        for item in items:
+            if item is not None and not self._holds(item):
+                raise SymscaleError.invalid(where, item, self.describe(item))
+
+
+def bounded(default: Any = MISSING, *, factory: Callable[[], Any] | None = None, **rule: Any) -> Any:
+    """A dataclass field with its `Bound` beside it: `n_val: int = bounded(200, minimum=1)`."""
+    metadata = {"bound": Bound(**rule)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def validate(obj: Any, where: str = "") -> None:
+    """Check every field of dataclass instance `obj` against the `Bound` beside it; errors name `where` + field."""
+    for f in fields(obj):
+        bound = f.metadata.get("bound")
+        if bound is not None:
+            bound.check(where + f.name, getattr(obj, f.name))
+
+
+T = TypeVar("T")
+
+
+def build(
+    cls: type[T],
+    where: str,
+    raw: Any,
+    *,
+    unknown: Callable[[str], SymscaleError] | None = None,
+    check: bool = True,
+    **given: Any,
+) -> T:
+    """The one way a mapping becomes a validated dataclass, for run configs and study specs alike.
+
+    Every key of `raw` must be a field of `cls` (otherwise `unknown(key)`, or an error listing the fields);
+    each value is coerced by its field's type (`coerce`), the dataclass is built and each field is checked by
+    its `Bound` (`validate`). `given` holds fields the caller parsed itself (nested sections, resolved paths):
+    they are passed on as they are, and still checked by their bounds. `check=False` leaves the bounds to
+    the caller (RunConfig checks its sections with the whole config, so a section is checked once).
+    """
+    if not isinstance(raw, Mapping):
+        raise SymscaleError.invalid(where, raw, "a mapping")
+    hints = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+    kwargs = dict(given)
+    for key, value in raw.items():
+        if key not in hints:
+            if unknown is not None:
+                raise unknown(key)
+            raise SymscaleError(f"unknown key {key!r} in {where}; allowed: {', '.join(sorted(hints))}")
+        if key not in given:
+            kwargs[key] = coerce(f"{where}.{key}", value, hints[key])
+    obj = cls(**kwargs)
+    if check:
+        validate(obj, f"{where}.")
+    return obj
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str | tuple[str, ...] = "builtin"  # "builtin", or a path (file or folder) or several paths
     val_source: str | tuple[str, ...] | None = None  # separate validation data (a path or paths; None: carve n_val)
-    builtin_structures: int = 2000  # size of the built-in GFN2-xTB set when source == "builtin"
+    builtin_structures: int = bounded(2000, minimum=2)  # size of the built-in GFN2-xTB set when source == "builtin"
     builtin_seed: int = 0  # generation seed of the built-in set
     neutral_only: bool = False  # keep only charge 0, spin multiplicity 1 structures
-    n_train: int | None = None  # structures in the nested training prefix (None: train_fraction or all)
-    train_fraction: float | None = None  # alternative to n_train: fraction in (0, 1] of the training pool
-    n_val: int = 200  # structures in the fixed validation set (with val_source: sampled from it, all if fewer)
+    # structures in the nested training prefix (None: train_fraction or all)
+    n_train: int | None = bounded(None, minimum=1)
+    # alternative to n_train: fraction in (0, 1] of the training pool
+    train_fraction: float | None = bounded(None, above=0, maximum=1, expected=FRACTION)
+    # structures in the fixed validation set (with val_source: sampled from it, all if fewer)
+    n_val: int = bounded(200, minimum=1)
     split_seed: int = 0  # seed of the permutation that defines the validation set and the prefixes
-    cutoff: float = 6.0  # Angstrom, radius of the neighbour graph
-    max_neighbors: int = 30  # incoming edges kept per atom
+    # Angstrom, radius of the neighbour graph
+    cutoff: float = bounded(6.0, minimum=1e-6, expected="a positive distance (Angstrom)")
+    max_neighbors: int = bounded(30, minimum=1)  # incoming edges kept per atom
     pack_max_structures: int = 500_000  # pack prefix + validation into RAM when they are at most this many
     stats_max_samples: int = 5000  # structures sampled for the dataset statistics
-    prefetch: int = 0  # batches collated ahead in a background thread (0: none)
+    prefetch: int = bounded(0, minimum=0)  # batches collated ahead in a background thread (0: none)
     energy_key: str = "energy"  # label key of the energy in the files (MACE-style files: "REF_energy")
     forces_key: str = "forces"  # label key of the forces in the files (MACE-style files: "REF_forces")
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    batch_size: int = 64  # structures per step
-    epochs: int = 1  # passes over the training prefix (the study: 1)
-    lr: float = 1e-3  # schedule-free AdamW learning rate at the family's base width (muP scales it)
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 100  # linear warmup, capped at 10% of the run's steps
-    weight_decay: float = 0.0  # decoupled, per step lr * weight_decay (muP keeps the product width-independent)
-    grad_clip: float | None = 10.0  # maximum global gradient norm (None or 0: no clipping)
-    energy_weight: float = 1.0  # weight of the per-atom energy term of the loss
-    force_weight: float = 1.0  # weight of the force term of the loss
-    augment: str = "none"  # "none" | "so3" (random rotation per structure per step) | "o3" (and inversions)
-    symmetry_loss_rotations: int = 0  # M: rotated copies per input for the symmetry loss (0: off; study: 5)
-    symmetry_loss_weight: float = 1.0  # lambda: weight of the mean loss over the M rotated copies
+    batch_size: int = bounded(64, minimum=1)  # structures per step
+    epochs: int = bounded(1, minimum=1)  # passes over the training prefix (the study: 1)
+    # schedule-free AdamW learning rate at the family's base width (muP scales it)
+    lr: float = bounded(1e-3, minimum=1e-12, expected="a positive learning rate")
+    betas: tuple[float, float] = bounded((0.9, 0.999), minimum=0, below=1, expected="two numbers in [0, 1)")
+    warmup_steps: int = bounded(100, minimum=0)  # linear warmup, capped at 10% of the run's steps
+    # decoupled, per step lr * weight_decay (muP keeps the product width-independent)
+    weight_decay: float = bounded(0.0, minimum=0)
+    # maximum global gradient norm (None or 0: no clipping)
+    grad_clip: float | None = bounded(10.0, minimum=0, expected="a number >= 0 (0 or None: off)")
+    energy_weight: float = bounded(1.0, minimum=0)  # weight of the per-atom energy term of the loss
+    force_weight: float = bounded(1.0, minimum=0)  # weight of the force term of the loss
+    # "none" | "so3" (random rotation per structure per step) | "o3" (and inversions)
+    augment: str = bounded("none", choices=AUGMENT_MODES)
+    # M: rotated copies per input for the symmetry loss (0: off; study: 5)
+    symmetry_loss_rotations: int = bounded(0, minimum=0)
+    symmetry_loss_weight: float = bounded(1.0, minimum=0)  # lambda: weight of the mean loss over the M rotated copies
 
 
 @dataclass(frozen=True)
 class EvaluationConfig:
-    eval_points: int = 24  # log-spaced evaluations from eval_first_fraction to 1 (plus the end)
-    eval_first_fraction: float = 0.01  # fraction of the run at the first evaluation
-    eval_batch_size: int = 64  # structures per validation batch
-    equivariance_structures: int = 32  # validation structures used for the equivariance error
-    equivariance_rotations: int = 2  # random rotations per structure for the equivariance error
-    checkpoint_every: int = 1  # write checkpoints/last.pt at every k-th evaluation (0: only at the end)
+    eval_points: int = bounded(24, minimum=1)  # log-spaced evaluations from eval_first_fraction to 1 (plus the end)
+    # fraction of the run at the first evaluation
+    eval_first_fraction: float = bounded(0.01, above=0, maximum=1, expected=FRACTION)
+    eval_batch_size: int = bounded(64, minimum=1)  # structures per validation batch
+    equivariance_structures: int = bounded(32, minimum=0)  # validation structures used for the equivariance error
+    equivariance_rotations: int = bounded(2, minimum=1)  # random rotations per structure for the equivariance error
+    # write checkpoints/last.pt at every k-th evaluation (0: only at the end)
+    checkpoint_every: int = bounded(1, minimum=0)
     # a run has diverged (status failed, kept out of the fits) when its validation loss exceeds
     # divergence_factor x its first evaluation's, or rises at divergence_patience evaluations in a row (0: off)
-    divergence_factor: float = 1e3
-    divergence_patience: int = 6
+    divergence_factor: float = bounded(1e3, minimum=1)
+    divergence_patience: int = bounded(6, minimum=0, expected="an integer >= 0 (0: off)")
 
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    device: str = "cpu"  # "cpu" | "cuda" | "auto" (cuda when available)
-    dtype: str = "float32"  # "float32" | "float64"
-    threads: int | None = None  # torch CPU threads (None: torch's default)
-    loader_workers: int = 0  # processes that read and collate batches ahead (0: in the training process)
+    device: str = bounded("cpu", choices=DEVICES)  # "cpu" | "cuda" | "auto" (cuda when available)
+    dtype: str = bounded("float32", choices=DTYPES)  # "float32" | "float64"
+    threads: int | None = bounded(None, minimum=1)  # torch CPU threads (None: torch's default)
+    # processes that read and collate batches ahead (0: in the training process)
+    loader_workers: int = bounded(0, minimum=0)
     tf32: bool = False  # allow TF32 matmuls on CUDA
     autocast_bf16: bool = False  # bf16 autocast of forward and backward on CUDA
     compute_accounting: bool = True  # measure FLOPs (C) per batch; off only for benchmarks
-    flop_samples: int = 1  # batches measured with FlopCounterMode to fit FLOPs per atom and per edge
-    progress: str = "auto"  # "auto" (bar on a terminal), "bar", "log" (train.log only), "off"
+    # batches measured with FlopCounterMode to fit FLOPs per atom and per edge
+    flop_samples: int = bounded(1, minimum=1)
+    # "auto" (bar on a terminal), "bar", "log" (train.log only), "off"
+    progress: str = bounded("auto", choices=PROGRESS_MODES)
     log_every_s: float = 30.0  # seconds between progress lines in train.log
     tensorboard: bool = False  # also log metrics to TensorBoard (when installed)
     wandb: bool = False  # also log metrics to Weights & Biases (when installed)
@@ -178,22 +302,6 @@ def _number(key: str, value: Any, kind: type) -> int | float:
     return float(value)
 
 
-def check_int(key: str, value: Any, minimum: int | None = None) -> int:
-    """An integer (strict, see `_number`), at least `minimum`; SymscaleError naming `key` otherwise."""
-    out = _number(key, value, int)
-    if minimum is not None and out < minimum:
-        raise SymscaleError.invalid(key, value, f"an integer >= {minimum}")
-    return out
-
-
-def check_float(key: str, value: Any, *, positive: bool = False) -> float:
-    """A finite number (strict, see `_number`), > 0 when `positive`."""
-    out = _number(key, value, float)
-    if positive and not out > 0:
-        raise SymscaleError.invalid(key, value, "a number > 0")
-    return out
-
-
 def check_bool(key: str, value: Any) -> bool:
     """A YAML boolean: true or false. Strings ("false", "yes") are refused: YAML quotes make them text,
     and reading a non-empty string as True once filtered a study's data silently."""
@@ -205,7 +313,9 @@ def check_bool(key: str, value: Any) -> bool:
 _bool = check_bool
 
 
-def _coerce(key: str, value: Any, hint: str) -> Any:
+def coerce(key: str, value: Any, hint: str) -> Any:
+    """`value` read as a field of type `hint` (the field's annotation as text), by the one rule of
+    `_number` and `check_bool`; `X | None` also takes None, "none" and "null"."""
     optional = hint.endswith("| None")
     if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
@@ -220,6 +330,11 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
         if not isinstance(value, str):
             raise SymscaleError.invalid(key, value, "a string")
         return value
+    if base in ("tuple[int, ...]", "tuple[float, ...]", "tuple[str, ...]"):
+        if not isinstance(value, list | tuple) or not value:
+            raise SymscaleError.invalid(key, value, "a non-empty list")
+        item = base.removeprefix("tuple[").removesuffix(", ...]")
+        return tuple(coerce(f"{key}[]", v, item) for v in value)
     if base == "str | tuple[str, ...]":
         if isinstance(value, str | os.PathLike):
             return str(value)
@@ -239,76 +354,15 @@ def _coerce(key: str, value: Any, hint: str) -> Any:
     raise AssertionError(f"no coercion for {hint}")
 
 
-def _build_section(section: str, raw: Mapping[str, Any]) -> Any:
-    cls = SECTIONS[section]
-    hints = {f.name: f.type for f in fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in hints:
-            raise _unknown(f"{section}.{key}")
-        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
-    return cls(**kwargs)
+# ---------------------------------------------------------------- rules across fields
 
 
-# ---------------------------------------------------------------- checks
-
-
-def _check_range(key: str, value: float | None, lo: float, hi: float = math.inf, expected: str = "") -> None:
-    if value is not None and not lo <= value <= hi:
-        raise SymscaleError.invalid(key, value, expected or f"a value in [{lo}, {hi}]")
-
-
-def _check_choice(key: str, value: str, choices: Iterable[str]) -> None:
-    if value not in choices:
-        raise SymscaleError.invalid(key, value, f"one of {', '.join(choices)}")
-
-
-def _validate(cfg: RunConfig) -> None:
-    if not cfg.arch:
-        raise SymscaleError.invalid("arch", cfg.arch, "a family name (see `symscale models`)")
-    _check_range("width", cfg.width, 1, expected="an integer >= 1")
-    _check_choice("forces", cfg.forces, FORCE_MODES)
-    d, t, e, r = cfg.data, cfg.training, cfg.evaluation, cfg.runtime
-    if d.n_train is not None and d.train_fraction is not None:
+def _check_rules(cfg: RunConfig) -> None:
+    """What no single field's bound can say: the rules that join two fields."""
+    if cfg.data.n_train is not None and cfg.data.train_fraction is not None:
         raise SymscaleError("invalid data: give n_train or train_fraction, not both")
-    _check_range("data.n_train", d.n_train, 1, expected="an integer >= 1")
-    if d.train_fraction is not None and not 0 < d.train_fraction <= 1:
-        raise SymscaleError.invalid("data.train_fraction", d.train_fraction, "a fraction in (0, 1]")
-    _check_range("data.n_val", d.n_val, 1, expected="an integer >= 1")
-    _check_range("data.builtin_structures", d.builtin_structures, 2, expected="an integer >= 2")
-    _check_range("data.cutoff", d.cutoff, 1e-6, expected="a positive distance (Angstrom)")
-    _check_range("data.max_neighbors", d.max_neighbors, 1, expected="an integer >= 1")
-    _check_range("data.prefetch", d.prefetch, 0, expected="an integer >= 0")
-    _check_range("training.batch_size", t.batch_size, 1, expected="an integer >= 1")
-    _check_range("training.epochs", t.epochs, 1, expected="an integer >= 1")
-    _check_range("training.lr", t.lr, 1e-12, expected="a positive learning rate")
-    _check_range("training.warmup_steps", t.warmup_steps, 0, expected="an integer >= 0")
-    _check_range("training.weight_decay", t.weight_decay, 0, expected="a number >= 0")
-    _check_range("training.grad_clip", t.grad_clip, 0, expected="a number >= 0 (0 or None: off)")
-    _check_range("training.energy_weight", t.energy_weight, 0, expected="a number >= 0")
-    _check_range("training.force_weight", t.force_weight, 0, expected="a number >= 0")
-    if t.energy_weight + t.force_weight <= 0:
+    if cfg.training.energy_weight + cfg.training.force_weight <= 0:
         raise SymscaleError("invalid loss weights: energy_weight and force_weight are both 0")
-    for b in t.betas:
-        _check_range("training.betas", b, 0, 1 - 1e-12, "two numbers in [0, 1)")
-    _check_choice("training.augment", t.augment, AUGMENT_MODES)
-    _check_range("training.symmetry_loss_rotations", t.symmetry_loss_rotations, 0, expected="an integer >= 0")
-    _check_range("training.symmetry_loss_weight", t.symmetry_loss_weight, 0, expected="a number >= 0")
-    _check_range("evaluation.eval_points", e.eval_points, 1, expected="an integer >= 1")
-    if not 0 < e.eval_first_fraction <= 1:
-        raise SymscaleError.invalid("evaluation.eval_first_fraction", e.eval_first_fraction, "a fraction in (0, 1]")
-    _check_range("evaluation.eval_batch_size", e.eval_batch_size, 1, expected="an integer >= 1")
-    _check_range("evaluation.equivariance_structures", e.equivariance_structures, 0, expected="an integer >= 0")
-    _check_range("evaluation.equivariance_rotations", e.equivariance_rotations, 1, expected="an integer >= 1")
-    _check_range("evaluation.checkpoint_every", e.checkpoint_every, 0, expected="an integer >= 0")
-    _check_range("evaluation.divergence_factor", e.divergence_factor, 1, expected="a number >= 1")
-    _check_range("evaluation.divergence_patience", e.divergence_patience, 0, expected="an integer >= 0 (0: off)")
-    _check_choice("runtime.device", r.device, DEVICES)
-    _check_choice("runtime.dtype", r.dtype, DTYPES)
-    _check_range("runtime.threads", r.threads, 1, expected="an integer >= 1")
-    _check_range("runtime.loader_workers", r.loader_workers, 0, expected="an integer >= 0")
-    _check_range("runtime.flop_samples", r.flop_samples, 1, expected="an integer >= 1")
-    _check_choice("runtime.progress", r.progress, PROGRESS_MODES)
 
 
 # ---------------------------------------------------------------- RunConfig
@@ -350,10 +404,10 @@ def _nest(raw: Mapping[str, Any]) -> dict[str, Any]:
 class RunConfig:
     """One run: a family at a width on a training prefix, with a seed (see the module docstring)."""
 
-    arch: str
-    width: int
+    arch: str = bounded(nonempty=True, expected="a family name (see `symscale models`)")
+    width: int = bounded(minimum=1)  # the one check of a width on its way from a spec or the CLI to the model
     seed: int = 0  # model initialisation, data order within the prefix, augmentation rotations
-    forces: str = "direct"  # "direct" (force head, the study) | "conservative" (-dE/dx)
+    forces: str = bounded("direct", choices=FORCE_MODES)  # "direct" (force head, the study) | "conservative" (-dE/dx)
     model_overrides: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # e.g. num_layers
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -361,7 +415,10 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
+        for section in SECTIONS:
+            validate(getattr(self, section), f"{section}.")
+        _check_rules(self)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (to a worker process, submitit, Ray) as its fields, the overrides as a plain dict."""
@@ -382,14 +439,16 @@ class RunConfig:
             if key not in nested:
                 raise SymscaleError(f"missing config key {key!r} (required: arch, width)")
         kwargs = {
-            "arch": _coerce("arch", nested["arch"], "str"),
-            "width": _coerce("width", nested["width"], "int"),
-            "seed": _coerce("seed", nested.get("seed", 0), "int"),
-            "forces": _coerce("forces", nested.get("forces", "direct"), "str"),
-            "model_overrides": _coerce("model_overrides", nested.get("model_overrides"), "Mapping[str, Any]"),
+            "arch": coerce("arch", nested["arch"], "str"),
+            "width": coerce("width", nested["width"], "int"),
+            "seed": coerce("seed", nested.get("seed", 0), "int"),
+            "forces": coerce("forces", nested.get("forces", "direct"), "str"),
+            "model_overrides": coerce("model_overrides", nested.get("model_overrides"), "Mapping[str, Any]"),
         }
         for section in SECTIONS:
-            kwargs[section] = _build_section(section, nested[section])
+            # the sections are checked by their bounds once, with the whole config (__post_init__)
+            unknown = lambda key, section=section: _unknown(f"{section}.{key}")  # noqa: E731
+            kwargs[section] = build(SECTIONS[section], section, nested[section], unknown=unknown, check=False)
         return cls(**kwargs)
 
     @classmethod

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from symscale.config import RunConfig, check_bool, check_float, check_int
+from symscale.config import RunConfig, bounded, build, check_bool, coerce, validate
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -57,19 +57,6 @@ _TOP_KEYS = {
     "report": "true to write the report after the fits",
     "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
 }
-_DATASET_KEYS = (
-    "builtin",
-    "seed",
-    "path",
-    "val_path",
-    "neutral_only",
-    "val",
-    "split_seed",
-    "elements",
-    "size_hint",
-    "energy_key",
-    "forces_key",
-)
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
 _FIT_KEYS = (
     "bootstrap",
@@ -82,43 +69,27 @@ _FIT_KEYS = (
     "sensitivity",
     "include_diverged",
 )
-_TUNE_KEYS = ("lrs", "width", "fraction")
-_EXECUTOR_KEYS = ("kind", "workers", "threads_per_worker", "max_restarts", "slurm", "ray")
-_SLURM_KEYS = (
-    "partition",
-    "qos",
-    "account",
-    "time_min",
-    "mem_gb",
-    "cpus_per_task",
-    "gpus_per_task",
-    "constraint",
-    "setup",
-    "extra",
-    "max_running",
-    "max_requeues",
-    "poll_s",
-    "local",
-    "wait",
-)
-_RAY_KEYS = ("address", "cpus_per_run", "gpus_per_run", "max_retries", "num_cpus")
+PREFIX = "a training-set fraction in (0, 1]"
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """Where the structures come from: the built-in xTB set (`builtin` = number of structures) or files."""
 
-    builtin: int | None = None
-    seed: int = 0  # generation seed of the built-in set
+    builtin: int | None = bounded(None, minimum=10)
+    seed: int = bounded(0, minimum=0)  # generation seed of the built-in set
     path: str | None = None  # a file or folder (.aselmdb, ASE .db, extxyz); relative to the spec file
     val_path: str | None = None  # separate validation data (e.g. OMol25's validation split); None: carve out `val`
     neutral_only: bool = False
-    val: int = 200  # structures held out for validation (with val_path: sampled from it, all if fewer)
-    split_seed: int = 0
-    elements: tuple[int, ...] | None = None  # atomic numbers, for dry runs without the data
+    val: int = bounded(
+        200, minimum=1
+    )  # structures held out for validation (with val_path: sampled from it, all if fewer)
+    split_seed: int = bounded(0, minimum=0)
+    elements: tuple[int, ...] | None = bounded(None, minimum=1)  # atomic numbers, for dry runs without the data
     size_hint: dict[str, float] = field(default_factory=dict)  # {structures, atoms_per_structure}
-    energy_key: str = "energy"  # label keys in the files (MACE-style: REF_energy, REF_forces)
-    forces_key: str = "forces"
+    # label keys in the files (MACE-style: REF_energy, REF_forces)
+    energy_key: str = bounded("energy", nonempty=True, expected="a label key such as REF_energy")
+    forces_key: str = bounded("forces", nonempty=True, expected="a label key such as REF_forces")
 
     def run_keys(self) -> dict[str, Any]:
         """RunConfig data keys: the built-in set by name (not where its cache lives), or the path."""
@@ -145,38 +116,48 @@ class FamilySpec:
 class SlurmSpec:
     """`executor.slurm`: the sbatch options of every run's job (one job per run, named by its run id)."""
 
-    partition: str | None = None  # --partition
-    qos: str | None = None  # --qos
-    account: str | None = None  # --account
-    time_min: int = 240  # --time, minutes per job before it is requeued (and resumes)
-    mem_gb: float | None = None  # --mem, GB per job
-    cpus_per_task: int | None = None  # --cpus-per-task (None: executor.threads_per_worker, else 1)
-    gpus_per_task: int | None = None  # --gpus-per-node (None: 1 for a training.device cuda run, else none)
-    constraint: str | None = None  # --constraint
+    partition: str | None = bounded(None, nonempty=True)  # --partition
+    qos: str | None = bounded(None, nonempty=True)  # --qos
+    account: str | None = bounded(None, nonempty=True)  # --account
+    time_min: int = bounded(240, minimum=1)  # --time, minutes per job before it is requeued (and resumes)
+    mem_gb: float | None = bounded(None, above=0)  # --mem, GB per job
+    cpus_per_task: int | None = bounded(None, minimum=1)  # --cpus-per-task (None: executor.threads_per_worker, else 1)
+    gpus_per_task: int | None = bounded(
+        None, minimum=0
+    )  # --gpus-per-node (None: 1 for a training.device cuda run, else none)
+    constraint: str | None = bounded(None, nonempty=True)  # --constraint
     setup: tuple[str, ...] = ()  # shell lines run before the run in the job (module load, source venv)
     extra: dict[str, Any] = field(default_factory=dict)  # more sbatch options: {mail-type: END, exclusive: true}
-    max_running: int = 64  # jobs of this study in the queue at once while the study waits
-    max_requeues: int = 5  # requeues after preemption or timeout
-    poll_s: float = 5.0  # seconds between two looks at squeue
+    max_running: int = bounded(64, minimum=1)  # jobs of this study in the queue at once while the study waits
+    max_requeues: int = bounded(5, minimum=0)  # requeues after preemption or timeout
+    poll_s: float = bounded(5.0, above=0)  # seconds between two looks at squeue
     local: bool = False  # submitit's local executor: the same code path minus sbatch (tests)
     wait: bool = True  # keep the study process polling until the jobs end
 
 
 @dataclass(frozen=True)
 class RaySpec:
-    address: str | None = None  # an existing cluster ("auto", "ray://host:10001"); None starts a local one
-    cpus_per_run: float = 1.0
-    gpus_per_run: float = 0.0
-    max_retries: int = 2  # re-executions of a run whose worker died (each resumes from its checkpoint)
-    num_cpus: int | None = None  # CPUs of a local cluster (None: all)
+    address: str | None = bounded(
+        None, nonempty=True
+    )  # an existing cluster ("auto", "ray://host:10001"); None starts a local one
+    cpus_per_run: float = bounded(1.0, minimum=0)
+    gpus_per_run: float = bounded(0.0, minimum=0)
+    max_retries: int = bounded(
+        2, minimum=0
+    )  # re-executions of a run whose worker died (each resumes from its checkpoint)
+    num_cpus: int | None = bounded(None, minimum=1)  # CPUs of a local cluster (None: all)
 
 
 @dataclass(frozen=True)
 class ExecutorSpec:
-    kind: str = "local"
-    workers: int | None = None  # local: worker processes (None: 1); ray: concurrent runs (None: as resources allow)
-    threads_per_worker: int | None = None  # None: cores // workers
-    max_restarts: int = 1  # local: restarts of a run whose worker died (resuming from its checkpoint)
+    kind: str = bounded("local", choices=EXECUTORS)
+    workers: int | None = bounded(
+        None, minimum=1
+    )  # local: worker processes (None: 1); ray: concurrent runs (None: as resources allow)
+    threads_per_worker: int | None = bounded(None, minimum=1)  # None: cores // workers
+    max_restarts: int = bounded(
+        1, minimum=0
+    )  # local: restarts of a run whose worker died (resuming from its checkpoint)
     slurm: SlurmSpec = field(default_factory=SlurmSpec)
     ray: RaySpec = field(default_factory=RaySpec)
 
@@ -186,9 +167,9 @@ class TuneSpec:
     """The learning-rate stage (`symscale.study.tuning`): each family trains once per rate in `lrs` at its
     tuning width on the `fraction` prefix; the rate with the lowest final validation loss goes to its runs."""
 
-    lrs: tuple[float, ...]
+    lrs: tuple[float, ...] = bounded(above=0)
     width: int | dict[str, int] | None = None  # one width, or per arch; None: the family's smallest width
-    fraction: float = 0.1  # training-set prefix of each sweep run
+    fraction: float = bounded(0.1, above=0, maximum=1, expected=PREFIX)  # training-set prefix of each sweep run
 
     def width_of(self, fam: FamilySpec) -> int:
         """The tuning width of a family."""
@@ -202,13 +183,13 @@ class StudySpec:
     name: str
     dataset: DatasetSpec
     families: tuple[FamilySpec, ...]
-    prefixes: tuple[float, ...] = (1.0,)
-    seeds: tuple[int, ...] = (0,)
-    modes: tuple[str, ...] = ("architecture",)
+    prefixes: tuple[float, ...] = bounded((1.0,), above=0, maximum=1, expected=PREFIX)
+    seeds: tuple[int, ...] = bounded((0,), minimum=0)
+    modes: tuple[str, ...] = bounded(("architecture",), choices=tuple(MODES))
     evaluation: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     executor: ExecutorSpec = field(default_factory=ExecutorSpec)
-    flops_per_second: float | None = None
+    flops_per_second: float | None = bounded(None, above=0)
     fits: dict[str, Any] = field(default_factory=dict)
     report: bool = True
     description: str = ""
@@ -274,6 +255,7 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
+    """Sections that are not dataclasses of their own (families, fits, estimate) checked for unknown keys."""
     if not isinstance(mapping, dict):
         raise SymscaleError.invalid(section, mapping, "a mapping")
     for key in mapping:
@@ -282,16 +264,9 @@ def _check_keys(section: str, mapping: Any, allowed: Any) -> dict[str, Any]:
     return mapping
 
 
-def _int(section: str, value: Any, minimum: int = 0) -> int:
-    return check_int(section, value, minimum)  # the run config's rule: "5" is not an integer
-
-
-def _positive(section: str, value: Any) -> float:
-    return check_float(section, value, positive=True)  # 2.0e9, which YAML 1.1 reads as a string, is a number
-
-
 def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
-    """Validate a study spec mapping (as read from YAML). Every error names the key and what is allowed."""
+    """Validate a study spec mapping (as read from YAML). Every error names the key and what is allowed;
+    each value is checked by the bound beside its field (`symscale.config.build`, the run config's engine)."""
     _check_keys("study spec", raw, _TOP_KEYS)
     for required in ("dataset", "families"):
         if required not in raw:
@@ -302,17 +277,17 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
     base_dir = Path(source).parent if source else Path.cwd()
     estimate = _check_keys("estimate", raw.get("estimate") or {}, ("flops_per_second",))
     fps = estimate.get("flops_per_second")
-    return StudySpec(
+    spec = StudySpec(
         name=name,
         dataset=_parse_dataset(raw["dataset"], base_dir),
         families=_parse_families(raw["families"]),
-        prefixes=_parse_prefixes(raw.get("prefixes", [1.0])),
-        seeds=tuple(_int("seeds[]", s) for s in _as_list("seeds", raw.get("seeds", [0]))),
-        modes=_parse_modes(raw.get("modes", ["architecture"])),
+        prefixes=tuple(sorted(set(coerce("prefixes", raw.get("prefixes", [1.0]), "tuple[float, ...]")))),
+        seeds=coerce("seeds", raw.get("seeds", [0]), "tuple[int, ...]"),
+        modes=tuple(dict.fromkeys(coerce("modes", raw.get("modes", ["architecture"]), "tuple[str, ...]"))),
         evaluation=dict(_check_keys("evaluation", raw.get("evaluation") or {}, _AnyKey())),
         training=dict(_check_keys("training", raw.get("training") or {}, _AnyKey())),
         executor=_parse_executor(raw.get("executor") or {}),
-        flops_per_second=None if fps is None else _positive("estimate.flops_per_second", fps),
+        flops_per_second=coerce("estimate.flops_per_second", fps, "float | None"),
         fits=_parse_fits(raw.get("fits") or {}),
         report=check_bool("report", raw.get("report", True)),
         description=str(raw.get("description", "")),
@@ -320,6 +295,8 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         raw=copy.deepcopy(raw),
         tune=_parse_tune(raw.get("tune")),
     )
+    validate(spec)
+    return spec
 
 
 def _parse_fits(raw: Any) -> dict[str, Any]:
@@ -340,17 +317,15 @@ def _parse_fits(raw: Any) -> dict[str, Any]:
 def _parse_tune(raw: Any) -> TuneSpec | None:
     if raw is None:
         return None
-    _check_keys("tune", raw, _TUNE_KEYS)
-    lrs = tuple(_positive("tune.lrs[]", lr) for lr in _as_list("tune.lrs", raw.get("lrs")))
-    width = raw.get("width")
+    if not isinstance(raw, dict):
+        raise SymscaleError.invalid("tune", raw, "a mapping")
+    lrs = tuple(sorted(set(coerce("tune.lrs", raw.get("lrs"), "tuple[float, ...]"))))
+    width = raw.get("width")  # one width or one per arch: checked as a run's width when its RunConfig is built
     if isinstance(width, dict):
-        width = {str(a): _int(f"tune.width.{a}", w, 1) for a, w in width.items()}
+        width = {str(a): coerce(f"tune.width.{a}", w, "int") for a, w in width.items()}
     elif width is not None:
-        width = _int("tune.width", width, 1)
-    fraction = raw.get("fraction", 0.1)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
-        raise SymscaleError.invalid("tune.fraction", fraction, "a training-set fraction in (0, 1]")
-    return TuneSpec(tuple(sorted(set(lrs))), width, float(fraction))
+        width = coerce("tune.width", width, "int")
+    return build(TuneSpec, "tune", raw, lrs=lrs, width=width)
 
 
 class _AnyKey:
@@ -363,35 +338,26 @@ class _AnyKey:
         return iter(["any RunConfig key"])
 
 
-def _as_list(section: str, value: Any) -> list[Any]:
-    if not isinstance(value, list) or not value:
-        raise SymscaleError.invalid(section, value, "a non-empty list")
-    return value
-
-
 def _parse_dataset(raw: Any, base_dir: Path) -> DatasetSpec:
-    _check_keys("dataset", raw, _DATASET_KEYS)
+    if not isinstance(raw, dict):
+        raise SymscaleError.invalid("dataset", raw, "a mapping")
     raw = {k: v for k, v in raw.items() if v is not None}
     if ("builtin" in raw) == ("path" in raw):
         raise SymscaleError.invalid("dataset", raw, "exactly one of 'builtin' (number of structures) or 'path'")
-    path, val_path = (_data_path(f"dataset.{k}", raw.get(k), base_dir) for k in ("path", "val_path"))
-    elements = raw.get("elements")
-    if elements is not None:
-        elements = tuple(sorted({_int("dataset.elements[]", z, 1) for z in _as_list("dataset.elements", elements)}))
-    hint = _check_keys("dataset.size_hint", raw.get("size_hint") or {}, ("structures", "atoms_per_structure"))
-    return DatasetSpec(
-        builtin=None if "builtin" not in raw else _int("dataset.builtin", raw["builtin"], 10),
-        seed=_int("dataset.seed", raw.get("seed", 0)),
-        path=path,
-        val_path=val_path,
-        neutral_only=check_bool("dataset.neutral_only", raw.get("neutral_only", False)),
-        val=_int("dataset.val", raw.get("val", 200), 1),
-        split_seed=_int("dataset.split_seed", raw.get("split_seed", 0)),
-        elements=elements,
-        size_hint={k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()},
-        energy_key=_label_key("dataset.energy_key", raw.get("energy_key", "energy")),
-        forces_key=_label_key("dataset.forces_key", raw.get("forces_key", "forces")),
-    )
+    given: dict[str, Any] = {k: _data_path(f"dataset.{k}", raw[k], base_dir) for k in ("path", "val_path") if k in raw}
+    if "elements" in raw:
+        given["elements"] = tuple(sorted(set(coerce("dataset.elements", raw["elements"], "tuple[int, ...]"))))
+    if "size_hint" in raw:
+        hint = _check_keys("dataset.size_hint", raw["size_hint"], ("structures", "atoms_per_structure"))
+        given["size_hint"] = {k: _positive(f"dataset.size_hint.{k}", v) for k, v in hint.items()}
+    return build(DatasetSpec, "dataset", raw, **given)
+
+
+def _positive(key: str, value: Any) -> float:
+    out = coerce(key, value, "float")  # 2.0e9, which YAML 1.1 reads as a string, is a number
+    if not out > 0:
+        raise SymscaleError.invalid(key, value, "a number > 0")
+    return out
 
 
 def _data_path(key: str, path: Any, base_dir: Path) -> str | None:
@@ -403,15 +369,13 @@ def _data_path(key: str, path: Any, base_dir: Path) -> str | None:
     return str((base_dir / Path(path).expanduser()).resolve()) if "${" not in path else path
 
 
-def _label_key(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise SymscaleError.invalid(key, value, "a label key such as REF_energy")
-    return value
-
-
 def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
+    """The families with their widths; a width is checked once, as the run's width, when `expand_runs` builds
+    its RunConfig (here only that the widths are a non-empty list of integers)."""
+    if not isinstance(raw, list) or not raw:
+        raise SymscaleError.invalid("families", raw, "a non-empty list")
     families = []
-    for i, fam in enumerate(_as_list("families", raw)):
+    for i, fam in enumerate(raw):
         where = f"families[{i}]"
         _check_keys(where, fam, _FAMILY_KEYS)
         arch = fam.get("arch")
@@ -421,7 +385,7 @@ def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
             raise SymscaleError.invalid(where, fam, "exactly one of 'ladder' (cpu | paper) or 'widths'")
         ladder = fam.get("ladder")
         widths = _ladder_widths(arch, ladder) if ladder is not None else fam["widths"]
-        widths = tuple(_int(f"{where}.widths[]", w, 1) for w in _as_list(f"{where}.widths", widths))
+        widths = coerce(f"{where}.widths", widths, "tuple[int, ...]")
         overrides = _check_keys(f"{where}.overrides", fam.get("overrides") or {}, _AnyKey())
         if ladder is not None:  # the ladder's own model options (e.g. eSEN paper: lmax 4), then the spec's
             from symscale.models.ladders import ladder_overrides
@@ -440,45 +404,14 @@ def _ladder_widths(arch: str, ladder: Any) -> list[int]:
     return list(load_ladder(arch, ladder))
 
 
-def _parse_prefixes(raw: Any) -> tuple[float, ...]:
-    out = []
-    for p in _as_list("prefixes", raw):
-        if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p <= 1:
-            raise SymscaleError.invalid("prefixes[]", p, "a training-set fraction in (0, 1]")
-        out.append(float(p))
-    return tuple(sorted(set(out)))
-
-
-def _parse_modes(raw: Any) -> tuple[str, ...]:
-    for m in _as_list("modes", raw):
-        if m not in MODES:
-            raise SymscaleError.invalid("modes[]", m, f"one of {', '.join(MODES)}")
-    return tuple(dict.fromkeys(raw))
-
-
 def _parse_executor(raw: Any) -> ExecutorSpec:
-    _check_keys("executor", raw, _EXECUTOR_KEYS)
-    kind = raw.get("kind", "local")
-    if kind not in EXECUTORS:
-        raise SymscaleError.invalid("executor.kind", kind, f"one of {', '.join(EXECUTORS)}")
-    threads = raw.get("threads_per_worker")
-    workers = raw.get("workers")
-    return ExecutorSpec(
-        kind=kind,
-        workers=None if workers is None else _int("executor.workers", workers, 1),
-        threads_per_worker=None if threads is None else _int("executor.threads_per_worker", threads, 1),
-        max_restarts=_int("executor.max_restarts", raw.get("max_restarts", 1)),
-        slurm=_parse_slurm(raw.get("slurm") or {}),
-        ray=_parse_ray(raw.get("ray") or {}),
-    )
-
-
-def _optional_str(section: str, value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise SymscaleError.invalid(section, value, "a non-empty string")
-    return value
+    if not isinstance(raw, dict):
+        raise SymscaleError.invalid("executor", raw, "a mapping")
+    nested = {
+        "slurm": _parse_slurm(raw.get("slurm") or {}),
+        "ray": build(RaySpec, "executor.ray", raw.get("ray") or {}),
+    }
+    return build(ExecutorSpec, "executor", raw, **nested)
 
 
 def _parse_slurm(raw: Any) -> SlurmSpec:
@@ -486,54 +419,21 @@ def _parse_slurm(raw: Any) -> SlurmSpec:
         raise SymscaleError(
             "executor.slurm.array_parallelism is now max_running: each run is its own job, named by its run id"
         )
-    _check_keys("executor.slurm", raw, _SLURM_KEYS)
-    out: dict[str, Any] = {}
-    for key in ("partition", "qos", "account", "constraint"):
-        if key in raw:
-            out[key] = _optional_str(f"executor.slurm.{key}", raw[key])
-    for key, minimum in (("time_min", 1), ("max_running", 1), ("max_requeues", 0)):
-        if key in raw:
-            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
-    for key, minimum in (("cpus_per_task", 1), ("gpus_per_task", 0)):
-        if raw.get(key) is not None:
-            out[key] = _int(f"executor.slurm.{key}", raw[key], minimum)
-    for key in ("mem_gb", "poll_s"):
-        if raw.get(key) is not None:
-            out[key] = _positive(f"executor.slurm.{key}", raw[key])
-    for key in ("local", "wait"):
-        if key in raw:
-            out[key] = check_bool(f"executor.slurm.{key}", raw[key])
+    if not isinstance(raw, dict):
+        raise SymscaleError.invalid("executor.slurm", raw, "a mapping")
     setup = raw.get("setup") or []
     if isinstance(setup, str):
         setup = [setup]
     if not isinstance(setup, list) or not all(isinstance(line, str) for line in setup):
         raise SymscaleError.invalid("executor.slurm.setup", setup, "a list of shell lines")
-    out["setup"] = tuple(setup)
     extra = raw.get("extra") or {}
     if not isinstance(extra, dict) or not all(isinstance(k, str) and k for k in extra):
         raise SymscaleError.invalid("executor.slurm.extra", extra, "a mapping of sbatch option: value")
     for key, value in extra.items():
         if not isinstance(value, str | int | float | bool) or value is False:
             raise SymscaleError.invalid(f"executor.slurm.extra.{key}", value, "a string, a number or true")
-    out["extra"] = {k.lstrip("-"): v for k, v in extra.items()}
-    return SlurmSpec(**out)
-
-
-def _parse_ray(raw: Any) -> RaySpec:
-    _check_keys("executor.ray", raw, _RAY_KEYS)
-    out: dict[str, Any] = {}
-    if "address" in raw:
-        out["address"] = _optional_str("executor.ray.address", raw["address"])
-    for key in ("cpus_per_run", "gpus_per_run"):
-        if key in raw:
-            out[key] = check_float(f"executor.ray.{key}", raw[key])
-            if out[key] < 0:
-                raise SymscaleError.invalid(f"executor.ray.{key}", raw[key], "a number >= 0")
-    if "max_retries" in raw:
-        out["max_retries"] = _int("executor.ray.max_retries", raw["max_retries"])
-    if raw.get("num_cpus") is not None:
-        out["num_cpus"] = _int("executor.ray.num_cpus", raw["num_cpus"], 1)
-    return RaySpec(**out)
+    extra = {k.lstrip("-"): v for k, v in extra.items()}
+    return build(SlurmSpec, "executor.slurm", raw, setup=tuple(setup), extra=extra)
 
 
 # ---------------------------------------------------------------- expansion to runs
@@ -558,7 +458,8 @@ def run_config(spec: StudySpec, fam: FamilySpec, width: int, prefix: float, seed
     try:
         return RunConfig.from_dict(cfg)
     except SymscaleError as err:
-        raise SymscaleError(f"invalid study spec (training / evaluation / family overrides): {err}") from None
+        where = f"family {fam.arch!r} at width {width!r} (its widths, training or overrides, or the shared settings)"
+        raise SymscaleError(f"invalid study spec, {where}: {err}") from None
 
 
 def expand_runs(spec: StudySpec) -> list[RunPlan]:
