@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 from symscale import rundir
 from symscale.config import RunConfig
+from symscale.study.executors import RunTask, execute_run
 
 
 def fake_config(arch: str = "mpnn", width: int = 4, steps: int = 3, sleep: float = 0.0, **keys) -> RunConfig:
@@ -65,3 +67,31 @@ def fake_lr_run(config: RunConfig, run_dir: Path) -> None:
     for line in lines:
         line["val_loss"] = 1.0 + abs(math.log10(config.training.lr / 3e-2)) + 1.0 / line["step"]
     (Path(run_dir) / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+# ---------------------------------------------------------------- shared by the engines' tests
+
+TESTS = str(Path(__file__).parent)
+
+
+def pythonpath() -> str:
+    """The tests folder (the fake run functions) before the caller's PYTHONPATH (the checkout under test)."""
+    return TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
+
+
+def fake_tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
+    """`n` fake runs (widths 2, 3, ...) under `root`."""
+    return [
+        RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
+        for i in range(n)
+    ]
+
+
+def same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
+    """Whether each task's metrics log equals that of the same run executed in this process."""
+    for t in tasks:
+        ref = tmp_path / "ref" / t.run_id
+        execute_run(RunTask(t.run_id, str(ref), t.config, fake_run))
+        if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
+            return False
+    return True

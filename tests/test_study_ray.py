@@ -2,47 +2,20 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from fake_runs import fake_config, fake_run
+from fake_runs import fake_tasks, pythonpath, same_as_reference
 from symscale.errors import SymscaleError
-from symscale.study.executors import RunTask, execute_run
 from symscale.study.ray import RayExecutor
 from symscale.study.spec import RaySpec
-
-TESTS = str(Path(__file__).parent)
-
-
-def _pythonpath() -> str:
-    """The tests folder (the fake run functions) before the caller's PYTHONPATH (the checkout under test)."""
-    return TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
-
-
-def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
-    return [
-        RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
-        for i in range(n)
-    ]
-
-
-def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
-    for t in tasks:
-        ref = tmp_path / "ref" / t.run_id
-        execute_run(RunTask(t.run_id, str(ref), t.config, fake_run))
-        if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
-            return False
-    return True
 
 
 def test_ray_local_cluster_workers_bound_runs_and_start_means_started(tmp_path, monkeypatch):
     """A real local Ray cluster with room for two runs at once: workers=1 runs them one after the other,
     and each run's "start" comes when it starts (after the previous one finished), not at submission."""
     pytest.importorskip("ray")
-    monkeypatch.setenv("PYTHONPATH", _pythonpath())
-    tasks = _tasks(tmp_path / "runs", sleep=0.3)
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
+    tasks = fake_tasks(tmp_path / "runs", sleep=0.3)
     events = []
     ex = RayExecutor(RaySpec(num_cpus=2, cpus_per_run=1), threads=1, workers=1)
     outcomes = ex.run(
@@ -52,7 +25,7 @@ def test_ray_local_cluster_workers_bound_runs_and_start_means_started(tmp_path, 
     )
     assert all(o.status == "finished" for o in outcomes), outcomes
     assert events == [(kind, f"r{i}") for i in range(3) for kind in ("start", "end")], events
-    assert _same_as_reference(tmp_path, tasks)
+    assert same_as_reference(tmp_path, tasks)
 
 
 def test_ray_workers_must_be_a_positive_integer():
@@ -66,7 +39,7 @@ def test_ray_address_without_a_cluster_is_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no session of another test or user is found
     with pytest.raises(SymscaleError) as err:
-        RayExecutor(RaySpec(address="auto")).run(_tasks(tmp_path / "runs", 1))
+        RayExecutor(RaySpec(address="auto")).run(fake_tasks(tmp_path / "runs", 1))
     message = str(err.value)
     assert "\n" not in message and message.startswith("no Ray cluster at executor.ray.address 'auto'"), message
     assert not (tmp_path / "runs").exists()  # nothing ran

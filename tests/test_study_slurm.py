@@ -9,56 +9,33 @@ from pathlib import Path
 
 import pytest
 
-from fake_runs import fake_config, fake_run
+from fake_runs import fake_config, fake_tasks, pythonpath, same_as_reference
 from symscale.errors import SymscaleError
 from symscale.rundir import lock_path
-from symscale.study.executors import RunTask, execute_run
+from symscale.study.executors import RunTask
 from symscale.study.slurm import JOBS_FILE, SlurmExecutor
 from symscale.study.spec import SlurmSpec
-
-TESTS = str(Path(__file__).parent)
-
-
-def _pythonpath() -> str:
-    """The tests folder (the fake run functions) before the caller's PYTHONPATH (the checkout under test)."""
-    return TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")
-
-
-def _tasks(root: Path, n: int = 3, **cfg) -> list[RunTask]:
-    return [
-        RunTask(f"r{i}", str(root / f"r{i}"), fake_config(width=2 + i, **{"steps": 3, **cfg}), fake_run)
-        for i in range(n)
-    ]
-
-
-def _same_as_reference(tmp_path: Path, tasks: list[RunTask]) -> bool:
-    for t in tasks:
-        ref = tmp_path / "ref" / t.run_id
-        execute_run(RunTask(t.run_id, str(ref), t.config, fake_run))
-        if (Path(t.run_dir) / "metrics.jsonl").read_text() != (ref / "metrics.jsonl").read_text():
-            return False
-    return True
 
 
 def test_slurm_executor_via_submitit_local(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", _pythonpath())  # the job processes import the fake run function
-    tasks = _tasks(tmp_path / "runs")
+    monkeypatch.setenv("PYTHONPATH", pythonpath())  # the job processes import the fake run function
+    tasks = fake_tasks(tmp_path / "runs")
     finished = []
     ex = SlurmExecutor(tmp_path / "slurm", SlurmSpec(local=True, time_min=5), threads=1)
     outcomes = ex.run(tasks, on_finish=lambda t, o: finished.append(t.run_id))
     assert sorted(finished) == ["r0", "r1", "r2"]
     assert all(o.status == "finished" for o in outcomes), outcomes
-    assert _same_as_reference(tmp_path, tasks)
+    assert same_as_reference(tmp_path, tasks)
 
 
 def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     """A preempted (timed-out) task is checkpointed by submitit, requeued and resumes where it stopped."""
     submitit = pytest.importorskip("submitit")
-    monkeypatch.setenv("PYTHONPATH", _pythonpath())
+    monkeypatch.setenv("PYTHONPATH", pythonpath())
     from symscale.study.slurm import CheckpointableRun
 
-    task = _tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
+    task = fake_tasks(tmp_path / "runs", 1, steps=30, sleep=0.1)[0]
     ex = submitit.LocalExecutor(folder=tmp_path / "slurm", max_num_timeout=3)
     ex.update_parameters(timeout_min=5)
     job = ex.submit(CheckpointableRun(), task)
@@ -77,7 +54,7 @@ def test_slurm_requeue_resumes_from_checkpoint(tmp_path, monkeypatch):
     assert "requeue" in logs.lower()
     steps = [json.loads(line)["step"] for line in (Path(task.run_dir) / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 31))  # resumed: every step once
-    assert _same_as_reference(tmp_path, [task])
+    assert same_as_reference(tmp_path, [task])
 
 
 # ---------------------------------------------------------------- sbatch options, records, errors (no cluster)
@@ -146,7 +123,7 @@ def test_sbatch_refusal_is_one_line_and_leaves_no_files(tmp_path, monkeypatch):
     folder = tmp_path / "study" / "slurm"
     ex = SlurmExecutor(folder, SlurmSpec(wait=False), threads=1)
     with pytest.raises(SymscaleError) as err:
-        ex.run(_tasks(tmp_path / "runs", 2))
+        ex.run(fake_tasks(tmp_path / "runs", 2))
     message = str(err.value)
     assert message == "sbatch refused run r0: sbatch: error: Invalid generic resource (gres) specification"
     assert _sbatch_calls(state) == 1  # stopped at the first refusal
@@ -157,7 +134,7 @@ def test_queued_or_running_runs_are_not_submitted_again(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     state = _fake_slurm(tmp_path, monkeypatch)
     folder = tmp_path / "study" / "slurm"
-    tasks = _tasks(tmp_path / "runs", 2)
+    tasks = fake_tasks(tmp_path / "runs", 2)
     SlurmExecutor(folder, SlurmSpec(wait=False), threads=1).run(tasks)
     jobs = json.loads((folder / JOBS_FILE).read_text())
     assert jobs == {"r0": "101", "r1": "102"} and _sbatch_calls(state) == 2
@@ -194,7 +171,7 @@ def test_waiting_study_follows_a_live_job_instead_of_submitting(tmp_path, monkey
     folder.mkdir(parents=True)
     (folder / JOBS_FILE).write_text(json.dumps({"r0": "77"}))
     (state / "squeue.txt").write_text("77|RUNNING\n")
-    tasks = _tasks(tmp_path / "runs", 2)
+    tasks = fake_tasks(tmp_path / "runs", 2)
 
     def r0_finishes():
         rundir.write_status(tasks[0].run_dir, "finished")

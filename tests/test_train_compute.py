@@ -113,3 +113,22 @@ def test_the_flop_model_is_checked_on_batches_it_was_not_fitted_on():
     assert 0 <= fm.holdout_max_rel_error < 1e-6
     old_record = {k: v for k, v in fm.to_dict().items() if "holdout" not in k}  # run.json before the check
     assert math.isnan(FlopModel.from_dict(old_record).holdout_max_rel_error)
+
+
+def test_kappa_and_hours_have_one_home_that_needs_no_torch():
+    """kappa and H are computed in train/compute.py only, and reading them (rundir, catalogue) loads no torch."""
+    import subprocess
+    import sys
+
+    from symscale.train.compute import device_hours, implied_kappa, kappa
+
+    code = (
+        "import sys, symscale.rundir, symscale.study.catalogue\n"
+        "from symscale.train.compute import device_hours, implied_kappa\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(implied_kappa(3 * 2.5 * 10 * 4, 10, 4), device_hours(7200))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["2.5", "2.0"]
+    assert implied_kappa(300.0, 5, 4) == kappa(100.0, 4, 5)  # C = 3 kappa N D, the same kappa either way
+    assert implied_kappa(None, 5, 4) is None and device_hours("nan") is None

@@ -38,7 +38,6 @@ import contextlib
 import datetime
 import json
 import logging
-import math
 import os
 import socket
 import tempfile
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from symscale.errors import SymscaleError
+from symscale.train.compute import device_hours, finite, implied_kappa  # torch-free: the one home of kappa and H
 
 log = logging.getLogger(__name__)
 
@@ -437,26 +437,6 @@ class RunRecord:
     options: str = ""  # model options of the run's group ("l4"; `run_options`), "" for the family as registered
 
 
-def _finite(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def device_hours(device_seconds: Any) -> float | None:
-    """H: device-seconds in hours (None when unknown)."""
-    seconds = _finite(device_seconds)
-    return None if seconds is None else seconds / 3600.0
-
-
-def kappa_of(flops: Any, n_params: Any, atoms: Any) -> float | None:
-    """kappa = C / (3 N D): forward FLOPs per atom per parameter implied by measured training FLOPs."""
-    c, n, d = _finite(flops), _finite(n_params), _finite(atoms)
-    return c / (3.0 * n * d) if c and n and d else None
-
-
 def read_run(run_dir: str | os.PathLike, metrics: list[dict] | None = None) -> RunRecord:
     """The record of one run directory (it may not exist yet: a planned run is read from its plan)."""
     run_dir = Path(run_dir)
@@ -466,13 +446,13 @@ def read_run(run_dir: str | os.PathLike, metrics: list[dict] | None = None) -> R
     pick = lambda key: info.get(key, plan.get(key))  # noqa: E731
     n = info.get("N")
     n_params = None if n is None else int(n)
-    atoms, flops = _finite(last.get("atoms_seen")), _finite(last.get("flops"))
-    kappa = _finite(info.get("kappa")) or kappa_of(flops, n_params, atoms)
+    atoms, flops = finite(last.get("atoms_seen")), finite(last.get("flops"))
+    kappa = finite(info.get("kappa")) or implied_kappa(flops, n_params, atoms)
     return RunRecord(
         run_id=run_dir.name, arch=pick("arch"), width=pick("width"), seed=pick("seed"),
-        mode=plan.get("mode", info.get("mode")), prefix=_finite(plan.get("prefix", info.get("prefix"))),
+        mode=plan.get("mode", info.get("mode")), prefix=finite(plan.get("prefix", info.get("prefix"))),
         status=status["status"], reason=status.get("reason"), N=n_params, D=atoms, C=flops,
-        H=device_hours(last.get("device_seconds")), loss=_finite(last.get("val_loss")), step=last.get("step"),
+        H=device_hours(last.get("device_seconds")), loss=finite(last.get("val_loss")), step=last.get("step"),
         n_evals=len(metrics), kappa=kappa, updated_utc=status.get("updated_utc"), options=run_options(run_dir, plan),
     )  # fmt: skip
 

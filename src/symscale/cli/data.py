@@ -6,6 +6,7 @@ import argparse
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,6 +62,19 @@ def add_parser(subparsers) -> None:
     c.set_defaults(func=run_convert)
 
 
+def _open_filtered(paths: Any, args: argparse.Namespace) -> Any:
+    """`paths` opened with the filter and label-key options of `_filter_options`."""
+    from symscale.data.readers import open_dataset
+
+    return open_dataset(
+        paths,
+        neutral_only=args.neutral_only,
+        skip_invalid=args.skip_invalid,
+        energy_key=args.energy_key,
+        forces_key=args.forces_key,
+    )
+
+
 def _filter_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neutral-only", action="store_true", help="keep only charge 0 and spin multiplicity 1")
     p.add_argument(
@@ -93,16 +107,9 @@ def run_generate(args) -> int:
 def run_info(args) -> int:
     from ase.data import chemical_symbols
 
-    from symscale.data.readers import open_dataset
     from symscale.data.stats import sample_indices
 
-    ds = open_dataset(
-        args.paths,
-        neutral_only=args.neutral_only,
-        skip_invalid=args.skip_invalid,
-        energy_key=args.energy_key,
-        forces_key=args.forces_key,
-    )
+    ds = _open_filtered(args.paths, args)
     idx = sample_indices(np.arange(len(ds)), args.sample or len(ds))
     n_atoms, energies, e_per_atom, f_sq, f_max = [], [], [], 0.0, 0.0
     elements, charge_spin = Counter(), Counter()
@@ -130,16 +137,10 @@ def run_info(args) -> int:
 
 
 def run_convert(args) -> int:
-    from symscale.data.readers import expand_paths, open_dataset, write_structures
+    from symscale.data.readers import expand_paths, write_structures
 
     _refuse_same_file(expand_paths(args.input), Path(args.output))
-    ds = open_dataset(
-        args.input,
-        neutral_only=args.neutral_only,
-        skip_invalid=args.skip_invalid,
-        energy_key=args.energy_key,
-        forces_key=args.forces_key,
-    )
+    ds = _open_filtered(args.input, args)
     n = write_structures(args.output, iter(ds))
     print(f"wrote {n} structures to {args.output}")
     _print_skipped(ds)

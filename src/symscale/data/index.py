@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,19 @@ def file_key(path: Path, labels: str = "energy|forces") -> str:
     with open(path, "rb") as f:
         h.update(f.read(_HEADER_BYTES))
     return h.hexdigest()
+
+
+def indexed_dataset(dataset: Any, indices: np.ndarray | None = None) -> Any:
+    """The reader's dataset (one with a `DatasetIndex`: `.index` and `.raw_rows`) that `indices` of `dataset`
+    refer to: `dataset` itself, or the training part of a ConcatDataset with separate validation data when
+    every index falls in it; None for other datasets (packed, lists), which are read row by row."""
+    if (
+        hasattr(dataset, "n_first")
+        and indices is not None
+        and (len(indices) == 0 or int(indices.max()) < dataset.n_first)
+    ):
+        dataset = dataset.first
+    return dataset if hasattr(dataset, "raw_rows") and hasattr(dataset, "index") else None
 
 
 def index_folder(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from symscale.data.index import indexed_dataset
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,9 @@ def molecule_groups(dataset, max_structures: int | None = None) -> np.ndarray | 
     A reader's `Dataset` answers from its index at any size (no row is read). Other datasets (packed, lists)
     are read row by row; `max_structures` caps that (None: no cap), with a warning when it is passed."""
     n = len(dataset)
-    index = getattr(dataset, "index", None) if hasattr(dataset, "raw_rows") else None
-    if index is not None:
-        return index.molecule_groups(dataset.raw_rows())
+    indexed = indexed_dataset(dataset)
+    if indexed is not None:
+        return indexed.index.molecule_groups(indexed.raw_rows())
     # a reader's row metadata is about twice as fast as building (and checking) each structure
     metadata = getattr(dataset, "metadata", lambda i: getattr(dataset[i], "info", {}))
     if max_structures is not None and n > max_structures:

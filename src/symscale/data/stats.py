@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, radius_graph
+from symscale.data.index import indexed_dataset
 from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def count_elements(dataset, indices, *, max_examples: int = 32) -> ElementCensus
     """Which elements `dataset[indices]` contains and in how many structures: from the dataset index when the
     dataset has one (no row read), else from every structure's atomic numbers (a `PackedDataset` from its arrays)."""
     idx = np.asarray(indices, dtype=np.int64)
-    indexed = _indexed(dataset, idx)
+    indexed = indexed_dataset(dataset, idx)
     if indexed is not None:
         return _census_from_index(indexed, idx, max_examples)
     structures: dict[int, int] = {}
@@ -131,14 +132,6 @@ def count_elements(dataset, indices, *, max_examples: int = 32) -> ElementCensus
             if len(seen) < max_examples:
                 seen.append(int(i))
     return ElementCensus(dict(sorted(structures.items())), {z: tuple(v) for z, v in sorted(examples.items())}, len(idx))
-
-
-def _indexed(dataset, indices: np.ndarray):
-    """The reader's dataset (with an index) that `indices` of `dataset` refer to: `dataset` itself, or the
-    training part of a ConcatDataset with separate validation data; None for other datasets (packed, lists)."""
-    if hasattr(dataset, "n_first") and (len(indices) == 0 or int(indices.max()) < dataset.n_first):
-        dataset = dataset.first
-    return dataset if hasattr(dataset, "raw_rows") and hasattr(dataset, "index") else None
 
 
 def _census_from_index(reader, idx: np.ndarray, max_examples: int) -> ElementCensus:
@@ -204,7 +197,7 @@ def compute_stats(
 
 def _atoms_per_structure(dataset, indices: np.ndarray, sampled: list[np.ndarray]) -> float:
     """The mean atom count: exact over `indices` from the index when there is one, else over the sample."""
-    indexed = _indexed(dataset, indices)
+    indexed = indexed_dataset(dataset, indices)
     if indexed is not None:
         return indexed.index.mean_atoms(indexed.raw_rows(indices))
     return float(np.mean([len(n) for n in sampled]))

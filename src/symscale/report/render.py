@@ -48,6 +48,7 @@ from symscale.fit.results import FitResult, family_key, option_values
 from symscale.report import figures, narrative, reference, tables
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
+from symscale.train.compute import device_hours, implied_kappa
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def _laws_rows(run_id: str, info: dict, lines: list[dict], options: str = "") ->
                 "N": info.get("N"),
                 "D": line.get("atoms_seen"),
                 "C": line.get("flops"),
-                "H": rundir.device_hours(seconds),
+                "H": device_hours(seconds),
                 "loss": line.get("val_loss"),
                 "step": line.get("step"),
                 "seed": info.get("seed"),
@@ -301,7 +302,7 @@ def _last_point(laws: dict[str, np.ndarray], run_id: str, lines: list[dict]) -> 
     idx = np.flatnonzero(laws["run"] == run_id)
     if len(idx) == 0:
         last = next((m for m in reversed(lines) if _number(m.get("val_loss")) > 0), {})
-        hours = rundir.device_hours(last.get("device_seconds"))
+        hours = device_hours(last.get("device_seconds"))
         return {"D": last.get("atoms_seen"), "C": last.get("flops"), "H": hours, "loss": last.get("val_loss")}
     order = np.lexsort((laws["D"][idx], np.nan_to_num(laws["step"][idx], nan=-1)))
     last = idx[order[-1]]
@@ -322,7 +323,7 @@ def _laws_only_record(laws: dict[str, np.ndarray], run_id: str) -> RunRecord:
         mode=str(last.get("mode") or tables.ARCHITECTURE), prefix=value("prefix"), status="in laws.csv only",
         reason=None, N=None if n is None else int(n), D=value("D"), C=value("C"), H=value("H"), loss=value("loss"),
         step=value("step"), n_evals=int((laws["run"] == run_id).sum()),
-        kappa=rundir.kappa_of(value("C"), n, value("D")), updated_utc=None, options=_text(last.get("options"), ""),
+        kappa=implied_kappa(value("C"), n, value("D")), updated_utc=None, options=_text(last.get("options"), ""),
     )  # fmt: skip
 
 

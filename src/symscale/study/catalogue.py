@@ -29,7 +29,6 @@ import csv
 import fcntl
 import io
 import logging
-import math
 import os
 import sqlite3
 import tempfile
@@ -43,7 +42,6 @@ from symscale.rundir import (
     RUN_INFO,
     STATUS,
     RunRecord,
-    device_hours,
     plan_path,
     read_metrics,
     read_run,
@@ -51,6 +49,7 @@ from symscale.rundir import (
     study_run_dirs,
     write_text,
 )
+from symscale.train.compute import device_hours, finite
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +90,6 @@ def _signature(run_dir: Path) -> str:
         except OSError:
             parts.append("-")
     return "|".join(parts)
-
-
-def _float(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def scan_run(run_dir: Path) -> tuple[RunRecord, list[tuple]]:
@@ -252,7 +243,7 @@ def export_laws(
     terms), energy_mae_mev_per_atom and force_mae_mev_per_A (empty where the run's metrics lack them).
     A diverged run (failed, its reason starting "diverged", see `train.loop.divergence`) is left out unless
     `include_diverged` (then its finite points are in, up to where it stopped)."""
-    rows = [r for r in catalogue.evaluations(run_ids) if _in_laws(r, include_diverged) and _float(r["val_loss"])]
+    rows = [r for r in catalogue.evaluations(run_ids) if _in_laws(r, include_diverged) and finite(r["val_loss"])]
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer)
     writer.writerow(LAWS_COLUMNS)

@@ -35,6 +35,7 @@ from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
 from symscale.study.tuning import run_tuning
+from symscale.train.compute import device_hours
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +393,7 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
     total_t = sum(e.time_s for e in estimates)
     lines.append(
         f"total: {len(estimates)} runs, {total_c:.3g} FLOPs, {_hms(total_t)} of device time "
-        f"({total_t / 3600:.3g} device-hours); largest run {max(e.flops for e in estimates):.3g} FLOPs"
+        f"({device_hours(total_t):.3g} device-hours); largest run {max(e.flops for e in estimates):.3g} FLOPs"
     )
     if reference_flops:
         lines.append(f"reference study: about {reference_flops:.0e} FLOPs for its largest runs")

@@ -19,29 +19,34 @@ size it was not fitted on (and on a held-out batch when several are measured): `
 kappa = forward FLOPs / (atoms x N) on the measured full batches (the paper's "forward FLOPs per atom per
 parameter", so that C ~ 3 kappa N D).
 Device seconds: wall time of the training steps only (evaluation excluded), read after
-`torch.cuda.synchronize()` on CUDA.
+`torch.cuda.synchronize()` on CUDA; H is device-seconds in hours (`device_hours`).
+
+This module is the one home of kappa and H, for the loop and for the readers of finished runs alike
+(`symscale.rundir`, the catalogue, the report): it imports torch only inside the functions that measure, so
+reading a run's numbers does not load torch.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from symscale.data.graph import GraphBatch
+if TYPE_CHECKING:
+    import torch
 
-aten = torch.ops.aten
+    from symscale.data.graph import GraphBatch
 
 
 def _numel(shape) -> int:
-    if isinstance(shape, torch.Size | list | tuple) and shape and not isinstance(shape[0], int):
+    if isinstance(shape, list | tuple) and shape and not isinstance(shape[0], int):  # torch.Size is a tuple
         shape = shape[0]  # multi-output op: count the first output
-    return math.prod(shape) if isinstance(shape, torch.Size | list | tuple) else 1
+    return math.prod(shape) if isinstance(shape, list | tuple) else 1
 
 
 def _per_output(*args, out_shape=None, **kwargs) -> int:
@@ -76,10 +81,17 @@ _PUTS = ("index_put", "index_put_", "_index_put_impl_")
 
 
 def _packets(names: Sequence[str]) -> list:
+    import torch
+
+    aten = torch.ops.aten
     return [getattr(aten, n) for n in names if hasattr(aten, n)]
 
 
-def _corrections() -> dict:
+@functools.cache
+def corrections() -> dict:
+    """The extra FLOP formulas (aten op -> count), added to torch's registry; none replaces one of its own."""
+    from torch.utils.flop_counter import flop_registry
+
     table = {}
     for op in _packets(_ELEMENTWISE) + _packets(_GATHERS):
         table[op] = _per_output
@@ -89,12 +101,8 @@ def _corrections() -> dict:
         table[op] = _per_source
     for op in _packets(_PUTS):
         table[op] = _per_values
+    assert not set(flop_registry) & set(table), "a correction would replace one of torch's own formulas"
     return table
-
-
-CORRECTIONS = _corrections()
-_TORCH_REGISTRY = frozenset(flop_registry)
-assert not _TORCH_REGISTRY & set(CORRECTIONS), "a correction would replace one of torch's own formulas"
 
 
 @dataclass(frozen=True)
@@ -108,17 +116,41 @@ class FlopCount:
 def count_flops(fn: Callable[[], object]) -> FlopCount:
     """FLOPs of `fn()` in one pass: `corrected` with `CORRECTIONS` added to torch's registry, `raw` the part
     that torch's own registry counts (the same per-op numbers FlopCounterMode reports without corrections)."""
-    mode = FlopCounterMode(display=False, custom_mapping=CORRECTIONS)
+    from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+    mode = FlopCounterMode(display=False, custom_mapping=corrections())
     with mode:
         fn()
     counts = mode.get_flop_counts().get("Global", {})
-    raw = sum(v for op, v in counts.items() if op in _TORCH_REGISTRY)
+    raw = sum(v for op, v in counts.items() if op in flop_registry)
     return FlopCount(raw=int(raw), corrected=int(sum(counts.values())))
 
 
-def kappa(forward_flops: float, n_atoms: int, num_parameters: int) -> float:
+def kappa(forward_flops: float, n_atoms: float, num_parameters: float) -> float:
     """kappa: forward FLOPs per atom per parameter (the paper's constant in C = 3 kappa N D)."""
     return forward_flops / (max(n_atoms, 1) * num_parameters)
+
+
+def finite(x: Any) -> float | None:
+    """`x` as a finite float, or None (missing, not a number, NaN, infinite): how run files' numbers are read."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def implied_kappa(flops: Any, num_parameters: Any, atoms: Any) -> float | None:
+    """kappa = C / (3 N D) implied by measured training FLOPs C (forward + backward = 3 forwards), from values
+    as a run's files record them; None when any of them is missing, zero or not a number."""
+    c, n, d = finite(flops), finite(num_parameters), finite(atoms)
+    return kappa(c / 3.0, d, n) if c and n and d else None
+
+
+def device_hours(device_seconds: Any) -> float | None:
+    """H: device-seconds in hours (None when unknown)."""
+    seconds = finite(device_seconds)
+    return None if seconds is None else seconds / 3600.0
 
 
 def estimated_flops(kappa_value: float, num_parameters: float, atoms: float) -> float:
@@ -188,6 +220,8 @@ def first_structures(batch: GraphBatch, k: int) -> GraphBatch:
     """The first `k` structures of a batch, with their atoms and edges."""
     n_atoms = int(batch.n_atoms[:k].sum())
     keep = batch.edge_index[1] < n_atoms  # edges never cross structures
+    from symscale.data.graph import GraphBatch
+
     return GraphBatch(
         z=batch.z[:n_atoms],
         pos=batch.pos[:n_atoms],
@@ -257,13 +291,17 @@ def holdout_split(batches: Sequence[GraphBatch]) -> tuple[list[GraphBatch], list
 class DeviceClock:
     """Accumulated device seconds of the blocks run inside `with clock:` (CUDA synchronised)."""
 
-    def __init__(self, device: torch.device, seconds: float = 0.0):
+    def __init__(self, device: torch.device | str, seconds: float = 0.0):
+        import torch
+
         self.cuda = torch.device(device).type == "cuda"
         self.seconds = float(seconds)
         self._t0 = 0.0
 
     def _sync(self) -> None:
         if self.cuda:
+            import torch
+
             torch.cuda.synchronize()
 
     def __enter__(self) -> DeviceClock:
@@ -307,6 +345,8 @@ def reference_batch(n_structures: int = 64, seed: int = 0, dataset=None) -> Grap
 
 def measure_family(arch: str, width: int, batch: GraphBatch | None = None, **overrides) -> FamilyFlops:
     """N, kappa (raw, corrected) and FLOPs per atom of `arch` at `width` on `batch` (default: 64 toy molecules)."""
+    import torch
+
     from symscale.models.registry import build
     from symscale.train.loss import force_field_loss
 
