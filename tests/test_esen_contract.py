@@ -20,6 +20,7 @@ from test_models_contract import (  # noqa: F401  (batch and molecules are fixtu
     CUTOFF,
     ELEMENTS,
     _three_atoms,
+    assert_forces_are_minus_gradient,
     batch,
     batch_of,
     make_model,
@@ -91,16 +92,7 @@ def test_smooth_at_cutoff(options):
 def test_conservative_forces_are_minus_gradient(options, molecules):  # noqa: F811
     model = esen("conservative", **options)
     mol = molecules[0]
-    forces = model(batch_of([mol])).forces.detach()
-    h = 1e-5
-    for atom, axis in [(0, 0), (len(mol) - 1, 1)]:
-        plus, minus = mol.positions.copy(), mol.positions.copy()
-        plus[atom, axis] += h
-        minus[atom, axis] -= h
-        e_plus, _ = outputs(model, batch_of([Structure(mol.numbers, plus)]))
-        e_minus, _ = outputs(model, batch_of([Structure(mol.numbers, minus)]))
-        numeric = -(float(e_plus[0]) - float(e_minus[0])) / (2 * h)
-        assert abs(numeric - float(forces[atom, axis])) < 1e-6 * max(1.0, abs(numeric))
+    assert_forces_are_minus_gradient(model, mol, [(0, 0), (len(mol) - 1, 1)])
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=IDS)

@@ -58,6 +58,19 @@ def outputs(model, batch):
     return out.energy.detach(), out.forces.detach()
 
 
+def assert_forces_are_minus_gradient(model, mol, points, h: float = 1e-5) -> None:
+    """The model's forces on `mol` match -dE/dx by central differences at each (atom, axis) of `points`."""
+    forces = model(batch_of([mol])).forces.detach()
+    for atom, axis in points:
+        plus, minus = mol.positions.copy(), mol.positions.copy()
+        plus[atom, axis] += h
+        minus[atom, axis] -= h
+        e_plus, _ = outputs(model, batch_of([Structure(mol.numbers, plus)]))
+        e_minus, _ = outputs(model, batch_of([Structure(mol.numbers, minus)]))
+        numeric = -(float(e_plus[0]) - float(e_minus[0])) / (2 * h)
+        assert abs(numeric - float(forces[atom, axis])) < 1e-6 * max(1.0, abs(numeric))
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_shapes_and_finite(arch, batch):
     energy, forces = outputs(make_model(arch), batch)
@@ -168,16 +181,7 @@ def test_smooth_at_cutoff(arch):
 def test_conservative_forces_are_minus_gradient(arch, molecules):
     model = make_model(arch, forces="conservative")
     mol = molecules[0]
-    forces = model(batch_of([mol])).forces.detach()
-    h = 1e-5
-    for atom, axis in [(0, 0), (1, 2), (len(mol) - 1, 1)]:
-        plus, minus = mol.positions.copy(), mol.positions.copy()
-        plus[atom, axis] += h
-        minus[atom, axis] -= h
-        e_plus, _ = outputs(model, batch_of([Structure(mol.numbers, plus)]))
-        e_minus, _ = outputs(model, batch_of([Structure(mol.numbers, minus)]))
-        numeric = -(float(e_plus[0]) - float(e_minus[0])) / (2 * h)
-        assert abs(numeric - float(forces[atom, axis])) < 1e-6 * max(1.0, abs(numeric))
+    assert_forces_are_minus_gradient(model, mol, [(0, 0), (1, 2), (len(mol) - 1, 1)])
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -133,21 +133,3 @@ def _call_run_fn(task: RunTask, run_dir: Path) -> dict[str, Any]:
     if status["status"] not in ("finished", "failed"):
         status = {"status": "interrupted", "reason": f"run function returned with status {status['status']}"}
     return status
-
-
-def collect(pending: list, outcome_of: Callable, is_done: Callable, on_finish: FinishFn, poll_s: float = 0.5):
-    """Poll (task, handle) pairs of a remote engine until all are done; outcomes in completion order."""
-    outcomes = []
-    while pending:
-        still = []
-        for task, handle in pending:
-            if is_done(handle):
-                outcome = outcome_of(task, handle)
-                outcomes.append(outcome)
-                on_finish(task, outcome)
-            else:
-                still.append((task, handle))
-        pending = still
-        if pending:
-            time.sleep(poll_s)
-    return outcomes
