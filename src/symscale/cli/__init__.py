@@ -45,6 +45,7 @@ COMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `symscale` argument parser with one subcommand per module of COMMANDS."""
     parser = argparse.ArgumentParser(
         prog="symscale",
         description=(
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv); returns the exit status (a user error: one line, 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -124,7 +126,7 @@ FILESYSTEM_ERRNOS = {
 _SQLITE_CODES = {13: "database or disk is full", 8: "read-only database", 3: "permission denied"}
 
 
-def filesystem_error(err: BaseException, command: str) -> str | None:
+def filesystem_error(err: BaseException | None, command: str) -> str | None:
     """The one line for a file-system fault anywhere in `err`'s chain (disk full, quota, read-only file
     system, permission denied), naming the path and what was being written; None for anything else."""
     seen: set[int] = set()

@@ -16,6 +16,7 @@ FORMATS = ".aselmdb (OMol25/fairchem), ASE .db, extxyz (.xyz/.extxyz); a folder 
 
 
 def add_parser(subparsers) -> None:
+    """Register `symscale data` (generate, info, convert) and its options on `subparsers`."""
     p = subparsers.add_parser(
         "data",
         help="generate, describe or convert datasets",
@@ -92,6 +93,7 @@ def _label_key_options(p: argparse.ArgumentParser) -> None:
 
 
 def run_generate(args) -> int:
+    """Run `symscale data generate`: write the built-in GFN2-xTB set; returns the exit status."""
     from symscale.data.generate import generate_dataset
 
     workers = args.workers if args.workers is not None else max(1, len(os.sched_getaffinity(0)))
@@ -105,6 +107,7 @@ def run_generate(args) -> int:
 
 
 def run_info(args) -> int:
+    """Run `symscale data info`: print counts, elements and label statistics of a dataset."""
     from ase.data import chemical_symbols
 
     from symscale.data.stats import sample_indices
@@ -112,7 +115,8 @@ def run_info(args) -> int:
     ds = _open_filtered(args.paths, args)
     idx = sample_indices(np.arange(len(ds)), args.sample or len(ds))
     n_atoms, energies, e_per_atom, f_sq, f_max = [], [], [], 0.0, 0.0
-    elements, charge_spin = Counter(), Counter()
+    elements: Counter[int] = Counter()
+    charge_spin: Counter[tuple[int, int]] = Counter()
     for i in idx:
         s = ds[int(i)]
         n_atoms.append(len(s))
@@ -137,6 +141,7 @@ def run_info(args) -> int:
 
 
 def run_convert(args) -> int:
+    """Run `symscale data convert`: write a dataset (filtered) in another format."""
     from symscale.data.readers import expand_paths, write_structures
 
     _refuse_same_file(expand_paths(args.input), Path(args.output))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from symscale.cli import write_output
 from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale eval` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "eval",
         help="evaluate a checkpoint on a dataset (energy MAE, force MAE, force cosine, equivariance error)",
@@ -70,7 +72,9 @@ def evaluate_checkpoint(
     loader = BatchLoader(dataset, np.arange(n), batch_size, cutoff=model.cutoff, max_neighbors=model.max_neighbors)
     batches = [b.to(device) for b in loader]
     force_rms = float((ckpt.get("stats") or {}).get("force_rms", 1.0))
-    metrics = evaluate(model, batches, force_rms, equivariance_batch=batches[0], equivariance_rotations=rotations)
+    metrics: dict[str, Any] = evaluate(
+        model, batches, force_rms, equivariance_batch=batches[0], equivariance_rotations=rotations
+    )
     metrics.update(
         {
             "checkpoint": str(checkpoint),
@@ -97,6 +101,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale eval` with the parsed `args`; returns the exit status."""
     check_arguments(args)
     metrics = evaluate_checkpoint(
         args.checkpoint,

@@ -6,6 +6,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale export` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "export",
         help="export a trained model as a torch.export program (.pt2) for deployment",
@@ -25,6 +26,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale export` with the parsed `args`; returns the exit status."""
     from symscale.export import export_model, load_exported
 
     path = export_model(args.checkpoint, args.out, dtype=args.dtype, forces=args.forces, device=args.device)

@@ -17,6 +17,7 @@ LAWS = ("sum", "frontier", "isoflop", "all")
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale fit` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "fit",
         help="fit scaling laws (sum law, compute frontier, IsoFLOP) to a CSV table, with bootstrap intervals",
@@ -205,6 +206,7 @@ def required_columns(law: str, x: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale fit` with the parsed `args`; returns the exit status."""
     from symscale import __version__
     from symscale.fit.menu import fit_table, holdout_checks
     from symscale.fit.table import read_table
@@ -240,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_result(r) -> None:
+    """Print one fit result as the lines `symscale fit` shows."""
     variant = f", sensitivity: {r.variant}" if r.variant else ""
     policy = f"L_inf {r.settings['l_inf']}, L = {r.settings.get('loss', 'total')}" if "l_inf" in r.settings else ""
     print(f"[{r.group}] {r.law} ({r.method}; {r.n_points} points, {r.n_excluded} excluded; {policy}{variant})")

@@ -8,6 +8,7 @@ from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale flops` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "flops",
         help="measure N, kappa and FLOPs per atom of a family at a width or along a ladder",
@@ -28,6 +29,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale flops` with the parsed `args`; returns the exit status."""
     from symscale.train.compute import measure_family, reference_batch
 
     overrides = {}

@@ -11,6 +11,7 @@ from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale md` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "md",
         help="run molecular dynamics with a trained model (ASE, NVE or Langevin)",
@@ -58,6 +59,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale md` with the parsed `args`; returns the exit status."""
     from ase.io import read
 
     from symscale.ase import SymscaleCalculator, run_md

@@ -10,6 +10,7 @@ _DEFAULT_ELEMENTS = "H C N O F S Cl Br"
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale models` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "models",
         help="list model families and their width ladders",
@@ -75,6 +76,7 @@ def _default_depth(cls) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale models` with the parsed `args`; returns the exit status."""
     from symscale.models.registry import get_family, list_archs
 
     archs = [args.arch] if args.arch else list_archs()

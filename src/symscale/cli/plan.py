@@ -10,6 +10,7 @@ from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale plan` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "plan",
         help="compute-optimal N*, D* and predicted loss at a FLOP budget, from a fits JSON",
@@ -40,6 +41,7 @@ def read_fits(path: Path) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale plan` with the parsed `args`; returns the exit status."""
     from symscale.fit.allocation import compute_optimal
 
     path = Path(args.fits)

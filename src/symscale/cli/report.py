@@ -7,6 +7,7 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale report` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "report",
         help="write a study's report: figures and tables beside the paper's numbers",
@@ -38,6 +39,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale report` with the parsed `args`; returns the exit status."""
     from symscale.report.render import write_report
 
     path = write_report(args.study_dir, args.out, loss=args.loss)

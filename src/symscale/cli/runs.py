@@ -9,6 +9,7 @@ from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale runs` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "runs",
         help="list a study's runs: status, N, D, last loss, FLOPs, device-hours",
@@ -28,6 +29,7 @@ def _num(x, fmt: str = ".3g") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale runs` with the parsed `args`; returns the exit status."""
     from symscale.study.catalogue import Catalogue
 
     if not (args.study / "runs").is_dir():
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             f"{r.run_id:<28} {r.arch or '-':<10} {_num(r.width, 'd'):>6} {_num(r.prefix, '.3g'):>6} {r.status:<11} "
             f"{_num(r.N):>9} {_num(r.D):>9} {_num(r.loss, '.4g'):>9} {_num(r.C):>9} {_num(r.H, '.2g'):>8}"
         )
-    counts = {}
+    counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     print(f"{len(records)} runs: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

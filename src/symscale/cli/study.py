@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from symscale.errors import SymscaleError
 
@@ -16,6 +17,7 @@ EPILOG = """examples:
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale study` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "study",
         help="run a study: a grid of runs, then fits and a report (start here: symscale study quickstart)",
@@ -77,13 +79,14 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale study` with the parsed `args`; returns the exit status."""
     from symscale.report.render import write_report
     from symscale.study.runner import format_estimates, run_study
     from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
     from symscale.study.tuning import estimate_sweeps, format_sweeps
 
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.data is not None:
         overrides["dataset"] = {"path": str(Path(args.data).resolve()), "builtin": None}
     if args.val_data is not None:

@@ -28,6 +28,7 @@ common RunConfig keys for --set / --config (defaults; all keys: symscale.config.
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale train` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "train",
         help="train one model on a nested training prefix (resumes an existing run directory)",
@@ -124,6 +125,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale train` with the parsed `args`; returns the exit status."""
     from symscale.train.loop import train_run
 
     config = config_from_args(args)

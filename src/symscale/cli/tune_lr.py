@@ -12,6 +12,7 @@ from symscale.errors import SymscaleError
 
 
 def add_parser(subparsers) -> None:
+    """Register the `symscale tune-lr` subcommand and its options on `subparsers`."""
     p = subparsers.add_parser(
         "tune-lr",
         help="pick the learning rate at the base width by short runs (muP transfers it)",
@@ -48,6 +49,7 @@ def _lrs(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `symscale tune-lr` with the parsed `args`; returns the exit status."""
     from symscale.train.tune import tune_learning_rate
 
     raw = read_yaml_mapping(args.config) if args.config else {}
