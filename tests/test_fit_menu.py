@@ -197,7 +197,7 @@ def test_symscale_fit_refits_a_table_on_the_force_term(tmp_path, capsys):
     table = learning_curves(widths=8, points=12)
     force = learning_curves(alpha=0.6, beta=0.5, widths=8, points=12)
     path = tmp_path / "laws.csv"
-    cols = ["N", "D", "C", "loss", "loss_force", "run", "fraction"]
+    cols = ["N", "D", "C", "loss", "loss_force", "run", "run_fraction"]
     values = {**table.columns, "loss_force": force["loss"]}
     path.write_text(
         "\n".join([",".join(cols)] + [",".join(str(values[c][i]) for c in cols) for i in range(len(table))])
@@ -237,3 +237,13 @@ def test_the_study_spec_accepts_the_protocol_fit_settings(tmp_path):
     assert spec.fits["loss"] == "force"
     with pytest.raises(SymscaleError, match="l_inf"):
         parse_spec({**base, "fits": {"l_inf": "floating"}})
+
+
+def test_a_laws_table_of_an_old_study_reads_its_fraction_column_as_run_fraction(tmp_path):
+    from symscale.fit.table import read_table
+
+    path = tmp_path / "laws.csv"
+    path.write_text("N,D,loss,run,fraction\n10,100,0.5,a,0.25\n")
+    table = read_table(path)
+    assert "run_fraction" in table.columns and "fraction" not in table.columns
+    assert table["run_fraction"][0] == table["fraction"][0] == 0.25  # the old name still reads

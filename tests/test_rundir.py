@@ -169,3 +169,9 @@ def test_record_of_a_run_reads_run_json_status_and_last_evaluation(tmp_path):
     assert (r.N, r.D, r.C, r.H, r.loss) == (1000, 200.0, 6e6, 2.0, 0.5)
     assert r.kappa == pytest.approx(6e6 / (3 * 1000 * 200.0))
     assert [x.run_id for x in rundir.scan_study(tmp_path)] == ["egnn-w2-x"]
+
+
+def test_metrics_written_before_the_rename_read_fraction_as_run_fraction(tmp_path):
+    (tmp_path / rundir.METRICS).write_text('{"step": 1, "fraction": 0.5}\n{"step": 2, "run_fraction": 1.0}\n')
+    assert [m["run_fraction"] for m in rundir.read_metrics(tmp_path)] == [0.5, 1.0]
+    assert all("fraction" not in m for m in rundir.read_metrics(tmp_path))

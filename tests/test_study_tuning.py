@@ -30,7 +30,7 @@ def _spec(tmp_path: Path, **tune) -> Path:
         "training": {"lr": 1e-3},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
         "report": False,
-        "tune": {"lrs": LRS, "width": {"mpnn": 4}, "fraction": 0.5, **tune},
+        "tune": {"lrs": LRS, "width": {"mpnn": 4}, "prefix": 0.5, **tune},
     }
     path = tmp_path / "tuned.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -74,8 +74,15 @@ def test_the_dry_run_lists_a_tuning_stage_per_family(tmp_path):
 
 
 def test_bad_tune_sections_are_one_line_errors(tmp_path):
-    with pytest.raises(SymscaleError, match="tune.fraction"):
-        load_spec(_spec(tmp_path, fraction=0.0))
+    with pytest.raises(SymscaleError, match="tune.prefix"):
+        load_spec(_spec(tmp_path, prefix=0.0))
+    with pytest.raises(SymscaleError, match="not both"):
+        load_spec(_spec(tmp_path, fraction=0.3))  # the deprecated name beside the new one
+    path = _spec(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["tune"]["fraction"] = raw["tune"].pop("prefix")  # a spec written before the rename
+    path.write_text(yaml.safe_dump(raw))
+    assert load_spec(path).tune.prefix == 0.5  # the old name still reads
     with pytest.raises(SymscaleError, match="unknown key 'steps' in tune"):
         load_spec(_spec(tmp_path, steps=3))
 

@@ -115,16 +115,16 @@ def test_the_flop_model_is_checked_on_batches_it_was_not_fitted_on():
     assert math.isnan(FlopModel.from_dict(old_record).holdout_max_rel_error)
 
 
-def test_kappa_and_hours_have_one_home_that_needs_no_torch():
-    """kappa and H are computed in train/compute.py only, and reading them (rundir, catalogue) loads no torch."""
+def test_kappa_and_hours_have_one_home_that_needs_no_torch_and_the_loop_uses_it():
+    """kappa and H are computed in symscale.quantities only, and reading them (rundir, catalogue) loads no torch."""
     import subprocess
     import sys
 
-    from symscale.train.compute import device_hours, implied_kappa, kappa
+    from symscale.quantities import device_hours, implied_kappa, kappa
 
     code = (
         "import sys, symscale.rundir, symscale.study.catalogue\n"
-        "from symscale.train.compute import device_hours, implied_kappa\n"
+        "from symscale.quantities import device_hours, implied_kappa\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(implied_kappa(3 * 2.5 * 10 * 4, 10, 4), device_hours(7200))"
     )
@@ -132,3 +132,6 @@ def test_kappa_and_hours_have_one_home_that_needs_no_torch():
     assert out.stdout.split() == ["2.5", "2.0"]
     assert implied_kappa(300.0, 5, 4) == kappa(100.0, 4, 5)  # C = 3 kappa N D, the same kappa either way
     assert implied_kappa(None, 5, 4) is None and device_hours("nan") is None
+    from symscale.train import compute
+
+    assert compute.kappa is kappa  # FlopModel.kappa (the loop's) is the same function

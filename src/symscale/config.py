@@ -173,10 +173,10 @@ class DataConfig:
     builtin_structures: int = bounded(2000, minimum=2)  # size of the built-in GFN2-xTB set when source == "builtin"
     builtin_seed: int = 0  # generation seed of the built-in set
     neutral_only: bool = False  # keep only charge 0, spin multiplicity 1 structures
-    # structures in the nested training prefix (None: train_fraction or all)
+    # structures in the nested training prefix (None: prefix or all)
     n_train: int | None = bounded(None, minimum=1)
     # alternative to n_train: fraction in (0, 1] of the training pool
-    train_fraction: float | None = bounded(None, above=0, maximum=1, expected=FRACTION)
+    prefix: float | None = bounded(None, above=0, maximum=1, expected=FRACTION)
     # structures in the fixed validation set (with val_source: sampled from it, all if fewer)
     n_val: int = bounded(200, minimum=1)
     split_seed: int = 0  # seed of the permutation that defines the validation set and the prefixes
@@ -265,6 +265,10 @@ def _leaf_sections() -> dict[str, str]:
 
 
 _LEAF_SECTION = _leaf_sections()
+# deprecated leaf names, still read (configs, plans and run directories written before 0.x): old -> new
+ALIASES = {"train_fraction": "prefix"}
+# the names the run id hashes: the old name where a leaf was renamed, so that every run id stays the same
+_HASHED_NAMES = {"data.prefix": "train_fraction"}
 
 
 def allowed_keys() -> list[str]:
@@ -359,8 +363,8 @@ def coerce(key: str, value: Any, hint: str) -> Any:
 
 def _check_rules(cfg: RunConfig) -> None:
     """What no single field's bound can say: the rules that join two fields."""
-    if cfg.data.n_train is not None and cfg.data.train_fraction is not None:
-        raise SymscaleError("invalid data: give n_train or train_fraction, not both")
+    if cfg.data.n_train is not None and cfg.data.prefix is not None:
+        raise SymscaleError("invalid data: give n_train or prefix, not both")
     if cfg.training.energy_weight + cfg.training.force_weight <= 0:
         raise SymscaleError("invalid loss weights: energy_weight and force_weight are both 0")
 
@@ -377,27 +381,47 @@ def _plain(value: Any) -> Any:
 
 
 def _nest(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat leaf keys and dotted keys moved into their sections; `data: PATH` read as `data.source`."""
+    """Flat leaf keys and dotted keys moved into their sections; `data: PATH` read as `data.source`;
+    deprecated leaf names (`ALIASES`) read under their new names."""
     out: dict[str, Any] = {s: {} for s in SECTIONS}
     for key, value in raw.items():
+        if isinstance(value, Mapping) and key in SECTIONS:
+            _one_name_each(value, key)
         if "." in key:
             section, leaf = key.split(".", 1)
             if section not in SECTIONS:
                 raise _unknown(key)
-            out[section][leaf] = value
+            _put(out[section], section, leaf, value)
         elif key in SECTIONS:
             if key == "data" and not isinstance(value, Mapping):
                 value = {"source": value}
             if not isinstance(value, Mapping):
                 raise SymscaleError.invalid(key, value, f"a mapping of {key} settings")
-            out[key].update(value)
+            for leaf, item in value.items():
+                _put(out[key], key, leaf, item)
         elif key in _TOP_LEVEL:
             out[key] = value
-        elif key in _LEAF_SECTION:
-            out[_LEAF_SECTION[key]][key] = value
+        elif ALIASES.get(key, key) in _LEAF_SECTION:
+            section = _LEAF_SECTION[ALIASES.get(key, key)]
+            _put(out[section], section, key, value)
         else:
             raise _unknown(key)
     return out
+
+
+def _put(section: dict[str, Any], name: str, leaf: str, value: Any) -> None:
+    """`section[leaf] = value`, a deprecated leaf under its new name (both names at once is an error)."""
+    new = ALIASES.get(leaf, leaf) if isinstance(leaf, str) else leaf
+    if new != leaf and new in section:
+        raise SymscaleError(f"invalid {name}: give {new} (or its old name {leaf}), not both")
+    section[new] = value
+
+
+def _one_name_each(mapping: Mapping[str, Any], name: str) -> None:
+    """A mapping may not hold a deprecated leaf name beside its new one."""
+    for old, new in ALIASES.items():
+        if old in mapping and new in mapping:
+            raise SymscaleError(f"invalid {name}: give {new} (or its old name {old}), not both")
 
 
 @dataclass(frozen=True)
@@ -501,6 +525,9 @@ class RunConfig:
             section, leaf = key.split(".")
             if out[section].get(leaf) == default:
                 out[section].pop(leaf)
+        for key, old in _HASHED_NAMES.items():
+            section, leaf = key.split(".")
+            out[section][old] = out[section].pop(leaf)
         return out
 
     def config_hash(self) -> str:

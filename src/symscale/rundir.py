@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from symscale.errors import SymscaleError
-from symscale.train.compute import device_hours, finite, implied_kappa  # torch-free: the one home of kappa and H
+from symscale.quantities import device_hours, finite, implied_kappa
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,14 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
         data = (Path(run_dir) / METRICS).read_bytes()
     except OSError:
         return []
-    return [row for _, row in _complete_lines(data)]
+    return [_current_names(row) for _, row in _complete_lines(data)]
+
+
+def _current_names(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics line with its deprecated keys under their names of today (`fraction` is `run_fraction`)."""
+    if "fraction" in row and "run_fraction" not in row:
+        row["run_fraction"] = row.pop("fraction")
+    return row
 
 
 def _whole_length(data: bytes) -> int:

@@ -1,6 +1,6 @@
 """Resolving a run's data: open its source, hold out the validation set, take the nested training prefix.
 
-The prefix is the nested fraction of the training pool a run trains on (`data.train_fraction`, or an exact
+The prefix is the nested fraction of the training pool a run trains on (`data.prefix`, or an exact
 count `data.n_train`): prefixes of one split are nested, so a 10% run sees a subset of the 30% run's data.
 The validation set is fixed by `data.split_seed` and the size `data.n_val` and never depends on the prefix.
 Statistics of the prefix (`symscale.data.stats.compute_stats`) are computed by the loop, which reuses a
@@ -78,7 +78,7 @@ def _split_and_prefix(config: RunConfig, dataset: Any) -> tuple[Any, Any, int, s
         )
     split = validation_split(dataset, d.n_val, d.split_seed, val_dataset=val_data)  # whole molecules in val
     splits, pool = split.splits, split.splits.n_train_max
-    n_train = d.n_train or (max(1, round(d.train_fraction * pool)) if d.train_fraction else pool)
+    n_train = d.n_train or (max(1, round(d.prefix * pool)) if d.prefix else pool)
     if n_train > pool:
         raise SymscaleError(
             f"invalid --structures (data.n_train): got {n_train}, expected at most {pool} "
@@ -89,7 +89,7 @@ def _split_and_prefix(config: RunConfig, dataset: Any) -> tuple[Any, Any, int, s
 
 def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     """The data of a run: the validation set (whole molecules when the data has molecule ids), the
-    training prefix (`data.n_train` structures, else the `data.train_fraction` prefix of the pool, else all
+    training prefix (`data.n_train` structures, else the `data.prefix` prefix of the pool, else all
     of it) and, when prefix + validation fit under `data.pack_max_structures`, the packed in-RAM copy.
     `dataset` replaces `config.data.source` (tests, benchmarks); `config.data.val_source`, when set, is the
     validation data (e.g. OMol25's own validation split) instead of a carved-out set. Raises SymscaleError

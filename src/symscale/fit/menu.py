@@ -201,7 +201,7 @@ def fitted_k(table: LawsTable) -> float:
 def late_rows(rows: LawsTable, drop_fraction: float) -> LawsTable:
     """The rows at or past `drop_fraction` of their run (all rows without run or fraction columns)."""
     runs = rows["run"] if "run" in rows else None
-    fraction = rows["fraction"] if "fraction" in rows else None
+    fraction = rows["run_fraction"] if "run_fraction" in rows else None
     return rows.select(run_fractions(runs, rows["D"], fraction) >= drop_fraction)
 
 
@@ -301,7 +301,7 @@ def _fit_group(group: Group, rows: LawsTable, s: FitSettings, k: float | None) -
 def _frontier_fits(label: str, rows: LawsTable, s: FitSettings) -> list[FitResult]:
     """One frontier per axis of `s.axes` the rows have, over every row (the fit drops each run's start)."""
     runs = rows["run"] if "run" in rows else None
-    fraction = rows["fraction"] if "fraction" in rows else None
+    fraction = rows["run_fraction"] if "run_fraction" in rows else None
     return [
         _guarded(
             f"frontier_{axis}",
@@ -338,7 +338,7 @@ def holdout_checks(table: LawsTable, settings: FitSettings, top_fraction: float)
                 rows[axis],
                 rows["loss"],
                 runs=rows["run"] if "run" in rows else None,
-                fraction=rows["fraction"] if "fraction" in rows else None,
+                fraction=rows["run_fraction"] if "run_fraction" in rows else None,
                 top_fraction=top_fraction,
                 drop_fraction=settings.drop_fraction,
                 free_l_inf=settings.free_l_inf,

@@ -19,9 +19,11 @@ import numpy as np
 
 from symscale.errors import SymscaleError
 
-NUMERIC = ("N", "D", "C", "H", "loss", "step", "fraction", "width", "seed")
+NUMERIC: tuple[str, ...] = ("N", "D", "C", "H", "loss", "step", "run_fraction", "width", "seed")
 NUMERIC += ("loss_energy", "loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
 TEXT = ("arch", "run", "mode", "options")
+# deprecated column names, still read: laws.csv and metrics.jsonl before 0.x called the run fraction "fraction"
+ALIASES = {"fraction": "run_fraction"}
 
 
 @dataclass(frozen=True)
@@ -35,9 +37,10 @@ class LawsTable:
         return len(next(iter(self.columns.values()))) if self.columns else 0
 
     def __contains__(self, name: str) -> bool:
-        return name in self.columns
+        return ALIASES.get(name, name) in self.columns
 
     def __getitem__(self, name: str) -> np.ndarray:
+        name = ALIASES.get(name, name)
         if name not in self.columns:
             raise SymscaleError(f"{self.source}: no column {name!r}; columns: {', '.join(self.columns)}")
         return self.columns[name]
@@ -72,6 +75,7 @@ def from_arrays(source: str = "arrays", **columns) -> LawsTable:
         if values is None:
             continue
         arr = np.asarray(values)
+        name = ALIASES.get(name, name)
         out[name] = arr.astype(str) if name in TEXT or arr.dtype.kind in "USO" else arr.astype(float)
     lengths = {len(v) for v in out.values()}
     if len(lengths) > 1:
@@ -108,7 +112,9 @@ def read_table(
     raw = {name: [row.get(name, "") for row in rows] for name in rows[0]}
     table: dict[str, np.ndarray] = {}
     for name, values in raw.items():
-        table[name] = _column(values, path, name)
+        if ALIASES.get(name) in raw:
+            continue  # a deprecated column beside its new name: the new one counts
+        table[ALIASES.get(name, name)] = _column(values, path, name)
     for ours, theirs in (columns or {}).items():
         if theirs not in table:
             raise SymscaleError(

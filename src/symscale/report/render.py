@@ -45,14 +45,14 @@ from symscale import rundir
 from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
+from symscale.quantities import device_hours, implied_kappa
 from symscale.report import figures, narrative, reference, tables
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
-from symscale.train.compute import device_hours, implied_kappa
 
 log = logging.getLogger(__name__)
 
-NUMERIC_COLUMNS = ("width", "N", "D", "C", "H", "loss", "step", "seed", "fraction", "prefix", "loss_energy")
+NUMERIC_COLUMNS = ("width", "N", "D", "C", "H", "loss", "step", "seed", "run_fraction", "prefix", "loss_energy")
 NUMERIC_COLUMNS += ("loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
 TEXT_COLUMNS = ("arch", "run", "mode", "options", "family")  # family: arch and options, `esen-l4`
 
@@ -226,7 +226,7 @@ def _laws_rows(run_id: str, info: dict, lines: list[dict], options: str = "") ->
                 "step": line.get("step"),
                 "seed": info.get("seed"),
                 "mode": info.get("mode", tables.ARCHITECTURE),
-                "fraction": line.get("fraction"),
+                "run_fraction": line.get("run_fraction"),
                 "prefix": info.get("prefix"),
                 "options": options,
                 "loss_energy": line.get("val_energy_loss"),

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from symscale.errors import SymscaleError
+from symscale.quantities import device_hours, finite
 from symscale.rundir import (
     METRICS,
     RUN_INFO,
@@ -49,20 +50,19 @@ from symscale.rundir import (
     study_run_dirs,
     write_text,
 )
-from symscale.train.compute import device_hours, finite
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3  # 2: the columns of rundir.RunRecord; 3: its options, the evals' loss terms
+SCHEMA_VERSION = 4  # 2: the columns of rundir.RunRecord; 3: its options, the evals' loss terms; 4: run_fraction
 DB_NAME = "catalogue.sqlite"
 BUSY_TIMEOUT_S = 60.0  # how long a writer waits for another before "database is locked"
 LAWS_TERMS = ("options", "loss_energy", "loss_force", "energy_mae_mev_per_atom", "force_mae_mev_per_A")
-LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "fraction", "prefix")
+LAWS_COLUMNS = ("arch", "run", "width", "N", "D", "C", "H", "loss", "step", "seed", "mode", "run_fraction", "prefix")
 LAWS_COLUMNS += LAWS_TERMS
 _SIGNED_FILES = (RUN_INFO, STATUS, METRICS)
 _RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))
 _EVAL_KEYS = (
-    "step", "fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds", "val_loss",
+    "step", "run_fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds", "val_loss",
     "energy_mae_mev_per_atom", "force_mae_mev_per_A", "force_cos", "equivariance_error_forces",
     "val_energy_loss", "val_force_loss",
 )  # fmt: skip
@@ -74,7 +74,7 @@ CREATE TABLE runs (
     status TEXT, reason TEXT, N INTEGER, D REAL, C REAL, H REAL, loss REAL, step INTEGER, n_evals INTEGER,
     kappa REAL, updated_utc TEXT, options TEXT, signature TEXT);
 CREATE TABLE evals (
-    run_id TEXT, step INTEGER, fraction REAL, structures_seen REAL, atoms_seen REAL, flops REAL,
+    run_id TEXT, step INTEGER, run_fraction REAL, structures_seen REAL, atoms_seen REAL, flops REAL,
     flops_raw REAL, device_seconds REAL, val_loss REAL, energy_mae REAL, force_mae REAL, force_cos REAL,
     equivariance_error REAL, val_energy_loss REAL, val_force_loss REAL);
 CREATE INDEX evals_run ON evals(run_id);
@@ -238,7 +238,7 @@ def export_laws(
 ) -> int:
     """Write the laws table (one row per evaluation point of every finished run) and return its row count.
     Columns: arch, run, width, N (parameters), D (atoms seen), C (FLOPs), H (device-hours), loss (validation),
-    step, seed, mode, fraction (of the run's training done at that point), prefix (training-set fraction), then
+    step, seed, mode, run_fraction (of the run's training done at that point), prefix (training-set fraction), then
     `LAWS_TERMS`: options (model options), loss_energy and loss_force (the validation loss's energy and force
     terms), energy_mae_mev_per_atom and force_mae_mev_per_A (empty where the run's metrics lack them).
     A diverged run (failed, its reason starting "diverged", see `train.loop.divergence`) is left out unless
@@ -251,7 +251,7 @@ def export_laws(
         writer.writerow(
             [
                 r["arch"], r["run_id"], r["width"], r["N"], r["atoms_seen"], r["flops"],
-                device_hours(r["device_seconds"]), r["val_loss"], r["step"], r["seed"], r["mode"], r["fraction"],
+                device_hours(r["device_seconds"]), r["val_loss"], r["step"], r["seed"], r["mode"], r["run_fraction"],
                 r["prefix"], r["options"] or "", r["val_energy_loss"], r["val_force_loss"], r["energy_mae"],
                 r["force_mae"],
             ]

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from symscale.quantities import estimated_flops
 from symscale.study.spec import RunPlan, StudySpec
-from symscale.train.compute import estimated_flops
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def estimate_runs(
     out = []
     for p in plans:
         n, cost, mult = n_params[_n_key(p)], costs[(group_key(p), p.width)], symmetry_multiplier(p)
-        atoms = n_train * float(p.config.data.train_fraction or p.prefix) * float(p.config.training.epochs)
+        atoms = n_train * float(p.config.data.prefix or p.prefix) * float(p.config.training.epochs)
         atoms *= size.atoms_per_structure
         flops = estimated_flops(cost.kappa, n, atoms) * cost.train_ratio / 3.0 * mult
         out.append(

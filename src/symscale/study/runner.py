@@ -26,6 +26,7 @@ from typing import Any
 
 from symscale import rundir
 from symscale.errors import SymscaleError
+from symscale.quantities import device_hours
 from symscale.study.catalogue import Catalogue, export_laws
 from symscale.study.estimate import RunEstimate, estimate_runs
 from symscale.study.executors import RunFn, RunOutcome, RunTask, reset_for_retry, train_config
@@ -35,7 +36,6 @@ from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
 from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
 from symscale.study.tuning import run_tuning
-from symscale.train.compute import device_hours
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def validate_study(spec: StudySpec, plans: list[RunPlan]) -> None:
             except (SymscaleError, TypeError, ValueError) as err:  # a family's own check of an option's type
                 raise SymscaleError(f"run {plan.run_id} of study {spec.name}: {err}") from None
     prepare_dataset(spec)
-    largest = max(plans, key=lambda p: (p.config.data.train_fraction or 1.0, p.config.data.n_train or 0))
+    largest = max(plans, key=lambda p: (p.config.data.prefix or 1.0, p.config.data.n_train or 0))
     check_run_data(largest.config)
 
 

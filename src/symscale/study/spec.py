@@ -55,7 +55,7 @@ _TOP_KEYS = {
     "fits": "{bootstrap, seed, group_by, l_inf: zero|free, loss: total|force|energy, drop_fraction, ema, "
     "sensitivity, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
-    "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
+    "tune": "learning-rate sweep per family before the grid: {lrs, width, prefix}",
 }
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
 _FIT_KEYS = (
@@ -165,11 +165,12 @@ class ExecutorSpec:
 @dataclass(frozen=True)
 class TuneSpec:
     """The learning-rate stage (`symscale.study.tuning`): each family trains once per rate in `lrs` at its
-    tuning width on the `fraction` prefix; the rate with the lowest final validation loss goes to its runs."""
+    tuning width on the `prefix` of the training set; the rate with the lowest final validation loss goes to
+    its runs."""
 
     lrs: tuple[float, ...] = bounded(above=0)
     width: int | dict[str, int] | None = None  # one width, or per arch; None: the family's smallest width
-    fraction: float = bounded(0.1, above=0, maximum=1, expected=PREFIX)  # training-set prefix of each sweep run
+    prefix: float = bounded(0.1, above=0, maximum=1, expected=PREFIX)  # training-set prefix of each sweep run
 
     def width_of(self, fam: FamilySpec) -> int:
         """The tuning width of a family."""
@@ -325,6 +326,10 @@ def _parse_tune(raw: Any) -> TuneSpec | None:
         width = {str(a): coerce(f"tune.width.{a}", w, "int") for a, w in width.items()}
     elif width is not None:
         width = coerce("tune.width", width, "int")
+    if "fraction" in raw:  # the deprecated name of `prefix`
+        if "prefix" in raw:
+            raise SymscaleError("invalid tune: give prefix (or its old name fraction), not both")
+        raw = {("prefix" if k == "fraction" else k): v for k, v in raw.items()}
     return build(TuneSpec, "tune", raw, lrs=lrs, width=width)
 
 
@@ -452,7 +457,7 @@ def run_config(spec: StudySpec, fam: FamilySpec, width: int, prefix: float, seed
     cfg = merge(cfg, MODES[mode])
     if mode == "multi_epoch":
         prefix = prefix / MULTI_EPOCH_REPEATS
-    cfg.update(arch=fam.arch, width=width, seed=seed, train_fraction=prefix, **spec.dataset.run_keys())
+    cfg.update(arch=fam.arch, width=width, seed=seed, prefix=prefix, **spec.dataset.run_keys())
     if fam.overrides:
         cfg["model_overrides"] = merge(cfg.get("model_overrides") or {}, fam.overrides)
     try:

@@ -1,8 +1,8 @@
 """The learning-rate stage of a study: one sweep per family before the grid, its best rate handed to the
 family's runs (the reference study tuned once per family at about 1M parameters and transferred with muP).
 
-A spec with a `tune: {lrs, width, fraction}` section gets, per family, one short run per rate at the
-family's tuning width on the `fraction` prefix (seed: the spec's first; mode: architecture). The rate with
+A spec with a `tune: {lrs, width, prefix}` section gets, per family, one short run per rate at the
+family's tuning width on the `prefix` of the training set (seed: the spec's first; mode: architecture). The rate with
 the lowest final validation loss (`symscale.train.tune.best_learning_rate`) replaces the family's `lr`, so
 the grid's run ids depend on it as on any rate. The sweep's runs live in STUDY/tune/<label>/<run_id>/ and
 run on the study's executor; STUDY/tune/<label>.json records the sweep. Rerun-safe: a sweep whose record
@@ -62,11 +62,11 @@ def sweeps(spec: StudySpec) -> list[Sweep]:
     out = []
     for i, fam in enumerate(spec.families):
         width = spec.tune.width_of(fam)
-        base = run_config(spec, fam, width, spec.tune.fraction, spec.seeds[0], "architecture")
+        base = run_config(spec, fam, width, spec.tune.prefix, spec.seeds[0], "architecture")
         plans = []
         for lr in spec.tune.lrs:
             cfg = base.updated({"lr": lr})
-            plans.append(RunPlan(run_id(cfg), fam.arch, width, spec.seeds[0], "architecture", spec.tune.fraction, cfg))
+            plans.append(RunPlan(run_id(cfg), fam.arch, width, spec.seeds[0], "architecture", spec.tune.prefix, cfg))
         out.append(Sweep(i, family_label(spec, i), fam.arch, width, tuple(plans)))
     return out
 

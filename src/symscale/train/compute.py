@@ -21,9 +21,8 @@ parameter", so that C ~ 3 kappa N D).
 Device seconds: wall time of the training steps only (evaluation excluded), read after
 `torch.cuda.synchronize()` on CUDA; H is device-seconds in hours (`device_hours`).
 
-This module is the one home of kappa and H, for the loop and for the readers of finished runs alike
-(`symscale.rundir`, the catalogue, the report): it imports torch only inside the functions that measure, so
-reading a run's numbers does not load torch.
+kappa, H and C = 3 kappa N D themselves are computed in `symscale.quantities` (torch-free, so that the readers
+of finished runs use the same formulas); this module imports torch only inside the functions that measure.
 """
 
 from __future__ import annotations
@@ -33,9 +32,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from symscale.quantities import kappa
 
 if TYPE_CHECKING:
     import torch
@@ -124,39 +125,6 @@ def count_flops(fn: Callable[[], object]) -> FlopCount:
     counts = mode.get_flop_counts().get("Global", {})
     raw = sum(v for op, v in counts.items() if op in flop_registry)
     return FlopCount(raw=int(raw), corrected=int(sum(counts.values())))
-
-
-def kappa(forward_flops: float, n_atoms: float, num_parameters: float) -> float:
-    """kappa: forward FLOPs per atom per parameter (the paper's constant in C = 3 kappa N D)."""
-    return forward_flops / (max(n_atoms, 1) * num_parameters)
-
-
-def finite(x: Any) -> float | None:
-    """`x` as a finite float, or None (missing, not a number, NaN, infinite): how run files' numbers are read."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def implied_kappa(flops: Any, num_parameters: Any, atoms: Any) -> float | None:
-    """kappa = C / (3 N D) implied by measured training FLOPs C (forward + backward = 3 forwards), from values
-    as a run's files record them; None when any of them is missing, zero or not a number."""
-    c, n, d = finite(flops), finite(num_parameters), finite(atoms)
-    return kappa(c / 3.0, d, n) if c and n and d else None
-
-
-def device_hours(device_seconds: Any) -> float | None:
-    """H: device-seconds in hours (None when unknown)."""
-    seconds = finite(device_seconds)
-    return None if seconds is None else seconds / 3600.0
-
-
-def estimated_flops(kappa_value: float, num_parameters: float, atoms: float) -> float:
-    """C = 3 kappa N D: the paper's estimate of training FLOPs (forward + backward = 3 forwards) from kappa,
-    N parameters and D atoms seen."""
-    return 3.0 * kappa_value * num_parameters * atoms
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from symscale.train.symmetry import augment_batch, symmetry_loss
 logger = logging.getLogger(__name__)
 
 METRIC_KEYS = (
-    "step", "epoch", "fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds",
+    "step", "epoch", "run_fraction", "structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds",
     "train_loss", "val_loss", "val_energy_loss", "val_force_loss", "energy_mae_mev_per_atom",
     "force_mae_mev_per_A", "force_cos",
 )  # fmt: skip
@@ -278,7 +278,7 @@ class _Run:
         line = {
             "step": self.step,
             "epoch": (self.step - 1) // self.steps_per_epoch if self.step else 0,
-            "fraction": self.step / self.total_steps,  # run fraction: the share of this run done
+            "run_fraction": self.step / self.total_steps,  # the share of this run done
             **self.counters,
             "train_loss": self.loss_sum / max(self.loss_n, 1),
             **metrics,
@@ -392,7 +392,7 @@ def _run_json(run: _Run) -> dict:
         "kappa_raw": kappa_raw,
         "seed": c.seed,
         "mode": run_mode(c),
-        "prefix": c.data.train_fraction,
+        "prefix": c.data.prefix,
         "symmetry": dict(vars(run.model.symmetry)) if hasattr(run.model, "symmetry") else None,
         "dataset": run.data.description,
         "n_total": run.data.n_total,
