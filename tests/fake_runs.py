@@ -43,7 +43,7 @@ def fake_run(config: RunConfig, run_dir: Path) -> None:
             rundir.write_status(run_dir, "failed", "non-finite loss")
             return
         line = {
-            "step": step, "fraction": step / steps, "atoms_seen": 100 * step, "flops": 1e6 * step * config.width,
+            "step": step, "run_fraction": step / steps, "atoms_seen": 100 * step, "flops": 1e6 * step * config.width,
             "device_seconds": 0.1 * step, "val_loss": loss,
         }  # fmt: skip
         metrics.append(json.dumps(line))

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
         description=(
             "Fit scaling laws to a CSV of runs or evaluations. Columns: N (parameters), D (data seen: atoms or "
             "tokens), loss; optionally C (training FLOPs), H (device-hours), arch (group), run (run id: the "
-            "bootstrap then resamples whole runs), step, fraction. The sum law L = E + A N^-alpha + B D^-beta "
+            "bootstrap then resamples whole runs), step, run_fraction. The sum law L = E + A N^-alpha + B D^-beta "
             "uses Epoch AI's replication of Chinchilla's approach 3 by default (Huber 1e-3 on log loss, "
             "log-sum-exp predictor, 4,500 L-BFGS starts); the frontier is L = L_inf + F C^-gamma on the lower "
             "envelope of loss over compute; one L_inf policy for both (--l-inf; default zero, the reference study's). "
