@@ -102,7 +102,7 @@ def add_parser(subparsers) -> None:
         type=float,
         default=None,
         help="drop the first fraction of each run's evaluations before the frontier, sum law and IsoFLOP fit "
-        "(from the fraction column, else D / the run's largest D; no run column: no row is dropped) "
+        "(from the run_fraction column, else D / the run's largest D; no run column: no row is dropped) "
         "(default: 0.05, within the reference study's 1-10%%)",
     )
     p.add_argument(
