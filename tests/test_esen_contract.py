@@ -4,7 +4,7 @@ activation grid and gate, lmax 1..6, at the smallest `cpu` width, float64.
 Tolerances: as in the contract suite (1e-9 for exact symmetries, 1e-6 for batching and finite differences),
 except rotations with the S2-grid activation, held to the model's declared `equivariance_tolerance` (5e-2 in
 normalised units, set by these 2-sphere-channel models: up to 3.5e-2 measured; errors at 4 channels and their
-convergence with the grid in tests/test_esen.py).
+convergence with the grid in tests/test_models_esen.py).
 """
 
 from __future__ import annotations

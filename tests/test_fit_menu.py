@@ -19,7 +19,7 @@ from symscale.fit.table import from_arrays, read_table
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_fit_laws import learning_curves  # noqa: E402
-from test_report import make_study  # noqa: E402
+from test_report_render import make_study  # noqa: E402
 
 
 def test_fits_never_raise_and_say_why():

@@ -124,7 +124,7 @@ def test_rotation_equivariance_as_declared(arch, batch):
     err = equivariance_error(model, batch, n_rotations=3, seed=1)
     assert set(err) == {"energy", "forces"} and all(isinstance(v, float) for v in err.values())
     if model.symmetry.rotation_equivariant:  # exactly (1e-9) unless the model declares its measured error
-        tol = getattr(model, "equivariance_tolerance", 1e-9)  # eSEN's S2 grid: 5e-2 (tests/test_esen.py)
+        tol = getattr(model, "equivariance_tolerance", 1e-9)  # eSEN's S2 grid: 5e-2 (tests/test_models_esen.py)
         assert err["energy"] < tol and err["forces"] < tol, err
     else:
         assert err["energy"] > 1e-6 and err["forces"] > 1e-6, err

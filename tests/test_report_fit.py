@@ -14,7 +14,7 @@ from symscale.report.render import load_study
 sys.path.insert(0, str(Path(__file__).parent))
 from symscale.fit.menu import FitSettings, fit_table  # noqa: E402
 from symscale.fit.table import read_table  # noqa: E402
-from test_report import gamma_of, make_study  # noqa: E402
+from test_report_render import gamma_of, make_study  # noqa: E402
 
 ARCHS = ("mpnn", "esen")
 

@@ -110,7 +110,7 @@ def parameter_count(
     num_radial: int = 8,
     direct_forces: bool = True,
 ) -> int:
-    """N of `EGNN`, itemised (cross-checked against the built model in tests/test_egnn.py)."""
+    """N of `EGNN`, itemised (cross-checked against the built model in tests/test_models_egnn.py)."""
     w, kk = width, num_vectors * num_vectors
     embedding = num_elements * w
     message = (w * w + w) + w * w + kk * w + num_radial * w + (w * w + w)  # phi_e: 3 w^2

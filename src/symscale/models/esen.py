@@ -33,7 +33,7 @@ Nonlinearities (`activation`):
   feed-forward. SH -> grid and grid -> SH are constant matrices built once per (lmax, R) and held as float64
   buffers, one matmul each way. A pointwise function of a band-limited signal is not band-limited, so this is
   equivariant only up to the aliasing error of the grid (`equivariance_tolerance`; measured in
-  tests/test_esen.py: at initialisation in float64, at most about 1% of the mean force for lmax 1-6 at 4 or
+  tests/test_models_esen.py: at initialisation in float64, at most about 1% of the mean force for lmax 1-6 at 4 or
   more sphere channels, up to 7% at 2).
 - "gate" (for the ablation): SiLU on l = 0 and sigmoid gates from extra l = 0 channels on l > 0 in the message,
   and a gated per-degree feed-forward (SO3Linear S -> H -> S). Exactly equivariant.
@@ -62,14 +62,14 @@ Departures from eSEN (and why), in one place:
 - Initialisation is muP's (`symscale.models.layers.Dense`: std 1/sqrt(fan_in), readouts 1/fan_in); element
   embeddings are N(0, 1), not eSEN's U(-0.001, 0.001) edge embeddings. The SO(2) convolution's m > 0 blocks
   are drawn with std / sqrt 2 so that W1 x_- - W2 x_+ starts at the m = 0 block's scale.
-- muP with scaling="sphere" is not exact at the widths we can check (tests/test_mup.py, widths 32..256, 3
+- muP with scaling="sphere" is not exact at the widths we can check (tests/test_models_mup.py, widths 32..256, 3
   Adam steps): with the standard std on the S -> H layers (as built) their change, and the energy's, grows
   slowly with width (fitted slopes +0.1..+0.25, local slopes rising to +0.3 at 256..512: the sqrt(width)
   growth of a standard readout, here inside the network); with muP's output std (1/sqrt(fan_in) / sqrt(m))
   the network's H-channel paths start O(m^-1/2) small and the fixed H -> H layers behind them, which Adam
   moves by O(lr) whatever the width, change in proportion, so Delta h shrinks over this range (slopes
   -0.2..-0.75, flattening towards 0 only at 256..512) and the grid's aliasing at 2 sphere channels exceeds
-  the contract tolerance. The standard std is kept; see KNOWN_MUP_DEFECTS in tests/test_mup.py.
+  the contract tolerance. The standard std is kept; see KNOWN_MUP_DEFECTS in tests/test_models_mup.py.
 - Normalisation is an equivariant RMS layer norm (l = 0 centred, one RMS over all degrees with each degree
   weighted equally, per-(l, channel) gains, bias on l = 0), close to eSEN's `rms_norm_sh`.
 - Grid sizes: the message grid is (2 lmax + 2)^2 (fairchem: 2 (lmax + 1) latitudes, 2 mmax + 1 longitudes on
@@ -118,7 +118,7 @@ SCALINGS = ("sphere", "all")
 # Rotation error of the S2 grids that the contract tests allow (`equivariance_error`: mean energy error per atom
 # and mean force-error norm, normalised units, float64, random initialisation, toy molecules). Measured at most
 # 3.5e-2 at 2 sphere channels (up to 7% of the mean force; the smallest `cpu` width), 4e-4 at 4 and 8 channels
-# (0.1-1%), lmax 1..6: see tests/test_esen.py::test_grid_equivariance_error_is_measured_and_small
+# (0.1-1%), lmax 1..6: see tests/test_models_esen.py::test_grid_equivariance_error_is_measured_and_small
 GRID_EQUIVARIANCE_TOLERANCE = 5e-2
 
 

@@ -34,7 +34,7 @@ Choices, and where this departs from the papers:
   and it CANNOT be for symmetric and spherical tops (two or three equal non-zero eigenvalues, e.g. NH3, CH4):
   the frame spins freely in the degenerate plane and the output depends on eigh's choice there; near such a
   geometry it varies quickly, and at it the frame is no longer a function of the input (Dym et al. 2024 show
-  that no finite frame can be both equivariant and continuous everywhere). tests/test_frame_averaging.py
+  that no finite frame can be both equivariant and continuous everywhere). tests/test_models_frame_averaging.py
   measures each case. `canonical_mpnn` has one frame, so nothing averages the arbitrary axes away: for single
   atoms and linear molecules its energy is exact but its force components along those axes are not
   equivariant (nor continuous as a molecule straightens), and it is discontinuous wherever a third moment
@@ -45,7 +45,7 @@ Choices, and where this departs from the papers:
   in the signs and cancels in the average (after 3 Adam steps the per-frame change of the readout's output
   was 2.8e-2 RMS at width 32, the change of the averaged force 5.3e-4), and the cancelled part of that change
   is the readout's update met by features it is not aligned with, a random sum that falls as width^-1/2;
-  the muP coordinate check (tests/test_mup.py) saw it as a slope of -0.49 for the per-frame readout. After
+  the muP coordinate check (tests/test_models_mup.py) saw it as a slope of -0.49 for the per-frame readout. After
   the average only the part the model uses is computed (slope +0.06, the same as the force output's).
 - Gradients through the eigenvectors (conservative forces) use a degeneracy-safe eigh backward (the
   1 / (lambda_j - lambda_i) factor is set to 0 for equal eigenvalues), so that single atoms and linear

@@ -61,7 +61,7 @@ Where this departs from the paper, and why (one list):
   `avg_neighbors` (or by the neighbour cap of the sub-graph, if smaller) and, with `rms_norm=True` (default),
   the outputs of the bilinear layers and the atom and edge states after each update are divided by their RMS
   over channels (parameter-free; `NORM_EPS` keeps messages that vanish with their envelope smooth). The
-  ablation that shows they are needed: the muP coordinate check of tests/test_mup.py (activation RMS of
+  ablation that shows they are needed: the muP coordinate check of tests/test_models_mup.py (activation RMS of
   every Linear, 3 seeds pooled, widths 16 and 128, 4 Adam steps at lr 3e-3) gives a largest width ratio of
   1.61 at init and 2.55 after the steps with the norms, and 1051 at init (the output blocks' atom layers)
   and 4.50 after the steps without them (the test's limit is 4).
@@ -78,7 +78,7 @@ Where this departs from the paper, and why (one list):
   divided by sqrt 2 before the activation (GemNet-OC: one Dense of the concatenation), so that its node
   matrix has fan-in 2 * width and muP multiplier width / base_width exactly (the concatenation's was
   (2 w + num_radial) / (2 w_base + num_radial): 1.89 instead of 2 at width 128 against base 64).
-  The muP coordinate check (tests/test_mup.py) runs this family over widths 64..512, not 32..256: at width 32
+  The muP coordinate check (tests/test_models_mup.py) runs this family over widths 64..512, not 32..256: at width 32
   the published bottleneck ratios leave 8 triplet / atom-interaction and 4 quadruplet channels, and there the
   finite-width corrections of those layers pull the outputs' slopes to -0.30 (forces) and -0.25 (energy);
   with the bottlenecks widened (width, width, width / 2) the same widths pass, and so do the published ratios

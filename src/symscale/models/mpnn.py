@@ -70,7 +70,7 @@ class InteractionBlock(nn.Module):
 def parameter_count(
     width: int, num_elements: int, *, num_layers: int = 3, num_radial: int = 8, direct_forces: bool = True
 ) -> int:
-    """N of `MPNN`, itemised (cross-checked against the built model in tests/test_mpnn.py)."""
+    """N of `MPNN`, itemised (cross-checked against the built model in tests/test_models_mpnn.py)."""
     w = width
     embedding = num_elements * w
     block = (2 * w * w + w) + (3 + num_radial) * w + (w * w + w) + (2 * w * w + w) + (w * w + w)

@@ -21,7 +21,7 @@ Initialisation is the families' job (see `symscale.models.layers.Dense`); this m
 rates. The multiplier m of a hidden or output matrix is its own fan-in ratio against the base model (for
 most layers exactly width / base_width).
 
-Two switches turn muP off, for the coordinate check (tests/test_mup.py) and for ablations:
+Two switches turn muP off, for the coordinate check (tests/test_models_mup.py) and for ablations:
 `param_groups(..., lr_scaling=False)` gives every group the one plain learning rate (and weight decay), and
 `standard_readout_init(model)` re-draws every output matrix with the standard-parametrisation std
 1 / sqrt(fan_in) instead of muP's 1 / fan_in. Either one alone makes the change of a layer's output after a

@@ -113,7 +113,7 @@ class TransformerBlock(nn.Module):
 def parameter_count(
     width: int, num_elements: int, *, num_layers: int = 4, mlp_ratio: int = 4, direct_forces: bool = True
 ) -> int:
-    """N of `Transformer`, itemised (cross-checked against the built model in tests/test_transformer.py)."""
+    """N of `Transformer`, itemised (cross-checked against the built model in tests/test_models_transformer.py)."""
     d = width
     embedding = num_elements * d + 3 * d  # element table; position embedding (no bias)
     attention_params = 4 * d * d + d  # q, k, v (no bias), output (with bias)
@@ -130,7 +130,7 @@ def matmul_flops(
 ) -> int:
     """Forward FLOPs of the matrix products for ONE structure of `n_atoms` atoms (2 per multiply-add), itemised:
     every weight matrix once per token, and per layer q k^T and (attention) v, 2 n^2 d FLOPs each. This is what
-    torch's FLOP counter registers as matmul work (`raw`); cross-checked in tests/test_transformer.py."""
+    torch's FLOP counter registers as matmul work (`raw`); cross-checked in tests/test_models_transformer.py."""
     d, n = width, n_atoms
     per_token = (
         3 * d

@@ -2,7 +2,7 @@
 
 Its contract (shapes, batching, permutation and translation symmetry, measurably NOT rotation-equivariant,
 smoothness, conservative forces, save/load) is in tests/test_models_contract.py; its muP coordinate check in
-tests/test_mup.py.
+tests/test_models_mup.py.
 """
 
 from __future__ import annotations
