@@ -2,13 +2,14 @@
 worker processes, SLURM (submitit) or Ray, resumable and idempotent, indexed by a catalogue, exported as the
 laws table, then fitted and reported.
 
-Modules: spec (the study YAML, expanded once into typed `RunPlan`s, each holding a validated `RunConfig`),
-runner (`run_study`: plan, execute, index, export, fit, report; `make_executor`), executors (what the engines
-share: `RunTask`, `RunOutcome`, `execute_run` under the run's lock), one file per engine: local (a pool of
-worker processes), slurm (one submitit job per run), ray (Ray tasks); progress (the study's bar); catalogue
-(the SQLite index of the run directories and the laws table), estimate (N, D, C and time of each run before it
-starts, measured on the study's data), tuning (the learning-rate stage: one sweep per family before the grid).
-The run directory itself (layout, status, metrics, plan, lock, `RunRecord`) belongs to `symscale.rundir`.
+Modules: spec (the study YAML, checked by `symscale.config`'s validation engine, expanded once into typed
+`RunPlan`s, each holding a validated `RunConfig`), runner (`run_study`: plan, execute, index, export, fit,
+report; `make_executor`), executors (what the engines share: `RunTask`, `RunOutcome`, `execute_run` under the
+run's lock), one file per engine: local (a pool of worker processes), slurm (one submitit job per run), ray
+(Ray tasks); progress (the study's bar); catalogue (the SQLite index of the run directories and the laws
+table), estimate (N, D, C and time of each run before it starts, measured on the study's data), tuning (the
+learning-rate stage: one sweep per family before the grid). The run directory itself (layout, status, metrics,
+plan, lock, `RunRecord`) belongs to `symscale.rundir`.
 
     from symscale.study import load_spec, run_study
     run_study(load_spec("quickstart"), "studies/quickstart", out=print)
