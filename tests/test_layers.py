@@ -85,3 +85,19 @@ def test_families_are_identical_with_the_csr_scatter(arch, forces, monkeypatch):
     assert len(fast) == len(slow)
     for a, b in zip(fast, slow):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_scatter_sum_under_inference_mode_matches():
+    from symscale.data.graph import collate
+    from symscale.data.toy import toy_structures
+    from symscale.models.registry import build
+
+    batch = collate(toy_structures(3, seed=5, min_atoms=4, max_atoms=9), cutoff=6.0, dtype=torch.float64)
+    for arch in ("mpnn", "gemnet_oc"):
+        torch.manual_seed(0)
+        model = build(arch, 4, elements=(1, 6, 7, 8), cutoff=6.0).double().eval()
+        with torch.no_grad():
+            ref = model(batch)
+        with torch.inference_mode():
+            out = model(batch)
+        assert torch.allclose(out.forces, ref.forces, rtol=1e-12, atol=1e-12)

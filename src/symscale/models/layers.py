@@ -53,6 +53,8 @@ def _receiver_matrix(index: torch.Tensor, num: int, src: torch.Tensor) -> torch.
     block of a forward and by the backward), keyed by its in-place version so that a changed index is rebuilt."""
     if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64) or index.dim() != 1:
         return None
+    if index.is_inference():  # made under inference_mode: no version counter to key a cache on
+        return None
     key = (int(num), src.dtype, index._version)
     cache = getattr(index, _CSR_ATTR, None)
     if cache is None or cache[0] != key[2]:
