@@ -45,3 +45,33 @@ def test_runs_on_data_with_molecule_ids_validate_on_unseen_molecules(tmp_path):
     train_mols = {mol[k] for k, s in enumerate(structures) if round(s.energy, 9) not in packed_val}
     assert len(val_mols) == 3 and val_mols.isdisjoint(train_mols)
     assert resolve_data(cfg(n_val=10), toy_structures(60, seed=2)).split == "by structure"  # no ids
+
+
+def test_the_builtin_sets_packing_is_cached_and_identical(tmp_path, monkeypatch):
+    import numpy as np
+
+    from symscale.data import packed
+    from symscale.data.builtin import builtin_path
+    from symscale.data.readers import write_structures
+
+    monkeypatch.setenv("SYMSCALE_CACHE", str(tmp_path))
+    structures = toy_structures(60, seed=2)
+    for k, s in enumerate(structures):
+        s.info["mol"] = k // 4
+    write_structures(builtin_path(60, 0), structures)  # stands in for the generated set
+    config = cfg(data="builtin", builtin_structures=60, n_val=10)
+    first = resolve_data(config)
+    assert len(list((tmp_path / "packed").glob("packed-*.npz"))) == 1
+
+    def no_packing(*args, **kwargs):
+        raise AssertionError("packed again")
+
+    monkeypatch.setattr(packed, "pack", no_packing)
+    again = resolve_data(config)  # from the cache: no packing
+    for field in ("numbers", "positions", "forces", "energy", "offsets", "edges", "edge_offsets", "graph"):
+        a, b = getattr(first.dataset, field), getattr(again.dataset, field)
+        assert a.dtype == b.dtype and np.array_equal(a, b), field
+    assert np.array_equal(first.train, again.train) and np.array_equal(first.val, again.val)
+    assert again.dataset.description == first.dataset.description
+    with pytest.raises(AssertionError, match="packed again"):  # another split is another packing
+        resolve_data(cfg(data="builtin", builtin_structures=60, n_val=14))

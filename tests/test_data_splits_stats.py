@@ -132,3 +132,20 @@ def test_loader_workers_give_the_same_batches_in_the_same_order(tmp_path):
     assert list(BatchLoader(ds, order, batch_size=6, start_batch=7, workers=2)) == []
     with pytest.raises(SymscaleError):
         BatchLoader(ds, order, batch_size=6, workers=-1)
+
+
+def test_statistics_of_a_packed_set_read_its_stored_neighbour_lists(monkeypatch):
+    from symscale.data import stats as stats_mod
+
+    structures = toy_structures(40, seed=4)
+    plain = compute_stats(structures, np.arange(5, 40), max_samples=20, cutoff=4.0, max_neighbors=6, seed=1)
+    packed = pack(structures, graph=(4.0, 6))
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("neighbours searched again")
+
+    monkeypatch.setattr(stats_mod, "_mean_neighbors", no_search)
+    stored = compute_stats(packed, np.arange(5, 40), max_samples=20, cutoff=4.0, max_neighbors=6, seed=1)
+    assert stored == plain  # the same edges, counted from the stored lists
+    with pytest.raises(AssertionError, match="searched again"):  # lists of another graph are not used
+        compute_stats(packed, np.arange(5, 40), max_samples=20, cutoff=3.0, max_neighbors=6, seed=1)

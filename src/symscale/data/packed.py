@@ -9,12 +9,19 @@ found once, in float64, with the same `radius_graph` as collation, and `PackedDa
 batch with numpy gathers only. The edges are identical, in value and order, to those `collate` would find on
 the same structures (the radius graph is sorted by structure, target, then distance), so a run gives the
 same batch either way; edge vectors are still recomputed from positions by the models, so gradients flow.
+
+`pack_cached` keeps a packed copy on disk, named by what it was packed from (the source files' names, sizes and
+modification times, the structure indices, the graph settings), so that the runs of a study that share data
+and a split pack it once: every later run loads the `.npz` (arrays identical to packing again).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -188,3 +195,45 @@ def pack(
         description=description or f"packed {len(idx)} of {base}",
     )
     return packed if graph is None else packed.with_graph(*graph)
+
+
+PACK_CACHE_VERSION = 1  # bump when the packed layout or the neighbour search changes
+
+
+def pack_cache_key(sources: Sequence[str | os.PathLike], indices, graph: tuple[float, int] | None, **reading) -> str:
+    """A hex digest naming the packed copy of structures `indices` of the files `sources` (name, size and
+    modification time of each), with neighbour lists for `graph` and the reader's options `reading`."""
+    files = []
+    for src in sources:
+        st = Path(src).stat()
+        files.append([Path(src).name, st.st_size, st.st_mtime_ns])
+    idx = np.ascontiguousarray(np.asarray(indices, dtype=np.int64))
+    meta = {"v": PACK_CACHE_VERSION, "files": files, "graph": list(graph) if graph else None, "reading": reading}
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+    digest.update(idx.tobytes())
+    return digest.hexdigest()[:32]
+
+
+def pack_cached(
+    dataset, indices, cache_dir: str | os.PathLike, key: str, *, description: str | None = None,
+    graph: tuple[float, int] | None = None,
+) -> PackedDataset:  # fmt: skip
+    """`pack(dataset, indices, ...)`, read from `cache_dir/packed-<key>.npz` when an earlier call packed the
+    same (`pack_cache_key`), else packed and written there (atomically: a temporary file, then a rename, so
+    parallel runs never read a torn file). A cache that cannot be written is skipped with a warning."""
+    path = Path(cache_dir) / f"packed-{key}.npz"
+    if path.exists():
+        try:
+            return PackedDataset.load(path)
+        except SymscaleError as err:
+            log.warning("ignoring an unreadable packed cache %s: %s", path, err)
+    packed = pack(dataset, indices, description=description, graph=graph)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        packed.save(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        log.warning("could not cache the packed data in %s: %s", path.parent, err)
+    return packed

@@ -4,7 +4,8 @@ The prefix is the nested fraction of the training pool a run trains on (`data.pr
 count `data.n_train`): prefixes of one split are nested, so a 10% run sees a subset of the 30% run's data.
 The validation set is fixed by `data.split_seed` and the size `data.n_val` and never depends on the prefix.
 Statistics of the prefix (`symscale.data.stats.compute_stats`) are computed by the loop, which reuses a
-checkpoint's statistics on resume.
+checkpoint's statistics on resume. The built-in set's packed copy (prefix + validation, with neighbour lists) is
+cached beside it, so the runs of a study pack it once (`symscale.data.packed.pack_cached`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from symscale.config import RunConfig
-from symscale.data.packed import pack
+from symscale.data.packed import pack, pack_cache_key, pack_cached
 from symscale.data.readers import Dataset, open_dataset
 from symscale.data.splits import validation_split
 from symscale.errors import SymscaleError
@@ -34,8 +35,8 @@ class RunData:
     split: str = "by structure"  # how the validation set was drawn: "by molecule" (whole molecules) or not
 
 
-def open_data(config: RunConfig) -> Dataset:
-    """The dataset named by `config.data.source` ("builtin" generates or reuses the built-in set)."""
+def _source_paths(config: RunConfig) -> list:
+    """The files of `config.data.source` ("builtin": the built-in set's, generated on first use)."""
     d = config.data
     if d.source == "builtin":
         try:
@@ -43,12 +44,18 @@ def open_data(config: RunConfig) -> Dataset:
         except ImportError as err:
             raise SymscaleError(f"the built-in dataset is not available in this installation ({err})") from None
 
-        paths = [builtin_dataset(d.builtin_structures, seed=d.builtin_seed)]
-    else:
-        paths = [d.source] if isinstance(d.source, str) else list(d.source)
-        for p in paths:
-            if not Path(p).exists():
-                raise SymscaleError(f"data not found: {p}")
+        return [builtin_dataset(d.builtin_structures, seed=d.builtin_seed)]
+    paths = [d.source] if isinstance(d.source, str) else list(d.source)
+    for p in paths:
+        if not Path(p).exists():
+            raise SymscaleError(f"data not found: {p}")
+    return paths
+
+
+def open_data(config: RunConfig) -> Dataset:
+    """The dataset named by `config.data.source` ("builtin" generates or reuses the built-in set)."""
+    d = config.data
+    paths = _source_paths(config)
     return open_dataset(
         paths[0] if len(paths) == 1 else paths,
         neutral_only=d.neutral_only,
@@ -95,6 +102,7 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     validation data (e.g. OMol25's own validation split) instead of a carved-out set. Raises SymscaleError
     for data that cannot make the run."""
     d = config.data
+    from_config = dataset is None
     dataset = open_data(config) if dataset is None else dataset
     _check_labels(dataset)
     n_total = len(dataset)
@@ -103,9 +111,25 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     description = getattr(dataset, "description", f"{n_total} structures")
     if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
-        dataset = pack(dataset, np.concatenate([train, val]), description=description, graph=graph)
+        rows = np.concatenate([train, val])
+        if from_config and d.source == "builtin" and d.val_source is None:  # a study's runs share its packing
+            dataset = _pack_builtin(config, dataset, rows, description, graph)
+        else:
+            dataset = pack(dataset, rows, description=description, graph=graph)
         train, val = np.arange(n_train), np.arange(n_train, n_train + len(val))
     return RunData(dataset, np.asarray(train), np.asarray(val), description, n_total, how)
+
+
+def _pack_builtin(config: RunConfig, dataset: Any, rows: np.ndarray, description: str, graph) -> Any:
+    """The built-in set's rows packed once per machine: cached beside the set (`data.packed.pack_cached`)."""
+    from symscale.data.builtin import cache_root
+
+    d = config.data
+    key = pack_cache_key(
+        _source_paths(config), rows, graph, neutral_only=d.neutral_only, energy_key=d.energy_key,
+        forces_key=d.forces_key,
+    )  # fmt: skip
+    return pack_cached(dataset, rows, cache_root() / "packed", key, description=description, graph=graph)
 
 
 def check_run_data(config: RunConfig, sample: int = 256) -> str:

@@ -184,7 +184,8 @@ def compute_stats(
     return DatasetStats(
         element_energies=refs,
         force_rms=float(np.sqrt(np.mean(forces**2))),
-        mean_neighbors=_mean_neighbors(structures, cutoff, max_neighbors),
+        mean_neighbors=_stored_mean_neighbors(dataset, idx, cutoff, max_neighbors)
+        or _mean_neighbors(structures, cutoff, max_neighbors),
         elements=tuple(sorted(refs)),
         atoms_per_structure=_atoms_per_structure(dataset, all_idx, numbers[: len(idx)]),
         n_sampled=len(idx),
@@ -222,6 +223,17 @@ def check_validation_elements(stats: DatasetStats, census: ElementCensus) -> Non
             f"invalid data: validation structures contain elements absent from the training prefix ({what}); "
             "expected every validation element to occur in training (a larger prefix, or another split seed)"
         )
+
+
+def _stored_mean_neighbors(dataset, idx: np.ndarray, cutoff: float, max_neighbors: int) -> float | None:
+    """Mean neighbours per atom of structures `idx` from a packed dataset's stored neighbour lists (the same
+    edges `_mean_neighbors` finds: one radius graph, per structure), or None when it has none for this graph."""
+    has_graph = getattr(dataset, "has_graph", None)
+    if has_graph is None or not has_graph(cutoff, max_neighbors):
+        return None
+    edges = dataset.edge_offsets[idx + 1] - dataset.edge_offsets[idx]
+    atoms = dataset.offsets[idx + 1] - dataset.offsets[idx]
+    return float(edges.sum()) / float(atoms.sum())
 
 
 def _mean_neighbors(structures, cutoff: float, max_neighbors: int, chunk: int = 256) -> float:

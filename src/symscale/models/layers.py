@@ -20,6 +20,7 @@ Bases, conventions: distances r in Angstrom, `cutoff` in Angstrom, x = r / cutof
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -30,10 +31,62 @@ from symscale.errors import SymscaleError
 def scatter_sum(src: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
     """out[k] = sum of src[e] over edges e with index[e] == k; src [n_edges, ...] -> [num, ...].
 
-    Uses scatter_add_ with an expanded index: on CPU it was measured about 8x faster than index_add for
-    [28k edges, 20 channels] (index_add takes a serial path there)."""
+    On CPU, when `index` is sorted (the receivers of a neighbour list are: it is sorted by structure, then
+    target), a product with the CSR matrix of `index` (built once per index tensor and kept on it, see
+    `_receiver_matrix`); it adds the same terms in the same order as scatter_add_, and measured 3-14x faster
+    than it for [5.3k edges, 24 channels] on one thread (scatter_add_'s generic path dominates the small
+    families' steps). Otherwise scatter_add_ with an expanded index: on CPU it was measured about 8x faster
+    than index_add for [28k edges, 20 channels] (index_add takes a serial path there)."""
+    matrix = _receiver_matrix(index, num, src)
+    if matrix is not None:
+        return _SegmentSum.apply(src, index, matrix)
     expanded = index.view(-1, *([1] * (src.dim() - 1))).expand_as(src)
     return src.new_zeros((num, *src.shape[1:])).scatter_add_(0, expanded, src)
+
+
+_CSR_ATTR = "_symscale_csr"  # per index tensor: {(num, dtype, version): CSR matrix or None (not sorted)}
+
+
+def _receiver_matrix(index: torch.Tensor, num: int, src: torch.Tensor) -> torch.Tensor | None:
+    """The [num, n_edges] CSR matrix with a one at (index[e], e), for a sorted CPU `index` and a float32/64
+    `src`; None otherwise. Cached on the index tensor object (a batch's edge_index rows are used by every
+    block of a forward and by the backward), keyed by its in-place version so that a changed index is rebuilt."""
+    if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64) or index.dim() != 1:
+        return None
+    if index.is_inference():  # made under inference_mode: no version counter to key a cache on
+        return None
+    key = (int(num), src.dtype, index._version)
+    cache = getattr(index, _CSR_ATTR, None)
+    if cache is None or cache[0] != key[2]:
+        cache = (key[2], {})
+        setattr(index, _CSR_ATTR, cache)
+    if key in cache[1]:
+        return cache[1][key]
+    matrix = None
+    n = index.numel()
+    if n and bool((index[1:] >= index[:-1]).all()) and int(index[0]) >= 0 and int(index[-1]) < num:
+        crow = torch.zeros(num + 1, dtype=torch.int64)
+        crow[1:] = torch.bincount(index, minlength=num).cumsum(0)
+        ones = torch.ones(n, dtype=src.dtype)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+            warnings.simplefilter("ignore", UserWarning)
+            matrix = torch.sparse_csr_tensor(crow, torch.arange(n), ones, size=(num, n))
+    cache[1][key] = matrix
+    return matrix
+
+
+class _SegmentSum(torch.autograd.Function):
+    """scatter_sum through the CSR matrix of a sorted index; the backward gathers the gradient (`gather`)."""
+
+    @staticmethod
+    def forward(ctx, src: torch.Tensor, index: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+        ctx.index = index  # the object itself (its cached matrix serves the double backward)
+        flat = src.reshape(src.shape[0], -1)  # [n_edges, channels]
+        return (matrix @ flat).reshape(matrix.shape[0], *src.shape[1:])  # [num, ...]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return gather(grad, ctx.index), None, None  # differentiable: double backward works
 
 
 class _Gather(torch.autograd.Function):
@@ -41,14 +94,13 @@ class _Gather(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(index)
+        ctx.index = index  # the object itself: a receiver matrix cached on it serves the backward's scatter
         ctx.num = src.shape[0]
         return src.index_select(0, index)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (index,) = ctx.saved_tensors
-        return scatter_sum(grad.contiguous(), index, ctx.num), None  # differentiable: double backward works
+        return scatter_sum(grad.contiguous(), ctx.index, ctx.num), None  # differentiable: double backward works
 
 
 def gather(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,9 @@ def evaluate(
 ) -> dict[str, float]:
     """Validation metrics of `model` as it is (the caller switches to the averaged weights)."""
     conservative = getattr(model, "force_mode", "direct") == "conservative"
-    grad = contextlib.nullcontext() if conservative else torch.no_grad()
+    # direct forces need no autograd at all: inference mode (measured 1.16-1.29x faster than no_grad for the
+    # quickstart's mpnn and egnn at width 24, 300 structures in batches of 50, one thread)
+    grad = contextlib.nullcontext() if conservative else torch.inference_mode()
     totals = np.zeros(6)
     with grad, autocast or contextlib.nullcontext():
         for b in batches:
