@@ -101,3 +101,12 @@ def test_scatter_sum_under_inference_mode_matches():
         with torch.inference_mode():
             out = model(batch)
         assert torch.allclose(out.forces, ref.forces, rtol=1e-12, atol=1e-12)
+
+
+def test_flop_counting_sees_a_scatter_not_a_dense_product():
+    """Under FlopCounterMode the CSR path is off: a scatter counts one add per source element."""
+    from symscale.train.compute import count_flops
+
+    index = torch.sort(torch.randint(0, 50, (400,))).values
+    src = torch.randn(400, 8)
+    assert count_flops(lambda: scatter_sum(src, index, 50)).corrected == 400 * 8

@@ -24,6 +24,7 @@ import warnings
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from symscale.errors import SymscaleError
 
@@ -55,6 +56,8 @@ def _receiver_matrix(index: torch.Tensor, num: int, src: torch.Tensor) -> torch.
         return None
     if index.is_inference():  # made under inference_mode: no version counter to key a cache on
         return None
+    if _get_current_dispatch_mode() is not None:  # FlopCounterMode (compute accounting) or another mode:
+        return None  # scatter_add_, so that a scatter counts one add per source element, not a dense product
     key = (int(num), src.dtype, index._version)
     cache = getattr(index, _CSR_ATTR, None)
     if cache is None or cache[0] != key[2]:
