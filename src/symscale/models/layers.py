@@ -56,6 +56,8 @@ def _receiver_matrix(index: torch.Tensor, num: int, src: torch.Tensor) -> torch.
         return None
     if index.is_inference():  # made under inference_mode: no version counter to key a cache on
         return None
+    if torch.is_autocast_enabled("cpu"):  # a sparse product has no autocast rule: keep scatter_add_
+        return None
     if _get_current_dispatch_mode() is not None:  # FlopCounterMode (compute accounting) or another mode:
         return None  # scatter_add_, so that a scatter counts one add per source element, not a dense product
     key = (int(num), src.dtype, index._version)
