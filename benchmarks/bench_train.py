@@ -8,6 +8,11 @@ Accounting "on" = the per-step FLOP prediction and device clock of the loop; its
 batches through FlopCounterMode) is reported separately and as a fraction of a run of --run-steps steps
 (default 312: 20,000 structures at batch 64). Peak memory: CUDA max allocated on GPU; on CPU the process's
 maximum resident set size so far (monotonic over the configurations). Speed is measured, never asserted.
+
+    python benchmarks/bench_train.py --phases [bench_run_phases.py options]
+
+measures instead where a whole quickstart run's wall time goes (start-up, packing, FLOP measurement,
+evaluations, checkpoints, steps) as shares, old source tree against new interleaved: `bench_run_phases.py`.
 """
 
 from __future__ import annotations
@@ -114,7 +119,21 @@ def bench_one(arch: str, width: int, args, dataset) -> dict:
     }
 
 
+def _phases() -> None:
+    """`--phases`: hand the other arguments to bench_run_phases.py (the shares of a quickstart run)."""
+    import runpy
+    import sys
+
+    sys.argv = [str(Path(__file__).with_name("bench_run_phases.py"))] + [a for a in sys.argv[1:] if a != "--phases"]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+
+
 def main() -> None:
+    import sys
+
+    if "--phases" in sys.argv[1:]:
+        _phases()
+        return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", default="mpnn,egnn,gemnet_oc,esen")
     p.add_argument("--widths", default="8,32")

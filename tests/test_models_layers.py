@@ -66,8 +66,6 @@ def _family_outputs(arch: str, forces: str, molecules) -> list[torch.Tensor]:
     return [out.energy.detach(), out.forces.detach(), *(g for g in grads if g is not None)]
 
 
-
-
 @pytest.mark.parametrize("arch", ["mpnn", "egnn", "gemnet_oc", "esen"])
 @pytest.mark.parametrize("forces", ["direct", "conservative"])
 def test_families_are_identical_with_the_csr_scatter(arch, forces, monkeypatch):
@@ -101,3 +99,12 @@ def test_scatter_sum_under_inference_mode_matches():
         with torch.inference_mode():
             out = model(batch)
         assert torch.allclose(out.forces, ref.forces, rtol=1e-12, atol=1e-12)
+
+
+def test_flop_counting_sees_a_scatter_not_a_dense_product():
+    """Under FlopCounterMode the CSR path is off: a scatter counts one add per source element."""
+    from symscale.train.compute import count_flops
+
+    index = torch.sort(torch.randint(0, 50, (400,))).values
+    src = torch.randn(400, 8)
+    assert count_flops(lambda: scatter_sum(src, index, 50)).corrected == 400 * 8

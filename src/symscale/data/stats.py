@@ -88,15 +88,16 @@ def sample_indices(indices, max_samples: int, seed: int = 0) -> np.ndarray:
 
 def fit_element_energies(numbers: list[np.ndarray], energies: np.ndarray) -> tuple[dict[int, float], float]:
     """Least-squares per-element energies (eV) from compositions; returns them and the residual RMS (eV)."""
-    elements = sorted({int(z) for n in numbers for z in np.unique(n)})
-    col = {z: k for k, z in enumerate(elements)}
-    counts = np.zeros((len(numbers), len(elements)))  # [S, n_elements]
-    for s, n in enumerate(numbers):
-        z, c = np.unique(n, return_counts=True)
-        counts[s, [col[int(a)] for a in z]] = c
+    flat = np.concatenate([np.asarray(n, dtype=np.int64) for n in numbers]) if numbers else np.zeros(0, np.int64)
+    table = np.unique(flat)  # [n_elements] sorted
+    owner = np.repeat(np.arange(len(numbers)), [len(n) for n in numbers])  # [A] structure of each atom
+    cells = owner * len(table) + np.searchsorted(table, flat)
+    counts = np.bincount(cells, minlength=len(numbers) * len(table)).reshape(len(numbers), len(table))
+    counts = counts.astype(np.float64)  # [S, n_elements] atoms of each element per structure
     coef, *_ = np.linalg.lstsq(counts, energies, rcond=None)
     residual = energies - counts @ coef
-    return {z: float(coef[col[z]]) for z in elements}, float(np.sqrt(np.mean(residual**2)))
+    elements = [int(z) for z in table]
+    return {z: float(coef[k]) for k, z in enumerate(elements)}, float(np.sqrt(np.mean(residual**2)))
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from symscale.train import checkpoint as ckpt_io
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
 from symscale.train.evaluation import eval_steps, evaluate
 from symscale.train.loss import force_field_loss
-from symscale.train.optim import averaged_weights, build_optimizer, clip_gradients, effective_warmup
+from symscale.train.optim import averaged_weights, build_optimizer, clip_gradients_, effective_warmup
 from symscale.train.progress import ExtraLoggers, Progress
 from symscale.train.symmetry import augment_batch, symmetry_loss
 
@@ -193,6 +193,7 @@ class _Run:
         model = build(config.arch, config.width, **model_options(config, stats, elements))
         self.model = model.to(device=self.device, dtype=self.dtype).train()
         self.n_params = self.model.num_parameters()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # clipped every step
         self.steps_per_epoch = math.ceil(len(data.train) / tr.batch_size)
         self.total_steps = tr.epochs * self.steps_per_epoch
         self.optimizer = build_optimizer(
@@ -244,7 +245,7 @@ class _Run:
         if not math.isfinite(value):
             raise NonFiniteLoss(f"non-finite training loss ({value}) at step {self.step + 1}")
         loss.backward()
-        clip_gradients(self.model, self.config.training.grad_clip)
+        clip_gradients_(self.trainable, self.config.training.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return value

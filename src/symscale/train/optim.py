@@ -54,12 +54,18 @@ def build_optimizer(
 
 def clip_gradients(model: nn.Module, max_norm: float | None) -> float:
     """Clip the global gradient norm to `max_norm` (None or 0: no clipping); returns the norm before."""
-    params = [p for p in model.parameters() if p.grad is not None]
+    return float(clip_gradients_([p for p in model.parameters() if p.grad is not None], max_norm))
+
+
+def clip_gradients_(params: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """`clip_gradients` on a list of parameters kept by the caller (no walk over the modules each step),
+    returning the norm before clipping as a tensor: no host synchronisation inside the training step."""
+    params = [p for p in params if p.grad is not None]
     if not params:
-        return 0.0
+        return torch.zeros(())
     if not max_norm:
-        return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 @contextlib.contextmanager
