@@ -24,6 +24,22 @@ batches (same seed). A baseline that cannot be imported is recorded with the rea
         --fairchem-widths 32 --timeout 1800 --merge          # both eSENs at the reference study's 12 layers
 
 Writes JSON with hardware, versions and git SHA.
+
+symscale's eSEN against fairchem's (issue 15 item 4: at least 1.5x faster at widths 16, 32, 64, lmax 2 and 4,
+2 and 12 layers): `--esen-vs-fairchem` runs that grid with the `paper` preset's channels (hidden = edge 32, 16
+Gaussians, mmax 2, S2-grid activation; fairchem's grids at its default size), on the same batch for both, each
+configuration `--repeats` rounds of one fresh process per library (alternating which goes first); the speedup of
+a round is fairchem's step time over symscale's, reported as median, min and max over rounds with the machine's
+load average beside every run. `--quick` only checks that it runs (width 8, 4 structures; timings meaningless).
+
+    python benchmarks/bench_models.py --esen-vs-fairchem --quick --fairchem-python <venv>/bin/python --threads 1
+    python benchmarks/bench_models.py --esen-vs-fairchem --fairchem-python <venv>/bin/python --repeats 3 \
+        --threads 2 --timeout 3600                           # on an idle machine (uptime below 0.3)
+
+The fairchem venv: `python -m venv --system-site-packages <venv>`, then `<venv>/bin/pip install --no-deps`
+fairchem-core==2.24.0 monty hydra-core omegaconf antlr4-python3-runtime==4.9.3 torchtnt pyre-extensions tabulate
+backoff huggingface_hub httpx2 (each with --no-deps, so none can pull another torch; the rest of what its eSEN
+imports, ase, e3nn, lmdb, numpy, submitit, comes from the system site; hydra needs the 4.9 antlr runtime).
 """
 
 from __future__ import annotations
@@ -33,6 +49,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -43,15 +60,15 @@ BATCH_SIZE = 64
 ELEMENTS = (1, 6, 7, 8)
 
 
-def make_batches(n_batches: int, seed: int = 0):
+def make_batches(n_batches: int, seed: int = 0, batch_size: int = BATCH_SIZE):
     import torch
 
     from symscale.data.graph import collate
     from symscale.data.toy import toy_structures
 
-    structures = toy_structures(BATCH_SIZE * n_batches, seed=seed, min_atoms=10, max_atoms=30)
+    structures = toy_structures(batch_size * n_batches, seed=seed, min_atoms=10, max_atoms=30)
     return [
-        collate(structures[k * BATCH_SIZE : (k + 1) * BATCH_SIZE], cutoff=6.0, max_neighbors=30, dtype=torch.float32)
+        collate(structures[k * batch_size : (k + 1) * batch_size], cutoff=6.0, max_neighbors=30, dtype=torch.float32)
         for k in range(n_batches)
     ]
 
@@ -230,14 +247,22 @@ LIBRARIES = {"symscale": symscale_step, "mace": mace_step, "fairchem": fairchem_
 
 
 def run_worker(
-    library: str, arch: str, width: int, steps: int, warmup: int, threads: int, esen: dict | None = None
+    library: str,
+    arch: str,
+    width: int,
+    steps: int,
+    warmup: int,
+    threads: int,
+    esen: dict | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    batch = make_batches(1)[0]  # one fixed batch: FLOPs counted on it are exactly those of each timed step
+    # one fixed batch: FLOPs counted on it are exactly those of each timed step
+    batch = make_batches(1, batch_size=batch_size)[0]
     esen = dict(esen or esen_options())
     model, step = LIBRARIES[library](arch, width, esen) if arch == "esen" else LIBRARIES[library](arch, width)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -247,10 +272,12 @@ def run_worker(
     flops_per_step = counter.get_total_flops()
     for _ in range(warmup):
         step(batch)
-    t0 = time.perf_counter()
+    step_times = []
     for _ in range(steps):
+        t0 = time.perf_counter()
         step(batch)
-    step_s = (time.perf_counter() - t0) / steps
+        step_times.append(time.perf_counter() - t0)
+    step_s = sum(step_times) / steps
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "library": library,
@@ -262,20 +289,45 @@ def run_worker(
         "atoms_per_step": batch.num_atoms,
         "edges_per_step": batch.num_edges,
         "step_s": step_s,
+        "step_times_s": step_times,
         "atoms_per_s": batch.num_atoms / step_s,
         "flops_per_step": flops_per_step,
         "flops_per_s": flops_per_step / step_s,
         "fraction_of_matmul_peak": flops_per_step / step_s / PEAK_FLOPS,
         "peak_step_memory_mib": max(rss_after - rss_before, 0) / 1024,
         "peak_rss_mib": rss_after / 1024,
+        "versions": library_versions(library),
+        "load_average": os.getloadavg(),
     }
 
 
-def spawn(python: str, library: str, arch: str, width: int, args) -> dict:
+def library_versions(library: str) -> dict:
+    """Versions of torch and of the packages the library's model runs on, from the worker's interpreter."""
+    from importlib import metadata
+
+    import torch
+
+    names = {"mace": ("mace-torch", "e3nn"), "fairchem": ("fairchem-core", "e3nn")}
+    out = {"torch": torch.__version__}
+    for name in names.get(library, ()):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def spawn(python: str, library: str, arch: str, width: int, args, esen: dict | None = None) -> dict:
+    """Run one configuration in a fresh interpreter `python`; `esen` (options of both eSENs) replaces the
+    --esen-* flags."""
     cmd = [python, __file__, "--worker", library, arch, str(width)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
-    cmd += ["--esen-preset", args.esen_preset, "--esen-activation", args.esen_activation]
-    if args.esen_lmax is not None:
+    cmd += ["--batch-size", str(args.batch_size)]
+    if esen is not None:
+        cmd += ["--esen-json", json.dumps(esen)]
+    else:
+        cmd += ["--esen-preset", args.esen_preset, "--esen-activation", args.esen_activation]
+    if args.esen_lmax is not None and esen is None:
         cmd += ["--esen-lmax", str(args.esen_lmax)]
     env = dict(os.environ)
     if library == "mace":
@@ -352,7 +404,11 @@ def _ran(results: list[dict], library: str) -> bool:
 def environment() -> dict:
     import torch
 
-    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    here = Path(__file__).parent
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, cwd=here
+    )
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -360,8 +416,95 @@ def environment() -> dict:
         "processor": platform.processor(),
         "cpu_count": os.cpu_count(),
         "git_sha": sha.stdout.strip() or None,
+        "git_dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None,
         "matmul_peak_flops": PEAK_FLOPS,
+        "load_average_start": os.getloadavg(),
     }
+
+
+# ---- symscale's eSEN against fairchem's: a grid of configurations, repeated, as ratios ------------------------
+
+ESEN_GRID = {"widths": (16, 32, 64), "lmax": (2, 4), "layers": (2, 12)}  # issue 15 item 4
+QUICK = {"widths": (8,), "lmax": (2, 4), "layers": (2,), "repeats": 2, "steps": 1, "warmup": 0, "batch_size": 4}
+SPEEDUP_TARGET = 1.5  # symscale's eSEN at least this much faster than fairchem's at every configuration
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated measurements, with the values themselves."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+def compare_esen(width: int, esen: dict, args) -> dict:
+    """Both eSENs at one configuration, `args.repeats` rounds; each round runs each library once in a fresh
+    process (alternating which goes first, so a drift in the machine's load hits both), and the speedup of a
+    round is fairchem's step time over symscale's in that round."""
+    runs: dict[str, list[dict]] = {"symscale": [], "fairchem": []}
+    order = [("symscale", sys.executable), ("fairchem", args.fairchem_python)]
+    for k in range(args.repeats):
+        for library, python in order if k % 2 == 0 else order[::-1]:
+            runs[library].append(spawn(python, library, "esen", width, args, esen=esen))
+    row = {"width": width, "lmax": esen["lmax"], "num_layers": esen["num_layers"], "esen_options": esen}
+    skipped = [f"{r['library']}: {r['skipped']}" for rs in runs.values() for r in rs if "skipped" in r]
+    if skipped:
+        return {**row, "skipped": skipped[0]}
+    for library, rs in runs.items():
+        row[library] = {
+            "num_parameters": rs[0]["num_parameters"],
+            "step_s": spread([r["step_s"] for r in rs]),
+            "peak_step_memory_mib": max(r["peak_step_memory_mib"] for r in rs),
+            "flops_per_step": rs[0]["flops_per_step"],
+            "versions": rs[0]["versions"],
+            "load_average": [r["load_average"] for r in rs],
+        }
+    ratios = [f["step_s"] / s["step_s"] for s, f in zip(runs["symscale"], runs["fairchem"], strict=True)]
+    row["speedup"] = spread(ratios)  # fairchem step time / symscale step time, per round
+    row["meets_target"] = min(ratios) >= SPEEDUP_TARGET
+    return row
+
+
+def esen_versus_fairchem(args) -> dict:
+    """The grid of `ESEN_GRID` (or `QUICK`): eSEN options are the `paper` preset's (hidden = edge channels 32,
+    16 Gaussians, mmax 2) with lmax and depth from the grid; the same batch for both libraries."""
+    grid = QUICK if args.quick else ESEN_GRID
+    base = esen_options("paper", args.esen_activation)
+    environment_ = environment()
+    rows = []
+    for layers in grid["layers"]:
+        for lmax in grid["lmax"]:
+            for width in grid["widths"]:
+                row = compare_esen(width, {**base, "lmax": lmax, "num_layers": layers}, args)
+                rows.append(row)
+                print(describe(row), flush=True)
+    environment_["load_average_end"] = os.getloadavg()
+    settings = {
+        "grid": {k: list(grid[k]) for k in ("widths", "lmax", "layers")},
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "timed_steps_per_run": args.steps,
+        "warmup_steps": args.warmup,
+        "threads": args.threads,
+        "batch_size_structures": args.batch_size,
+        "speedup": f"fairchem step time / symscale step time, per round; target >= {SPEEDUP_TARGET}",
+    }
+    done = [r for r in rows if "speedup" in r]
+    return {
+        "benchmark": "eSEN training step, symscale against fairchem-core",
+        "settings": settings,
+        "environment": environment_,
+        "configurations": rows,
+        "meets_target_everywhere": bool(done) and len(done) == len(rows) and all(r["meets_target"] for r in done),
+    }
+
+
+def describe(row: dict) -> str:
+    head = f"eSEN {row['num_layers']:>2} layers lmax {row['lmax']} width {row['width']:>3}:"
+    if "skipped" in row:
+        return f"{head} skipped ({row['skipped']})"
+    ours, theirs, speedup = row["symscale"]["step_s"], row["fairchem"]["step_s"], row["speedup"]
+    return (
+        f"{head} symscale {ours['median']:.3f} s/step, fairchem {theirs['median']:.3f} s/step, speedup "
+        f"{speedup['median']:.2f}x (min {speedup['min']:.2f}, max {speedup['max']:.2f})"
+    )
 
 
 def main(argv=None) -> int:
@@ -386,15 +529,49 @@ def main(argv=None) -> int:
     )
     p.add_argument("--esen-activation", choices=("grid", "gate"), default="grid", help="eSEN nonlinearity")
     p.add_argument("--esen-lmax", type=int, help="override the preset's lmax of both eSEN models (mmax 2)")
+    p.add_argument("--esen-json", help=argparse.SUPPRESS)  # the worker's eSEN options, set by --esen-vs-fairchem
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"structures per batch (default {BATCH_SIZE})")
+    p.add_argument(
+        "--esen-vs-fairchem",
+        action="store_true",
+        help="only symscale's eSEN against fairchem's (needs --fairchem-python): widths 16 32 64, lmax 2 and 4, "
+        "2 and 12 layers, --repeats rounds, speedups as ratios per round",
+    )
+    p.add_argument("--repeats", type=int, default=3, help="rounds per configuration of --esen-vs-fairchem (default 3)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="with --esen-vs-fairchem: a check that it runs (width 8, lmax 2 and 4, 2 layers, 4 structures, "
+        "2 rounds of 1 step); its timings mean nothing",
+    )
     p.add_argument("--merge", action="store_true", help="keep other configurations already in --out")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "models.json")
+    p.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/models.json, or "
+                   "esen_vs_fairchem.json, esen_vs_fairchem_quick.json)")  # fmt: skip
     args = p.parse_args(argv)
     if args.worker:
         library, arch, width = args.worker
-        esen = esen_options(args.esen_preset, args.esen_activation, args.esen_lmax)
-        result = run_worker(library, arch, int(width), args.steps, args.warmup, args.threads, esen)
+        if args.esen_json:
+            esen = json.loads(args.esen_json)
+        else:
+            esen = esen_options(args.esen_preset, args.esen_activation, args.esen_lmax)
+        result = run_worker(library, arch, int(width), args.steps, args.warmup, args.threads, esen, args.batch_size)
         print(json.dumps(result))
         return 0
+    results_dir = Path(__file__).parent / "results"
+    if args.esen_vs_fairchem:
+        if not args.fairchem_python:
+            p.error("--esen-vs-fairchem needs --fairchem-python (a venv with fairchem-core, see the docstring)")
+        if args.quick:
+            args.repeats, args.steps, args.warmup, args.batch_size = (
+                QUICK[k] for k in ("repeats", "steps", "warmup", "batch_size")
+            )
+        out = args.out or results_dir / ("esen_vs_fairchem_quick.json" if args.quick else "esen_vs_fairchem.json")
+        payload = esen_versus_fairchem(args)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+        print(f"meets the {SPEEDUP_TARGET}x target everywhere: {payload['meets_target_everywhere']}; wrote {out}")
+        return 0
+    args.out = args.out or results_dir / "models.json"
     results = []
     for python, library, arch, width in plan(args):
         r = spawn(python, library, arch, width, args)

@@ -68,10 +68,11 @@ OUTPUTS = ("output.energy", "output.forces")  # the model's own outputs, tracked
 # Families whose muP this check measures as broken at this commit (what was measured). strict: once a family
 # is fixed its case XPASSes, fails, and the entry must go; no case is skipped.
 KNOWN_MUP_DEFECTS = {
-    "esen": "scaling='sphere' (H, E_c fixed): the per-atom energy's Delta h grows, slope 0.254 (3 seeds; 6 seeds: "
-    "feed-forward S -> H -> S 0.14..0.28), the standard-init S -> H layers acting as standard readouts inside "
-    "the network; muP's 1/fan_in init of those layers instead shrinks Delta h (energy -0.61, forces -0.34): "
-    "see the esen module docstring",
+    "esen": "scaling='sphere' (H, E_c fixed): energy slope 0.254 (3 seeds), rising to 0.42 over widths 128..1024: "
+    "the standard-init S -> H layers are readouts inside the network (their W_0 Delta x grows as sqrt(S)); every "
+    "muP-consistent init of them (std / sqrt(m), its multiplier form, 1/fan_in, zero) shrinks Delta h instead "
+    "(-0.28..-0.75), because the fixed-width layers then reach the outputs through an S^-1/2 path; "
+    "scaling='all' passes (test_esen_coordinate_check_passes_when_every_channel_grows). See the esen docstring",
 }
 
 
@@ -119,14 +120,17 @@ def check_widths(arch: str, factors: tuple[int, ...] = (1, 2, 4, 8)) -> list[int
     return [start * k for k in factors]
 
 
-def activation_changes(arch: str, width: int, mode: str, seed: int, steps: int, lr: float) -> dict[str, float]:
+def activation_changes(
+    arch: str, width: int, mode: str, seed: int, steps: int, lr: float, options: tuple = ()
+) -> dict[str, float]:
     """Mean square of Delta h = h_t - h_0 for the output of every Linear layer and for the model's outputs
-    (per-atom energy, forces), on the same batch, after `steps` Adam steps from the initialisation `seed`."""
+    (per-atom energy, forces), on the same batch, after `steps` Adam steps from the initialisation `seed`
+    (`options`: family overrides as (name, value) pairs)."""
     batch = collate(toy_structures(4, seed=1), cutoff=6.0)
     per_atom = batch.energy / batch.n_atoms
     targets = (per_atom - per_atom.mean(), batch.forces / 3.0)
     torch.manual_seed(seed)
-    model = build(arch, width, elements=ELEMENTS)
+    model = build(arch, width, elements=ELEMENTS, **dict(options))
     if mode == "sp_readout":
         assert mup.standard_readout_init(model), f"{arch} has no readout (output-role) matrix"
     opt = torch.optim.Adam(mup.param_groups(model, lr=lr, lr_scaling=mode != "plain_lr"))
@@ -151,13 +155,15 @@ def activation_changes(arch: str, width: int, mode: str, seed: int, steps: int, 
 
 
 @functools.cache
-def change_slopes(arch: str, mode: str, seeds: tuple[int, ...] = SEEDS, steps: int = 3, lr: float = 1e-3):
+def change_slopes(
+    arch: str, mode: str, seeds: tuple[int, ...] = SEEDS, steps: int = 3, lr: float = 1e-3, options: tuple = ()
+):
     """Slope of log RMS(Delta h) against log width, per tracked tensor, with Delta h pooled over `seeds`
     (root of the mean square over initialisations: one small model is one random draw)."""
     widths = check_widths(arch)
     rms = []
     for width in widths:
-        runs = [activation_changes(arch, width, mode, seed, steps, lr) for seed in seeds]
+        runs = [activation_changes(arch, width, mode, seed, steps, lr, options) for seed in seeds]
         rms.append({name: math.sqrt(sum(run[name] for run in runs) / len(runs)) for name in runs[0]})
     slopes = {}
     for name in rms[0]:
@@ -220,6 +226,17 @@ def test_coordinate_check_with_more_seeds_and_steps(arch, mode):
         assert not outside(slopes), outside(slopes)
     else:
         assert max(slopes[o] for o in OUTPUTS) > SLOPE_TOLERANCE, slopes
+
+
+@pytest.mark.slow
+def test_esen_coordinate_check_passes_when_every_channel_grows():
+    """KNOWN_MUP_DEFECTS["esen"] is the fixed-width H and E_c of scaling='sphere', not eSEN's muP roles: with
+    every channel growing (scaling='all') the same check passes under muP and fails with one plain lr."""
+    options = (("scaling", "all"),)
+    slopes = change_slopes("esen", "mup", options=options)
+    assert not outside(slopes), f"esen scaling='all': |slope| > {SLOPE_TOLERANCE} under muP: {outside(slopes)}"
+    plain = change_slopes("esen", "plain_lr", options=options)
+    assert max(plain[o] for o in OUTPUTS) > SLOPE_TOLERANCE, plain
 
 
 def test_esen_edge_features_do_not_depend_on_width():
