@@ -1,4 +1,4 @@
-"""`symscale eval --split`: the run's own split on its own data, no split on foreign data, and the bar."""
+"""`symscale eval --split`: the run's own split on its own data, no split on foreign data; the bars of eval and md."""
 
 import io
 import json
@@ -65,3 +65,18 @@ def test_eval_draws_a_progress_bar_on_a_terminal_unless_quiet(run, monkeypatch, 
     assert main(argv) == 0
     drawn = terminal.getvalue()
     assert ("60/60" in drawn and "structures" in drawn) != quiet, drawn
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_md_draws_a_progress_bar_on_a_terminal_unless_quiet(run, monkeypatch, tmp_path, quiet):
+    from ase import Atoms
+    from ase.io import write
+
+    s = toy_structures(1, seed=3, min_atoms=6)[0]
+    write(tmp_path / "mol.xyz", Atoms(numbers=s.numbers, positions=s.positions))
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    argv = ["md", str(run / "run"), "--structure", str(tmp_path / "mol.xyz"), "--steps", "7"]
+    assert main(argv + ["--out", str(tmp_path / "t.xyz")] + (["--quiet"] if quiet else [])) == 0
+    drawn = terminal.getvalue()
+    assert ("7/7" in drawn and "steps" in drawn) != quiet, drawn
