@@ -239,9 +239,13 @@ def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: 
     fx, fy = frontier_points(fit, x, y)
     ax.scatter(fx, fy, s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
     gamma, curve = tables.estimate(fit, "gamma"), frontier_curve(fit)  # over the frontier's range only
-    if gamma is None or curve is None:
+    if gamma is None:
         reason = _short(fit) if fit is not None else "not fitted"
         ax.plot([], [], color=color, lw=2, ls=":", label=f"{label}: γ {reason}")
+        return True
+    if curve is None:  # a fits file that does not record the frontier's points: no range to draw the law over
+        text = f"{label}: γ = {tables.fmt_estimate(gamma)} (law not drawn: the fit records no frontier range)"
+        ax.plot([], [], color=color, lw=2, ls=":", label=text)
         return True
     ax.plot(*curve, color=color, lw=2, label=f"{label}: γ = {tables.fmt_estimate(gamma)}")
     return True
@@ -410,24 +414,23 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     for ax, arch in zip(axes, archs):
         rows = _family_rows(data, arch)
         levels = levels_of[arch]
-        missing = []
+        stars = 0
         for i, budget in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
             profile = profile_at(LawsTable(rows), "C", budget)
-            ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=f"C = {budget:.2g} FLOPs")
             why = _draw_parabola(ax, isoflop_parabola(profile), color, len(profile.N))
-            missing += [f"C = {budget:.2g}: {why}"] if why else []
+            stars += why is None
+            label = f"C = {budget:.2g} FLOPs" + (f": {why}" if why else "")  # the reason, on the panel
+            ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=label)
         _log_axes(ax, AXIS_LABELS["N"])
-        ax.legend(fontsize=8)
-        stars = len(missing) < len(levels)
+        _legend_below(ax)
         _title(ax, data, arch, "IsoFLOP profiles" + (" (★: minimum of the parabola in log N)" if stars else ""))
-        if missing:  # the reason, on the panel, for every budget without a parabola or a minimum
-            ax.text(0.02, 0.02, "\n".join(missing), transform=ax.transAxes, fontsize=7, va="bottom", color="#444",
-                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})  # fmt: skip
     caption = (
         "IsoFLOP profiles: loss against parameter count at fixed training FLOPs (learning curves interpolated to "
         "each budget; the budgets of the IsoFLOP fit where it recorded them). Dashed: a parabola in log N; star: "
-        "its minimum, the compute-optimal N*."
+        "its minimum, the compute-optimal N*. A budget reached by fewer than 3 sizes has no parabola; one whose "
+        "loss still falls at the largest size (or whose parabola opens downwards) has no minimum inside the "
+        "sizes; the legend says which."
     )
     return _save(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
 
@@ -435,10 +438,10 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
 def _draw_parabola(ax: Any, parabola: Any, color: Any, n_sizes: int) -> str | None:
     """Draw the parabola and its minimum; None when both were drawn, else why not (for the panel)."""
     if parabola is None:
-        return f"no parabola: {n_sizes} model sizes reach this budget, need 3"
+        return f"no parabola ({n_sizes} sizes, need 3)"
     ax.plot(*parabola.curve(), "--", color=color, lw=1.2, alpha=0.9)
     if parabola.N_opt is None:
-        return "no minimum inside the sizes (the loss still falls at the largest N, or the parabola opens down)"
+        return "no minimum inside the sizes"
     ax.plot(parabola.N_opt, parabola.loss_opt, "*", color=color, ms=14, mec="black", mew=0.6, zorder=4)
     return None
 
