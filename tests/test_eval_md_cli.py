@@ -80,3 +80,17 @@ def test_md_draws_a_progress_bar_on_a_terminal_unless_quiet(run, monkeypatch, tm
     assert main(argv + ["--out", str(tmp_path / "t.xyz")] + (["--quiet"] if quiet else [])) == 0
     drawn = terminal.getvalue()
     assert ("7/7" in drawn and "steps" in drawn) != quiet, drawn
+
+
+def test_a_run_on_the_builtin_data_missing_from_the_cache_is_one_line(run, tmp_path, monkeypatch, capsys):
+    import torch
+
+    ckpt = torch.load(run / "run" / "checkpoints" / "final.pt", weights_only=True)
+    ckpt["config"]["data"]["source"] = "builtin"
+    torch.save(ckpt, tmp_path / "builtin.pt")
+    monkeypatch.setenv("SYMSCALE_CACHE", str(tmp_path / "empty-cache"))
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "builtin.pt")]) == 2  # never generates the built-in set to evaluate
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "built-in dataset is not in the cache" in err[0]
+    assert not (tmp_path / "empty-cache").exists()

@@ -4,7 +4,9 @@ Which structures (`--split`): on the run's own dataset (no `--data`, or `--data`
 trained on, as its checkpoint's configuration records them) the run's split is rebuilt exactly as training
 built it (`symscale.data.prefix.run_split`: same seed, same validation size, same nested prefix): `val` (the
 default) is its validation set, `train` its training prefix, `all` every structure. On any other data there
-is no split: `all` is the default and `val` or `train` is a one-line error.
+is no split: `all` is the default and `val` or `train` is a one-line error. The run's own data is read as
+the run read it (its neutral filter and label keys, from its configuration); `--neutral-only`,
+`--skip-invalid`, `--energy-key` and `--forces-key` apply to other data.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ def select_structures(
         dataset = open_foreign(data)
         return dataset, np.arange(len(dataset)), "all"
     split = split or "val"
+    if config.data.source == "builtin" and not all(p.is_file() for p in trained_paths(config)):
+        raise SymscaleError(
+            f"eval: the run's built-in dataset is not in the cache ({', '.join(map(str, trained_paths(config)))}); "
+            "expected it there (a run or study on the built-in data writes it) or the data given with --data"
+        )
     dataset = open_data(config)
     if split == "all":
         return dataset, np.arange(len(dataset)), "all"
