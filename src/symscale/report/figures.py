@@ -423,7 +423,7 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
             label = f"C = {budget:.2g} FLOPs" + (f": {why}" if why else "")  # the reason, on the panel
             ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=label)
         _log_axes(ax, AXIS_LABELS["N"])
-        _legend_below(ax)
+        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.19), frameon=False)  # under the label
         _title(ax, data, arch, "IsoFLOP profiles" + (" (★: minimum of the parabola in log N)" if stars else ""))
     caption = (
         "IsoFLOP profiles: loss against parameter count at fixed training FLOPs (learning curves interpolated to "
