@@ -42,7 +42,10 @@ def test_calculator_from_a_run_reproduces_the_trained_model(trained_run):
 def test_eval_command_writes_metrics(trained_run, tmp_path):
     root, run = trained_run
     out = tmp_path / "metrics.json"
-    assert main(["eval", str(run), "--data", str(root / "toy.xyz"), "--limit", "40", "--json", str(out)]) == 0
+    assert (
+        main(["eval", str(run), "--data", str(root / "toy.xyz"), "--split", "all", "--limit", "40", "--json", str(out)])
+        == 0
+    )
     metrics = json.loads(out.read_text())
     assert metrics["structures"] == 40
     assert metrics["energy_mae_mev_per_atom"] > 0 and -1 <= metrics["force_cos"] <= 1

@@ -285,12 +285,15 @@ def test_narrative_claims_only_what_intervals_support(synthetic_report):
 def test_html_is_self_contained(synthetic_report):
     text = synthetic_report.read_text()
     assert not re.search(r"https?://", text)
-    assert not re.search(r"""(src|href)=["'](?!data:)""", text)  # every image or link is a data URI
+    assert not re.search(r"""src=["'](?!data:)""", text)  # every image is a data URI
     pngs = sorted(synthetic_report.parent.glob("*.png"))
     assert text.count("data:image/png;base64,") == len(pngs) >= 6
+    # the only links: each figure's SVG and PDF, beside the page
+    links = re.findall(r"""href=["']([^"']+)["']""", text)
+    assert sorted(links) == sorted(f"{p.stem}.{ext}" for p in pngs for ext in ("svg", "pdf"))
     md = (synthetic_report.parent / "report.md").read_text()
     for png in pngs:
-        assert f"]({png.name})" in md
+        assert f"]({png.name})" in md and f"]({png.stem}.svg)" in md and f"]({png.stem}.pdf)" in md
 
 
 def test_figures_are_nontrivial(synthetic_report):

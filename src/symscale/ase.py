@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -197,10 +198,12 @@ def run_md(
     seed: int = 0,
     trajectory: str | Path | None = None,
     interval: int = 10,
+    on_step: Callable[[int], None] | None = None,
 ) -> MDResult:
     """Run NVE (velocity Verlet) or Langevin MD from `atoms`, velocities drawn at `temperature_k`.
 
-    Writes every `interval`-th frame to `trajectory` (extxyz) when given and returns the energies per step.
+    Writes every `interval`-th frame to `trajectory` (extxyz) when given and returns the energies per step;
+    `on_step(step)` is called after each step (the CLI's progress bar).
     """
     from ase import units
     from ase.calculators.singlepoint import SinglePointCalculator
@@ -254,6 +257,8 @@ def run_md(
             frame = atoms.copy()
             frame.calc = SinglePointCalculator(frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
             frames.append(frame)
+        if on_step is not None:
+            on_step(step)
     if trajectory is not None:
         Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(trajectory).with_name(f".{Path(trajectory).name}.{os.getpid()}.tmp")  # beside it; renamed when whole

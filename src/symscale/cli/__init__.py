@@ -7,7 +7,9 @@ Errors: a `SymscaleError` is printed as one line (exit 2). So is a file-system f
 fix, in any command: disk full, quota exceeded, read-only file system, permission denied, as an OSError,
 an SQLite or LMDB error, or torch's failed checkpoint write, anywhere in the exception's chain
 (`filesystem_error`); the line names the path (from the error, else the open file of the failed write).
-Anything else keeps its traceback. `write_output` writes a user's output file (`--json`) atomically.
+Anything else keeps its traceback. `write_output` writes a user's output file (`--json`) atomically;
+`progress_bar` is the bar of long commands (eval, md, the fit bootstrap): on stderr, off when stderr is not a
+terminal or with `--quiet`.
 """
 
 from __future__ import annotations
@@ -88,6 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"symscale {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def progress_bar(total: int | None, desc: str, *, quiet: bool = False, unit: str = "it"):
+    """A tqdm bar on stderr for a long command, drawn only when stderr is a terminal and not `quiet`
+    (a disabled bar accepts the same calls and prints nothing)."""
+    from tqdm import tqdm
+
+    enabled = not quiet and bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, dynamic_ncols=True)
 
 
 def write_output(path: str | os.PathLike, text: str, what: str) -> Path:

@@ -3,13 +3,19 @@
 Parses the flags into the fit menu's settings (`symscale.fit.menu.FitSettings`), calls the menu and prints;
 the study calls the same menu, so `symscale fit STUDY/laws.csv --law all --group-by arch --bootstrap B
 --seed S` with the study's B and S writes the study's fits.
+
+Every group is fitted that can be: a law that is not possible for a group is one line saying why, and so is
+a holdout check that is not possible for a group; the command fails only when no fit at all was possible.
+The bootstrap draws a progress bar on a terminal (`--quiet`: none).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from symscale.errors import SymscaleError
 
@@ -154,6 +160,7 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--json", dest="json_out", default=None, metavar="OUT", help="write all results as JSON (FitResult schema)"
     )
+    p.add_argument("--quiet", action="store_true", help="no bootstrap progress bar (drawn only on a terminal anyway)")
     p.set_defaults(func=run)
 
 
@@ -205,28 +212,70 @@ def required_columns(law: str, x: str) -> tuple[str, ...]:
     )
 
 
+def holdouts(table, settings, top_fraction: float) -> list[dict[str, Any]]:
+    """The holdout checks group by group; a group whose check is not possible gives one entry with its
+    `error` instead of stopping the others (the highest-loss rows are dropped over the whole table first)."""
+    from symscale.fit.menu import drop_highest, groups, holdout_checks, with_loss
+
+    table, _ = drop_highest(with_loss(table, settings.loss), settings.drop_highest_loss)
+    per_group = dataclasses.replace(settings, drop_highest_loss=0)
+    out = []
+    for group, rows in groups(table, settings.group_by):
+        try:
+            out += holdout_checks(rows, per_group, top_fraction)
+        except SymscaleError as err:
+            out.append({"group": group.label, "law": "holdout", "error": str(err)})
+    return out
+
+
+def print_holdout(c: dict[str, Any]) -> None:
+    if "error" in c:
+        print(f"[{c['group']}] holdout (top compute): not possible: {c['error']}")
+        return
+    print(
+        f"[{c['group']}] {c['law']} holdout (top compute): fitted on {c['n_train']} points, "
+        f"predicted {c['n_test']}: "
+        f"mean |rel. error| {c['mean_abs_rel_error']:.3%}, max {c['max_abs_rel_error']:.3%}"
+    )
+
+
+def fit_with_bar(table, settings, quiet: bool) -> list:
+    """`fit_table` with the bootstrap's progress drawn as a bar on stderr (on a terminal, unless `quiet`)."""
+    from symscale.cli import progress_bar
+    from symscale.fit.bootstrap import reporting
+    from symscale.fit.menu import fit_table
+
+    with progress_bar(None, "bootstrap", quiet=quiet or settings.bootstrap == 0, unit="resamples") as bar:
+
+        def advance(done: int, total: int) -> None:
+            if done == 0 or bar.total != total:
+                bar.reset(total=total)
+            bar.update(done - bar.n)
+
+        with reporting(advance):
+            return fit_table(table, settings)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `symscale fit` with the parsed `args`; returns the exit status."""
     from symscale import __version__
-    from symscale.fit.menu import fit_table, holdout_checks
     from symscale.fit.table import read_table
 
     settings = settings_from(args)
     table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
     table.require(*required_columns(args.law, args.x))
-    results = fit_table(table, settings)
-    checks = holdout_checks(table, settings, args.holdout_top_compute) if args.holdout_top_compute else []
+    results = fit_with_bar(table, settings, args.quiet)
+    checks = holdouts(table, settings, args.holdout_top_compute) if args.holdout_top_compute else []
     for r in results:
         print_result(r)
     if not any(r.ok for r in results):
         reasons = "; ".join(dict.fromkeys(r.reason or "no reason given" for r in results))
         raise SymscaleError(f"no fit was possible on {args.table}: {reasons}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        print(f"{len(results) - len(failed)} of {len(results)} fits done; {len(failed)} not possible (lines above)")
     for c in checks:
-        print(
-            f"[{c['group']}] {c['law']} holdout (top compute): fitted on {c['n_train']} points, "
-            f"predicted {c['n_test']}: "
-            f"mean |rel. error| {c['mean_abs_rel_error']:.3%}, max {c['max_abs_rel_error']:.3%}"
-        )
+        print_holdout(c)
     if args.json_out:
         doc = {
             "fits": [r.to_dict() for r in results],
@@ -244,11 +293,11 @@ def run(args: argparse.Namespace) -> int:
 def print_result(r) -> None:
     """Print one fit result as the lines `symscale fit` shows."""
     variant = f", sensitivity: {r.variant}" if r.variant else ""
+    if not r.ok:  # one line: which law of which group, and why
+        print(f"[{r.group}] {r.law}{f' ({variant[2:]})' if variant else ''}: not possible: {r.reason}")
+        return
     policy = f"L_inf {r.settings['l_inf']}, L = {r.settings.get('loss', 'total')}" if "l_inf" in r.settings else ""
     print(f"[{r.group}] {r.law} ({r.method}; {r.n_points} points, {r.n_excluded} excluded; {policy}{variant})")
-    if not r.ok:
-        print(f"  not possible: {r.reason}")
-        return
     for block, se, ci in ((r.params, r.se, r.ci95), (r.derived, r.derived_se, r.derived_ci95)):
         for name, value in block.items():
             interval = f"  95% CI [{ci[name][0]:.4g}, {ci[name][1]:.4g}]" if name in ci else ""

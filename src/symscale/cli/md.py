@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from symscale.cli import write_output
+from symscale.cli import progress_bar, write_output
 from symscale.errors import SymscaleError
 
 
@@ -40,6 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities (default 0)")
     p.add_argument("--json", dest="json_out", default=None, help="also write the summary as JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (it is drawn only on a terminal anyway)")
     p.set_defaults(func=run)
 
 
@@ -73,18 +74,20 @@ def run(args: argparse.Namespace) -> int:
     except Exception as err:  # ASE raises many types for unreadable files
         raise SymscaleError(f"cannot read structure {str(path)!r}: {err}") from None
     calc = SymscaleCalculator(args.checkpoint, device=args.device, forces=args.forces)
-    result = run_md(
-        atoms,
-        calc,
-        steps=args.steps,
-        dt_fs=args.dt,
-        temperature_k=args.temperature,
-        thermostat=args.thermostat,
-        friction_per_fs=args.friction,
-        seed=args.seed,
-        trajectory=args.out,
-        interval=args.interval,
-    )
+    with progress_bar(args.steps, "md", quiet=args.quiet, unit="steps") as bar:
+        result = run_md(
+            atoms,
+            calc,
+            steps=args.steps,
+            dt_fs=args.dt,
+            temperature_k=args.temperature,
+            thermostat=args.thermostat,
+            friction_per_fs=args.friction,
+            seed=args.seed,
+            trajectory=args.out,
+            interval=args.interval,
+            on_step=lambda step: bar.update(1),
+        )
     conservative = calc.model.force_mode == "conservative"
     summary = {
         "steps": args.steps,

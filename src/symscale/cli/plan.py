@@ -1,10 +1,19 @@
-"""`symscale plan`: the compute-optimal model and data size at a budget, from fitted sum laws."""
+"""`symscale plan`: the compute-optimal model and data size at a budget, from fitted sum laws.
+
+Beside N*, D* and the predicted loss it prints their 95% intervals (percentiles over the sum law's bootstrap
+parameter sets that fits.json keeps, `symscale.fit.parametric.PLAN_SAMPLES`), and one warning line for each
+of the budget C, N* and D* that lies outside the range the law was fitted on (N, D, and C = k N D over the
+fitted points), saying by how many decades: beyond it the plan is an extrapolation.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+
+import numpy as np
 
 from symscale.errors import SymscaleError
 
@@ -60,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise SymscaleError(f"{path} holds no successful sum-law fit" + (f" ({reasons})" if reasons else ""))
     print(f"compute budget C = {args.budget:.3g} FLOPs")
     print(f"{'group':<12} {'k':>8} {'N*':>12} {'D*':>12} {'loss*':>10}")
+    warnings = []
     for group, fit in sums.items():
         if not fit.ok:
             print(f"{group:<12} not possible: {fit.reason}")
@@ -67,4 +77,53 @@ def run(args: argparse.Namespace) -> int:
         k = args.k or ks.get(group) or 6.0
         n, d, loss = compute_optimal(fit.params, args.budget, k)
         print(f"{group:<12} {k:8.3g} {float(n):12.4g} {float(d):12.4g} {float(loss):10.4g}")
+        intervals = plan_intervals(fit, args.budget, k)
+        if intervals:
+            shown = "  ".join(f"{name} [{lo:.3g}, {hi:.3g}]" for name, (lo, hi) in intervals.items())
+            print(f"{'':<12} 95% CI  {shown}")
+        warnings += range_warnings(group, fit, args.budget, k, float(n), float(d))
+    for line in warnings:
+        print(line)
     return 0
+
+
+def plan_intervals(fit, budget: float, k: float) -> dict[str, tuple[float, float]]:
+    """95% percentile intervals of N*, D*, loss* at `budget` over the fit's kept bootstrap parameter sets
+    ({} when the fits file keeps none: no bootstrap, or written before plans had intervals)."""
+    from symscale.fit.allocation import compute_optimal
+
+    kept = fit.extra.get("bootstrap_params") or {}
+    if not kept or any(name not in kept for name in ("A", "B", "alpha", "beta")):
+        return {}
+    params = {name: np.array([np.nan if v is None else v for v in values], float) for name, values in kept.items()}
+    params.setdefault("E", np.zeros_like(params["A"]))
+    out = {}
+    for name, values in zip(("N*", "D*", "loss*"), compute_optimal(params, budget, k), strict=True):
+        finite = values[np.isfinite(values)]
+        if len(finite) >= 10:
+            lo, hi = np.percentile(finite, [2.5, 97.5])
+            out[name] = (float(lo), float(hi))
+    return out
+
+
+def range_warnings(group: str, fit, budget: float, k: float, n_star: float, d_star: float) -> list[str]:
+    """One warning line per quantity (C, N*, D*) outside the fitted range, with the distance in decades."""
+    extra = fit.extra
+    if not all(key in extra for key in ("N_range", "D_range", "ND_range")):
+        return [f"warning: [{group}] the fits file records no fitted range (refit it) to check extrapolation"]
+    checks = (
+        ("the budget C", budget, [k * v for v in extra["ND_range"]], "C"),
+        ("N*", n_star, extra["N_range"], "N"),
+        ("D*", d_star, extra["D_range"], "D"),
+    )
+    out = []
+    for name, value, (lo, hi), axis in checks:
+        if not value > 0 or lo <= value <= hi:
+            continue
+        side, edge = ("above the largest", hi) if value > hi else ("below the smallest", lo)
+        decades = abs(math.log10(value / edge))
+        out.append(
+            f"warning: [{group}] {name} = {value:.3g} is {decades:.2g} decades {side} fitted {axis} ({edge:.3g}): "
+            "an extrapolation"
+        )
+    return out

@@ -94,6 +94,13 @@ def _split_and_prefix(config: RunConfig, dataset: Any) -> tuple[Any, Any, int, s
     return split.dataset, splits, n_train, split.how
 
 
+def run_split(config: RunConfig, dataset: Any) -> tuple[Any, np.ndarray, np.ndarray, str]:
+    """(dataset the indices refer to, training prefix, validation indices, how val was drawn) of the run of
+    `config` on `dataset` opened as the run opened it (`open_data`), unpacked: `symscale eval --split`."""
+    dataset, splits, n_train, how = _split_and_prefix(config, dataset)
+    return dataset, np.asarray(splits.train_prefix(n_train)), np.asarray(splits.val), how
+
+
 def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     """The data of a run: the validation set (whole molecules when the data has molecule ids), the
     training prefix (`data.n_train` structures, else the `data.prefix` prefix of the pool, else all

@@ -2,14 +2,47 @@
 
 A resample is represented by integer weights per point (how many times each point was drawn), so a fit on
 a resample is the same weighted fit as on the full data; `weights_for` builds them reproducibly from a seed.
+
+Progress: inside `with reporting(callback):`, every bootstrap of a fit calls `callback(done, total)` with the
+resamples refitted so far (0 when it starts, `total` when it ends), from `tracked` (a loop over resamples)
+or `map_chunks` (after each chunk). The fits never print; the CLI's callback draws the bar.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 
 import numpy as np
+
+Progress = Callable[[int, int], None]  # (resamples done, resamples of this bootstrap)
+_progress: ContextVar[Progress | None] = ContextVar("bootstrap_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting(callback: Progress | None) -> Iterator[None]:
+    """Within the block, every bootstrap reports `callback(done, total)` as its resamples are refitted."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def _report(done: int, total: int) -> None:
+    callback = _progress.get()
+    if callback is not None:
+        callback(done, total)
+
+
+def tracked(weights: np.ndarray) -> Iterator[np.ndarray]:
+    """The resamples (rows of `weights`) one by one, each reported done once the loop comes back for the next."""
+    _report(0, len(weights))
+    for done, w in enumerate(weights, start=1):
+        yield w
+        _report(done, len(weights))
 
 
 def unit_index(n_points: int, runs: np.ndarray | None) -> tuple[np.ndarray, int]:
@@ -40,12 +73,20 @@ def map_chunks(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, work
     """Apply `fn` (a picklable function of a [k, n_points] weight block returning [k, ...]) to chunks of
     `weights` in worker processes, and stack the results in order."""
     workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(weights) < 8:
-        return fn(weights)
+    total = len(weights)
+    _report(0, total)
+    if workers == 1 or total < 8:
+        out = fn(weights)
+        _report(total, total)
+        return out
     import multiprocessing as mp
 
     chunks = np.array_split(weights, workers * 4)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    parts, done = [], 0
     with mp.get_context(method).Pool(workers) as pool:
-        parts = pool.map(fn, chunks)
+        for chunk, part in zip(chunks, pool.imap(fn, chunks), strict=True):  # in order, as each is ready
+            parts.append(part)
+            done += len(chunk)
+            _report(done, total)
     return np.concatenate(parts)

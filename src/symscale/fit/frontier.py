@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from symscale.errors import SymscaleError
-from symscale.fit.bootstrap import unit_index, weights_for
+from symscale.fit.bootstrap import tracked, unit_index, weights_for
 from symscale.fit.results import FitResult, summarize
 
 
@@ -157,7 +157,7 @@ def fit_frontier(
     if bootstrap > 0:
         weights = weights_for(len(x), runs, bootstrap, seed)
         draws = []
-        for w in weights:
+        for w in tracked(weights):
             sub = np.flatnonzero(w > 0)
             f_idx = sub[
                 compute_frontier(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from symscale.errors import SymscaleError
-from symscale.fit.bootstrap import unit_index, weights_for
+from symscale.fit.bootstrap import tracked, unit_index, weights_for
 from symscale.fit.results import FitResult, summarize
 
 
@@ -80,7 +80,7 @@ def fit_isoflop(
     samples = {}
     if bootstrap > 0:
         draws = []
-        for w in weights_for(len(N), runs, bootstrap, seed):
+        for w in tracked(weights_for(len(N), runs, bootstrap, seed)):
             sub = np.flatnonzero(w > 0)
             draws.append(_law(budgets, _vertices(_curves(N[sub], C[sub], loss[sub], np.asarray(runs)[sub]), budgets)))
         arr = np.array(draws)

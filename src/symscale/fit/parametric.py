@@ -17,6 +17,7 @@ least squares on L, and only the two exponents are searched (a grid, then a boun
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 
@@ -183,10 +184,22 @@ def fit_sum_law(
     if len(loss) <= n_params:
         raise SymscaleError(f"sum law: {len(loss)} points for {n_params} parameters; need more points than parameters")
     if method == "huber-lse":
-        return _fit_huber(N, D, loss, runs, fix_E, bootstrap, seed, polish, workers, group)
+        return _with_range(_fit_huber(N, D, loss, runs, fix_E, bootstrap, seed, polish, workers, group), N, D)
     if method == "varpro":
-        return _fit_varpro(N, D, loss, runs, fix_E, bootstrap, seed, workers, group)
+        return _with_range(_fit_varpro(N, D, loss, runs, fix_E, bootstrap, seed, workers, group), N, D)
     raise SymscaleError.invalid("sum-law method", method, "huber-lse or varpro")
+
+
+PLAN_SAMPLES = 200  # bootstrap parameter sets kept in the result (and fits.json) for `symscale plan` intervals
+
+
+def _with_range(fit: FitResult, N: np.ndarray, D: np.ndarray) -> FitResult:
+    """The fit with its fitted range (N, D and N D, [min, max]) and the first `PLAN_SAMPLES` bootstrap
+    parameter sets in `extra`, so that a reader of fits.json can say when it extrapolates, and how far."""
+    ranges = {"N_range": [float(N.min()), float(N.max())], "D_range": [float(D.min()), float(D.max())]}
+    ranges["ND_range"] = [float((N * D).min()), float((N * D).max())]
+    kept = {k: np.asarray(v, dtype=float)[:PLAN_SAMPLES].tolist() for k, v in fit.samples.items()}
+    return dataclasses.replace(fit, extra={**fit.extra, **ranges, **({"bootstrap_params": kept} if kept else {})})
 
 
 def _fit_huber(N, D, loss, runs, fix_E, bootstrap, seed, polish, workers, group) -> FitResult:

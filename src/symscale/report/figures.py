@@ -1,7 +1,10 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot state, Agg rendering) at 150 dpi.
 
 Every function takes the study as read by `symscale.report.render.load_study` and an output folder, draws one
-PNG and returns a `Figure`, or None when the study has no data for it. Scaling axes are logarithmic; each
+figure, writes it as PNG (shown in the page), SVG and PDF (for a paper; linked from the page) and returns a
+`Figure`, or None when the study has no data for it. Log-axis labels never repeat (`_DistinctLogLabels`);
+fitted laws are drawn over the range they were fitted on only, and a law, parabola or minimum that cannot be
+drawn says why on its panel. Scaling axes are logarithmic; each
 family keeps one colour in every figure (`family_color`). Figures only draw: the fitted curves, the profiles
 at fixed D or C, the IsoFLOP parabolas and the compute-optimal points come as typed values from
 `symscale.fit` (frontier, parametric, profiles); a fit that was not possible is labelled with its reason.
@@ -56,14 +59,18 @@ N_CMAP = "viridis"  # colour by N (learning curves, data scaling)
 LEVEL_CMAP = "plasma"  # colour by a fixed D or C level
 
 
+VECTOR_FORMATS = ("svg", "pdf")  # written beside every PNG
+
+
 @dataclass(frozen=True)
 class Figure:
-    """A PNG written for the report."""
+    """A figure written for the report: the PNG at `path`, the same figure as SVG and PDF in `vectors`."""
 
     key: str
     path: Path
     title: str
     caption: str
+    vectors: tuple[Path, ...] = ()
 
 
 # ---------------------------------------------------------------- colours, labels, selections
@@ -117,11 +124,53 @@ def _log_norm(values: np.ndarray) -> colors.LogNorm:
     return colors.LogNorm(lo / 1.5, hi * 1.5) if lo == hi else colors.LogNorm(lo, hi)
 
 
-class _PlainLogFormatter(ticker.LogFormatter):
-    """Log-axis labels as plain numbers (0.6, 1, 20); matplotlib picks which minor ticks get one."""
+MAX_MINOR_LABELS = 6  # minor-tick labels on a log axis without two decades in view, at most
 
-    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
-        return f"{x:.3g}" if 1e-3 <= x < 1e4 else f"{x:.0e}"
+
+def _number(x: float, digits: int, plain: bool) -> str:
+    """`x` with `digits` significant digits: plain (0.6, 1.475, 20) between 1e-3 and 1e4 on `plain` axes,
+    else as m×10^e in mathtext (10^e alone for m = 1)."""
+    if plain and 1e-3 <= abs(x) < 1e4:
+        whole = max(1, math.floor(math.log10(abs(x))) + 1)  # 10 and 200 in full, never 1e+01
+        return f"{x:.{max(digits, whole)}g}"
+    mantissa, exponent = f"{x:.{max(1, digits) - 1}e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".") if "." in mantissa else mantissa
+    power = f"10^{{{int(exponent)}}}"
+    return f"${power}$" if mantissa == "1" else f"${mantissa}\\times{power}$"
+
+
+class _DistinctLogLabels(ticker.Formatter):
+    """Log-axis labels that never repeat: the decades in view are labelled; without two of them, up to
+    `MAX_MINOR_LABELS` minor ticks are too (matplotlib's minor ticks become linear ones on a narrow range,
+    1.470 1.472 ...); and every label of the axis gets as many significant digits as it takes for no two
+    to read the same (1.47 1.475 1.48, not 1.47 1.47 1.48). One instance per axis and tick kind."""
+
+    def __init__(self, minor: bool, plain: bool):
+        self.minor, self.plain = minor, plain
+
+    def _in_view(self, values: Sequence[float]) -> list[float]:
+        lo, hi = sorted(self.axis.get_view_interval())
+        return [float(v) for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9) and v > 0]
+
+    def _labelled_minors(self, minors: Sequence[float], n_major: int) -> list[float]:
+        if n_major >= 2:
+            return []
+        shown = self._in_view(minors)
+        step = max(1, math.ceil(len(shown) / MAX_MINOR_LABELS))
+        return shown[::step]
+
+    def format_ticks(self, values: Sequence[float]) -> list[str]:
+        majors = self._in_view(self.axis.get_majorticklocs())
+        minors = self._labelled_minors(self.axis.get_minorticklocs(), len(majors))
+        labelled = majors + minors
+        digits = next(
+            (d for d in range(1, 8) if len({_number(v, d, self.plain) for v in labelled}) == len(labelled)), 8
+        )
+        chosen = {round(v, 12) for v in (minors if self.minor else majors)}
+        return [_number(float(v), digits, self.plain) if round(float(v), 12) in chosen else "" for v in values]
+
+    def __call__(self, x: float, pos: int | None = None) -> str:  # the cursor read-out; ticks use format_ticks
+        return _number(float(x), 4, self.plain)
 
 
 def _log_axes(ax: Any, xlabel: str, ylabel: str = LOSS_LABEL) -> None:
@@ -129,13 +178,10 @@ def _log_axes(ax: Any, xlabel: str, ylabel: str = LOSS_LABEL) -> None:
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    # label minor ticks only where no decade is in view, so that 2x10^4 3x10^4 ... never crowd
-    ax.xaxis.set_minor_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(0, 0.4)))
-    if ylabel == LOSS_LABEL or "eV" in ylabel:  # plain numbers (0.6, 1, 2) rather than 6x10^-1
-        ax.yaxis.set_major_formatter(_PlainLogFormatter())
-        ax.yaxis.set_minor_formatter(_PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
-    else:
-        ax.yaxis.set_minor_formatter(ticker.LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(0, 0.4)))
+    plain_y = ylabel == LOSS_LABEL or "eV" in ylabel  # plain numbers (0.6, 1, 2) rather than 6x10^-1
+    for axis, plain in ((ax.xaxis, False), (ax.yaxis, plain_y)):
+        axis.set_major_formatter(_DistinctLogLabels(minor=False, plain=plain))
+        axis.set_minor_formatter(_DistinctLogLabels(minor=True, plain=plain))
     ax.grid(True, which="major", alpha=0.3)
     ax.grid(True, which="minor", alpha=0.08)
 
@@ -163,7 +209,12 @@ def _title(ax: Any, data: Any, arch: str, extra: str = "") -> None:
 def _save(fig: MplFigure, out_dir: Path, key: str, title: str, caption: str) -> Figure:
     path = Path(out_dir) / f"{key}.png"
     fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
-    return Figure(key, path, title, caption)
+    vectors = tuple(Path(out_dir) / f"{key}.{ext}" for ext in VECTOR_FORMATS)
+    for vector in vectors:  # no dates or tool names inside: the same study writes the same files
+        metadata = {"Creator": None, "Producer": None, "CreationDate": None} if vector.suffix == ".pdf" else {}
+        fig.savefig(vector, metadata={**metadata, **({"Date": None} if vector.suffix == ".svg" else {})},
+                    facecolor="white")  # fmt: skip
+    return Figure(key, path, title, caption, vectors)
 
 
 def _gamma_text(name: str, est: tables.Estimate | None) -> str:
@@ -184,13 +235,17 @@ def _draw_frontier(ax: Any, rows: dict, axis: str, color: str, label: str, fit: 
     if not ok.any():
         return False
     x, y = rows[axis][ok].astype(float), rows["loss"][ok].astype(float)
-    ax.scatter(x, y, s=7, color=color, alpha=0.18, linewidths=0)
+    ax.scatter(x, y, s=10, color=color, alpha=0.45, linewidths=0)  # every evaluation: visible, under the frontier
     fx, fy = frontier_points(fit, x, y)
     ax.scatter(fx, fy, s=24, color=color, edgecolors="black", linewidths=0.4, zorder=3)
     gamma, curve = tables.estimate(fit, "gamma"), frontier_curve(fit)  # over the frontier's range only
-    if gamma is None or curve is None:
+    if gamma is None:
         reason = _short(fit) if fit is not None else "not fitted"
         ax.plot([], [], color=color, lw=2, ls=":", label=f"{label}: γ {reason}")
+        return True
+    if curve is None:  # a fits file that does not record the frontier's points: no range to draw the law over
+        text = f"{label}: γ = {tables.fmt_estimate(gamma)} (law not drawn: the fit records no frontier range)"
+        ax.plot([], [], color=color, lw=2, ls=":", label=text)
         return True
     ax.plot(*curve, color=color, lw=2, label=f"{label}: γ = {tables.fmt_estimate(gamma)}")
     return True
@@ -257,6 +312,22 @@ def _sum_curve(fit: FitResult | None, N: np.ndarray | float, D: np.ndarray | flo
     return sum_law(fit.params, N, D) if fit is not None and fit.ok else None
 
 
+def _fitted_grid(fit: FitResult | None, axis: str, values: np.ndarray, n: int = 100) -> np.ndarray:
+    """A log grid over the values of `axis` (N or D) the sum law was fitted on (its recorded range, within
+    the data's), so that the law is never drawn beyond its points; the data's range for older fits."""
+    values = np.asarray(values, dtype=float)
+    lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+    span = (fit.extra.get(f"{axis}_range") if fit is not None else None) or [lo, hi]
+    lo, hi = max(lo, float(span[0])), min(hi, float(span[1]))
+    return np.geomspace(lo, hi, n) if 0 < lo < hi else np.array([])
+
+
+def _within(fit: FitResult | None, axis: str, value: float) -> bool:
+    """Whether `value` of `axis` lies in the sum law's fitted range (True for fits that record none)."""
+    span = fit.extra.get(f"{axis}_range") if fit is not None else None
+    return span is None or float(span[0]) * (1 - 1e-9) <= value <= float(span[1]) * (1 + 1e-9)
+
+
 def _sum_fit_title(fit: FitResult | None, name: str) -> str:
     if fit is None:
         return "sum law: not fitted"
@@ -276,12 +347,12 @@ def parameter_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
         rows = _family_rows(data, arch)
         fit = tables.find_fit(data.fits, arch, "sum")
         levels = fixed_levels(LawsTable(rows), "D", 3)
-        n_grid = np.geomspace(np.nanmin(rows["N"]), np.nanmax(rows["N"]), 100)
+        n_grid = _fitted_grid(fit, "N", rows["N"][_positive(rows["N"])])
         for i, level in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
             profile = profile_at(LawsTable(rows), "D", level)
             ax.plot(profile.N, profile.loss, "o", color=color, ms=6, label=f"D = {level:.2g} atoms")
-            curve = _sum_curve(fit, n_grid, level)
+            curve = _sum_curve(fit, n_grid, level) if _within(fit, "D", level) and len(n_grid) else None
             if curve is not None:
                 ax.plot(n_grid, curve, color=color, lw=1.6)
         _log_axes(ax, AXIS_LABELS["N"])
@@ -306,14 +377,14 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
         fit = tables.find_fit(data.fits, arch, "sum")
         ok = _positive(rows["D"], rows["N"], rows["loss"])
         norm = _log_norm(rows["N"][ok])
-        d_grid = np.geomspace(rows["D"][ok].min(), rows["D"][ok].max(), 100)
+        d_grid = _fitted_grid(fit, "D", rows["D"][ok])
         for n in sorted(set(rows["N"][ok].tolist())):
             color = cmap(norm(n))
             mine = ok & (rows["N"] == n)
             ax.scatter(rows["D"][mine], rows["loss"][mine], s=7, color=color, alpha=0.3, linewidths=0)
             ends = [idx[-1] for idx in run_indices(LawsTable({k: v[mine] for k, v in rows.items()}))]
             ax.scatter(rows["D"][mine][ends], rows["loss"][mine][ends], s=30, color=color, edgecolors="black", lw=0.4)
-            curve = _sum_curve(fit, n, d_grid)
+            curve = _sum_curve(fit, n, d_grid) if _within(fit, "N", n) and len(d_grid) else None
             if curve is not None:
                 ax.plot(d_grid, curve, color=color, lw=1.4)
         _log_axes(ax, AXIS_LABELS["D"])
@@ -343,28 +414,36 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     for ax, arch in zip(axes, archs):
         rows = _family_rows(data, arch)
         levels = levels_of[arch]
+        stars = 0
         for i, budget in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
             profile = profile_at(LawsTable(rows), "C", budget)
-            ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=f"C = {budget:.2g} FLOPs")
-            _draw_parabola(ax, isoflop_parabola(profile), color)
+            why = _draw_parabola(ax, isoflop_parabola(profile), color, len(profile.N))
+            stars += why is None
+            label = f"C = {budget:.2g} FLOPs" + (f": {why}" if why else "")  # the reason, on the panel
+            ax.plot(profile.N, profile.loss, "o-", color=color, ms=5, lw=1, label=label)
         _log_axes(ax, AXIS_LABELS["N"])
-        ax.legend(fontsize=8)
-        _title(ax, data, arch, "IsoFLOP profiles (★: minimum of the parabola in log N)")
+        ax.legend(fontsize=8.5, loc="upper center", bbox_to_anchor=(0.5, -0.19), frameon=False)  # under the label
+        _title(ax, data, arch, "IsoFLOP profiles" + (" (★: minimum of the parabola in log N)" if stars else ""))
     caption = (
         "IsoFLOP profiles: loss against parameter count at fixed training FLOPs (learning curves interpolated to "
         "each budget; the budgets of the IsoFLOP fit where it recorded them). Dashed: a parabola in log N; star: "
-        "its minimum, the compute-optimal N*."
+        "its minimum, the compute-optimal N*. A budget reached by fewer than 3 sizes has no parabola; one whose "
+        "loss still falls at the largest size (or whose parabola opens downwards) has no minimum inside the "
+        "sizes; the legend says which."
     )
     return _save(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
 
 
-def _draw_parabola(ax: Any, parabola: Any, color: Any) -> None:
+def _draw_parabola(ax: Any, parabola: Any, color: Any, n_sizes: int) -> str | None:
+    """Draw the parabola and its minimum; None when both were drawn, else why not (for the panel)."""
     if parabola is None:
-        return
-    ax.plot(*parabola.curve(), "--", color=color, lw=0.9, alpha=0.8)
-    if parabola.N_opt is not None:
-        ax.plot(parabola.N_opt, parabola.loss_opt, "*", color=color, ms=13, mec="black", mew=0.5)
+        return f"no parabola ({n_sizes} sizes, need 3)"
+    ax.plot(*parabola.curve(), "--", color=color, lw=1.2, alpha=0.9)
+    if parabola.N_opt is None:
+        return "no minimum inside the sizes"
+    ax.plot(parabola.N_opt, parabola.loss_opt, "*", color=color, ms=14, mec="black", mew=0.6, zorder=4)
+    return None
 
 
 def _allocation(data: Any, arch: str) -> tuple[AllocationPoints, Any, Any] | None:
@@ -395,7 +474,7 @@ def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
             color, label = family_color(arch, data.archs), family_label(data.families[arch])
             ax.plot(points.C, points.N_star if col == 1 else points.D_star, "o", color=color, ms=6)
             text = f"{label}: {_gamma_text(name, a if name == 'a' else b)} ({_SOURCE[points.source]})"
-            c = np.geomspace(points.C.min() / 1.5, points.C.max() * 1.5, 50)
+            c = np.geomspace(points.C.min(), points.C.max(), 50)  # over the minima it was fitted to, no further
             curve = points.curve(c)
             if curve is None:
                 ax.plot([], [], "o", color=color, label=text)
@@ -417,7 +496,7 @@ def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
 
 
 def _equivariance_points(data: Any, arch: str) -> list[tuple[str, float, np.ndarray, np.ndarray]]:
-    """(mode, N, D [atoms], equivariance error of forces [eV/Å]) per run that recorded it."""
+    """(mode, N, D [atoms], equivariance error of forces [meV/Å]) per run that recorded it."""
     out = []
     for r in data.runs:
         lines = data.metrics.get(r.run_id, [])
@@ -439,7 +518,7 @@ def _draw_equivariance(ax_n: Any, ax_d: Any, points: list) -> None:
             ax.text(0.5, 0.5, "no equivariance error recorded", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
         return
-    label = "force equivariance error [eV/Å]"
+    label = "force equivariance error [meV/Å]"  # metrics.jsonl records it in meV/Å (train.evaluation)
     for mode, n, d, e in points:
         color = MODE_COLORS.get(mode, "#7f7f7f")
         ax_n.plot(n, e[-1], "o", color=color, ms=6)

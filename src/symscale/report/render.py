@@ -11,7 +11,9 @@ evaluation of every run, planned ones included, through `symscale.rundir`), each
 runs' metrics.jsonl; without fits.json no fits are shown and the report says how to make them (the report never
 fits: the study and `symscale fit` do, with the one fit menu of `symscale.fit.menu`). Fits are read as typed
 `FitResult`s, which carry their family, options and symmetry mode; family labels (symmetry group, nu, l) come from
-what each run's run.json recorded. The HTML embeds every figure as a base64 PNG and links nothing.
+what each run's run.json recorded. The HTML embeds every figure as a base64 PNG and links only the same figure as
+SVG and PDF, written beside it (relative links: the folder moves as a whole). Tables put text left and numbers
+right, and scroll inside their box when wider than the page; every number is rounded to its precision.
 
 A report row is a family with its model options (`esen-l2`, `esen-l4`: the `options` column of laws.csv, the
 `options` field of a fit and of a run's `symscale.rundir.RunRecord`), never one family pooling its ablations.
@@ -31,6 +33,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -452,12 +455,19 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
         tables.kappa_table(kappas, data.archs, data.families),
     ]
     blocks += [Heading("Runs"), tables.runs_table(data.runs)]
+    blocks += _errors_blocks(data)
     failed = tables.failed_runs_table(data.runs)
     blocks += [failed] if failed else []
     blocks += [Heading("Fits"), tables.fit_status_table(data.fits)] if data.fits else []
     blocks += [Heading("Provenance"), tables.provenance_table(provenance(data))]
     blocks += [Heading("Study spec", 3), Code(data.spec_text or "(spec.yaml missing)")]
     return blocks
+
+
+def _errors_blocks(data: StudyData) -> list[Block]:
+    """The errors a chemist reads, per run: energy and force MAE, force cosine, equivariance error."""
+    table = tables.run_errors_table(data.runs, data.metrics, data.infos)
+    return [Heading("Errors per run", 3), table] if table is not None else []
 
 
 def _section(title: str, figs: Sequence[figures.Figure | None]) -> list[Block]:
@@ -539,6 +549,13 @@ def _dotted(info: dict, path: str) -> Any:
     return info
 
 
+def _shown(value: Any) -> str:
+    """A recorded value as text, a float rounded to 3 significant digits (19.9, not 19.864406779661017)."""
+    if isinstance(value, float) and not value.is_integer():
+        return tables.fmt(value)
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
 def _joined(values: set[str], limit: int = 6) -> str:
     shown = sorted(values)[:limit]
     return ", ".join(shown) + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
@@ -572,7 +589,7 @@ def provenance(data: StudyData) -> dict[str, str]:
         if isinstance(path, str) and Path(path).exists():
             items["dataset files"] = dataset_fingerprint(path)
     for key, label in RUN_PROVENANCE.items():
-        values = {str(v) for r in data.runs if (v := _dotted(data.infos.get(r.run_id, {}), key)) is not None}
+        values = {_shown(v) for r in data.runs if (v := _dotted(data.infos.get(r.run_id, {}), key)) is not None}
         if values:
             items[label] = _joined(values)
     fits_version = data.fits_meta.get("symscale_version")
@@ -605,7 +622,8 @@ def to_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(b, Code):
             out.append(f"```yaml\n{b.text.rstrip()}\n```")
         elif isinstance(b, figures.Figure):
-            out.append(f"![{b.title}]({b.path.name})\n\n*{b.caption}*")
+            links = " · ".join(f"[{v.suffix[1:].upper()}]({v.name})" for v in b.vectors)
+            out.append(f"![{b.title}]({b.path.name})\n\n*{b.caption}*" + (f" ({links})" if links else ""))
         else:
             lines = [f"**{b.title}**", "", "| " + " | ".join(map(_md_cell, b.columns)) + " |"]
             lines.append("|" + "---|" * len(b.columns))
@@ -620,9 +638,11 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:140
 color:#222;line-height:1.45}
 h1{font-size:1.7em}h2{margin-top:1.8em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:right;white-space:nowrap}
-th{background:#f2f2f2}.paper{background:#eef3fb;color:#335}td:first-child,th:first-child{text-align:left}
-caption{text-align:left;font-weight:bold;padding:.3em 0}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f2f2f2}.paper{background:#eef3fb;color:#335}
+.scroll{overflow-x:auto;max-width:100%}
+caption{text-align:left;font-weight:bold;padding:.3em 0}.formats{font-size:.85em}
 .notes{font-size:.85em;color:#444}figure{margin:1em 0}img{max-width:100%;height:auto}
 figcaption{font-size:.9em;color:#444}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
 """
@@ -638,25 +658,48 @@ def _html_block(b: Block) -> str:
         return f"<pre>{esc(b.text)}</pre>"
     if isinstance(b, figures.Figure):
         data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+        links = " · ".join(f'<a href="{esc(v.name)}">{esc(v.suffix[1:].upper())}</a>' for v in b.vectors)
+        formats = f' <span class="formats">(also as {links})</span>' if links else ""
         return (
             f'<figure><img alt="{esc(b.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{esc(b.caption)}</figcaption></figure>"
+            f"<figcaption>{esc(b.caption)}{formats}</figcaption></figure>"
         )
+    return _html_table(b)
+
+
+# a cell that reads as a number (with its interval or note): 0.142 [0.12, 0.16], 2.60e+05, -3, —
+_NUMBER_CELL = re.compile(r"[-+−]?(\d|\.\d)[\d.,]*(e[-+]?\d+)?%?(\s.*)?|—")
+
+
+def is_number_cell(text: str) -> bool:
+    """Whether a table cell is a number (right-aligned) rather than text (left-aligned)."""
+    return bool(_NUMBER_CELL.fullmatch(str(text).strip())) and not re.fullmatch(r"\d{4}-\d\d-\d\d.*", str(text))
+
+
+def _html_table(b: tables.Table) -> str:
+    esc = html.escape
     paper = ["paper" in c for c in b.columns]  # the reference study's columns, shaded
-    cls = lambda i: ' class="paper"' if paper[i] else ""
-    head = "".join(f"<th{cls(i)}>{esc(c)}</th>" for i, c in enumerate(b.columns))
+    numeric = [bool(b.rows) and all(is_number_cell(row[i]) for row in b.rows) for i in range(len(b.columns))]
+
+    def cls(i: int, number: bool) -> str:
+        names = " ".join(n for n, on in (("paper", paper[i]), ("num", number)) if on)
+        return f' class="{names}"' if names else ""
+
+    head = "".join(f"<th{cls(i, numeric[i])}>{esc(c)}</th>" for i, c in enumerate(b.columns))
     body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>" for row in b.rows
+        "<tr>" + "".join(f"<td{cls(i, is_number_cell(c))}>{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+        for row in b.rows
     )
     notes = "".join(f"<div>{esc(n)}</div>" for n in b.notes)
     return (
-        f'<div style="overflow-x:auto"><table><caption>{esc(b.title)}</caption><thead><tr>{head}</tr></thead>'
+        f'<div class="scroll"><table><caption>{esc(b.title)}</caption><thead><tr>{head}</tr></thead>'
         f'<tbody>{body}</tbody></table></div><div class="notes">{notes}</div>'
     )
 
 
 def to_html(blocks: Sequence[Block], title: str) -> str:
-    """One self-contained HTML page: inline CSS, figures as base64 data URIs, no external reference."""
+    """One self-contained HTML page: inline CSS, figures as base64 data URIs; the only links are to each
+    figure's SVG and PDF beside the page."""
     body = "\n".join(_html_block(b) for b in blocks)
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
@@ -680,7 +723,7 @@ def ensure_fits(study_dir: str | Path, loss: str) -> Path:
 
 
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None, loss: str = "total") -> Path:
-    """Write report.html, report.md and the PNG figures into `out_dir` (default STUDY_DIR/report, or
+    """Write report.html, report.md and the figures (PNG, SVG, PDF) into `out_dir` (default STUDY_DIR/report, or
     STUDY_DIR/report-<loss> for another L). For another L than the total, the study's fits on it
     (fits-<loss>.json) are made first by the fit menu when missing or older than laws.csv. Returns the path
     of report.html."""

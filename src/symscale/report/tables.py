@@ -434,6 +434,52 @@ def runs_table(runs: Iterable[Any]) -> Table:
     return Table("runs", "Runs", columns, tuple(rows), ("Final values at each run's last evaluation.",))
 
 
+# metrics.jsonl keys of the errors table (units from symscale.train.evaluation), and the table's columns
+ERROR_KEYS = ("energy_mae_mev_per_atom", "force_mae_mev_per_A", "force_cos", "equivariance_error_forces")
+ERROR_COLUMNS = (
+    "run", "family", "mode", "N", "energy MAE [meV/atom]", "force MAE [meV/Å]", "force cosine",
+    "force equivariance error [meV/Å]",
+)  # fmt: skip
+
+
+def _rotation_equivariant(info: dict) -> bool:
+    """Whether run.json records the model as rotation-equivariant by construction (then no error is measured)."""
+    symmetry = info.get("symmetry")
+    return isinstance(symmetry, dict) and bool(symmetry.get("rotation_equivariant"))
+
+
+def _errors_row(r: Any, last: dict, info: dict) -> tuple[str, ...]:
+    family = f"{r.arch}-{r.options}" if r.options else str(r.arch or "?")
+    equivariance = last.get("equivariance_error_forces")
+    if equivariance is None:
+        equivariance = "equivariant by construction" if _rotation_equivariant(info) else "—"
+    else:
+        equivariance = fmt(float(equivariance))
+    values = [last.get(k) for k in ERROR_KEYS[:3]]
+    cells = [fmt(None if v is None else float(v)) for v in values]
+    return (r.run_id, family, str(r.mode or ARCHITECTURE), fmt_count(r.N), *cells, equivariance)
+
+
+def run_errors_table(runs: Iterable[Any], metrics: dict[str, list[dict]], infos: dict[str, dict]) -> Table | None:
+    """One row per run that recorded errors at its last evaluation (metrics.jsonl): energy MAE per atom
+    [meV/atom], force MAE per Cartesian component [meV/Å], mean force cosine, and the force equivariance
+    error [meV/Å] where the model is not rotation-equivariant by construction; None when no run recorded any."""
+    rows = []
+    for r in runs:
+        lines = [m for m in metrics.get(r.run_id, []) if any(m.get(k) is not None for k in ERROR_KEYS)]
+        if lines:
+            rows.append(_errors_row(r, lines[-1], infos.get(r.run_id, {})))
+    if not rows:
+        return None
+    notes = (
+        "At each run's last evaluation, on its validation set (symscale.train.evaluation): energy MAE per atom, "
+        "force MAE per Cartesian component, mean cosine between predicted and reference forces, and the mean "
+        "|F(Rx) − R F(x)| over random rotations R, measured for models that are not rotation-equivariant by "
+        "construction.",
+    )
+    return Table("errors", "Energy and force errors per run", ERROR_COLUMNS, tuple(rows), notes)
+
+
 def failed_runs_table(runs: Iterable[Any]) -> Table | None:
     """Runs that did not finish, per family; None when every run finished."""
     rows = tuple(
