@@ -93,6 +93,7 @@ def select_structures(
     if data is None and not own:
         raise SymscaleError("eval: this checkpoint records no training configuration; give the data with --data")
     if not own:
+        assert data is not None  # no data and not the run's own: refused above
         if split not in (None, "all"):
             raise SymscaleError(
                 f"split {split!r} does not exist for {' '.join(data)}: it is not the data the run trained on "
@@ -100,6 +101,7 @@ def select_structures(
             )
         dataset = open_foreign(data)
         return dataset, np.arange(len(dataset)), "all"
+    assert config is not None  # own data implies a recorded configuration
     split = split or "val"
     if config.data.source == "builtin" and not all(p.is_file() for p in trained_paths(config)):
         raise SymscaleError(

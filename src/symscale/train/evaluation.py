@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ def _sums(out, batch: GraphBatch) -> np.ndarray:
 
 def evaluate(
     model: torch.nn.Module,
-    batches: Sequence[GraphBatch],
+    batches: Iterable[GraphBatch],
     force_rms: float,
     *,
     energy_weight: float = 1.0,
