@@ -172,7 +172,9 @@ def evaluate_checkpoint(
     tally = {"atoms": 0}
     batches = _streamed(itertools.chain([first], loader), device, tally, progress, n)
     force_rms = float((ckpt.get("stats") or {}).get("force_rms", 1.0))
-    metrics: dict[str, Any] = evaluate(model, batches, force_rms, equivariance_batch=first, equivariance_rotations=rotations)
+    metrics: dict[str, Any] = evaluate(
+        model, batches, force_rms, equivariance_batch=first, equivariance_rotations=rotations
+    )
     metrics.update(
         {
             "checkpoint": str(checkpoint),

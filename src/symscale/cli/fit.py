@@ -229,6 +229,7 @@ def holdouts(table, settings, top_fraction: float) -> list[dict[str, Any]]:
 
 
 def print_holdout(c: dict[str, Any]) -> None:
+    """Print one group's top-compute holdout check (or why it was not possible) in one line."""
     if "error" in c:
         print(f"[{c['group']}] holdout (top compute): not possible: {c['error']}")
         return
