@@ -2,8 +2,8 @@
 
 Rules: an ordering of two families' gamma is claimed only when their 95% intervals are disjoint; where they
 overlap (or a fit gave no interval, or an interval that does not resolve its value, `tables.estimate`) the text
-says the data cannot distinguish them and prints the value flagged, never the interval as numbers. Agreement with the paper
-means the paper's (approximate) value lies inside our 95% interval.
+says the data cannot distinguish them and prints the value flagged, never the interval as numbers. Agreement
+with the paper means the paper's (approximate) value lies inside our 95% interval.
 """
 
 from __future__ import annotations

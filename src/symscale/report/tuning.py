@@ -65,8 +65,12 @@ def _sweep(directory: Path, record: dict[str, Any]) -> Sweep:
     runs = [r for r in record.get("runs") or [] if isinstance(r, dict)]
     points = tuple(
         SweepPoint(
-            float(r["lr"]), str(r.get("status") or "?"), _number(r.get("val_loss")), _number(r.get("val_energy_loss")),
-            _number(r.get("val_force_loss")), r.get("reason"),
+            float(r["lr"]),
+            str(r.get("status") or "?"),
+            _number(r.get("val_loss")),
+            _number(r.get("val_energy_loss")),
+            _number(r.get("val_force_loss")),
+            r.get("reason"),
         )  # fmt: skip
         for r in runs
         if _number(r.get("lr")) is not None
