@@ -31,6 +31,7 @@ def _spec(tmp_path: Path, **tune) -> Path:
         "training": {"lr": 1e-3},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
         "report": False,
+        "fits": {"bootstrap": 20},  # the fits are not what these tests are about
         "tune": {"lrs": LRS, "width": {"mpnn": 4}, "fraction": 0.5, **tune},
     }
     path = tmp_path / "tuned.yaml"
