@@ -58,14 +58,15 @@ def fake_diverging_esen(config: RunConfig, run_dir: Path) -> None:
 
 
 def fake_lr_run(config: RunConfig, run_dir: Path) -> None:
-    """`fake_run` whose final validation loss is lowest at lr 3e-2 (a known optimum for the tuning stage);
-    failed (NaN) when lr > 100, like `fake_run`."""
+    """`fake_run` whose final validation loss is lowest at lr 3e-2 (a known optimum for the tuning stage),
+    split into an energy term (0.3 of it) and a force term (0.7); failed (NaN) when lr > 100, like `fake_run`."""
     fake_run(config, run_dir)
     if rundir.read_status(run_dir)["status"] != "finished":
         return
     lines = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
     for line in lines:
         line["val_loss"] = 1.0 + abs(math.log10(config.training.lr / 3e-2)) + 1.0 / line["step"]
+        line["val_energy_loss"], line["val_force_loss"] = 0.3 * line["val_loss"], 0.7 * line["val_loss"]
     (Path(run_dir) / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 

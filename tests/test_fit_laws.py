@@ -78,6 +78,24 @@ def test_free_l_inf_frontier_finds_the_floor():
     assert fit.params["L_inf"] == pytest.approx(0.5, abs=0.05)
 
 
+def test_free_l_inf_bootstrap_refits_from_the_full_fit_reach_the_three_start_optimum():
+    """The bootstrap refits of a free-L_inf frontier start from the full-data fit only (the cost of the L_inf
+    sensitivity row); they must land where the three-start search of the full fit lands."""
+    from symscale.fit import frontier
+    from symscale.fit.bootstrap import weights_for
+
+    rng = np.random.default_rng(3)
+    table = learning_curves(E=0.5, widths=8, points=12)
+    loss = table["loss"] * np.exp(rng.normal(0, 0.01, len(table["loss"])))
+    fit = fit_frontier(table["C"], loss, runs=table["run"], fraction=table["fraction"], free_l_inf=True,
+                       bootstrap=12, seed=5)  # fmt: skip
+    fraction, lx = np.asarray(table["fraction"], float), np.log(table["C"])
+    for w, gamma in zip(weights_for(len(loss), table["run"], 12, 5), fit.samples["gamma"], strict=True):
+        sub = np.flatnonzero(w > 0)
+        idx = sub[compute_frontier(table["C"][sub], loss[sub], runs=table["run"][sub], fraction=fraction[sub])]
+        assert frontier._power_law(lx[idx], np.log(loss[idx]), True)[2] == pytest.approx(gamma, rel=1e-4)
+
+
 def test_isoflop_and_allocation_recover_a():
     alpha, beta = 0.5, 0.3
     table = learning_curves(alpha, beta, A=40.0, B=80.0, widths=20)

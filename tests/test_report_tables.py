@@ -189,3 +189,84 @@ def test_rows_are_families_with_options_and_the_sensitivity_row_shows_the_other_
         reference.paper_value("esen-l2", "gamma_flops") == 0.35
         and reference.paper_value("esen-l4", "gamma_flops") == 0.4
     )
+
+
+def _degenerate_fits() -> list[FitResult]:
+    """mpnn: intervals that fail the rule with no flag recorded (a fits.json from before the flags): zero width
+    and wider than the estimate; egnn: plausible-looking intervals the fit menu flagged from its resamples."""
+    zero, free = {"l_inf": "zero", "fix_E": 0}, {"l_inf": "free"}
+    at_one = "80% of the resamples at one value"
+    fits = [
+        _fit("mpnn", "frontier_C", {"gamma": 0.15, "F": 1.0}, {"gamma": (0.15, 0.15)}, settings=zero),
+        _fit("mpnn", "frontier_H", {"gamma": 0.2, "F": 1.0}, {"gamma": (0.05, 0.5)}, settings=zero),
+        _fit("mpnn", "sum", {"E": 0.0, "alpha": 0.3, "beta": 0.4}, {"alpha": (0.05, 33.6), "beta": (0.4, 0.4)},
+             settings=zero),
+        _fit("mpnn", "isoflop", {"a": 0.5}, {"a": (0.1, 0.9)}, derived={"b": 0.5}, derived_ci95={"b": [0.5, 0.5]}),
+        _fit("mpnn", "allocation", {}, derived={"a": 0.57, "b": 0.43, "gamma": 0.171},
+             derived_ci95={"a": [0.57, 0.57], "b": [0.01, 0.99], "gamma": [0.0015, 0.9]}),
+        _fit("mpnn", "frontier_C", {"gamma": 0.18, "F": 1.0, "L_inf": 1.32e-26},
+             {"gamma": (0.01, 0.6), "L_inf": (1.32e-26, 1.32e-26)}, settings=free, variant="l_inf=free"),
+        _fit("mpnn", "sum", {"E": 1.32e-26, "alpha": 0.35, "beta": 0.45},
+             {"E": (1.32e-26, 1.32e-26), "alpha": (0.35, 3.0), "beta": (0.45, 0.45)}, settings=free,
+             variant="l_inf=free"),
+        _fit("egnn", "frontier_C", {"gamma": 0.2, "F": 1.0}, {"gamma": (0.19, 0.21)}, settings=zero,
+             unresolved={"gamma": at_one}),
+        _fit("egnn", "sum", {"E": 0.0, "alpha": 0.39, "beta": 0.39}, {"alpha": (0.38, 0.4), "beta": (0.38, 0.4)},
+             settings=zero, unresolved={"alpha": at_one, "beta": at_one}),
+    ]  # fmt: skip
+    return fits
+
+
+def _estimate_cells(table: tables.Table) -> list[str]:
+    """The cells of `table` that print a measured value (not a label, a paper value, a status or a dash)."""
+    skip = {"family", "ν", "ℓ", "L∞ policy", "agree?", "mode"}
+    return [
+        cell
+        for row in table.rows
+        for column, cell in zip(table.columns, row, strict=True)
+        if column not in skip and "paper" not in column and cell not in ("—", "0 (fixed)", "—*")
+    ]
+
+
+def test_degenerate_intervals_are_flagged_in_every_table_the_markdown_the_html_and_the_narrative():
+    """Zero-width intervals and intervals wider than the estimate are printed `value (unresolved: why)`, never
+    as numbers, whether the fit flagged them or not: the laws (exponent) table's frontier, sum-law, IsoFLOP a/b
+    and E cells, the consistency check, the L_inf sensitivity rows, the modes table, the Markdown and the HTML
+    they render to, and the "what this shows" text."""
+    from symscale.report.render import to_html, to_markdown
+
+    fits, archs = _degenerate_fits(), ["mpnn", "egnn"]
+    built = [
+        tables.exponent_table(fits, archs, FAMILIES),
+        tables.consistency_table(fits, archs, FAMILIES),
+        tables.sensitivity_table(fits, archs, FAMILIES),
+        tables.modes_table(fits, archs, ["architecture"], FAMILIES),
+    ]
+    for table in built:
+        cells = _estimate_cells(table)
+        assert cells, table.title
+        for cell in cells:  # every measured value that has an interval here fails the rule: each is flagged
+            assert "(unresolved: " in cell and "[" not in cell, (table.title, cell)
+    exponents = dict(zip(built[0].columns, built[0].rows[0], strict=True))
+    assert exponents["γ_C (FLOPs)"] == "0.15 (unresolved: zero-width interval)"
+    assert exponents["α (params)"] == "0.3 (unresolved: interval wider than the estimate)"
+    assert exponents["a (N* ~ C^a)"] == "0.5 (unresolved: interval wider than the estimate)"
+    assert exponents["b (D* ~ C^b)"] == "0.5 (unresolved: zero-width interval)"
+    egnn = dict(zip(built[0].columns, built[0].rows[1], strict=True))
+    assert egnn["γ_C (FLOPs)"] == "0.2 (unresolved: 80% of the resamples at one value)"
+    assert "agree" not in built[1].rows[0] and "differ" not in built[1].rows[0]  # nothing claimed
+    text = to_markdown(built) + to_html(built, "t")
+    for number in ("0.15, 0.15", "33.6", "0.05, 0.5", "0.1, 0.9", "1.32e-26, 1.32e-26", "0.19, 0.21"):
+        assert number not in text, number
+    assert text.count("unresolved: zero-width interval") >= 8 and "unresolved: interval wider" in text
+    data = SimpleNamespace(families=FAMILIES, archs=archs, fits=fits)
+    gammas = {a: tables.estimate(tables.find_fit(fits, a, "frontier_C"), "gamma") for a in archs}
+    said = narrative.gamma_ordering(data, gammas)
+    assert "MPNN 0.15 (unresolved: zero-width interval)" in said and "[0.15" not in said
+    assert "Unresolved intervals" in said and "Separated" not in said and "(no bootstrap)" not in said
+    assert narrative.paper_comparison(data, gammas) == "" and narrative.consistency(data) == ""
+
+
+def test_a_resolved_interval_is_still_printed_as_numbers():
+    fit = _fit("mpnn", "frontier_C", {"gamma": 0.15, "F": 1.0}, {"gamma": (0.12, 0.18)})
+    assert tables.fmt_estimate(tables.estimate(fit, "gamma")) == "0.15 [0.12, 0.18]"

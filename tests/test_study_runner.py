@@ -35,6 +35,8 @@ def _spec_file(tmp_path: Path, steps: int = 4, sleep: float | None = None) -> Pa
         "evaluation": {"eval_points": steps, **({"eval_first_fraction": sleep} if sleep else {})},
         "executor": {"kind": "local", "workers": 2, "threads_per_worker": 1},
         "report": False,
+        # these tests are about runs, not fits: few resamples keep the study's fit stage to a second
+        "fits": {"bootstrap": 20},
     }
     path = tmp_path / "fake.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -4,6 +4,7 @@ rerun-safe, listed by the dry run; the paper preset tunes at about 1M parameters
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ def _spec(tmp_path: Path, **tune) -> Path:
         "training": {"lr": 1e-3},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
         "report": False,
+        "fits": {"bootstrap": 20},  # the fits are not what these tests are about
         "tune": {"lrs": LRS, "width": {"mpnn": 4}, "prefix": 0.5, **tune},
     }
     path = tmp_path / "tuned.yaml"
@@ -97,3 +99,44 @@ def test_the_paper_preset_tunes_every_family_at_about_a_million_parameters():
         assert 0.85e6 < n < 1.15e6, (fam.arch, n)
     grid = expand_runs(spec)
     assert len(sweeps(spec)[0].plans) == len(spec.tune.lrs) and grid
+
+
+def _aselmdb(tmp_path: Path) -> Path:
+    """A small OMol25-like `.aselmdb` (neutral toy molecules of 8-20 atoms)."""
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    path = tmp_path / "train.aselmdb"
+    write_structures(path, toy_structures(80, seed=3, min_atoms=8, max_atoms=20))
+    return path
+
+
+def _tune_lines(text: str) -> dict[str, float]:
+    """{family label: N} from the dry run's learning-rate stage lines."""
+    found = re.findall(r"^\s+tune (\S+)\s+width\s+\d+\s+N\s+(\S+)", text, flags=re.M)
+    return {label: float(n) for label, n in found}
+
+
+def test_the_paper_dry_run_on_an_aselmdb_lists_a_tuning_stage_per_family_at_a_million(tmp_path):
+    """Issue 13, done means: the paper preset's dry run on a small .aselmdb lists each family's sweep at about
+    1M parameters (fast: kappa from the paper's table; the CLI's measured version is the slow test below)."""
+    path = _aselmdb(tmp_path)
+    spec = load_spec("paper", overrides={"dataset": {"path": str(path)}})
+    stages, grid = estimate_sweeps(spec, [str(path)], measure_kappa=False)
+    found = _tune_lines(format_sweeps(stages))
+    assert set(found) == {"mpnn", "egnn", "gemnet_oc", "esen"}
+    assert all(0.85e6 < n < 1.15e6 for n in found.values()), found
+    assert all(len(ests) == len(spec.tune.lrs) for _, ests in stages) and grid
+
+
+@pytest.mark.slow  # minutes on 2 cores: kappa measured for every family at the paper's depths
+def test_the_paper_cli_dry_run_on_an_aselmdb_measures_the_tuning_stage_and_lmax4(tmp_path, capsys):
+    from symscale.cli import main
+
+    path = _aselmdb(tmp_path)
+    assert main(["study", "paper", "--data", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    found = _tune_lines(out)
+    assert set(found) == {"mpnn", "egnn", "gemnet_oc", "esen"} and all(0.85e6 < n < 1.15e6 for n in found.values())
+    assert "of the study's data" in out  # kappa measured on the .aselmdb's own batches
+    assert re.search(r"esen-\S*lmax4\S*: kappa", out), out  # eSEN's group carries the ladder's lmax 4

@@ -1,8 +1,9 @@
 """The "what this shows" paragraphs, generated from the numbers and stated no more strongly than they allow.
 
 Rules: an ordering of two families' gamma is claimed only when their 95% intervals are disjoint; where they
-overlap (or a fit gave no interval) the text says the data cannot distinguish them. Agreement with the paper
-means the paper's (approximate) value lies inside our 95% interval.
+overlap (or a fit gave no interval, or an interval that does not resolve its value, `tables.estimate`) the text
+says the data cannot distinguish them and prints the value flagged, never the interval as numbers. Agreement
+with the paper means the paper's (approximate) value lies inside our 95% interval.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def gamma_ordering(data: Any, gammas: dict[str, tables.Estimate]) -> str:
     text = f"Compute-frontier exponents γ (FLOPs, 95% intervals): {listed}."
     if len(gammas) < 2:
         return text + " With one family there is no ordering to test."
-    no_ci = [a for a, e in gammas.items() if not e.has_interval]
+    unresolved = [a for a, e in gammas.items() if e.unresolved]
+    no_ci = [a for a, e in gammas.items() if not e.has_interval and not e.unresolved]
     with_ci = {a: e for a, e in gammas.items() if e.has_interval}
     separated, tied = _pairs(with_ci)
     if separated:
@@ -93,6 +95,9 @@ def gamma_ordering(data: Any, gammas: dict[str, tables.Estimate]) -> str:
     if tied:
         names = ", ".join(f"{label(a)} and {label(b)}" for a, b in tied)
         text += f" The data cannot distinguish (intervals overlap): {names}."
+    if unresolved:
+        why = "; ".join(f"{label(a)}: {gammas[a].unresolved}" for a in unresolved)
+        text += f" Unresolved intervals ({why}), so no ordering is claimed for them."
     if no_ci:
         text += f" No interval for {', '.join(map(label, no_ci))} (no bootstrap), so no ordering is claimed for it."
     return text

@@ -7,7 +7,8 @@ prefix; N parameters, D atoms seen, C training FLOPs, H device-hours, fraction t
 done at that evaluation, prefix the run's training-set fraction), `fits.json` ({"fits": [FitResult dicts]}),
 the runs as the catalogue reads them (`symscale.study.catalogue.Catalogue.runs`: status, prefix, options and last
 evaluation of every run, planned ones included, through `symscale.rundir`), each run's `metrics.jsonl` and
-`run.json`, and `spec.yaml`. Missing pieces are reported, not fatal: without laws.csv the table is rebuilt from the
+`run.json`, `spec.yaml`, and tune/<family>.json (the learning-rate stage's records, shown by
+`symscale.report.tuning`). Missing pieces are reported, not fatal: without laws.csv the table is rebuilt from the
 runs' metrics.jsonl; without fits.json no fits are shown and the report says how to make them (the report never
 fits: the study and `symscale fit` do, with the one fit menu of `symscale.fit.menu`). Fits are read as typed
 `FitResult`s, which carry their family, options and symmetry mode; family labels (symmetry group, nu, l) come from
@@ -49,7 +50,7 @@ from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
 from symscale.quantities import device_hours, implied_kappa
-from symscale.report import figures, narrative, reference, tables
+from symscale.report import figures, narrative, reference, tables, tuning
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -454,6 +455,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
         Heading("κ: forward FLOPs per atom per parameter"),
         tables.kappa_table(kappas, data.archs, data.families),
     ]
+    blocks += tuning.tuning_section(data, out_dir)
     blocks += [Heading("Runs"), tables.runs_table(data.runs)]
     blocks += _errors_blocks(data)
     failed = tables.failed_runs_table(data.runs)

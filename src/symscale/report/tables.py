@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from symscale.fit.results import ARCHITECTURE, FitResult
+from symscale.fit.results import ARCHITECTURE, FitResult, interval_problem
 from symscale.report import reference
 
 LAW_NAMES = {
@@ -133,14 +133,22 @@ def _interval(ci: dict, name: str) -> tuple[float | None, float | None]:
 
 
 def estimate(fit: FitResult | None, name: str) -> Estimate | None:
-    """`name` from a fit's params (with ci95) or derived values (with derived_ci95); None if absent or not ok."""
+    """`name` from a fit's params (with ci95) or derived values (with derived_ci95); None if absent or not ok.
+
+    The interval is unresolved when the fit flagged it (`FitResult.unresolved`, set by the fit menu from the
+    resamples) or, for a fit without that flag (a fits.json written before it), when the interval alone fails
+    the same rule (`symscale.fit.results.interval_problem`: zero width, estimate on its edge, wider than the
+    estimate): every table cell and every sentence that prints an estimate goes through here."""
     if fit is None or not fit.ok:
         return None
     for values, cis in ((fit.params, fit.ci95), (fit.derived, fit.derived_ci95)):
         value = values.get(name)
         if value is not None and math.isfinite(float(value)):
             lo, hi = _interval(cis, name)
-            return Estimate(float(value), lo, hi, (fit.unresolved or {}).get(name))
+            why = (fit.unresolved or {}).get(name)
+            if why is None and lo is not None and hi is not None:
+                why = interval_problem(float(value), [lo, hi])
+            return Estimate(float(value), lo, hi, why)
     return None
 
 
@@ -280,7 +288,9 @@ def _from_sum_law(fits: Sequence[FitResult], arch: str, name: str, mode: str) ->
     if alpha is None or beta is None or alpha.value + beta.value <= 0:
         return None
     value = {"a": beta.value, "b": alpha.value, "gamma": alpha.value * beta.value}[name]
-    return Estimate(value / (alpha.value + beta.value))  # point estimate only: no covariance to propagate
+    why = "; ".join(f"{n} {e.unresolved}" for n, e in (("α", alpha), ("β", beta)) if e.unresolved) or None
+    # point estimate only (no covariance to propagate); unresolved when α or β is
+    return Estimate(value / (alpha.value + beta.value), unresolved=why and f"from unresolved {why}")
 
 
 def _loss_text(fits: Sequence[FitResult]) -> str:
@@ -319,8 +329,8 @@ def sensitivity_table(
                     families[arch].label,
                     label + ("" if variant else ", the study's"),
                     *cells,
-                    fmt_estimate(e),
-                    fmt_estimate(l_inf),
+                    "0 (fixed)" if name == "zero" else fmt_estimate(e),
+                    "0 (fixed)" if name == "zero" else fmt_estimate(l_inf),
                 )
             )
     columns = (

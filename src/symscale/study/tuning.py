@@ -29,6 +29,7 @@ from symscale.train.tune import best_learning_rate
 log = logging.getLogger(__name__)
 
 TUNE_DIR = "tune"
+TERMS = ("val_energy_loss", "val_force_loss")  # the final evaluation's loss terms, kept in the record
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,20 @@ def sweep_dir(study_dir: str | Path, sweep: Sweep) -> Path:
 
 
 def read_sweep(study_dir: str | Path, sweep: Sweep) -> dict[str, Any]:
-    """The sweep's record from its runs: each rate's status and final validation loss, and the best rate."""
-    runs = []
+    """The sweep's record from its runs: each rate's status and final validation loss (with its energy and
+    force terms where the run recorded them), the family's N at the tuning width, and the best rate."""
+    runs, n_params = [], None
     for plan in sweep.plans:
         run_dir = sweep_dir(study_dir, sweep) / plan.run_id
         status = rundir.read_status(run_dir)
         metrics = rundir.read_metrics(run_dir) if status["status"] == "finished" else []
-        val = metrics[-1].get("val_loss") if metrics else None
+        last = metrics[-1] if metrics else {}
+        n_params = n_params or rundir.read_json(run_dir / rundir.RUN_INFO).get("N")
         runs.append({"lr": plan.config.training.lr, "run_id": plan.run_id, "status": status["status"],
-                     "val_loss": val, "reason": status.get("reason")})  # fmt: skip
-    return {"arch": sweep.arch, "label": sweep.label, "width": sweep.width, "lrs": list(sweep.lrs),
-            "best_lr": best_learning_rate(runs), "runs": runs}  # fmt: skip
+                     "val_loss": last.get("val_loss"), "reason": status.get("reason"),
+                     **{key: last[key] for key in TERMS if key in last}})  # fmt: skip
+    return {"arch": sweep.arch, "label": sweep.label, "width": sweep.width, "N": n_params, "lrs": list(sweep.lrs),
+            "prefix": sweep.plans[0].prefix, "best_lr": best_learning_rate(runs), "runs": runs}  # fmt: skip
 
 
 def _recorded(study_dir: Path, sweep: Sweep) -> dict[str, Any] | None:
