@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
-from test_report import hand_written_fits, make_study
 
 from symscale.report import figures, write_report
 from symscale.report.render import is_number_cell, load_study
+from test_report_render import hand_written_fits, make_study
 
 EQUIVARIANT = {"mpnn": False, "egnn": True, "esen": True}
 

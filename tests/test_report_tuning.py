@@ -68,7 +68,7 @@ def test_a_tuned_study_shows_every_sweep_with_the_chosen_rate(tmp_path):
     assert (html_path.parent / "lr_tuning.png").stat().st_size > 5000  # the loss-vs-lr figure, drawn
     html = html_path.read_text()
     assert "Learning-rate tuning" in html and "Learning-rate sweeps" in html
-    assert re.search(r"<td>0\.03</td>.*?<td>chosen</td>", html)
+    assert re.search(r"<td[^>]*>0\.03</td>.*?<td[^>]*>chosen</td>", html)
 
 
 def test_a_study_without_tuning_says_its_spec_shipped_the_rates(tmp_path):
