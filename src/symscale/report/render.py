@@ -45,7 +45,7 @@ from symscale import rundir
 from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
-from symscale.report import figures, narrative, reference, tables
+from symscale.report import figures, narrative, reference, tables, verdicts
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -423,6 +423,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(f"symscale report: {data.name}", 1), Paragraph(_preamble(data))]
     blocks += [Paragraph(n) for n in data.notes]
     blocks += [Heading("What this shows"), *(Paragraph(p) for p in narrative.what_this_shows(data))]
+    blocks += verdict_blocks(data)
     blocks += _section("Compute frontier", [figures.frontier_figure(data, out_dir)])
     blocks += [
         Heading("Scaling exponents"),
@@ -457,6 +458,13 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     blocks += [Heading("Provenance"), tables.provenance_table(provenance(data))]
     blocks += [Heading("Study spec", 3), Code(data.spec_text or "(spec.yaml missing)")]
     return blocks
+
+
+def verdict_blocks(data: StudyData) -> list[Block]:
+    """The paper's three claims, each supported / contradicted / not resolved, and every pair's gamma verdict."""
+    lines = [Paragraph(v.line) for v in verdicts.claim_verdicts(data.fits, data.archs, data.families)]
+    blocks: list[Block] = [Heading("Verdicts on the paper's claims"), *lines, Paragraph(verdicts.RULES)]
+    return blocks + ([verdicts.pair_table(data.fits, data.archs, data.families)] if len(data.archs) > 1 else [])
 
 
 def _section(title: str, figs: Sequence[figures.Figure | None]) -> list[Block]:
