@@ -55,3 +55,25 @@ def locate(reference: float, interval: Interval) -> str:
     if interval.hi < reference:
         return BELOW
     return INSIDE
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """The final validation losses of one grid point over seeds: mean, sample standard deviation (0 for one
+    seed) and the range relative to the mean, (max - min) / mean."""
+
+    n_seeds: int
+    mean: float
+    std: float
+    relative_range: float
+
+
+def seed_spread(losses: list[float]) -> SeedSpread | None:
+    """The spread of `losses` (one per seed; non-finite ones left out), or None without any finite loss."""
+    values = [float(x) for x in losses if x is not None and math.isfinite(float(x))]
+    if not values:
+        return None
+    n, mean = len(values), sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    relative = (max(values) - min(values)) / mean if mean > 0 else float("nan")
+    return SeedSpread(n, mean, std, relative)

@@ -45,7 +45,7 @@ from symscale import rundir
 from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
-from symscale.report import figures, narrative, reference, tables, verdicts
+from symscale.report import figures, narrative, reference, seeds, tables, verdicts
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -451,6 +451,8 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
         Heading("κ: forward FLOPs per atom per parameter"),
         tables.kappa_table(kappas, data.archs, data.families),
     ]
+    spread = seeds.seed_table(data)
+    blocks += [Heading("Seeds"), spread] if spread is not None else []
     blocks += [Heading("Runs"), tables.runs_table(data.runs)]
     failed = tables.failed_runs_table(data.runs)
     blocks += [failed] if failed else []

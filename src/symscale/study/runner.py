@@ -33,7 +33,7 @@ from symscale.study.local import LocalExecutor
 from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
-from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+from symscale.study.spec import RunPlan, StudySpec, expand_runs, fitted_plans, spec_to_yaml
 from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,8 @@ def summarize(
     n_fin = sum(s == "finished" for s in status.values())
     n_pending = len(ids) - n_fin - len(failures)
     include = bool(spec.fits.get("include_diverged", False))  # diverged runs stay out of the fits unless asked
-    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids, include_diverged=include)
+    fitted = [p.run_id for p in fitted_plans(spec, plans)]  # seed repeats are shown in the report, not fitted
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", fitted, include_diverged=include)
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)

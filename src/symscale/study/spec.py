@@ -56,6 +56,7 @@ _TOP_KEYS = {
     "sensitivity, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
     "tune": "learning-rate sweep per family before the grid: {lrs, width, fraction}",
+    "seed_repeats": "the smallest widths of each family again over extra seeds: {smallest, seeds}",
 }
 _DATASET_KEYS = (
     "builtin",
@@ -198,6 +199,21 @@ class TuneSpec:
 
 
 @dataclass(frozen=True)
+class SeedRepeats:
+    """`seed_repeats`: each family's `smallest` widths run again, at every prefix and mode, once per seed in
+    `seeds` (seeds the grid does not use). The repeats measure the seed-to-seed spread of the validation loss
+    that the report shows beside the bootstrap intervals; they stay out of laws.csv and the fits, so that each
+    grid point is fitted once (a repeat that entered the frontier would pick the luckiest seed)."""
+
+    smallest: int
+    seeds: tuple[int, ...]
+
+    def widths_of(self, fam: FamilySpec) -> tuple[int, ...]:
+        """The widths of a family that are repeated: its `smallest` narrowest."""
+        return tuple(sorted(fam.widths)[: self.smallest])
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     dataset: DatasetSpec
@@ -215,6 +231,7 @@ class StudySpec:
     source: str = ""  # where the spec was read from
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
     tune: TuneSpec | None = None  # the learning-rate stage before the grid (None: the spec's rates as given)
+    seed_repeats: SeedRepeats | None = None  # extra seeds of each family's smallest runs (None: none)
 
 
 @dataclass(frozen=True)
@@ -319,6 +336,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         source=source,
         raw=copy.deepcopy(raw),
         tune=_parse_tune(raw.get("tune")),
+        seed_repeats=_parse_seed_repeats(raw.get("seed_repeats"), raw.get("seeds", [0])),
     )
 
 
@@ -351,6 +369,18 @@ def _parse_tune(raw: Any) -> TuneSpec | None:
     if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise SymscaleError.invalid("tune.fraction", fraction, "a training-set fraction in (0, 1]")
     return TuneSpec(tuple(sorted(set(lrs))), width, float(fraction))
+
+
+def _parse_seed_repeats(raw: Any, grid_seeds: Any) -> SeedRepeats | None:
+    if raw is None:
+        return None
+    _check_keys("seed_repeats", raw, ("smallest", "seeds"))
+    smallest = _int("seed_repeats.smallest", raw.get("smallest", 1), 1)
+    seeds = tuple(_int("seed_repeats.seeds[]", s) for s in _as_list("seed_repeats.seeds", raw.get("seeds")))
+    shared = sorted(set(seeds) & set(grid_seeds if isinstance(grid_seeds, list) else []))
+    if shared or len(set(seeds)) != len(seeds):
+        raise SymscaleError.invalid("seed_repeats.seeds", list(seeds), "distinct seeds that `seeds` does not list")
+    return SeedRepeats(smallest, seeds)
 
 
 class _AnyKey:
@@ -572,10 +602,31 @@ def expand_runs(spec: StudySpec) -> list[RunPlan]:
                     for mode in spec.modes:
                         cfg = run_config(spec, fam, width, prefix, seed, mode)
                         plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
+    plans += seed_repeat_plans(spec)
     ids = [p.run_id for p in plans]
     if len(set(ids)) != len(ids):
         raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")
     return plans
+
+
+def seed_repeat_plans(spec: StudySpec) -> list[RunPlan]:
+    """The runs `seed_repeats` adds: each family's smallest widths at every prefix and mode, per extra seed."""
+    repeats, plans = spec.seed_repeats, []
+    if repeats is None:
+        return plans
+    for fam in spec.families:
+        for width in repeats.widths_of(fam):
+            for prefix in spec.prefixes:
+                for seed in repeats.seeds:
+                    for mode in spec.modes:
+                        cfg = run_config(spec, fam, width, prefix, seed, mode)
+                        plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
+    return plans
+
+
+def fitted_plans(spec: StudySpec, plans: list[RunPlan]) -> list[RunPlan]:
+    """The plans whose evaluations go into laws.csv and the fits: the grid's seeds (not the seed repeats)."""
+    return [p for p in plans if p.seed in spec.seeds]
 
 
 def spec_to_yaml(spec: StudySpec) -> str:
