@@ -78,7 +78,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from symscale.report.render import write_report
-    from symscale.study.runner import format_estimates, run_study
+    from symscale.study.runner import format_estimates, format_wall_time, run_study
     from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
     from symscale.study.tuning import estimate_sweeps, format_sweeps
@@ -107,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
             + ":"
         )
         paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
-        stages, grid = estimate_sweeps(spec, paths)
+        stages, grid = estimate_sweeps(spec, paths, calibrate=True)
         print(format_sweeps(stages))
         print(format_estimates(grid, reference_flops=reference))
+        print(format_wall_time(spec, stages, grid))
         return 0
     if no_data:
         raise SymscaleError(
