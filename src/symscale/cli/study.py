@@ -65,7 +65,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the run table with N, D (atoms), estimated FLOPs 3*kappa*N*D and time, then stop",
+        help="print the run table with N, D (atoms), estimated FLOPs 3*kappa*N*D and wall time (from a few "
+        "training steps of each family timed on this machine), then stop",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="with --dry-run: time from the spec's estimate.flops_per_second instead of timing a few real "
+        "training steps of each family on this machine (faster, and wrong by several times between families)",
     )
     p.add_argument(
         "--retry-failed",
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             + ":"
         )
         paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
-        stages, grid = estimate_sweeps(spec, paths, calibrate=True)
+        stages, grid = estimate_sweeps(spec, paths, calibrate=not args.no_calibrate)
         print(format_sweeps(stages))
         print(format_estimates(grid, reference_flops=reference))
         print(format_wall_time(spec, stages, grid))
