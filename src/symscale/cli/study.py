@@ -10,6 +10,7 @@ from symscale.errors import SymscaleError
 EPILOG = """examples:
   symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
   symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
+  symscale study embedded                   # the larger built-in study (about 3 hours on 2 cores)
   symscale study paper --data /path/to/omol25/train --val-data /path/to/omol25/val --dry-run
   symscale study my_spec.yaml --executor ray --workers 4
 """
@@ -28,7 +29,9 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, paper, extended")
+    p.add_argument(
+        "spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, paper, extended"
+    )
     p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
     p.add_argument(
         "--data",

@@ -25,7 +25,7 @@ from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quickstart", "quickstart-smoke", "paper", "extended")
+PRESETS = ("quickstart", "quickstart-smoke", "embedded", "paper", "extended")
 EXECUTORS = ("local", "slurm", "ray")
 
 # Symmetry modes: what each adds to the shared training settings (RunConfig keys). "architecture" is the
@@ -44,7 +44,7 @@ _TOP_KEYS = {
     "name": "a short study name",
     "description": "free text",
     "dataset": "where the structures come from",
-    "families": "list of {arch, ladder | widths, overrides, training}",
+    "families": "list of {arch, ladder | widths, overrides, training, modes}",
     "prefixes": "training-set fractions in (0, 1]",
     "seeds": "list of integer seeds",
     "modes": f"list of symmetry modes ({', '.join(MODES)})",
@@ -71,7 +71,7 @@ _DATASET_KEYS = (
     "energy_key",
     "forces_key",
 )
-_FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training", "modes")
 _FIT_KEYS = (
     "bootstrap",
     "seed",
@@ -140,6 +140,12 @@ class FamilySpec:
     ladder: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # model options (num_layers, lmax, ...)
     training: dict[str, Any] = field(default_factory=dict)  # RunConfig keys for this family (e.g. its lr)
+    modes: tuple[str, ...] | None = None  # this family's symmetry modes (None: the spec's `modes`)
+
+    def modes_in(self, spec: StudySpec) -> tuple[str, ...]:
+        """The symmetry modes this family runs in: its own `modes`, else the spec's (the paper's ablations
+        are on the unconstrained model only: a symmetry loss on an equivariant model costs (M+1)x for nothing)."""
+        return self.modes if self.modes is not None else spec.modes
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ class RunPlan:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `paper`, `extended`)."""
+    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `embedded`, `paper`, `extended`)."""
     if name not in PRESETS:
         raise SymscaleError(f"unknown study preset {name!r}; choices: {', '.join(PRESETS)}")
     return Path(str(resources.files("symscale") / "configs" / "studies" / f"{name}.yaml"))
@@ -458,7 +464,8 @@ def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
 
             overrides = {**ladder_overrides(arch, ladder), **overrides}
         training = _check_keys(f"{where}.training", fam.get("training") or {}, _AnyKey())
-        families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training)))
+        modes = _parse_modes(fam["modes"]) if "modes" in fam else None
+        families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training), modes))
     return tuple(families)
 
 
@@ -599,7 +606,7 @@ def expand_runs(spec: StudySpec) -> list[RunPlan]:
         for width in fam.widths:
             for prefix in spec.prefixes:
                 for seed in spec.seeds:
-                    for mode in spec.modes:
+                    for mode in fam.modes_in(spec):
                         cfg = run_config(spec, fam, width, prefix, seed, mode)
                         plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
     plans += seed_repeat_plans(spec)
@@ -618,7 +625,7 @@ def seed_repeat_plans(spec: StudySpec) -> list[RunPlan]:
         for width in repeats.widths_of(fam):
             for prefix in spec.prefixes:
                 for seed in repeats.seeds:
-                    for mode in spec.modes:
+                    for mode in fam.modes_in(spec):
                         cfg = run_config(spec, fam, width, prefix, seed, mode)
                         plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
     return plans
