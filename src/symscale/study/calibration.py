@@ -13,11 +13,13 @@ through the two widths (s1, e1 >= 0; a single width gives a constant). A run the
     time_s = RUN_OVERHEAD_S + (flop_s(N) + steps x step_s(N)) x (M + 1)
              + evaluations x (n_val + equivariance copies) x eval_s(N)
 
-with M the symmetry-loss rotations and flop_s the run's FLOP-model fit before its first step (timed too: under
-FlopCounterMode it costs several steps, most for the deep GemNet-OC). RUN_OVERHEAD_S (worker start, data
-statistics, checkpoints) is a constant, measured on small real runs. Because the steps are timed under whatever load the
-machine has, the estimate follows that load; a machine busier during the study than during the dry run
-takes longer. The study's wall time is the longest-first schedule of the runs on its workers.
+plus the run's reading of its prefix and validation set and its statistics pass (timed per structure on
+the study's data when it is there), with M the symmetry-loss rotations and flop_s the run's FLOP-model fit
+before its first step (timed too: under FlopCounterMode it costs several steps, most for the deep
+GemNet-OC). RUN_OVERHEAD_S (worker start, checkpoints) is a constant, measured on small real runs. Because
+the steps are timed under whatever load the machine has, the estimate follows that load; a machine busier
+during the study than during the dry run takes longer. The study's wall time is the longest-first schedule
+of the runs on its workers.
 """
 
 from __future__ import annotations
@@ -175,6 +177,34 @@ def _time_eval(model, optimizer, structures, cfg, device) -> float:
     return (time.perf_counter() - t0) / batch.num_structures
 
 
+@dataclass(frozen=True)
+class DataTiming:
+    """Seconds per structure of what a run does with its data before the first step: reading a structure
+    from the dataset (the prefix and the validation set are read once) and the statistics pass."""
+
+    read_s: float = 0.0
+    stats_s: float = 0.0
+
+    def run_s(self, n_prefix: int, n_val: int, max_stats_samples: int) -> float:
+        return (n_prefix + n_val) * self.read_s + min(n_prefix, max_stats_samples) * self.stats_s
+
+
+def time_data(dataset: Any, count: int = 200) -> DataTiming:
+    """Time reading `count` structures of `dataset` and the statistics pass over them (None: free)."""
+    if dataset is None or not len(dataset):
+        return DataTiming()
+    from symscale.data.stats import compute_stats
+
+    idx = list(range(0, len(dataset), max(1, len(dataset) // count)))[:count]
+    t0 = time.perf_counter()
+    for i in idx:
+        dataset[i]
+    read_s = (time.perf_counter() - t0) / len(idx)
+    t0 = time.perf_counter()
+    compute_stats(dataset, idx, max_samples=len(idx))
+    return DataTiming(read_s, (time.perf_counter() - t0) / len(idx))
+
+
 def timed_widths(widths_n: dict[int, int], device: str) -> list[int]:
     """The widths a group is timed at: its narrowest and its widest with N <= CALIBRATE_MAX_PARAMS."""
     ordered = sorted(widths_n, key=lambda w: widths_n[w])
@@ -183,8 +213,16 @@ def timed_widths(widths_n: dict[int, int], device: str) -> list[int]:
     return list(dict.fromkeys([small[0], small[-1]]))
 
 
-def run_seconds(plan: Any, model: TimeModel, n_params: int, n_train: int, n_val: int, multiplier: float) -> float:
-    """Predicted wall seconds of one run (see the module docstring)."""
+def run_seconds(
+    plan: Any,
+    model: TimeModel,
+    n_params: int,
+    n_train: int,
+    n_val: int,
+    multiplier: float,
+    data: DataTiming | None = None,
+) -> float:
+    """Predicted wall seconds of one run (see the module docstring); `data`: reading and statistics."""
     from symscale.train.evaluation import eval_steps
 
     tr, ev = plan.config.training, plan.config.evaluation
@@ -194,6 +232,8 @@ def run_seconds(plan: Any, model: TimeModel, n_params: int, n_train: int, n_val:
     checked = any(t.equivariance_checked for t in model.timings)
     per_eval = n_val + (ev.equivariance_structures * max(1, ev.equivariance_rotations) if checked else 0)
     setup = RUN_OVERHEAD_S + model.flop_model_s(n_params) * multiplier
+    if data is not None:
+        setup += data.run_s(structures, n_val, plan.config.data.stats_max_samples)
     return setup + steps * model.step_s(n_params) * multiplier + evals * per_eval * model.eval_s(n_params)
 
 

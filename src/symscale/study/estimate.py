@@ -318,6 +318,7 @@ def calibrated_times(
     evals = max(int(p.config.evaluation.eval_batch_size) for p in plans)
     structures = calibration_structures(spec, size, paths, max(3 * batch, evals))
     threads, models = worker_threads(spec), {}
+    data = calibration.time_data(_study_data(spec, paths))
     by_plan = {id(p): e for p, e in zip(plans, estimates, strict=True)}
     groups: dict[tuple, dict[int, RunPlan]] = {}
     for p in plans:
@@ -330,6 +331,6 @@ def calibrated_times(
     out = []
     for p, e in zip(plans, estimates, strict=True):
         model = models[_n_key(p)[:1] + _n_key(p)[2:]]
-        seconds = calibration.run_seconds(p, model, e.n_params, n_train, p.config.data.n_val, e.multiplier)
+        seconds = calibration.run_seconds(p, model, e.n_params, n_train, p.config.data.n_val, e.multiplier, data)
         out.append(replace(e, time_s=seconds, time_source=model.source))
     return out
