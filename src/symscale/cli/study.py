@@ -11,6 +11,7 @@ from symscale.errors import SymscaleError
 EPILOG = """examples:
   symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
   symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
+  symscale study embedded                   # the larger built-in study (about 3 hours on 2 cores)
   symscale study paper --data /path/to/omol25/train --val-data /path/to/omol25/val --dry-run
   symscale study my_spec.yaml --executor ray --workers 4
 """
@@ -30,7 +31,9 @@ def add_parser(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, paper, extended")
+    p.add_argument(
+        "spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, paper, extended"
+    )
     p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
     p.add_argument(
         "--data",
@@ -67,7 +70,14 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the run table with N, D (atoms), estimated FLOPs 3*kappa*N*D and time, then stop",
+        help="print the run table with N, D (atoms), estimated FLOPs 3*kappa*N*D and wall time (from a few "
+        "training steps of each family timed on this machine), then stop",
+    )
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="with --dry-run: time from the spec's estimate.flops_per_second instead of timing a few real "
+        "training steps of each family on this machine (faster, and wrong by several times between families)",
     )
     p.add_argument(
         "--retry-failed",
@@ -81,7 +91,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `symscale study` with the parsed `args`; returns the exit status."""
     from symscale.report.render import write_report
-    from symscale.study.runner import format_estimates, run_study
+    from symscale.study.runner import format_estimates, format_wall_time, run_study
     from symscale.study.slurm import SLURM_NO_WORKERS
     from symscale.study.spec import load_spec
     from symscale.study.tuning import estimate_sweeps, format_sweeps
@@ -110,9 +120,10 @@ def run(args: argparse.Namespace) -> int:
             + ":"
         )
         paths = None if no_data or spec.dataset.path is None else [spec.dataset.path]
-        stages, grid = estimate_sweeps(spec, paths)
+        stages, grid = estimate_sweeps(spec, paths, calibrate=not args.no_calibrate)
         print(format_sweeps(stages))
         print(format_estimates(grid, reference_flops=reference))
+        print(format_wall_time(spec, stages, grid))
         return 0
     if no_data:
         raise SymscaleError(

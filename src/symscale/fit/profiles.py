@@ -175,8 +175,11 @@ def _sum_law_allocation_law(sum_fit: FitResult | None, k: float) -> tuple[float 
     if sum_fit is None or not sum_fit.ok:
         return None, None
     q = sum_fit.params
-    a = q["beta"] / (q["alpha"] + q["beta"])
-    G = (q["alpha"] * q["A"] / (q["beta"] * q["B"])) ** (1 / (q["alpha"] + q["beta"]))
+    ratio, total = q["alpha"] * q["A"] / (q["beta"] * q["B"]), q["alpha"] + q["beta"]
+    if not ratio > 0 or not total > 0:  # a sum law with a negative exponent has no compute-optimal size
+        return None, None
+    a = q["beta"] / total
+    G = ratio ** (1 / total)
     return float(G * k**-a), float(a)
 
 

@@ -50,7 +50,7 @@ from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
 from symscale.quantities import device_hours, implied_kappa
-from symscale.report import figures, narrative, reference, tables, tuning
+from symscale.report import figures, narrative, reference, seeds, tables, tuning, verdicts
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -428,6 +428,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(f"symscale report: {data.name}", 1), Paragraph(_preamble(data))]
     blocks += [Paragraph(n) for n in data.notes]
     blocks += [Heading("What this shows"), *(Paragraph(p) for p in narrative.what_this_shows(data))]
+    blocks += verdict_blocks(data)
     blocks += _section("Compute frontier", [figures.frontier_figure(data, out_dir)])
     blocks += [
         Heading("Scaling exponents"),
@@ -456,6 +457,8 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
         tables.kappa_table(kappas, data.archs, data.families),
     ]
     blocks += tuning.tuning_section(data, out_dir)
+    spread = seeds.seed_table(data)
+    blocks += [Heading("Seeds"), spread] if spread is not None else []
     blocks += [Heading("Runs"), tables.runs_table(data.runs)]
     blocks += _errors_blocks(data)
     failed = tables.failed_runs_table(data.runs)
@@ -470,6 +473,13 @@ def _errors_blocks(data: StudyData) -> list[Block]:
     """The errors a chemist reads, per run: energy and force MAE, force cosine, equivariance error."""
     table = tables.run_errors_table(data.runs, data.metrics, data.infos)
     return [Heading("Errors per run", 3), table] if table is not None else []
+
+
+def verdict_blocks(data: StudyData) -> list[Block]:
+    """The paper's three claims, each supported / contradicted / not resolved, and every pair's gamma verdict."""
+    lines = [Paragraph(v.line) for v in verdicts.claim_verdicts(data.fits, data.archs, data.families)]
+    blocks: list[Block] = [Heading("Verdicts on the paper's claims"), *lines, Paragraph(verdicts.RULES)]
+    return blocks + ([verdicts.pair_table(data.fits, data.archs, data.families)] if len(data.archs) > 1 else [])
 
 
 def _section(title: str, figs: Sequence[figures.Figure | None]) -> list[Block]:

@@ -14,6 +14,11 @@ training/forward ratio (the paper's estimate takes r = 3), times M + 1 for a sym
 copies of every batch). Widths with N <= KAPPA_EACH_PARAMS are measured each; the others take the kappa
 and r measured once per group, at its largest width with N <= KAPPA_MAX_PARAMS. Without measurement
 (`measure_kappa=False`, the ETA) kappa is the paper's and r = 3.
+
+Time: with `calibrate=True` (the dry run of `symscale study`, when the spec's device is on this machine) each
+group's real training steps are timed at two widths on this machine and each run's wall time is predicted
+from them, evaluations included (`symscale.study.calibration`); otherwise time = C / flops_per_second, which
+is one rate for every family and wrong by several times between them (GemNet-OC's small kernels).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ class RunEstimate:
     train_ratio: float = 3.0  # r: training-step FLOPs / forward FLOPs
     multiplier: float = 1.0  # M + 1 for a symmetry-loss run, else 1
     sample: str = ""  # the batch compute was measured on (structures, atoms and edges per atom)
+    time_source: str = "flops_per_second"  # how time_s was predicted: flops_per_second | the widths timed
 
 
 @dataclass(frozen=True)
@@ -237,9 +243,15 @@ def _measure(paths: list[str], ds) -> DataSize:
 
 
 def estimate_runs(
-    spec: StudySpec, plans: list[RunPlan], paths: list[str] | None = None, *, measure_kappa: bool = True
+    spec: StudySpec,
+    plans: list[RunPlan],
+    paths: list[str] | None = None,
+    *,
+    measure_kappa: bool = True,
+    calibrate: bool = False,
 ) -> list[RunEstimate]:
-    """One estimate per planned run; N keyed by family, options and width, kappa and r by group and width."""
+    """One estimate per planned run; N keyed by family, options and width, kappa and r by group and width;
+    with `calibrate`, time from steps timed on this machine (`calibrated_times`)."""
     size = data_size(spec, paths)
     n_train = size.n_structures if spec.dataset.val_path else max(0, size.n_structures - spec.dataset.val)
     device = str(spec.training.get("device", "cpu")).split(":")[0]
@@ -261,4 +273,64 @@ def estimate_runs(
                 flops / fps, group_label(p), cost.train_ratio, mult, cost.sample,
             )
         )  # fmt: skip
+    if calibrate:
+        out = calibrated_times(spec, plans, out, size, paths, n_train)
+    return out
+
+
+def worker_threads(spec: StudySpec) -> int:
+    """Torch threads of one local worker: the spec's threads_per_worker, else cores // workers."""
+    import os
+
+    workers = spec.executor.workers or 1
+    return spec.executor.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+
+
+def calibration_structures(spec: StudySpec, size: DataSize, paths: list[str] | None, count: int) -> list:
+    """`count` structures of the study's data spread over it, else toy molecules sized like the data."""
+    dataset = _study_data(spec, paths)
+    if dataset is not None and len(dataset):
+        idx = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)
+        return [dataset[int(i)] for i in idx]
+    from symscale.data.toy import toy_structures
+
+    a = max(3, round(size.atoms_per_structure))
+    return toy_structures(count, seed=0, min_atoms=max(3, a - 6), max_atoms=a + 6)
+
+
+def calibrated_times(
+    spec: StudySpec, plans: list[RunPlan], estimates: list[RunEstimate], size: DataSize, paths, n_train: int
+) -> list[RunEstimate]:
+    """`estimates` with time_s predicted from training steps timed on this machine, per group (family and
+    options; a symmetry mode only multiplies the step) at two widths. Unchanged (and logged) when the spec's
+    device is not on this machine."""
+    from dataclasses import replace
+
+    import torch
+
+    from symscale.study import calibration
+
+    device = str(spec.training.get("device", "cpu")).split(":")[0]
+    if device == "cuda" and not torch.cuda.is_available():
+        log.warning("the spec trains on cuda and this machine has none: time from estimate.flops_per_second")
+        return estimates
+    batch = max(int(p.config.training.batch_size) for p in plans)
+    evals = max(int(p.config.evaluation.eval_batch_size) for p in plans)
+    structures = calibration_structures(spec, size, paths, max(3 * batch, evals))
+    threads, models = worker_threads(spec), {}
+    data = calibration.time_data(_study_data(spec, paths))
+    by_plan = {id(p): e for p, e in zip(plans, estimates, strict=True)}
+    groups: dict[tuple, dict[int, RunPlan]] = {}
+    for p in plans:
+        groups.setdefault(_n_key(p)[:1] + _n_key(p)[2:], {}).setdefault(p.width, p)
+    for key, by_width in groups.items():
+        n = {w: by_plan[id(p)].n_params for w, p in by_width.items()}
+        timed = [calibration.time_width(by_width[w], structures, list(size.elements), threads)
+                 for w in calibration.timed_widths(n, device)]  # fmt: skip
+        models[key] = calibration.TimeModel(tuple(timed))
+    out = []
+    for p, e in zip(plans, estimates, strict=True):
+        model = models[_n_key(p)[:1] + _n_key(p)[2:]]
+        seconds = calibration.run_seconds(p, model, e.n_params, n_train, p.config.data.n_val, e.multiplier, data)
+        out.append(replace(e, time_s=seconds, time_source=model.source))
     return out

@@ -34,7 +34,7 @@ from symscale.study.local import LocalExecutor
 from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
-from symscale.study.spec import RunPlan, StudySpec, expand_runs, spec_to_yaml
+from symscale.study.spec import RunPlan, StudySpec, expand_runs, fitted_plans, spec_to_yaml
 from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,8 @@ def summarize(
     n_fin = sum(s == "finished" for s in status.values())
     n_pending = len(ids) - n_fin - len(failures)
     include = bool(spec.fits.get("include_diverged", False))  # diverged runs stay out of the fits unless asked
-    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", ids, include_diverged=include)
+    fitted = [p.run_id for p in fitted_plans(spec, plans)]  # seed repeats are shown in the report, not fitted
+    laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", fitted, include_diverged=include)
     fits = report = (None, "runs are still pending")
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
@@ -404,5 +405,36 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
         lines.append(f"  {e.group or e.arch}: kappa {e.kappa:.3g}, r {e.train_ratio:.3g}{extra} {where}")
     samples = {e.sample for e in estimates if e.sample}
     lines += [f"measured on {sample}" for sample in samples]
-    lines.append("C = r kappa N D (the paper: r = 3); time = C / the spec's estimate.flops_per_second")
+    lines.append("C = r kappa N D (the paper: r = 3)")
+    timed = {(e.group or e.arch): e.time_source for e in estimates if e.time_source != "flops_per_second"}
+    if timed:
+        lines.append("time: wall seconds predicted from training steps timed on this machine, per group:")
+        lines += [f"  {group}: {source}" for group, source in timed.items()]
+    else:
+        lines.append("time = C / the spec's estimate.flops_per_second (one rate for every family)")
     return "\n".join(lines)
+
+
+GENERATION_PER_S = 117.0  # built-in structures labelled per second on 2 CPU cores (measured, issue 16)
+FIT_AND_REPORT_S = 90.0  # the fits (bootstrap) and the report after the runs (measured on the quickstart)
+
+
+def format_wall_time(spec: StudySpec, stages: list, grid: list[RunEstimate]) -> str:
+    """The study's predicted wall time on its local workers: data generation (when the built-in set is not
+    cached), the learning-rate stage, the grid (each longest first on the workers), the fits and the report."""
+    from symscale.study.calibration import makespan
+
+    workers = spec.executor.workers or 1
+    tune = makespan([e.time_s for _, ests in stages for e in ests], workers)
+    runs = makespan([e.time_s for e in grid], workers)
+    generate = 0.0
+    if spec.dataset.builtin is not None:
+        from symscale.data.builtin import builtin_path
+
+        if not builtin_path(spec.dataset.builtin, spec.dataset.seed).exists():
+            generate = spec.dataset.builtin / GENERATION_PER_S
+    total = generate + tune + runs + FIT_AND_REPORT_S
+    parts = [f"data generation {_hms(generate)}"] if generate else ["data cached"]
+    parts += [f"learning-rate stage {_hms(tune)}"] if stages else []
+    parts += [f"runs {_hms(runs)} on {workers} worker(s), longest first", f"fits and report ~{_hms(FIT_AND_REPORT_S)}"]
+    return f"predicted wall time: {_hms(total)} ({'; '.join(parts)})"

@@ -25,7 +25,7 @@ from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quickstart", "quickstart-smoke", "paper", "extended")
+PRESETS = ("quickstart", "quickstart-smoke", "embedded", "paper", "extended")
 EXECUTORS = ("local", "slurm", "ray")
 
 # Symmetry modes: what each adds to the shared training settings (RunConfig keys). "architecture" is the
@@ -44,7 +44,7 @@ _TOP_KEYS = {
     "name": "a short study name",
     "description": "free text",
     "dataset": "where the structures come from",
-    "families": "list of {arch, ladder | widths, overrides, training}",
+    "families": "list of {arch, ladder | widths, overrides, training, modes}",
     "prefixes": "training-set fractions in (0, 1]",
     "seeds": "list of integer seeds",
     "modes": f"list of symmetry modes ({', '.join(MODES)})",
@@ -56,8 +56,9 @@ _TOP_KEYS = {
     "sensitivity, include_diverged} for the fits after the study",
     "report": "true to write the report after the fits",
     "tune": "learning-rate sweep per family before the grid: {lrs, width, prefix}",
+    "seed_repeats": "the smallest widths of each family again over extra seeds: {smallest, seeds}",
 }
-_FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training")
+_FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training", "modes")
 _FIT_KEYS = (
     "bootstrap",
     "seed",
@@ -110,6 +111,12 @@ class FamilySpec:
     ladder: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # model options (num_layers, lmax, ...)
     training: dict[str, Any] = field(default_factory=dict)  # RunConfig keys for this family (e.g. its lr)
+    modes: tuple[str, ...] | None = bounded(None, choices=tuple(MODES))  # this family's modes (None: the spec's)
+
+    def modes_in(self, spec: StudySpec) -> tuple[str, ...]:
+        """The symmetry modes this family runs in: its own `modes`, else the spec's (the paper's ablations
+        are on the unconstrained model only: a symmetry loss on an equivariant model costs (M+1)x for nothing)."""
+        return self.modes if self.modes is not None else spec.modes
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,21 @@ class TuneSpec:
 
 
 @dataclass(frozen=True)
+class SeedRepeats:
+    """`seed_repeats`: each family's `smallest` widths run again, at every prefix and mode, once per seed in
+    `seeds` (seeds the grid does not use). The repeats measure the seed-to-seed spread of the validation loss
+    that the report shows beside the bootstrap intervals; they stay out of laws.csv and the fits, so that each
+    grid point is fitted once (a repeat that entered the frontier would pick the luckiest seed)."""
+
+    smallest: int = bounded(1, minimum=1)  # how many of each family's narrowest widths are repeated
+    seeds: tuple[int, ...] = bounded(minimum=0)  # the extra seeds (none of the grid's `seeds`)
+
+    def widths_of(self, fam: FamilySpec) -> tuple[int, ...]:
+        """The widths of a family that are repeated: its `smallest` narrowest."""
+        return tuple(sorted(fam.widths)[: self.smallest])
+
+
+@dataclass(frozen=True)
 class StudySpec:
     name: str
     dataset: DatasetSpec
@@ -197,6 +219,7 @@ class StudySpec:
     source: str = ""  # where the spec was read from
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
     tune: TuneSpec | None = None  # the learning-rate stage before the grid (None: the spec's rates as given)
+    seed_repeats: SeedRepeats | None = None  # extra seeds of each family's smallest runs (None: none)
 
 
 @dataclass(frozen=True)
@@ -222,7 +245,7 @@ class RunPlan:
 
 
 def preset_path(name: str) -> Path:
-    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `paper`, `extended`)."""
+    """Path of a built-in study spec (`quickstart`, `quickstart-smoke`, `embedded`, `paper`, `extended`)."""
     if name not in PRESETS:
         raise SymscaleError(f"unknown study preset {name!r}; choices: {', '.join(PRESETS)}")
     return Path(str(resources.files("symscale") / "configs" / "studies" / f"{name}.yaml"))
@@ -284,7 +307,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         families=_parse_families(raw["families"]),
         prefixes=tuple(sorted(set(coerce("prefixes", raw.get("prefixes", [1.0]), "tuple[float, ...]")))),
         seeds=coerce("seeds", raw.get("seeds", [0]), "tuple[int, ...]"),
-        modes=tuple(dict.fromkeys(coerce("modes", raw.get("modes", ["architecture"]), "tuple[str, ...]"))),
+        modes=_parse_modes("modes", raw.get("modes", ["architecture"])),
         evaluation=dict(_check_keys("evaluation", raw.get("evaluation") or {}, _AnyKey())),
         training=dict(_check_keys("training", raw.get("training") or {}, _AnyKey())),
         executor=_parse_executor(raw.get("executor") or {}),
@@ -295,6 +318,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         source=source,
         raw=copy.deepcopy(raw),
         tune=_parse_tune(raw.get("tune")),
+        seed_repeats=_parse_seed_repeats(raw.get("seed_repeats"), raw.get("seeds", [0])),
     )
     validate(spec)
     return spec
@@ -331,6 +355,18 @@ def _parse_tune(raw: Any) -> TuneSpec | None:
             raise SymscaleError("invalid tune: give prefix (or its old name fraction), not both")
         raw = {("prefix" if k == "fraction" else k): v for k, v in raw.items()}
     return build(TuneSpec, "tune", raw, lrs=lrs, width=width)
+
+
+def _parse_seed_repeats(raw: Any, grid_seeds: Any) -> SeedRepeats | None:
+    if raw is None:
+        return None
+    repeats = build(SeedRepeats, "seed_repeats", raw)
+    shared = set(repeats.seeds) & set(grid_seeds if isinstance(grid_seeds, list) else [])
+    if shared or len(set(repeats.seeds)) != len(repeats.seeds):
+        raise SymscaleError.invalid(
+            "seed_repeats.seeds", list(repeats.seeds), "distinct seeds that `seeds` does not list"
+        )
+    return repeats
 
 
 class _AnyKey:
@@ -397,8 +433,15 @@ def _parse_families(raw: Any) -> tuple[FamilySpec, ...]:
 
             overrides = {**ladder_overrides(arch, ladder), **overrides}
         training = _check_keys(f"{where}.training", fam.get("training") or {}, _AnyKey())
-        families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training)))
+        modes = _parse_modes(f"{where}.modes", fam["modes"]) if "modes" in fam else None
+        families.append(FamilySpec(arch, widths, ladder, dict(overrides), dict(training), modes))
+        validate(families[-1], f"{where}.")
     return tuple(families)
+
+
+def _parse_modes(key: str, raw: Any) -> tuple[str, ...]:
+    """Symmetry modes as a tuple without repeats (each checked against MODES by the field's bound)."""
+    return tuple(dict.fromkeys(coerce(key, raw, "tuple[str, ...]")))
 
 
 def _ladder_widths(arch: str, ladder: Any) -> list[int]:
@@ -475,13 +518,34 @@ def expand_runs(spec: StudySpec) -> list[RunPlan]:
         for width in fam.widths:
             for prefix in spec.prefixes:
                 for seed in spec.seeds:
-                    for mode in spec.modes:
+                    for mode in fam.modes_in(spec):
                         cfg = run_config(spec, fam, width, prefix, seed, mode)
                         plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
+    plans += seed_repeat_plans(spec)
     ids = [p.run_id for p in plans]
     if len(set(ids)) != len(ids):
         raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")
     return plans
+
+
+def seed_repeat_plans(spec: StudySpec) -> list[RunPlan]:
+    """The runs `seed_repeats` adds: each family's smallest widths at every prefix and mode, per extra seed."""
+    repeats, plans = spec.seed_repeats, []
+    if repeats is None:
+        return plans
+    for fam in spec.families:
+        for width in repeats.widths_of(fam):
+            for prefix in spec.prefixes:
+                for seed in repeats.seeds:
+                    for mode in fam.modes_in(spec):
+                        cfg = run_config(spec, fam, width, prefix, seed, mode)
+                        plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, mode, prefix, cfg))
+    return plans
+
+
+def fitted_plans(spec: StudySpec, plans: list[RunPlan]) -> list[RunPlan]:
+    """The plans whose evaluations go into laws.csv and the fits: the grid's seeds (not the seed repeats)."""
+    return [p for p in plans if p.seed in spec.seeds]
 
 
 def spec_to_yaml(spec: StudySpec) -> str:

@@ -162,16 +162,16 @@ def with_learning_rates(spec: StudySpec, chosen: dict[int, float]) -> StudySpec:
 
 
 def estimate_sweeps(
-    spec: StudySpec, paths: list[str] | None = None, *, measure_kappa: bool = True
+    spec: StudySpec, paths: list[str] | None = None, *, measure_kappa: bool = True, calibrate: bool = False
 ) -> tuple[list[tuple[Sweep, list[Any]]], list[Any]]:
     """(each sweep with the estimates of its runs, the grid's estimates), from one estimate of both (so the
-    sweeps share the grid's FLOP measurements); starts nothing."""
+    sweeps share the grid's FLOP measurements and step timings); starts nothing."""
     from symscale.study.estimate import estimate_runs
     from symscale.study.spec import expand_runs
 
     grid, stages = expand_runs(spec), sweeps(spec)
     plans = grid + [p for sw in stages for p in sw.plans]
-    estimates = estimate_runs(spec, plans, paths, measure_kappa=measure_kappa)
+    estimates = estimate_runs(spec, plans, paths, measure_kappa=measure_kappa, calibrate=calibrate)
     by_plan = dict(zip((id(p) for p in plans), estimates, strict=True))
     return [(sw, [by_plan[id(p)] for p in sw.plans]) for sw in stages], [by_plan[id(p)] for p in grid]
 
