@@ -32,15 +32,22 @@ class Interval:
             return False
         return math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo <= self.hi
 
+    def ends(self) -> tuple[float, float]:
+        """(lo, hi) of a resolved interval (callers check `resolved` first)."""
+        if self.lo is None or self.hi is None:
+            raise ValueError("an interval without ends has no (lo, hi)")
+        return self.lo, self.hi
+
 
 def compare_intervals(first: Interval, second: Interval) -> str:
     """Where `first` lies relative to `second`: "above" (first.lo > second.hi), "below" (first.hi < second.lo),
     "overlapping" (the intervals share a point) or "unresolved" (either has no resolving interval)."""
     if not (first.resolved and second.resolved):
         return UNRESOLVED
-    if first.lo > second.hi:
+    (lo1, hi1), (lo2, hi2) = first.ends(), second.ends()
+    if lo1 > hi2:
         return ABOVE
-    if first.hi < second.lo:
+    if hi1 < lo2:
         return BELOW
     return OVERLAPPING
 
@@ -50,9 +57,10 @@ def locate(reference: float, interval: Interval) -> str:
     (lo > reference), "below" (hi < reference) or "unresolved"."""
     if not interval.resolved:
         return UNRESOLVED
-    if interval.lo > reference:
+    lo, hi = interval.ends()
+    if lo > reference:
         return ABOVE
-    if interval.hi < reference:
+    if hi < reference:
         return BELOW
     return INSIDE
 
