@@ -194,7 +194,7 @@ class SeedRepeats:
     grid point is fitted once (a repeat that entered the frontier would pick the luckiest seed)."""
 
     smallest: int = bounded(1, minimum=1)  # how many of each family's narrowest widths are repeated
-    seeds: tuple[int, ...] = bounded(minimum=0)  # the extra seeds (none of the grid's `seeds`)
+    seeds: tuple[int, ...] = bounded((), minimum=0)  # the extra seeds (none of the grid's `seeds`)
 
     def widths_of(self, fam: FamilySpec) -> tuple[int, ...]:
         """The widths of a family that are repeated: its `smallest` narrowest."""
