@@ -481,3 +481,99 @@ def test_fit_on_a_bad_table_is_one_line(tmp_path, capsys, content, args, expecte
     table.write_bytes(content)
     one_line_error(capsys, ["fit", str(table), *args], expected)
     assert table.read_bytes() == content
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the one atomic writer (rundir.atomic_path): on any failure the old file stays and no temporary file is left
+
+
+def _frontier_table(path: Path) -> Path:
+    rows = ["N,D,C,loss"] + [f"{n},{d},{6 * n * d},{2.0 + 50 * (6 * n * d) ** -0.2}" for n in (1e4, 1e5, 1e6)
+                             for d in (1e5, 1e6, 1e7)]  # fmt: skip
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fault", ["fsync", "replace", "write"])
+def test_fit_json_on_a_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, capsys, monkeypatch, fault):
+    table = _frontier_table(tmp_path / "t.csv")
+    out = tmp_path / "fits.json"
+    out.write_text('{"an": "earlier result"}\n')
+    before = snapshot(tmp_path)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if fault == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(full))
+    elif fault == "replace":
+        real = os.replace
+        monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a, b))
+                            if str(b) == str(out) else real(a, b))  # fmt: skip
+    else:  # the write itself: half of the text reaches the temporary file, then ENOSPC
+        import symscale.rundir as rd
+
+        class HalfFull:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __getattr__(self, name):
+                return getattr(self.fh, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+            def write(self, text):
+                self.fh.write(text[: len(text) // 2])
+                raise full
+
+        monkeypatch.setattr(rd, "open", lambda *a, **k: HalfFull(open(*a, **k)), raising=False)
+    err = one_line_error(capsys, ["fit", str(table), "--law", "frontier", "--bootstrap", "0", "--json", str(out)],
+                         str(out), "no space left")  # fmt: skip
+    assert "left as it was" in err, err
+    assert snapshot(tmp_path) == before  # the earlier fits.json byte-identical, no fits.json.tmp or .fits.json.*
+
+
+def test_fit_json_into_a_missing_folder_fails_before_fitting(tmp_path, capsys):
+    table = _frontier_table(tmp_path / "t.csv")
+    one_line_error(capsys, ["fit", str(table), "--json", str(tmp_path / "no" / "f.json")], "does not exist")
+    assert "not possible" not in capsys.readouterr().out  # nothing was fitted or printed first
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, ValueError, lambda: OSError(errno.ENOSPC, "full")])
+def test_the_atomic_writer_removes_its_temporary_file_on_any_exception(tmp_path, raised):
+    from symscale.rundir import atomic_file, atomic_path
+
+    target = tmp_path / "f.txt"
+    target.write_text("old\n")
+    with pytest.raises((KeyboardInterrupt, ValueError, OSError)) as info:
+        with atomic_file(target) as fh:
+            fh.write("half of the new")
+            raise raised()
+    if isinstance(info.value, OSError):  # an error that named no file now names the target
+        assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+    with atomic_path(target, companions=("-lock",)) as tmp:
+        tmp.write_text("new\n")
+        Path(f"{tmp}-lock").write_text("")  # what an LMDB writer leaves beside its file
+    assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_every_atomic_writer_of_the_package_is_the_one_in_rundir():
+    """A rename over a target outside `rundir.atomic_path` is a second atomic writer that can leave its
+    temporary file behind (as `fit --json` did): only the listed, reasoned exceptions may rename."""
+    src = Path(__file__).resolve().parents[1] / "src" / "symscale"
+    allowed = {
+        "rundir.py": "the atomic writer itself, and the rename that breaks a stale lock",
+        "data/index.py": "a cached index is a folder: built in a temporary folder, renamed whole",
+        "data/builtin.py": "generation resumes its partial file (a fixed name under a lock), renamed when done",
+    }
+    renames = re.compile(r"os\.(replace|rename)\(|\btmp\w*\.(replace|rename)\(|\.tmp[\"']|\.rename\(")
+    offenders = [
+        f"{p.relative_to(src)}:{i}: {line.strip()}"
+        for p in sorted(src.rglob("*.py"))
+        if str(p.relative_to(src)) not in allowed
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if renames.search(line)
+    ]
+    assert not offenders, offenders

@@ -7,7 +7,8 @@ Errors: a `SymscaleError` is printed as one line (exit 2). So is a file-system f
 fix, in any command: disk full, quota exceeded, read-only file system, permission denied, as an OSError,
 an SQLite or LMDB error, or torch's failed checkpoint write, anywhere in the exception's chain
 (`filesystem_error`); the line names the path (from the error, else the open file of the failed write).
-Anything else keeps its traceback. `write_output` writes a user's output file (`--json`) atomically.
+Anything else keeps its traceback. `write_output` writes a user's output file (`--json`) atomically
+(`symscale.rundir.atomic_file`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import importlib
 import io
 import logging
 import os
-import secrets
 import sqlite3
 import sys
 from pathlib import Path
@@ -92,24 +92,30 @@ def write_output(path: str | os.PathLike, text: str, what: str) -> Path:
     """Write a user's output file (`--json` and the like) atomically: a unique temporary file beside `path`,
     fsync, rename. A missing folder, a full or read-only disk is a `SymscaleError` naming `path` and `what`;
     an existing `path` is then left as it was and nothing is left behind."""
+    path = check_output_path(path, what)
+    from symscale.rundir import atomic_file
+
+    try:
+        with atomic_file(path) as fh:
+            fh.write(text)
+    except OSError as err:
+        raise SymscaleError(f"cannot write {what} to {path}: {err.strerror or err}; {_left(path)}") from None
+    return path
+
+
+def check_output_path(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path when a file can be written there (its folder exists, it is not a folder); else a
+    `SymscaleError` naming `what`. Commands call it before their work so that a bad path costs nothing."""
     path = Path(path)
     if not path.parent.is_dir():
         raise SymscaleError(f"cannot write {what} to {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise SymscaleError(f"cannot write {what} to {path}: it is a folder, expected a file path")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise SymscaleError(f"cannot write {what} to {path}: {err.strerror or err}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
+
+
+def _left(path: Path) -> str:
+    return f"{path} left as it was" if path.exists() else "nothing written"
 
 
 # errno of the file-system faults that are a user's to fix, and how the one line names them

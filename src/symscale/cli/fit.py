@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from symscale.errors import SymscaleError
 
@@ -206,9 +205,12 @@ def required_columns(law: str, x: str) -> tuple[str, ...]:
 
 def run(args: argparse.Namespace) -> int:
     from symscale import __version__
+    from symscale.cli import check_output_path, write_output
     from symscale.fit.menu import fit_table, holdout_checks
     from symscale.fit.table import read_table
 
+    if args.json_out:  # before the fits: a bad --json costs nothing
+        check_output_path(args.json_out, "the fits")
     settings = settings_from(args)
     table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
     table.require(*required_columns(args.law, args.x))
@@ -232,9 +234,7 @@ def run(args: argparse.Namespace) -> int:
             "table": str(args.table),
             "symscale_version": __version__,
         }
-        tmp = Path(args.json_out + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        tmp.replace(args.json_out)
+        write_output(args.json_out, json.dumps(doc, indent=2), "the fits")
         print(f"wrote {args.json_out}")
     return 0
 
