@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -416,3 +418,157 @@ def test_a_failure_is_recorded_even_when_the_log_line_hits_a_full_disk(tmp_path,
     result = loop.train_run(_tiny(), tmp_path / "run", dataset=toy90)
     assert result.status == "failed"
     assert rundir.read_status(tmp_path / "run")["reason"].startswith("diverged")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a study into a full disk, end to end: `symscale study` in a child process whose workers see ENOSPC at one
+# write of the first run; one line, no traceback, nothing torn that the readers cannot read, and the same
+# command after space is freed finishes the study, redoing at most the steps since the last checkpoint
+
+_FULL_DISK = textwrap.dedent(
+    """
+    # loaded by every process of the child study (parent and spawned workers) through PYTHONPATH
+    import errno, multiprocessing, os
+    flag, target, nth = os.environ["FULL_DISK_FLAG"], os.environ["FULL_DISK_AT"], int(os.environ["FULL_DISK_NTH"])
+    real_fsync, seen = os.fsync, []
+
+    def _hit(name):
+        return {"metrics": name == "metrics.jsonl", "checkpoint": name.startswith(".last.pt."),
+                "status": name.startswith(".status.json.")}[target]
+
+    def fsync(fd):
+        if os.path.exists(flag) and multiprocessing.parent_process() is not None:  # a worker, disk "full"
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if _hit(os.path.basename(path)) and (target == "metrics" or path not in seen):
+                seen.append(path)
+                if len(seen) == nth:
+                    if target == "metrics":  # half of the line reached the disk
+                        os.ftruncate(fd, os.fstat(fd).st_size - 25)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    os.fsync = fsync
+
+    from symscale.train import loop  # every training step of every run, counted by run
+
+    real_step = loop._Run.train_step
+
+    def train_step(self, batch):
+        with open(os.environ["FULL_DISK_STEPS"], "a") as fh:
+            fh.write(self.out.name + "\\n")
+        return real_step(self, batch)
+
+    loop._Run.train_step = train_step
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def toy_xyz72(tmp_path_factory) -> Path:
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    path = tmp_path_factory.mktemp("toy72") / "toy.xyz"
+    write_structures(path, toy_structures(72, seed=0))
+    return path
+
+
+def _study_cli(spec: Path, study: Path, env: dict) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "symscale", "study", str(spec), "--dir", str(study), "--no-progress"]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.parametrize(
+    ("target", "nth"),
+    [
+        pytest.param("metrics", 3, marks=pytest.mark.slow),  # the third evaluation's line of the first run, torn
+        pytest.param("checkpoint", 3, marks=pytest.mark.slow),  # its third last.pt
+        pytest.param("status", 2, marks=pytest.mark.slow),  # its `finished` status
+    ],
+)
+def test_a_study_into_a_full_disk_stops_in_one_line_and_resumes(tmp_path, toy_xyz72, target, nth):
+    """Slow (two studies of two tiny runs in child processes: about 40 s each on an idle 2-core machine);
+    the engine's part of it is in the default suite below."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_FULL_DISK)
+    flag, steps = tmp_path / "disk-is-full", tmp_path / "steps.txt"
+    flag.touch()
+    env = {"PYTHONPATH": f"{inject}{os.pathsep}{SRC}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "FULL_DISK_FLAG": str(flag), "FULL_DISK_AT": target, "FULL_DISK_NTH": str(nth),
+           "FULL_DISK_STEPS": str(steps), "HOME": str(tmp_path)}  # fmt: skip
+    spec = _spec_yaml(tmp_path / "s.yaml", toy_xyz72, family="{arch: mpnn, widths: [4, 8]}", val=8)
+    text = spec.read_text().replace("prefixes: [0.5, 1.0]", "prefixes: [1.0]")
+    text = text.replace("eval_points: 2, eval_first_fraction: 0.5", "eval_points: 4, eval_first_fraction: 0.25")
+    spec.write_text(text)
+    study = tmp_path / "study"
+
+    done = _study_cli(spec, study, env)
+    err = done.stderr.strip()
+    assert done.returncode == 2, (done.returncode, err[-3000:])
+    assert "Traceback" not in err, err
+    lines = err.splitlines()  # the data's warning (no molecule ids) from the study and its worker, then:
+    assert [x for x in lines if "error" in x.lower() or "disk" in x.lower()] == lines[-1:], err
+    err = lines[-1]
+    assert err.startswith("symscale study: error: cannot write "), err
+    assert "no space left on device (disk full)" in err and "the study stopped" in err, err
+    where = {"metrics": "metrics.jsonl", "checkpoint": "last.pt", "status": "status.json"}[target]
+    assert where in err, err  # what was being written, and where
+    first = steps.read_text().split()
+    (hit,) = set(first)  # the study stopped at the first run: it did not go on to fail run after run
+    run = study / "runs" / hit
+    json.loads((run / "status.json").read_text())  # whole JSON, never torn
+    status = rundir.read_status(run)
+    assert status["status"] in ("running", "failed"), status
+    if status["status"] == "failed":
+        assert rundir.stopped_by_filesystem(status), status
+    lines = rundir.read_metrics(run)  # the tolerant reader reads what is there
+    assert len(lines) == (2 if target == "metrics" else 3 if target == "checkpoint" else 4)
+    assert (rundir.torn_bytes(run) > 0) == (target == "metrics")
+    assert not [p for p in study.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(study.glob("runs/*.lock"))
+
+    flag.unlink()  # space is freed: the same command finishes the study
+    again = _study_cli(spec, study, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    info = rundir.read_json(run / "run.json")
+    evals, total = info["eval_steps"], info["total_steps"]
+    checkpointed = {"metrics": evals[1], "checkpoint": evals[1], "status": total}[target]
+    redone = steps.read_text().split().count(hit) - total  # the file holds both invocations' steps
+    assert 0 <= redone <= len(first) - checkpointed, (redone, evals)  # at most the steps since the checkpoint
+    for run_dir in (p for p in (study / "runs").iterdir() if p.is_dir()):
+        assert rundir.read_status(run_dir)["status"] == "finished"
+        assert [m["step"] for m in rundir.read_metrics(run_dir)] == rundir.read_json(run_dir / "run.json")[
+            "eval_steps"]  # fmt: skip
+        assert rundir.torn_bytes(run_dir) == 0
+    assert json.loads((study / "study.json").read_text())["finished"] == 2
+
+
+def test_a_run_stopped_by_a_full_disk_stops_the_study_and_is_resumed_without_retry_failed(tmp_path):
+    from fake_runs import fake_config
+    from symscale.study.executors import RunTask, execute_run
+    from symscale.study.runner import plan_tasks
+    from symscale.study.spec import RunPlan
+
+    run = tmp_path / "runs" / "mpnn-w4"
+    outcome = execute_run(RunTask("mpnn-w4", str(run), fake_config(), _disk_full_run))
+    assert outcome.status == "stopped" and "no space left on device" in outcome.reason, outcome
+    assert str(run / "checkpoints" / "last.pt") in outcome.reason  # what and where
+    status = rundir.read_status(run)
+    assert status["status"] == "failed" and rundir.stopped_by_filesystem(status), status
+    assert not (run / rundir.ERROR).exists()  # no traceback file: it is not the run's failure
+    plan = RunPlan("mpnn-w4", "mpnn", 4, 0, "none", 1.0, fake_config())
+    (task,) = plan_tasks(tmp_path, [plan], {}, retry_failed=False, run_fn=_disk_full_run)  # resumed
+    assert rundir.read_status(run)["status"] == "pending"
+    rundir.write_status(run, "failed", "non-finite loss")  # a run's own failure stays failed
+    assert plan_tasks(tmp_path, [plan], {}, retry_failed=False, run_fn=_disk_full_run) == []
+
+
+def _disk_full_run(config, run_dir):
+    from symscale.train import checkpoint
+
+    rundir.write_status(run_dir, "running")
+    (Path(run_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(_full_disk()))
+        checkpoint.save_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", {"step": 1})

@@ -243,8 +243,8 @@ def test_md_json_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(files, 
     monkeypatch.setattr(os, "fsync", _fsync_enospc)
     argv = ["md", str(files / "run"), "--structure", str(files / "toy.xyz"), "--steps", "4", "--interval", "2"]
     argv += ["--out", str(tmp_path / "t.xyz"), "--json", str(tmp_path / "md.json")]
-    one_line_error(capsys, argv, str(tmp_path / "md.json"), "no space left")
-    assert set(snapshot(tmp_path)) <= {"t.xyz"}  # the trajectory is complete (renamed whole), no .tmp file
+    one_line_error(capsys, argv, str(tmp_path / "t.xyz"), "no space left")  # the first write, fsynced now
+    assert snapshot(tmp_path) == {}  # no partial trajectory, no .tmp file
 
 
 def test_train_on_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
@@ -505,8 +505,13 @@ def test_fit_json_on_a_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_
         monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(full))
     elif fault == "replace":
         real = os.replace
-        monkeypatch.setattr(os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a, b))
-                            if str(b) == str(out) else real(a, b))  # fmt: skip
+
+        def replace(a, b):
+            if str(b) == str(out):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a, b)
+            return real(a, b)
+
+        monkeypatch.setattr(os, "replace", replace)
     else:  # the write itself: half of the text reaches the temporary file, then ENOSPC
         import symscale.rundir as rd
 

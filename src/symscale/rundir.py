@@ -69,6 +69,9 @@ PLAN_SUFFIX = ".plan.json"
 LOCK_SUFFIX = ".lock"
 
 STATUSES = ("pending", "running", "finished", "failed")  # pending: planned or not yet started
+# the reason of a run stopped by a write the file system refused (disk full, quota, read-only): recorded as
+# failed, but not the run's fault, so a study resumes it from its last checkpoint without --retry-failed
+STOPPED_BY_FILESYSTEM = "stopped by the file system: "
 HEARTBEAT_S = 20.0  # a lock's owner touches it this often
 STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is stale, whoever its pid names now
 
@@ -198,6 +201,12 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     if status.get("status") not in STATUSES:
         return {"status": "pending", "reason": None}
     return status
+
+
+def stopped_by_filesystem(status: dict[str, Any]) -> bool:
+    """True for a run that failed only because the file system refused a write (`STOPPED_BY_FILESYSTEM`):
+    to be resumed, not left failed."""
+    return status.get("status") == "failed" and str(status.get("reason") or "").startswith(STOPPED_BY_FILESYSTEM)
 
 
 def write_status(run_dir: str | os.PathLike, status: str, reason: str | None = None, **extra: Any) -> None:
