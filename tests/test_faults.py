@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from symscale import rundir
+from symscale.errors import SymscaleError
 from symscale.study.catalogue import DB_NAME, Catalogue, export_laws
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -572,3 +573,52 @@ def _disk_full_run(config, run_dir):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(_full_disk()))
         checkpoint.save_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", {"step": 1})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a bad structure deep in a prefix (row 5,000; the old up-front check read only the first 256): one line
+# naming the file and the row, before any training step
+
+
+@pytest.fixture(scope="module")
+def deep_bad(tmp_path_factory) -> Path:
+    import dataclasses
+
+    import numpy as np
+
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    base = toy_structures(50, seed=4)
+    rows = [base[i % 50] for i in range(6000)]
+    rows[5000] = dataclasses.replace(rows[5000], forces=np.full_like(np.asarray(rows[5000].forces), np.nan))
+    path = tmp_path_factory.mktemp("deep") / "deep.aselmdb"
+    write_structures(path, rows)
+    return path
+
+
+def test_the_up_front_check_finds_a_bad_structure_at_row_5000(deep_bad):
+    from symscale.data.prefix import check_run_data
+
+    config = _tiny(data=str(deep_bad), n_val=50)
+    with pytest.raises(SymscaleError, match="structure 5000: NaN or inf in forces") as info:
+        check_run_data(config)
+    assert str(deep_bad) in str(info.value) and "\n" not in str(info.value)
+    check_run_data(_tiny(data=str(deep_bad), n_val=50, n_train=100))  # a prefix without it is fine
+
+
+def test_train_on_a_bad_structure_at_row_5000_fails_before_any_step(deep_bad, tmp_path, capsys, monkeypatch):
+    from symscale.cli import main
+    from symscale.train import loop
+
+    steps = []
+    real = loop._Run.train_step
+    monkeypatch.setattr(loop._Run, "train_step", lambda self, batch: steps.append(1) or real(self, batch))
+    out = tmp_path / "run"
+    argv = ["train", "--arch", "mpnn", "--width", "4", "--data", str(deep_bad), "--out", str(out), "--no-progress"]
+    code = main(argv + ["--set", "n_val=50", "--set", "pack_max_structures=0", "--set", "compute_accounting=false"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{deep_bad}: structure 5000: NaN or inf in forces" in err, err
+    assert steps == []  # it costs no training: found from the dataset index before the first step
+    assert not (out / "checkpoints").exists()
