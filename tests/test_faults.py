@@ -250,7 +250,8 @@ def test_enospc_at_the_final_checkpoint_leaves_status_failed(tmp_path, toy90, mo
         loop.train_run(_tiny(), out, dataset=toy90)
     status = rundir.read_status(out)
     assert status["status"] == "failed", status
-    assert "No space left" in status["reason"] and "\n" not in status["reason"]
+    assert "no space left" in status["reason"].lower() and "\n" not in status["reason"]
+    assert rundir.stopped_by_filesystem(status)  # not the run's failure: a study resumes it
     assert not list(out.rglob("*.tmp"))
 
 
@@ -511,7 +512,7 @@ def test_a_study_into_a_full_disk_stops_in_one_line_and_resumes(tmp_path, toy_xy
     lines = err.splitlines()  # the data's warning (no molecule ids) from the study and its worker, then:
     assert [x for x in lines if "error" in x.lower() or "disk" in x.lower()] == lines[-1:], err
     err = lines[-1]
-    assert err.startswith("symscale study: error: cannot write "), err
+    assert err.startswith("symscale study: error: no space left on device (disk full): cannot write "), err
     assert "no space left on device (disk full)" in err and "the study stopped" in err, err
     where = {"metrics": "metrics.jsonl", "checkpoint": "last.pt", "status": "status.json"}[target]
     assert where in err, err  # what was being written, and where
@@ -622,3 +623,31 @@ def test_train_on_a_bad_structure_at_row_5000_fails_before_any_step(deep_bad, tm
     assert f"{deep_bad}: structure 5000: NaN or inf in forces" in err, err
     assert steps == []  # it costs no training: found from the dataset index before the first step
     assert not (out / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# item 5 as it happened: two `symscale train` started together on one --out
+
+
+@pytest.mark.slow
+def test_two_trains_started_together_on_one_out_train_it_once(tmp_path, toy_xyz72):
+    """Slow (two child processes that import torch and train, about 30 s on an idle 2-core machine)."""
+    out, go = tmp_path / "run", tmp_path / "go"
+    gate = f"import pathlib, sys, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+    start = gate + "from symscale.cli import main\nsys.exit(main(sys.argv[1:]))"
+    argv = ["train", "--arch", "mpnn", "--width", "4", "--data", str(toy_xyz72), "--out", str(out),
+            "--set", "n_val=8", "--no-progress"]  # fmt: skip
+    env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", start, *argv], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    time.sleep(8.0)  # both imported and waiting at the gate
+    go.touch()
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 2]
+    assert codes in ([0, 0], [0, 2]), results  # one trains; the other waits its turn (finished) or is refused
+    for err in refused:
+        assert "is in use: locked by pid" in err and "Traceback" not in err, err
+    steps = [m["step"] for m in rundir.read_metrics(out)]
+    assert steps == rundir.read_json(out / "run.json")["eval_steps"]  # every evaluation once, never twice
+    assert rundir.read_status(out)["status"] == "finished" and not rundir.lock_path(out).exists()

@@ -582,3 +582,19 @@ def test_every_atomic_writer_of_the_package_is_the_one_in_rundir():
         if renames.search(line)
     ]
     assert not offenders, offenders
+
+
+def test_the_atomic_writer_keeps_permissions(tmp_path):
+    from symscale.rundir import write_text
+
+    new, old = tmp_path / "new.txt", tmp_path / "old.txt"
+    umask = os.umask(0o022)
+    try:
+        write_text(new, "x")
+    finally:
+        os.umask(umask)
+    assert new.stat().st_mode & 0o777 == 0o644  # a new file as open() makes it, not mkstemp's private 0600
+    old.write_text("x")
+    old.chmod(0o640)
+    write_text(old, "y")
+    assert old.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode

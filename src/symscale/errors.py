@@ -58,7 +58,7 @@ def _one_fault(err: BaseException, what: str) -> str | None:
             return f"{reason} {what} (the error does not name the file)"
         paths = f"{filename}" + (f" -> {err.filename2}" if err.filename2 else "")
         verb = "access" if err.errno in (errno.EACCES, errno.EPERM) else "write"
-        return f"cannot {verb} {paths}: {reason} ({what})"
+        return f"{reason}: cannot {verb} {paths} ({what})"  # the cause first: it survives a cut reason
     if isinstance(err, sqlite3.Error) and getattr(err, "sqlite_errorcode", None) in _SQLITE_CODES:
         return f"an SQLite database: {err} ({what}; {_SQLITE_CODES[err.sqlite_errorcode]})"
     text = str(err)

@@ -113,8 +113,10 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", companions: tu
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
         raise _naming(err, path, None) from None
-    os.close(fd)
     tmp = Path(name)
+    with contextlib.suppress(OSError):  # mkstemp's 0600 would make a user's file private
+        os.fchmod(fd, _mode_for(path))
+    os.close(fd)
     leftovers = [Path(f"{tmp}{c}") for c in companions]
     try:
         yield tmp
@@ -139,6 +141,16 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         yield fh
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits of a new `path`: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)  # read it (there is no other way), then put it back
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _remove(paths: list[Path]) -> None:
