@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -598,3 +599,18 @@ def test_the_atomic_writer_keeps_permissions(tmp_path):
     old.chmod(0o640)
     write_text(old, "y")
     assert old.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
+def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, capsys, monkeypatch):
+    from test_report import hand_written_fits, make_study
+
+    root = make_study(tmp_path / "study", archs=("mpnn",))
+    (root / "fits.json").write_text(json.dumps(hand_written_fits(root, archs=("mpnn",))))
+    (root / "report").mkdir()
+    for name in ("report.md", "report.html"):  # an earlier report
+        (root / "report" / name).write_text(f"an earlier {name}\n")
+    before = {name: (root / "report" / name).read_bytes() for name in ("report.md", "report.html")}
+    monkeypatch.setattr(os, "fsync", _fsync_enospc)
+    one_line_error(capsys, ["report", str(root)], "report.md", "no space left")
+    assert {name: (root / "report" / name).read_bytes() for name in before} == before  # old report whole
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
