@@ -146,9 +146,13 @@ def check_rows(dataset: Any, rows: np.ndarray, part: str, sample: int = 256) -> 
         codes = np.asarray(dataset.index.field("invalid"))[dataset.raw_rows(rows)]  # [len(rows)] uint8
         bad = np.flatnonzero(codes)
         if bad.size:
+            count = f"{bad.size} of the {len(rows)} structures of the {part} are invalid"
+            try:  # the row itself says exactly what is wrong with it (a field that is not a number, ...)
+                dataset[int(rows[bad[0]])]
+            except SymscaleError as err:
+                raise SymscaleError(f"invalid data: {err}; {count}") from None
             path, row = dataset.locate(int(rows[bad[0]]))
-            why = f"{REASONS[int(codes[bad[0]])]}; {bad.size} of the {len(rows)} structures of the {part} are invalid"
-            raise SymscaleError(f"invalid data: {path}: structure {row}: {why}")
+            raise SymscaleError(f"invalid data: {path}: structure {row}: {REASONS[int(codes[bad[0]])]}; {count}")
         return
     for i in rows[:sample]:
         why = check_structure(dataset[int(i)])
