@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from symscale import rundir
+from symscale.errors import SymscaleError
 from symscale.study.catalogue import DB_NAME, Catalogue, export_laws
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -247,7 +250,8 @@ def test_enospc_at_the_final_checkpoint_leaves_status_failed(tmp_path, toy90, mo
         loop.train_run(_tiny(), out, dataset=toy90)
     status = rundir.read_status(out)
     assert status["status"] == "failed", status
-    assert "No space left" in status["reason"] and "\n" not in status["reason"]
+    assert "no space left" in status["reason"].lower() and "\n" not in status["reason"]
+    assert rundir.stopped_by_filesystem(status)  # not the run's failure: a study resumes it
     assert not list(out.rglob("*.tmp"))
 
 
@@ -416,3 +420,234 @@ def test_a_failure_is_recorded_even_when_the_log_line_hits_a_full_disk(tmp_path,
     result = loop.train_run(_tiny(), tmp_path / "run", dataset=toy90)
     assert result.status == "failed"
     assert rundir.read_status(tmp_path / "run")["reason"].startswith("diverged")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a study into a full disk, end to end: `symscale study` in a child process whose workers see ENOSPC at one
+# write of the first run; one line, no traceback, nothing torn that the readers cannot read, and the same
+# command after space is freed finishes the study, redoing at most the steps since the last checkpoint
+
+_FULL_DISK = textwrap.dedent(
+    """
+    # loaded by every process of the child study (parent and spawned workers) through PYTHONPATH
+    import errno, multiprocessing, os
+    flag, target, nth = os.environ["FULL_DISK_FLAG"], os.environ["FULL_DISK_AT"], int(os.environ["FULL_DISK_NTH"])
+    real_fsync, seen = os.fsync, []
+
+    def _hit(name):
+        return {"metrics": name == "metrics.jsonl", "checkpoint": name.startswith(".last.pt."),
+                "status": name.startswith(".status.json.")}[target]
+
+    def fsync(fd):
+        if os.path.exists(flag) and multiprocessing.parent_process() is not None:  # a worker, disk "full"
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if _hit(os.path.basename(path)) and (target == "metrics" or path not in seen):
+                seen.append(path)
+                if len(seen) == nth:
+                    if target == "metrics":  # half of the line reached the disk
+                        os.ftruncate(fd, os.fstat(fd).st_size - 25)
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    os.fsync = fsync
+
+    from symscale.train import loop  # every training step of every run, counted by run
+
+    real_step = loop._Run.train_step
+
+    def train_step(self, batch):
+        with open(os.environ["FULL_DISK_STEPS"], "a") as fh:
+            fh.write(self.out.name + "\\n")
+        return real_step(self, batch)
+
+    loop._Run.train_step = train_step
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def toy_xyz72(tmp_path_factory) -> Path:
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    path = tmp_path_factory.mktemp("toy72") / "toy.xyz"
+    write_structures(path, toy_structures(72, seed=0))
+    return path
+
+
+def _study_cli(spec: Path, study: Path, env: dict) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "symscale", "study", str(spec), "--dir", str(study), "--no-progress"]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.parametrize(
+    ("target", "nth"),
+    [
+        pytest.param("metrics", 3, marks=pytest.mark.slow),  # the third evaluation's line of the first run, torn
+        pytest.param("checkpoint", 3, marks=pytest.mark.slow),  # its third last.pt
+        pytest.param("status", 2, marks=pytest.mark.slow),  # its `finished` status
+    ],
+)
+def test_a_study_into_a_full_disk_stops_in_one_line_and_resumes(tmp_path, toy_xyz72, target, nth):
+    """Slow (two studies of two tiny runs in child processes: about 40 s each on an idle 2-core machine);
+    the engine's part of it is in the default suite below."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(_FULL_DISK)
+    flag, steps = tmp_path / "disk-is-full", tmp_path / "steps.txt"
+    flag.touch()
+    env = {"PYTHONPATH": f"{inject}{os.pathsep}{SRC}", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+           "FULL_DISK_FLAG": str(flag), "FULL_DISK_AT": target, "FULL_DISK_NTH": str(nth),
+           "FULL_DISK_STEPS": str(steps), "HOME": str(tmp_path)}  # fmt: skip
+    spec = _spec_yaml(tmp_path / "s.yaml", toy_xyz72, family="{arch: mpnn, widths: [4, 8]}", val=8)
+    text = spec.read_text().replace("prefixes: [0.5, 1.0]", "prefixes: [1.0]")
+    text = text.replace("eval_points: 2, eval_first_fraction: 0.5", "eval_points: 4, eval_first_fraction: 0.25")
+    spec.write_text(text)
+    study = tmp_path / "study"
+
+    done = _study_cli(spec, study, env)
+    err = done.stderr.strip()
+    assert done.returncode == 2, (done.returncode, err[-3000:])
+    assert "Traceback" not in err, err
+    lines = err.splitlines()  # the data's warning (no molecule ids) from the study and its worker, then:
+    assert [x for x in lines if "error" in x.lower() or "disk" in x.lower()] == lines[-1:], err
+    err = lines[-1]
+    assert err.startswith("symscale study: error: no space left on device (disk full): cannot write "), err
+    assert "no space left on device (disk full)" in err and "the study stopped" in err, err
+    where = {"metrics": "metrics.jsonl", "checkpoint": "last.pt", "status": "status.json"}[target]
+    assert where in err, err  # what was being written, and where
+    first = steps.read_text().split()
+    (hit,) = set(first)  # the study stopped at the first run: it did not go on to fail run after run
+    run = study / "runs" / hit
+    json.loads((run / "status.json").read_text())  # whole JSON, never torn
+    status = rundir.read_status(run)
+    assert status["status"] in ("running", "failed"), status
+    if status["status"] == "failed":
+        assert rundir.stopped_by_filesystem(status), status
+    lines = rundir.read_metrics(run)  # the tolerant reader reads what is there
+    assert len(lines) == (2 if target == "metrics" else 3 if target == "checkpoint" else 4)
+    assert (rundir.torn_bytes(run) > 0) == (target == "metrics")
+    assert not [p for p in study.rglob("*") if p.name.endswith(".tmp")]
+    assert not list(study.glob("runs/*.lock"))
+
+    flag.unlink()  # space is freed: the same command finishes the study
+    again = _study_cli(spec, study, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    info = rundir.read_json(run / "run.json")
+    evals, total = info["eval_steps"], info["total_steps"]
+    checkpointed = {"metrics": evals[1], "checkpoint": evals[1], "status": total}[target]
+    redone = steps.read_text().split().count(hit) - total  # the file holds both invocations' steps
+    assert 0 <= redone <= len(first) - checkpointed, (redone, evals)  # at most the steps since the checkpoint
+    for run_dir in (p for p in (study / "runs").iterdir() if p.is_dir()):
+        assert rundir.read_status(run_dir)["status"] == "finished"
+        assert [m["step"] for m in rundir.read_metrics(run_dir)] == rundir.read_json(run_dir / "run.json")[
+            "eval_steps"]  # fmt: skip
+        assert rundir.torn_bytes(run_dir) == 0
+    assert json.loads((study / "study.json").read_text())["finished"] == 2
+
+
+def test_a_run_stopped_by_a_full_disk_stops_the_study_and_is_resumed_without_retry_failed(tmp_path):
+    from fake_runs import fake_config
+    from symscale.study.executors import RunTask, execute_run
+    from symscale.study.runner import plan_tasks
+    from symscale.study.spec import RunPlan
+
+    run = tmp_path / "runs" / "mpnn-w4"
+    outcome = execute_run(RunTask("mpnn-w4", str(run), fake_config(), _disk_full_run))
+    assert outcome.status == "stopped" and "no space left on device" in outcome.reason, outcome
+    assert str(run / "checkpoints" / "last.pt") in outcome.reason  # what and where
+    status = rundir.read_status(run)
+    assert status["status"] == "failed" and rundir.stopped_by_filesystem(status), status
+    assert not (run / rundir.ERROR).exists()  # no traceback file: it is not the run's failure
+    plan = RunPlan("mpnn-w4", "mpnn", 4, 0, "none", 1.0, fake_config())
+    (task,) = plan_tasks(tmp_path, [plan], {}, retry_failed=False, run_fn=_disk_full_run)  # resumed
+    assert rundir.read_status(run)["status"] == "pending"
+    rundir.write_status(run, "failed", "non-finite loss")  # a run's own failure stays failed
+    assert plan_tasks(tmp_path, [plan], {}, retry_failed=False, run_fn=_disk_full_run) == []
+
+
+def _disk_full_run(config, run_dir):
+    from symscale.train import checkpoint
+
+    rundir.write_status(run_dir, "running")
+    (Path(run_dir) / "checkpoints").mkdir(parents=True, exist_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(_full_disk()))
+        checkpoint.save_checkpoint(Path(run_dir) / "checkpoints" / "last.pt", {"step": 1})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a bad structure deep in a prefix (row 5,000; the old up-front check read only the first 256): one line
+# naming the file and the row, before any training step
+
+
+@pytest.fixture(scope="module")
+def deep_bad(tmp_path_factory) -> Path:
+    import dataclasses
+
+    import numpy as np
+
+    from symscale.data.readers import write_structures
+    from symscale.data.toy import toy_structures
+
+    base = toy_structures(50, seed=4)
+    rows = [base[i % 50] for i in range(6000)]
+    rows[5000] = dataclasses.replace(rows[5000], forces=np.full_like(np.asarray(rows[5000].forces), np.nan))
+    path = tmp_path_factory.mktemp("deep") / "deep.aselmdb"
+    write_structures(path, rows)
+    return path
+
+
+def test_the_up_front_check_finds_a_bad_structure_at_row_5000(deep_bad):
+    from symscale.data.prefix import check_run_data
+
+    config = _tiny(data=str(deep_bad), n_val=50)
+    with pytest.raises(SymscaleError, match="structure 5000: NaN or inf in forces") as info:
+        check_run_data(config)
+    assert str(deep_bad) in str(info.value) and "\n" not in str(info.value)
+    check_run_data(_tiny(data=str(deep_bad), n_val=50, n_train=100))  # a prefix without it is fine
+
+
+def test_train_on_a_bad_structure_at_row_5000_fails_before_any_step(deep_bad, tmp_path, capsys, monkeypatch):
+    from symscale.cli import main
+    from symscale.train import loop
+
+    steps = []
+    real = loop._Run.train_step
+    monkeypatch.setattr(loop._Run, "train_step", lambda self, batch: steps.append(1) or real(self, batch))
+    out = tmp_path / "run"
+    argv = ["train", "--arch", "mpnn", "--width", "4", "--data", str(deep_bad), "--out", str(out), "--no-progress"]
+    code = main(argv + ["--set", "n_val=50", "--set", "pack_max_structures=0", "--set", "compute_accounting=false"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"{deep_bad}: structure 5000: NaN or inf in forces" in err, err
+    assert steps == []  # it costs no training: found from the dataset index before the first step
+    assert not (out / "checkpoints").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# item 5 as it happened: two `symscale train` started together on one --out
+
+
+@pytest.mark.slow
+def test_two_trains_started_together_on_one_out_train_it_once(tmp_path, toy_xyz72):
+    """Slow (two child processes that import torch and train, about 30 s on an idle 2-core machine)."""
+    out, go = tmp_path / "run", tmp_path / "go"
+    gate = f"import pathlib, sys, time\nwhile not pathlib.Path({str(go)!r}).exists(): time.sleep(0.01)\n"
+    start = gate + "from symscale.cli import main\nsys.exit(main(sys.argv[1:]))"
+    argv = ["train", "--arch", "mpnn", "--width", "4", "--data", str(toy_xyz72), "--out", str(out),
+            "--set", "n_val=8", "--no-progress"]  # fmt: skip
+    env = {"PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", start, *argv], env=env, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]  # fmt: skip
+    time.sleep(8.0)  # both imported and waiting at the gate
+    go.touch()
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 2]
+    assert codes in ([0, 0], [0, 2]), results  # one trains; the other waits its turn (finished) or is refused
+    for err in refused:
+        assert "is in use: locked by pid" in err and "Traceback" not in err, err
+    steps = [m["step"] for m in rundir.read_metrics(out)]
+    assert steps == rundir.read_json(out / "run.json")["eval_steps"]  # every evaluation once, never twice
+    assert rundir.read_status(out)["status"] == "finished" and not rundir.lock_path(out).exists()

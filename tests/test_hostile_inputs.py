@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -243,8 +244,8 @@ def test_md_json_on_a_full_disk_is_one_line_and_leaves_no_temporary_file(files, 
     monkeypatch.setattr(os, "fsync", _fsync_enospc)
     argv = ["md", str(files / "run"), "--structure", str(files / "toy.xyz"), "--steps", "4", "--interval", "2"]
     argv += ["--out", str(tmp_path / "t.xyz"), "--json", str(tmp_path / "md.json")]
-    one_line_error(capsys, argv, str(tmp_path / "md.json"), "no space left")
-    assert set(snapshot(tmp_path)) <= {"t.xyz"}  # the trajectory is complete (renamed whole), no .tmp file
+    one_line_error(capsys, argv, str(tmp_path / "t.xyz"), "no space left")  # the first write, fsynced now
+    assert snapshot(tmp_path) == {}  # no partial trajectory, no .tmp file
 
 
 def test_train_on_a_full_disk_is_one_line(files, tmp_path, capsys, monkeypatch):
@@ -481,3 +482,135 @@ def test_fit_on_a_bad_table_is_one_line(tmp_path, capsys, content, args, expecte
     table.write_bytes(content)
     one_line_error(capsys, ["fit", str(table), *args], expected)
     assert table.read_bytes() == content
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the one atomic writer (rundir.atomic_path): on any failure the old file stays and no temporary file is left
+
+
+def _frontier_table(path: Path) -> Path:
+    rows = ["N,D,C,loss"] + [f"{n},{d},{6 * n * d},{2.0 + 50 * (6 * n * d) ** -0.2}" for n in (1e4, 1e5, 1e6)
+                             for d in (1e5, 1e6, 1e7)]  # fmt: skip
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("fault", ["fsync", "replace", "write"])
+def test_fit_json_on_a_full_disk_keeps_the_old_file_and_leaves_no_temporary(tmp_path, capsys, monkeypatch, fault):
+    table = _frontier_table(tmp_path / "t.csv")
+    out = tmp_path / "fits.json"
+    out.write_text('{"an": "earlier result"}\n')
+    before = snapshot(tmp_path)
+    full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if fault == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(full))
+    elif fault == "replace":
+        real = os.replace
+
+        def replace(a, b):
+            if str(b) == str(out):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), a, b)
+            return real(a, b)
+
+        monkeypatch.setattr(os, "replace", replace)
+    else:  # the write itself: half of the text reaches the temporary file, then ENOSPC
+        import symscale.rundir as rd
+
+        class HalfFull:
+            def __init__(self, fh):
+                self.fh = fh
+
+            def __getattr__(self, name):
+                return getattr(self.fh, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                self.fh.close()
+
+            def write(self, text):
+                self.fh.write(text[: len(text) // 2])
+                raise full
+
+        monkeypatch.setattr(rd, "open", lambda *a, **k: HalfFull(open(*a, **k)), raising=False)
+    err = one_line_error(capsys, ["fit", str(table), "--law", "frontier", "--bootstrap", "0", "--json", str(out)],
+                         str(out), "no space left")  # fmt: skip
+    assert "left as it was" in err, err
+    assert snapshot(tmp_path) == before  # the earlier fits.json byte-identical, no fits.json.tmp or .fits.json.*
+
+
+def test_fit_json_into_a_missing_folder_fails_before_fitting(tmp_path, capsys):
+    table = _frontier_table(tmp_path / "t.csv")
+    one_line_error(capsys, ["fit", str(table), "--json", str(tmp_path / "no" / "f.json")], "does not exist")
+    assert "not possible" not in capsys.readouterr().out  # nothing was fitted or printed first
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, ValueError, lambda: OSError(errno.ENOSPC, "full")])
+def test_the_atomic_writer_removes_its_temporary_file_on_any_exception(tmp_path, raised):
+    from symscale.rundir import atomic_file, atomic_path
+
+    target = tmp_path / "f.txt"
+    target.write_text("old\n")
+    with pytest.raises((KeyboardInterrupt, ValueError, OSError)) as info:
+        with atomic_file(target) as fh:
+            fh.write("half of the new")
+            raise raised()
+    if isinstance(info.value, OSError):  # an error that named no file now names the target
+        assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+    with atomic_path(target, companions=("-lock",)) as tmp:
+        tmp.write_text("new\n")
+        Path(f"{tmp}-lock").write_text("")  # what an LMDB writer leaves beside its file
+    assert target.read_text() == "new\n" and [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_every_atomic_writer_of_the_package_is_the_one_in_rundir():
+    """A rename over a target outside `rundir.atomic_path` is a second atomic writer that can leave its
+    temporary file behind (as `fit --json` did): only the listed, reasoned exceptions may rename."""
+    src = Path(__file__).resolve().parents[1] / "src" / "symscale"
+    allowed = {
+        "rundir.py": "the atomic writer itself, and the rename that breaks a stale lock",
+        "data/index.py": "a cached index is a folder: built in a temporary folder, renamed whole",
+        "data/builtin.py": "generation resumes its partial file (a fixed name under a lock), renamed when done",
+    }
+    renames = re.compile(r"os\.(replace|rename)\(|\btmp\w*\.(replace|rename)\(|\.tmp[\"']|\.rename\(")
+    offenders = [
+        f"{p.relative_to(src)}:{i}: {line.strip()}"
+        for p in sorted(src.rglob("*.py"))
+        if str(p.relative_to(src)) not in allowed
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if renames.search(line)
+    ]
+    assert not offenders, offenders
+
+
+def test_the_atomic_writer_keeps_permissions(tmp_path):
+    from symscale.rundir import write_text
+
+    new, old = tmp_path / "new.txt", tmp_path / "old.txt"
+    umask = os.umask(0o022)
+    try:
+        write_text(new, "x")
+    finally:
+        os.umask(umask)
+    assert new.stat().st_mode & 0o777 == 0o644  # a new file as open() makes it, not mkstemp's private 0600
+    old.write_text("x")
+    old.chmod(0o640)
+    write_text(old, "y")
+    assert old.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
+
+
+def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, capsys, monkeypatch):
+    from test_report import hand_written_fits, make_study
+
+    root = make_study(tmp_path / "study", archs=("mpnn",))
+    (root / "fits.json").write_text(json.dumps(hand_written_fits(root, archs=("mpnn",))))
+    (root / "report").mkdir()
+    for name in ("report.md", "report.html"):  # an earlier report
+        (root / "report" / name).write_text(f"an earlier {name}\n")
+    before = {name: (root / "report" / name).read_bytes() for name in ("report.md", "report.html")}
+    monkeypatch.setattr(os, "fsync", _fsync_enospc)
+    one_line_error(capsys, ["report", str(root)], "report.md", "no space left")
+    assert {name: (root / "report" / name).read_bytes() for name in before} == before  # old report whole
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]

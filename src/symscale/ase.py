@@ -25,7 +25,6 @@ the energy head, not of the trained force head).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from symscale.data.graph import Structure, collate
 from symscale.errors import SymscaleError
 from symscale.models.base import ForceField
+from symscale.rundir import atomic_path
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 log = logging.getLogger(__name__)
@@ -261,11 +261,6 @@ def run_md(
             on_step(step)
     if trajectory is not None:
         Path(trajectory).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(trajectory).with_name(f".{Path(trajectory).name}.{os.getpid()}.tmp")  # beside it; renamed when whole
-        try:
+        with atomic_path(trajectory) as tmp:  # renamed over it when whole
             write(tmp, frames, format="extxyz")
-            tmp.replace(trajectory)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return MDResult(np.array(times), np.array(totals), np.array(temps), len(atoms))

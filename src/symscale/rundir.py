@@ -24,7 +24,9 @@ with no readable status.json is "pending". Older files with an epoch `updated` r
 
 Writes are atomic: a unique temporary file beside the target, fsynced, then renamed over it, so that a crash
 or a full disk leaves either the old file or the new one, and a leftover temporary file (even a 0-byte one)
-never blocks a later write. The metrics log is append-only; its reader skips a torn last line (a run killed
+never blocks a later write. `atomic_path` / `atomic_file` are the package's one atomic writer (checkpoints,
+user output files, datasets, the catalogue, the report use them too): on any exception the temporary file
+is removed. The metrics log is append-only; its reader skips a torn last line (a run killed
 mid-write, a full disk) and `repair_metrics` cuts it off before the loop appends again.
 
 A lock is stale when its owner is gone (same host and pid dead, or the same scheduler job requeued) or when
@@ -46,7 +48,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from symscale.errors import SymscaleError
 from symscale.quantities import device_hours, finite, implied_kappa
@@ -67,6 +69,9 @@ PLAN_SUFFIX = ".plan.json"
 LOCK_SUFFIX = ".lock"
 
 STATUSES = ("pending", "running", "finished", "failed")  # pending: planned or not yet started
+# the reason of a run stopped by a write the file system refused (disk full, quota, read-only): recorded as
+# failed, but not the run's fault, so a study resumes it from its last checkpoint without --retry-failed
+STOPPED_BY_FILESYSTEM = "stopped by the file system: "
 HEARTBEAT_S = 20.0  # a lock's owner touches it this often
 STALE_AFTER_S = 600.0  # a lock whose heartbeat is older than this is stale, whoever its pid names now
 
@@ -91,20 +96,92 @@ def _absolute(run_dir: str | os.PathLike) -> Path:
 # ---------------------------------------------------------------- atomic writes
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically: unique temporary file beside it, fsync, rename. Raises
-    SymscaleError naming the path when the disk is full or the file system refuses."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp", companions: tuple[str, ...] = ()) -> Iterator[Path]:
+    """The one atomic writer of the package: a unique temporary file beside `path` (created empty, named
+    `.<name>.<random><suffix>`) for the block to fill; when the block ends normally it is fsynced and renamed
+    over `path`. When anything is raised (a full disk, a bad record, Ctrl-C) the temporary file is removed
+    and `path` is left as it was. The files its writer leaves beside it (`companions`: suffixes such as
+    "-lock", "-journal") are removed either way. An OSError that names no file or names the temporary one
+    is raised again naming `path`.
+
+        with atomic_path(out) as tmp:
+            write_something(tmp)
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     except OSError as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        raise _naming(err, path, None) from None
+    tmp = Path(name)
+    with contextlib.suppress(OSError):  # mkstemp's 0600 would make a user's file private
+        os.fchmod(fd, _mode_for(path))
+    os.close(fd)
+    leftovers = [Path(f"{tmp}{c}") for c in companions]
+    try:
+        yield tmp
+        _remove(leftovers)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException as err:
+        _remove([tmp, *leftovers])
+        named = _naming(err, path, tmp) if isinstance(err, OSError) else err
+        if named is err:
+            raise
+        raise named from err
+    with contextlib.suppress(OSError):  # durability of the new name only: some network mounts cannot
+        _fsync(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """An open file (text "w" or binary "wb") that replaces `path` atomically when the block ends normally;
+    on any exception `path` is left as it was and nothing is left behind (see `atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits of a new `path`: those of the file it replaces, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0o022)  # read it (there is no other way), then put it back
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):  # gone already, or a read-only file system that refuses even this
+            p.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _naming(err: OSError, path: Path, tmp: Path | None) -> OSError:
+    """`err` as an OSError of the same errno (and class) that names `path`, the file the user asked for."""
+    if err.errno is None or (err.filename is not None and (tmp is None or str(err.filename) != str(tmp))):
+        return err
+    return OSError(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (`atomic_file`). Raises SymscaleError naming the path when the disk
+    is full or the file system refuses; `path` is then left as it was and nothing is left behind."""
+    path = Path(path)
+    try:
+        with atomic_file(path) as fh:
+            fh.write(text)
+    except OSError as err:
         raise SymscaleError(f"could not write {path}: {err.strerror or err}") from None
 
 
@@ -136,6 +213,12 @@ def read_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     if status.get("status") not in STATUSES:
         return {"status": "pending", "reason": None}
     return status
+
+
+def stopped_by_filesystem(status: dict[str, Any]) -> bool:
+    """True for a run that failed only because the file system refused a write (`STOPPED_BY_FILESYSTEM`):
+    to be resumed, not left failed."""
+    return status.get("status") == "failed" and str(status.get("reason") or "").startswith(STOPPED_BY_FILESYSTEM)
 
 
 def write_status(run_dir: str | os.PathLike, status: str, reason: str | None = None, **extra: Any) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 from symscale.errors import SymscaleError
@@ -260,8 +259,11 @@ def fit_with_bar(table, settings, quiet: bool) -> list:
 def run(args: argparse.Namespace) -> int:
     """Run `symscale fit` with the parsed `args`; returns the exit status."""
     from symscale import __version__
+    from symscale.cli import check_output_path, write_output
     from symscale.fit.table import read_table
 
+    if args.json_out:  # before the fits: a bad --json costs nothing
+        check_output_path(args.json_out, "the fits")
     settings = settings_from(args)
     table = read_table(args.table, _pairs(args.col, "--col"), _pairs(args.derive, "--derive"))
     table.require(*required_columns(args.law, args.x))
@@ -284,9 +286,7 @@ def run(args: argparse.Namespace) -> int:
             "table": str(args.table),
             "symscale_version": __version__,
         }
-        tmp = Path(args.json_out + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2))
-        tmp.replace(args.json_out)
+        write_output(args.json_out, json.dumps(doc, indent=2), "the fits")
         print(f"wrote {args.json_out}")
     return 0
 

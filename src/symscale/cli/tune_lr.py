@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from symscale.cli import write_output
 from symscale.config import RunConfig, read_yaml_mapping
 from symscale.errors import SymscaleError
 
@@ -65,6 +66,6 @@ def run(args: argparse.Namespace) -> int:
         print("no run finished; nothing recorded")
         return 1
     record = Path(args.record) if args.record else Path(args.out) / "best_lr.yaml"
-    record.write_text(yaml.safe_dump({"training": {"lr": search.best_lr}}))
+    write_output(record, yaml.safe_dump({"training": {"lr": search.best_lr}}), "the best learning rate")
     print(f"best lr {search.best_lr:g} (arch {args.arch}, width {args.width}) recorded in {record}")
     return 0

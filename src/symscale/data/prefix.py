@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from symscale.config import RunConfig
+from symscale.data.index import REASONS
 from symscale.data.packed import pack, pack_cache_key, pack_cached
-from symscale.data.readers import Dataset, open_dataset
-from symscale.data.splits import validation_split
+from symscale.data.readers import Dataset, check_structure, open_dataset
+from symscale.data.splits import ConcatDataset, validation_split
 from symscale.errors import SymscaleError
 
 
@@ -115,6 +116,8 @@ def resolve_data(config: RunConfig, dataset: Any = None) -> RunData:
     n_total = len(dataset)
     dataset, splits, n_train, how = _split_and_prefix(config, dataset)
     train, val = splits.train_prefix(n_train), splits.val
+    for rows, part in ((val, "validation set"), (train, "training prefix")):  # from the index: every row
+        check_rows(dataset, rows, part, sample=0)  # (structures in memory are checked as they are packed)
     description = getattr(dataset, "description", f"{n_total} structures")
     if n_train + len(val) <= d.pack_max_structures and not _is_packed(dataset):
         graph = (d.cutoff, d.max_neighbors)  # neighbour lists found once here, gathered per batch after
@@ -142,11 +145,9 @@ def _pack_builtin(config: RunConfig, dataset: Any, rows: np.ndarray, description
 def check_run_data(config: RunConfig, sample: int = 256) -> str:
     """Check, before a study's first run, that the data can make the run of `config` (use the largest
     prefix of a study): the source opens, has energies and forces, holds more than `data.n_val` structures
-    and enough for the prefix, and the validation set and the first `sample` structures of the prefix are
-    usable (`readers.check_structure`: finite labels, atoms apart). Reads no more than those; packs nothing.
-    Returns the dataset's description; raises SymscaleError naming the first problem."""
-    from symscale.data.readers import check_structure
-
+    and enough for the prefix, and every structure of the validation set and of the prefix is usable
+    (`check_rows`). Packs nothing. Returns the dataset's description; raises SymscaleError naming the first
+    problem (file and row)."""
     d = config.data
     dataset = open_data(config)
     if len(dataset) == 0:
@@ -154,13 +155,41 @@ def check_run_data(config: RunConfig, sample: int = 256) -> str:
     _check_labels(dataset)
     n_total = len(dataset)
     dataset, splits, n_train, _ = _split_and_prefix(config, dataset)
-    for i in [*splits.val, *splits.train_prefix(min(n_train, sample))]:
+    check_rows(dataset, splits.val, "validation set", sample)
+    check_rows(dataset, splits.train_prefix(n_train), "training prefix", sample)
+    return getattr(dataset, "description", f"{n_total} structures")
+
+
+def check_rows(dataset: Any, rows: np.ndarray, part: str, sample: int = 256) -> None:
+    """Raise SymscaleError (one line: file, row, reason) for the first structure among `rows` (dataset
+    indices, in order) that cannot be trained on: NaN or inf labels or positions, a missing label, atoms on
+    top of each other (`readers.check_structure`). A dataset read from files is checked for every row, from
+    its index (`symscale.data.index`: the validity code of each row, found in its one pass; no row is read
+    here). A dataset without an index (structures in memory) has its first `sample` rows read and checked;
+    the others are checked when loaded (`readers.Dataset.__getitem__` raises the same one line)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if isinstance(dataset, ConcatDataset):  # training data, then separate validation data
+        first = rows < dataset.n_first
+        check_rows(dataset.first, rows[first], part, sample)
+        check_rows(dataset.second, rows[~first] - dataset.n_first, part, sample)
+        return
+    if hasattr(dataset, "raw_rows") and hasattr(dataset, "locate"):
+        codes = np.asarray(dataset.index.field("invalid"))[dataset.raw_rows(rows)]  # [len(rows)] uint8
+        bad = np.flatnonzero(codes)
+        if bad.size:
+            count = f"{bad.size} of the {len(rows)} structures of the {part} are invalid"
+            try:  # the row itself says exactly what is wrong with it (a field that is not a number, ...)
+                dataset[int(rows[bad[0]])]
+            except SymscaleError as err:
+                raise SymscaleError(f"invalid data: {err}; {count}") from None
+            path, row = dataset.locate(int(rows[bad[0]]))
+            raise SymscaleError(f"invalid data: {path}: structure {row}: {REASONS[int(codes[bad[0]])]}; {count}")
+        return
+    for i in rows[:sample]:
         why = check_structure(dataset[int(i)])
         if why is not None:
-            raise SymscaleError(
-                f"invalid data: structure {int(i)} of {getattr(dataset, 'description', d.source)}: {why}"
-            )
-    return getattr(dataset, "description", f"{n_total} structures")
+            where = getattr(dataset, "description", "the data")
+            raise SymscaleError(f"invalid data: structure {int(i)} of {where} ({part}): {why}")
 
 
 def _is_packed(dataset: Any) -> bool:

@@ -45,7 +45,6 @@ import json
 import logging
 import math
 import os
-import secrets
 import shutil
 import sqlite3
 import zlib
@@ -794,23 +793,22 @@ def write_structures(path: str | os.PathLike, structures: Iterable[Structure]) -
         raise SymscaleError(f"cannot write {path}: folder {path.parent} does not exist")
     if path.is_dir():
         raise SymscaleError(f"cannot write {path}: it is a folder, expected a file path")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        tmp.touch(exist_ok=False)  # a read-only or forbidden folder fails here with its own errno
-        n = _write_file(tmp, suffix, structures)
-        _fsync(tmp)
-        if suffix in LMDB_EXTENSIONS:
-            _close_env(path)  # a cached reader of the file being replaced
-        os.replace(tmp, path)
+    from symscale.rundir import atomic_path
+
+    try:  # the package's one atomic writer: the temporary file and its LMDB lock or journal never stay
+        with atomic_path(path, suffix=f".tmp{path.suffix}", companions=("-lock", "-journal")) as tmp:
+            try:
+                n = _write_file(tmp, suffix, structures)
+            finally:
+                _close_env(tmp)  # a cached environment of the temporary file
+            if suffix in LMDB_EXTENSIONS:
+                _close_env(path)  # a cached reader of the file being replaced
     except (OSError, sqlite3.Error) as err:
         raise _write_error(path, err) from None
     except Exception as err:
         if type(err).__module__ == "lmdb":  # lmdb.DiskError (disk full), lmdb.ReadonlyError, ...
             raise _write_error(path, err) from None
         raise
-    finally:
-        _remove_temporary(tmp)
-    _fsync_folder(path.parent)
     return n
 
 
@@ -821,32 +819,6 @@ def _write_file(tmp: Path, suffix: str, structures: Iterable[Structure]) -> int:
     if suffix in DB_EXTENSIONS:
         return _write_sqlite(tmp, structures)
     return _write_xyz(tmp, structures)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries, after a rename) to disk."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Flush the folder's entry of a renamed file; after the rename, a file system that cannot do this (some
-    network and FUSE mounts) only loses durability of the name, so it is a warning."""
-    try:
-        _fsync(folder)
-    except OSError as err:
-        log.warning("could not flush folder %s after writing into it: %s", folder, err.strerror or err)
-
-
-def _remove_temporary(tmp: Path) -> None:
-    """The temporary file of an unfinished write and what its writer left beside it (LMDB lock, sqlite journal)."""
-    _close_env(tmp)
-    for p in (tmp, Path(f"{tmp}-lock"), Path(f"{tmp}-journal")):
-        if p.exists():  # (unlink(missing_ok=True) still fails with EROFS on a read-only file system)
-            p.unlink()
 
 
 def _write_error(path: Path, err: Exception) -> SymscaleError:

@@ -63,8 +63,10 @@ class DatasetStats:
         return cls(**d)
 
     def save(self, path: str | os.PathLike) -> Path:
+        from symscale.rundir import write_text
+
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")  # atomic
         return path
 
     @classmethod

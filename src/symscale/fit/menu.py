@@ -375,13 +375,12 @@ def refit_study(study_dir: str | Path, loss: str, fits: dict[str, Any] | None = 
     retraining, and write STUDY/fits-<loss>.json (`fits_name`); returns its path."""
     from symscale import __version__
     from symscale.fit.table import read_table
+    from symscale.rundir import write_text
 
     study_dir = Path(study_dir)
     settings = study_settings(fits, loss=loss)
     results = fit_table(read_table(study_dir / "laws.csv"), settings)
     path = study_dir / fits_name(loss)
-    tmp = path.with_name(f".{path.name}.tmp")
     payload = {"fits": [r.to_dict() for r in results], "loss": loss, "symscale_version": __version__}
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    write_text(path, json.dumps(payload, indent=1))  # atomic, a unique temporary name
     return path

@@ -746,8 +746,8 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, loss:
     out = Path(out_dir) if out_dir is not None else Path(study_dir) / default
     out.mkdir(parents=True, exist_ok=True)
     blocks = build_document(data, out)
-    (out / "report.md").write_text(to_markdown(blocks))
+    rundir.write_text(out / "report.md", to_markdown(blocks))  # atomic: an old report stays whole
     html_path = out / "report.html"
-    html_path.write_text(to_html(blocks, f"symscale report: {data.name}"))
+    rundir.write_text(html_path, to_html(blocks, f"symscale report: {data.name}"))
     log.info("report written to %s", html_path)
     return html_path

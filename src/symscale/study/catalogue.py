@@ -31,7 +31,6 @@ import io
 import logging
 import os
 import sqlite3
-import tempfile
 from dataclasses import astuple, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from symscale.rundir import (
     RUN_INFO,
     STATUS,
     RunRecord,
+    atomic_path,
     plan_path,
     read_metrics,
     read_run,
@@ -157,21 +157,17 @@ class Catalogue:
     def _rebuild(self) -> None:
         """An empty database of this schema built in a temporary file and renamed over `self.path`."""
         log.info("building catalogue %s from the run directories", self.path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
         try:
-            con = sqlite3.connect(tmp)  # rollback journal while it is private: one file to rename
-            con.executescript(_SCHEMA)
-            con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            con.commit()
-            con.close()
-            for suffix in ("-wal", "-shm"):  # of the bad database: never to be paired with the new one
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(f"{self.path}{suffix}")
-            os.replace(tmp, self.path)
+            with atomic_path(self.path, companions=("-journal",)) as tmp:  # removed if anything fails
+                con = sqlite3.connect(tmp)  # rollback journal while it is private: one file to rename
+                con.executescript(_SCHEMA)
+                con.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                con.commit()
+                con.close()
+                for suffix in ("-wal", "-shm"):  # of the bad database: never to be paired with the new one
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(f"{self.path}{suffix}")
         except (OSError, sqlite3.Error) as err:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             raise SymscaleError(f"could not build the catalogue {self.path}: {err}") from None
 
     def refresh(self) -> list[RunRecord]:

@@ -26,6 +26,7 @@ import torch
 
 from symscale import rundir
 from symscale.config import RunConfig
+from symscale.errors import SymscaleError, filesystem_fault
 from symscale.train.loop import train_run
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class RunTask:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How an execution of a run ended: finished | failed | busy (locked by a live owner) | interrupted."""
+    """How an execution of a run ended: finished | failed | busy (locked by a live owner) | interrupted |
+    stopped (the file system refused a write: disk full, read-only; the study stops, the run resumes later)."""
 
     run_id: str
     status: str
@@ -124,6 +126,9 @@ def _call_run_fn(task: RunTask, run_dir: Path) -> dict[str, Any]:
     try:
         task.run_fn(config, run_dir)
     except Exception as err:  # the run failed: record why, the study goes on with the others
+        fault = filesystem_fault(err, f"in run {task.run_id}")
+        if fault is not None:  # a refused write (disk full): not the run's failure; the study stops
+            return _stopped(run_dir, fault)
         log.warning("run %s failed: %s", task.run_id, err)
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_text(run_dir / rundir.ERROR, traceback.format_exc())
@@ -133,3 +138,13 @@ def _call_run_fn(task: RunTask, run_dir: Path) -> dict[str, Any]:
     if status["status"] not in ("finished", "failed"):
         status = {"status": "interrupted", "reason": f"run function returned with status {status['status']}"}
     return status
+
+
+def _stopped(run_dir: Path, fault: str) -> dict[str, Any]:
+    """The outcome of a run stopped by the file system (`fault`: its one line). Its status says so when it
+    can be written (the loop has usually written it); the run resumes from its last checkpoint later."""
+    log.info("run %s stopped: %s", run_dir.name, fault)
+    if rundir.read_status(run_dir)["status"] in ("pending", "running"):
+        with contextlib.suppress(SymscaleError, OSError):  # on a full disk this write may be refused too
+            rundir.write_status(run_dir, "failed", rundir.STOPPED_BY_FILESYSTEM + fault)
+    return {"status": "stopped", "reason": fault}

@@ -4,7 +4,10 @@ the laws table, fit and report.
     result = run_study(load_spec("quickstart"), "studies/quickstart", out=print)
 
 Idempotent: finished runs are skipped, interrupted ones resume from their checkpoints, failed ones stay
-failed unless `retry_failed`. On a finished study only the fits and the report are refreshed.
+failed unless `retry_failed`. On a finished study only the fits and the report are refreshed. A write the
+file system refuses (disk full, quota, read-only) stops the study at once with one line (SymscaleError):
+the run it hit is recorded as stopped (`rundir.STOPPED_BY_FILESYSTEM`), not failed, and rerunning the same
+command resumes it from its last checkpoint.
 
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
@@ -196,10 +199,11 @@ def plan_tasks(
     for plan in plans:
         run_dir = study_dir / "runs" / plan.run_id
         write_plan(plan, run_dir)
-        status = rundir.read_status(run_dir)["status"]
-        if status == "finished" or (status == "failed" and not retry_failed):
+        status = rundir.read_status(run_dir)
+        stopped = rundir.stopped_by_filesystem(status)  # a full disk stopped it: resumed, not left failed
+        if status["status"] == "finished" or (status["status"] == "failed" and not (retry_failed or stopped)):
             continue
-        if status == "failed":
+        if status["status"] == "failed":
             reset_for_retry(run_dir)
         tasks.append(RunTask(plan.run_id, str(run_dir), plan.config, run_fn, None, estimates.get(plan.run_id, 0.0)))
     return tasks
@@ -276,6 +280,11 @@ def _execute(
     def on_finish(task: RunTask, outcome: RunOutcome) -> None:
         lines.finish(task, outcome)
         bar.finish(task, outcome)
+        if outcome.status == "stopped":  # disk full: every later write fails too; stop, resume on the rerun
+            raise SymscaleError(
+                f"{outcome.reason}; the study stopped (run {task.run_id} and the runs after it resume from "
+                "their last checkpoints when the same command is rerun after the fault is fixed)"
+            )
 
     try:
         executor.run(tasks, on_start=on_start, on_finish=on_finish)

@@ -33,6 +33,7 @@ import torch
 
 from symscale import __version__
 from symscale.errors import SymscaleError
+from symscale.rundir import atomic_file
 
 FORMAT_VERSION = 1
 # torch.load on a file that is not a checkpoint: junk bytes are read as a legacy pickle (KeyError, IndexError,
@@ -76,19 +77,12 @@ def provenance(device: str | torch.device) -> dict[str, Any]:
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:
-    """Write `checkpoint` to `path` atomically: a temporary file in the same folder, fsync, then rename."""
+    """Write `checkpoint` to `path` atomically (`symscale.rundir.atomic_file`: a unique temporary file in the
+    same folder, fsync, rename; removed on any failure, so a full disk leaves the previous checkpoint)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format_version": FORMAT_VERSION, **checkpoint}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, "wb") as fh:
+        torch.save({"format_version": FORMAT_VERSION, **checkpoint}, fh)
     return path
 
 

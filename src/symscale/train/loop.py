@@ -34,7 +34,7 @@ from symscale.data.graph import GraphBatch
 from symscale.data.loader import BatchLoader, LoaderWorkers, collate_indices
 from symscale.data.prefix import RunData, resolve_data
 from symscale.data.stats import DatasetStats, check_validation_elements, compute_stats, count_elements
-from symscale.errors import SymscaleError
+from symscale.errors import SymscaleError, filesystem_fault
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
@@ -534,7 +534,9 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
         return _fail(run, str(err), prog)
     except Exception as err:  # recorded in status.json, then re-raised unless it is an out-of-memory error
         if not _is_oom(err):
-            _record_failure(run, f"{type(err).__name__}: {err}")
+            fault = filesystem_fault(err, f"at step {run.step}")
+            why = rundir.STOPPED_BY_FILESYSTEM + fault if fault else f"{type(err).__name__}: {err}"
+            _record_failure(run, why)  # a refused write (disk full) leaves the run resumable by a study
             raise
         return _fail(run, f"out of memory at step {run.step + 1}: {str(err).splitlines()[0]}", prog)
     finally:
