@@ -12,6 +12,7 @@ the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -685,9 +686,21 @@ def _counter(spec: StudySpec, fam: FamilySpec):
     forces = {"forces": spec.training["forces"]} if "forces" in spec.training else {}
 
     def count(width: int, options: dict[str, Any]) -> int:
-        return count_parameters(fam.arch, width, elements, **forces, **{**shared, **options})
+        merged = {**forces, **shared, **options}
+        try:
+            return _cached_count(fam.arch, width, tuple(elements), tuple(sorted(merged.items())))
+        except TypeError:  # an unhashable option value (a list): counted without the cache
+            return count_parameters(fam.arch, width, elements, **merged)
 
     return count
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_count(arch: str, width: int, elements: tuple[int, ...], options: tuple[tuple[str, Any], ...]) -> int:
+    """`count_parameters`, cached: the width search and every expansion of a spec ask for the same counts."""
+    from symscale.models.ladders import count_parameters
+
+    return count_parameters(arch, width, elements, **dict(options))
 
 
 def closest_width(count, budget: float, options: dict[str, Any], start: int = 1) -> tuple[int, int]:
