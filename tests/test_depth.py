@@ -181,7 +181,7 @@ def fake_depth_run(config: RunConfig, run_dir: Path) -> None:
     rundir.write_status(run_dir, "finished")
 
 
-def test_depth_study_with_fake_runs_fits_and_reports(tmp_path):
+def _fake_study(tmp_path: Path, reporter=None) -> tuple[Path, list[str]]:
     data = tmp_path / "data.xyz"
     data.write_text("")  # the fake run function never reads it
     raw = {
@@ -191,15 +191,19 @@ def test_depth_study_with_fake_runs_fits_and_reports(tmp_path):
         "depth": {"depths": [1, 2, 3, 4, 6], "bootstrap": 200},
         "evaluation": {"eval_points": 3},
         "executor": {"kind": "local", "workers": 1, "threads_per_worker": 1},
+        "report": reporter is not None,
     }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
-    spec = load_spec(tmp_path / "spec.yaml")
-    study = tmp_path / "study"
-    lines: list[str] = []
-    from symscale.report.render import write_report
-
-    result = run_study(spec, study, run_fn=fake_depth_run, out=lines.append, reporter=write_report)
+    study, lines = tmp_path / "study", []
+    result = run_study(
+        load_spec(tmp_path / "spec.yaml"), study, run_fn=fake_depth_run, out=lines.append, reporter=reporter
+    )
     assert (result.n_runs, result.finished) == (10, 10)
+    return study, lines
+
+
+def test_depth_study_with_fake_runs_recovers_their_optimum(tmp_path):
+    study, lines = _fake_study(tmp_path)
     points = json.loads((study / "depth.json").read_text())["points"]
     assert [(p["arch"], p["depth"]) for p in points] == [(a, d) for a in ("mpnn", "egnn") for d in (1, 2, 3, 4, 6)]
     fits, left_out = read_depth_fits(study)
@@ -208,8 +212,16 @@ def test_depth_study_with_fake_runs_fits_and_reports(tmp_path):
         assert fit.optimal_depth == pytest.approx(FAKE_OPTIMUM[fit.arch], rel=0.05)
         assert fit.best_measured == FAKE_OPTIMUM[fit.arch]
     assert any(line.startswith("optimal depth of mpnn: 2.00") for line in lines)
+
+
+@pytest.mark.slow
+def test_depth_study_report_has_the_depth_table_and_figure(tmp_path):
+    from symscale.report.render import write_report
+
+    study, _ = _fake_study(tmp_path, reporter=write_report)
     report = (study / "report" / "report.md").read_text()
     assert "Depth at a fixed parameter budget" in report and (study / "report" / "depth.png").is_file()
+    assert "optimal depth d*" in report and "(lowest)" in report
 
 
 # ---------------------------------------------------------------- the study mode, with tiny real runs

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure as MplFigure
 
 from symscale.fit.depth import DepthFit
@@ -53,7 +54,7 @@ def depth_table(fits: Sequence[DepthFit], left_out: Sequence[str] = ()) -> table
     if left_out:
         notes.append(f"Not fitted (fewer than 3 finished depths): {', '.join(left_out)}.")
     columns = ("family", "depth", "width", "N", "runs", "final L", "optimal depth d* [95%]")
-    return tables.Table("depth", "Depth at a fixed parameter budget", columns, tuple(rows), tuple(notes))
+    return tables.Table("depth", "Final loss and optimal depth per family", columns, tuple(rows), tuple(notes))
 
 
 def depth_figure(fits: Sequence[DepthFit], out_dir: Path) -> Figure | None:
@@ -75,7 +76,9 @@ def depth_figure(fits: Sequence[DepthFit], out_dir: Path) -> Figure | None:
     ax.set_ylabel(LOSS_LABEL)
     depths = sorted({d for f in fits for d in f.depths})
     ax.set_xticks(depths, [str(d) for d in depths])
-    ax.minorticks_off()
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.2g"))  # a narrow range of L: label minor ticks
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
     path = Path(out_dir) / "depth.png"
