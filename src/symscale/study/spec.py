@@ -3,7 +3,9 @@
 A spec names a dataset, the families with their widths (a ladder or an explicit list), the training prefixes
 (fractions of the training set: the D axis for the sum-law fit), seeds, symmetry modes, the evaluation
 schedule and the training settings shared by every run (passed through to `symscale.config.RunConfig`), and
-the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic ids.
+the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic ids. An optional `depth:`
+section adds a depth sweep at a fixed parameter budget per family (`depth_points`; fitted by
+`symscale.fit.depth`).
 
     spec = load_spec("quickstart")          # a preset name, or a path to a YAML file
     plans = expand_runs(spec)               # one RunPlan per (family, width, prefix, seed, mode)
