@@ -56,6 +56,27 @@ def get_family(arch: str) -> type[ForceField]:
     return _REGISTRY[arch]
 
 
+# The constructor option that sets each family's depth (interaction blocks or layers): the depth study
+# (`symscale.study.spec`, `depth:`) sweeps it. Every registered family has an entry (a contract test checks it).
+DEPTH_OPTION: dict[str, str] = {
+    "mpnn": "num_layers",
+    "egnn": "num_layers",
+    "gemnet_oc": "num_blocks",
+    "esen": "num_layers",
+    "fa_mpnn": "num_layers",
+    "canonical_mpnn": "num_layers",
+    "transformer": "num_layers",
+}
+
+
+def depth_option(arch: str) -> str:
+    """The model option that sets the depth of family `arch` (`DEPTH_OPTION`), e.g. "num_blocks" for GemNet-OC."""
+    get_family(arch)  # unknown arch -> SymscaleError with the choices
+    if arch not in DEPTH_OPTION:
+        raise SymscaleError(f"arch {arch!r} has no depth option; families with one: {', '.join(sorted(DEPTH_OPTION))}")
+    return DEPTH_OPTION[arch]
+
+
 def build(arch: str, width: int, **kwargs) -> ForceField:
     """Build family `arch` at `width`. Keyword arguments: `elements` (required), `cutoff`, `max_neighbors`,
     `forces` ("direct" | "conservative"), `element_energies`, `force_scale`, and family overrides

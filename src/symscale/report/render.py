@@ -47,10 +47,11 @@ import yaml
 import symscale
 from symscale import rundir
 from symscale.errors import SymscaleError
+from symscale.fit.depth import read_depth_fits
 from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
 from symscale.quantities import device_hours, implied_kappa
-from symscale.report import figures, narrative, reference, seeds, tables, tuning, verdicts
+from symscale.report import depth, figures, narrative, reference, seeds, tables, tuning, verdicts
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -451,6 +452,7 @@ def build_document(data: StudyData, out_dir: Path) -> list[Block]:
     if any(m != tables.ARCHITECTURE for m in data.modes):
         blocks += _section("Symmetry modes", [figures.modes_figure(data, out_dir)])
         blocks.append(tables.modes_table(data.fits, data.archs, data.modes, data.families))
+    blocks += _depth_section(data, out_dir)
     kappas = {key: [r.kappa for r in data.runs if run_family(r) == key and r.kappa is not None] for key in data.archs}
     blocks += [
         Heading("κ: forward FLOPs per atom per parameter"),
@@ -480,6 +482,15 @@ def verdict_blocks(data: StudyData) -> list[Block]:
     lines = [Paragraph(v.line) for v in verdicts.claim_verdicts(data.fits, data.archs, data.families)]
     blocks: list[Block] = [Heading("Verdicts on the paper's claims"), *lines, Paragraph(verdicts.RULES)]
     return blocks + ([verdicts.pair_table(data.fits, data.archs, data.families)] if len(data.archs) > 1 else [])
+
+
+def _depth_section(data: StudyData, out_dir: Path) -> list[Block]:
+    """The depth sweep's table and figure (`symscale.report.depth`), when the study has depth-fits.json."""
+    fits, left_out = read_depth_fits(data.directory)
+    if not fits and not left_out:
+        return []
+    figure = depth.depth_figure(fits, out_dir)
+    return [Heading("Depth at a fixed parameter budget"), depth.depth_table(fits, left_out), *filter(None, [figure])]
 
 
 def _section(title: str, figs: Sequence[figures.Figure | None]) -> list[Block]:

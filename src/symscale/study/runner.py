@@ -12,7 +12,8 @@ command resumes it from its last checkpoint.
 Study directory: spec.yaml, runs/<run_id>/ (the run directory, written by the training loop),
 runs/<run_id>.plan.json (the run's coordinates), runs/<run_id>.lock (its owner while it runs; the layout
 belongs to `symscale.rundir`), tune/<family>.json and tune/<family>/<run_id>/ (the learning-rate stage, when
-the spec has one: `symscale.study.tuning`), catalogue.sqlite, laws.csv, fits.json, report/, study.json (the last
+the spec has one: `symscale.study.tuning`), catalogue.sqlite, laws.csv, fits.json, depth.json and depth-fits.json
+(a spec with a `depth:` sweep: `symscale.fit.depth`), report/, study.json (the last
 invocation's summary), slurm/ (the SLURM engine's job files and jobs.json, the job id of each submitted
 run). The engines are `study/local.py`, `study/slurm.py` and `study/ray.py`.
 """
@@ -315,6 +316,8 @@ def summarize(
     fitted = [p.run_id for p in fitted_plans(spec, plans)]  # seed repeats are shown in the report, not fitted
     laws_rows = export_laws(Catalogue(study_dir), study_dir / "laws.csv", fitted, include_diverged=include)
     fits = report = (None, "runs are still pending")
+    if spec.depth is not None:  # the depth sweep's points (depth.json), fitted when every run is done
+        _depth(study_dir, spec, fit=finalize and n_pending == 0, out=out)
     if finalize and n_pending == 0:
         fits = _fit(study_dir, spec)
         report = _report(study_dir, reporter) if spec.report else (None, "the spec says report: false")
@@ -354,6 +357,30 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         log.exception("fits failed")
         return None, f"fits failed: {type(err).__name__}: {err}"
     return str(path), None
+
+
+def _depth(study_dir: Path, spec: StudySpec, *, fit: bool, out: Printer) -> None:
+    """depth.json (the depth sweep's points and run ids) and, with `fit`, depth-fits.json
+    (`symscale.fit.depth.fit_study_depth`). A fit failure is reported; the study still completes."""
+    from symscale.fit.depth import DEPTH_POINTS, fit_study_depth
+    from symscale.study.spec import depth_points
+
+    points = [p.to_dict() for p in depth_points(spec)]
+    rundir.write_text(study_dir / DEPTH_POINTS, json.dumps({"points": points}, indent=1))
+    if not fit:
+        return
+    try:
+        result = fit_study_depth(
+            study_dir, bootstrap=spec.depth.bootstrap, seed=spec.depth.seed, loss=spec.fits.get("loss", "total")
+        )
+    except Exception as err:  # as _fit: a fit failure is reported, the study still completes
+        log.exception("depth fits failed")
+        out(f"depth fits failed: {type(err).__name__}: {err}")
+        return
+    for f in result["fits"]:
+        lo, hi = f["interval"]
+        edge = " (at the edge of the measured depths)" if f["at_edge"] else ""
+        out(f"optimal depth of {f['arch']}: {f['optimal_depth']:.2f} [{lo:.2f}, {hi:.2f}]{edge}")
 
 
 def _report(study_dir: Path, reporter: Reporter | None) -> tuple[str | None, str | None]:

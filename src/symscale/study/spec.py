@@ -3,7 +3,9 @@
 A spec names a dataset, the families with their widths (a ladder or an explicit list), the training prefixes
 (fractions of the training set: the D axis for the sum-law fit), seeds, symmetry modes, the evaluation
 schedule and the training settings shared by every run (passed through to `symscale.config.RunConfig`), and
-the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic ids.
+the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic ids. An optional `depth:`
+section adds a depth sweep at a fixed parameter budget per family (`depth_points`; fitted by
+`symscale.fit.depth`).
 
     spec = load_spec("quickstart")          # a preset name, or a path to a YAML file
     plans = expand_runs(spec)               # one RunPlan per (family, width, prefix, seed, mode)
@@ -12,7 +14,9 @@ the executor settings. `expand_runs` turns it into `RunPlan`s with deterministic
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -25,7 +29,7 @@ from symscale.errors import SymscaleError
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("quickstart", "quickstart-smoke", "embedded", "paper", "extended")
+PRESETS = ("quickstart", "quickstart-smoke", "embedded", "paper", "extended", "depth")
 EXECUTORS = ("local", "slurm", "ray")
 
 # Symmetry modes: what each adds to the shared training settings (RunConfig keys). "architecture" is the
@@ -57,6 +61,7 @@ _TOP_KEYS = {
     "report": "true to write the report after the fits",
     "tune": "learning-rate sweep per family before the grid: {lrs, width, prefix}",
     "seed_repeats": "the smallest widths of each family again over extra seeds: {smallest, seeds}",
+    "depth": "a depth sweep at a fixed parameter budget: {depths, budget, families, bootstrap, seed}",
 }
 _FAMILY_KEYS = ("arch", "ladder", "widths", "overrides", "training", "modes")
 _FIT_KEYS = (
@@ -220,6 +225,7 @@ class StudySpec:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)  # the validated YAML mapping
     tune: TuneSpec | None = None  # the learning-rate stage before the grid (None: the spec's rates as given)
     seed_repeats: SeedRepeats | None = None  # extra seeds of each family's smallest runs (None: none)
+    depth: DepthSpec | None = None  # the depth sweep beside the grid (None: no depth runs)
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,7 @@ def parse_spec(raw: dict[str, Any], *, source: str = "") -> StudySpec:
         raw=copy.deepcopy(raw),
         tune=_parse_tune(raw.get("tune")),
         seed_repeats=_parse_seed_repeats(raw.get("seed_repeats"), raw.get("seeds", [0])),
+        depth=_parse_depth(raw.get("depth")),
     )
     validate(spec)
     return spec
@@ -525,6 +532,10 @@ def expand_runs(spec: StudySpec) -> list[RunPlan]:
     ids = [p.run_id for p in plans]
     if len(set(ids)) != len(ids):
         raise SymscaleError("invalid study spec: two grid points have the same configuration (duplicate widths?)")
+    known = set(ids)
+    for point in depth_points(spec):  # a depth run equal to a grid run (the family's own depth) is that run
+        plans += [p for p in point.plans if p.run_id not in known]
+        known.update(p.run_id for p in point.plans)
     return plans
 
 
@@ -551,3 +562,186 @@ def fitted_plans(spec: StudySpec, plans: list[RunPlan]) -> list[RunPlan]:
 def spec_to_yaml(spec: StudySpec) -> str:
     """The validated spec mapping as YAML (written to the study directory as spec.yaml)."""
     return yaml.safe_dump(spec.raw, sort_keys=False)
+
+
+# ---------------------------------------------------------------- the depth sweep
+#
+# `depth: {depths: [1, 2, 3, 4, 6], budget: 2.0e4 | {arch: N}, families: [arch, ...], bootstrap, seed}`.
+# For each family of the spec (or those named) and each depth, the width whose N (the models' own count,
+# `symscale.models.ladders.count_parameters`, for the dataset's elements) is closest to the budget; the default
+# budget is the family's N at its muP base width and its own depth. The runs are at the largest prefix, every
+# seed, the plain symmetry mode, and are otherwise the family's runs (its overrides and training settings); at
+# the family's own depth no depth option is added, so the run is the grid's run when the grid has that width.
+# The default budget is N of the family's smallest width in the spec (at its own depth): the sweep passes
+# through that run. N is counted for `dataset.elements` when given, else the built-in set's elements.
+# `symscale.fit.depth` fits loss against depth (the runner writes depth.json, the points with their run ids).
+
+MAX_DEPTH_WIDTH = 1 << 16  # the width search stops here: a budget no width reaches is a spec error
+
+
+@dataclass(frozen=True)
+class DepthSpec:
+    """`depth:`: the depths to sweep, the parameter budget (one N, per arch, or None: each family's N at its
+    smallest width and own depth), the archs swept (None: every family of the spec) and the fit's bootstrap."""
+
+    depths: tuple[int, ...] = bounded(minimum=1)  # layers (blocks), at least 3 different ones
+    budget: float | dict[str, float] | None = None  # parameters: one N, or one per arch (checked > 0 below)
+    families: tuple[str, ...] | None = None
+    bootstrap: int = bounded(1000, minimum=1)
+    seed: int = bounded(0, minimum=0)
+
+
+@dataclass(frozen=True)
+class DepthPoint:
+    """One depth of one family: the width chosen for the budget, its N and its runs (one per seed)."""
+
+    arch: str
+    options: str  # the family's model options without the depth (`symscale.fit.results.options_label`)
+    depth: int
+    width: int
+    num_parameters: int
+    budget: float
+    plans: tuple[RunPlan, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """depth.json's row: coordinates, N, budget and run ids."""
+        keys = ("arch", "options", "depth", "width", "num_parameters", "budget")
+        return {**{k: getattr(self, k) for k in keys}, "run_ids": [p.run_id for p in self.plans]}
+
+
+def _parse_depth(raw: Any) -> DepthSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise SymscaleError.invalid("depth", raw, "a mapping")
+    depths = tuple(sorted(set(coerce("depth.depths", raw.get("depths"), "tuple[int, ...]"))))
+    if len(depths) < 3:
+        raise SymscaleError.invalid("depth.depths", raw.get("depths"), "at least 3 different depths (a parabola)")
+    budget = raw.get("budget")
+    if isinstance(budget, dict):
+        budget = {str(a): _positive_number(f"depth.budget.{a}", n) for a, n in budget.items()}
+    elif budget is not None:
+        budget = _positive_number("depth.budget", budget)
+    return build(DepthSpec, "depth", raw, depths=depths, budget=budget)
+
+
+def _positive_number(key: str, value: Any) -> float:
+    number = coerce(key, value, "float")
+    if not number > 0:
+        raise SymscaleError.invalid(key, value, "a number > 0 (parameters)")
+    return number
+
+
+def _own_depth(arch: str, option: str, options: dict[str, Any]) -> int:
+    """The depth family `arch` has with `options`: the option if set, else its constructor default."""
+    import inspect
+
+    from symscale.models.registry import get_family
+
+    if option in options:
+        return int(options[option])
+    for cls in get_family(arch).__mro__:
+        param = inspect.signature(cls.__init__).parameters.get(option) if "__init__" in vars(cls) else None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return int(param.default)
+    raise SymscaleError(f"arch {arch!r}: no default for its depth option {option!r}; set it in the overrides")
+
+
+def _counter(spec: StudySpec, fam: FamilySpec):
+    """N(width, options) of the family as its runs build it (spec training's model_overrides and forces too)."""
+    from symscale.models.ladders import BUILTIN_ELEMENTS, count_parameters
+
+    elements = spec.dataset.elements or BUILTIN_ELEMENTS  # the built-in set; a file's elements when given
+    shared = dict(spec.training.get("model_overrides") or {})
+    forces = {"forces": spec.training["forces"]} if "forces" in spec.training else {}
+
+    def count(width: int, options: dict[str, Any]) -> int:
+        merged = {**forces, **shared, **options}
+        try:
+            return _cached_count(fam.arch, width, tuple(elements), tuple(sorted(merged.items())))
+        except TypeError:  # an unhashable option value (a list): counted without the cache
+            return count_parameters(fam.arch, width, elements, **merged)
+
+    return count
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_count(arch: str, width: int, elements: tuple[int, ...], options: tuple[tuple[str, Any], ...]) -> int:
+    """`count_parameters`, cached: the width search and every expansion of a spec ask for the same counts."""
+    from symscale.models.ladders import count_parameters
+
+    return count_parameters(arch, width, elements, **dict(options))
+
+
+def closest_width(count, budget: float, options: dict[str, Any], start: int = 1) -> tuple[int, int]:
+    """(width, N) with N = count(width, options) closest to `budget` in ratio (N grows with width). Widths
+    below `start`, or that do not build, are refused by the family (SymscaleError) and skipped at the bottom."""
+    lo = start
+    while True:  # the smallest width the family builds (eSEN refuses 1 sphere channel)
+        try:
+            n_lo = count(lo, options)
+            break
+        except SymscaleError:
+            lo += 1
+            if lo > start + 8:
+                raise
+    if n_lo >= budget:
+        return lo, n_lo
+    hi = max(2 * lo, lo + 1)
+    while count(hi, options) < budget:  # doubling to a width past the budget
+        lo, hi = hi, 2 * hi
+        if hi > MAX_DEPTH_WIDTH:
+            raise SymscaleError.invalid("depth.budget", budget, f"a parameter count below N at width {lo}")
+    while hi - lo > 1:  # N(lo) < budget <= N(hi)
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(mid, options) < budget else (lo, mid)
+    n_lo, n_hi = count(lo, options), count(hi, options)
+    return (lo, n_lo) if abs(math.log(n_lo / budget)) < abs(math.log(n_hi / budget)) else (hi, n_hi)
+
+
+def _depth_budget(spec: DepthSpec, fam: FamilySpec, count) -> float:
+    """The family's budget: the spec's (one N or per arch), else N of its smallest width at its own depth."""
+    budget = spec.budget.get(fam.arch) if isinstance(spec.budget, dict) else spec.budget
+    return float(budget) if budget is not None else float(count(min(fam.widths), dict(fam.overrides)))
+
+
+def depth_points(spec: StudySpec) -> list[DepthPoint]:
+    """Every point of the spec's depth sweep (empty without a `depth:` section), family by family, depth by
+    depth; each point's runs are validated RunConfigs like the grid's (same ids for the same configuration)."""
+    if spec.depth is None:
+        return []
+    from symscale.fit.results import options_label
+    from symscale.models.registry import depth_option
+
+    archs = {f.arch for f in spec.families}
+    for arch in spec.depth.families or ():
+        if arch not in archs:
+            raise SymscaleError.invalid("depth.families[]", arch, f"a family of the spec ({', '.join(sorted(archs))})")
+    points = []
+    for fam in spec.families:
+        if spec.depth.families is not None and fam.arch not in spec.depth.families:
+            continue
+        option = depth_option(fam.arch)
+        own = _own_depth(fam.arch, option, {**(spec.training.get("model_overrides") or {}), **fam.overrides})
+        count = _counter(spec, fam)
+        budget = _depth_budget(spec.depth, fam, count)
+        label = options_label({k: v for k, v in fam.overrides.items() if k != option})
+        for depth in spec.depth.depths:
+            options = dict(fam.overrides)
+            if depth != own or option in options:  # the family's own depth unset stays unset: the grid's run
+                options[option] = depth
+            width, n = closest_width(count, budget, options)
+            points.append(DepthPoint(fam.arch, label, depth, width, n, budget, _depth_plans(spec, fam, width, options)))
+    return points
+
+
+def _depth_plans(spec: StudySpec, fam: FamilySpec, width: int, options: dict[str, Any]) -> tuple[RunPlan, ...]:
+    """The runs of one depth point: the family at `width` with `options` as its overrides, at the largest prefix
+    and every seed, in the plain symmetry mode."""
+    swept = FamilySpec(fam.arch, (width,), fam.ladder, options, fam.training)
+    prefix = max(spec.prefixes)
+    plans = []
+    for seed in spec.seeds:
+        cfg = run_config(spec, swept, width, prefix, seed, "architecture")
+        plans.append(RunPlan(run_id(cfg), fam.arch, width, seed, "architecture", prefix, cfg))
+    return tuple(plans)
