@@ -212,6 +212,9 @@ def test_depth_study_with_fake_runs_recovers_their_optimum(tmp_path):
         assert fit.optimal_depth == pytest.approx(FAKE_OPTIMUM[fit.arch], rel=0.05)
         assert fit.best_measured == FAKE_OPTIMUM[fit.arch]
     assert any(line.startswith("optimal depth of mpnn: 2.00") for line in lines)
+    # the sweep's own-depth runs are grid runs; the others have their own fit, not one scaling-law group each
+    groups = {f["group"] for f in json.loads((study / "fits.json").read_text())["fits"]}
+    assert groups and not any("num_layers" in g or "d1" in g for g in groups), groups
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ from symscale.study.local import LocalExecutor
 from symscale.study.progress import StudyBar
 from symscale.study.ray import RayExecutor
 from symscale.study.slurm import SLURM_NO_WORKERS, SlurmExecutor
-from symscale.study.spec import RunPlan, StudySpec, expand_runs, fitted_plans, spec_to_yaml
+from symscale.study.spec import RunPlan, StudySpec, depth_only_ids, expand_runs, fitted_plans, spec_to_yaml
 from symscale.study.tuning import run_tuning
 
 log = logging.getLogger(__name__)
@@ -341,6 +341,8 @@ def summarize(
 def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
     """fits.json from laws.csv; (path, None), or (None, why not). Never stops the study."""
     try:
+        import numpy as np
+
         from symscale import __version__
         from symscale.fit.study import fit_laws_table
         from symscale.fit.table import read_table
@@ -348,6 +350,9 @@ def _fit(study_dir: Path, spec: StudySpec) -> tuple[str | None, str | None]:
         return None, f"fits unavailable ({err})"
     try:
         table = read_table(study_dir / "laws.csv")
+        sweep_only = depth_only_ids(spec)  # the depth sweep has its own fit (depth-fits.json)
+        if sweep_only and len(table):
+            table = table.select(~np.isin(table["run"], sorted(sweep_only)))
         options = {k: v for k, v in spec.fits.items() if k != "include_diverged"}  # laws.csv's, not the fits'
         results = fit_laws_table(table, **options)
         payload = {"fits": [r.to_dict() for r in results], "symscale_version": __version__}

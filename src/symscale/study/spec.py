@@ -14,6 +14,7 @@ section adds a depth sweep at a fixed parameter budget per family (`depth_points
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import logging
 import math
@@ -557,6 +558,15 @@ def seed_repeat_plans(spec: StudySpec) -> list[RunPlan]:
 def fitted_plans(spec: StudySpec, plans: list[RunPlan]) -> list[RunPlan]:
     """The plans whose evaluations go into laws.csv and the fits: the grid's seeds (not the seed repeats)."""
     return [p for p in plans if p.seed in spec.seeds]
+
+
+def depth_only_ids(spec: StudySpec) -> set[str]:
+    """Run ids of the depth sweep's runs that are not grid runs: fitted by `symscale.fit.depth`, kept out of the
+    scaling-law fits (each would be a one-run group of its own depth option)."""
+    if spec.depth is None:
+        return set()
+    grid = {p.run_id for p in expand_runs(dataclasses.replace(spec, depth=None))}
+    return {p.run_id for point in depth_points(spec) for p in point.plans} - grid
 
 
 def spec_to_yaml(spec: StudySpec) -> str:
