@@ -228,12 +228,12 @@ def pack_cached(
         except SymscaleError as err:
             log.warning("ignoring an unreadable packed cache %s: %s", path, err)
     packed = pack(dataset, indices, description=description, graph=graph)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    from symscale.rundir import atomic_path
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        packed.save(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.npz") as tmp:  # np.savez keeps a name ending in .npz
+            packed.save(tmp)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         log.warning("could not cache the packed data in %s: %s", path.parent, err)
     return packed
