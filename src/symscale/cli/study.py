@@ -10,8 +10,10 @@ from symscale.errors import SymscaleError
 
 EPILOG = """examples:
   symscale study quickstart                 # the built-in study on this machine (CPU, < 30 min)
-  symscale study quickstart --dry-run       # the run table with N, D, FLOPs and time, nothing started
+  symscale study quickstart --dry-run       # the run table with N, D, FLOPs and the wall time predicted
+                                            # from a few steps per family timed here; nothing is trained
   symscale study embedded                   # the larger built-in study (about 3 hours on 2 cores)
+  symscale study depth                      # loss against depth at a fixed parameter budget per family
   symscale study paper --data /path/to/omol25/train --val-data /path/to/omol25/val --dry-run
   symscale study my_spec.yaml --executor ray --workers 4
 """
@@ -32,7 +34,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, paper, extended"
+        "spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, depth, paper, extended"
     )
     p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
     p.add_argument(
