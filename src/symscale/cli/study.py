@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "spec", help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, depth, paper, extended"
+        "spec",
+        help="a study spec YAML file, or a preset: quickstart, quickstart-smoke, embedded, depth, paper, extended",
     )
     p.add_argument("--dir", type=Path, default=None, help="study directory (default: ./studies/<spec name>)")
     p.add_argument(
