@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ import numpy as np
 from symscale.errors import SymscaleError
 from symscale.fit.menu import LOSS_COLUMNS
 from symscale.fit.table import read_table
-from symscale.rundir import write_text
 
 MIN_DEPTHS = 3  # distinct depths a parabola needs
 
@@ -199,11 +198,17 @@ DEPTH_FITS = "depth-fits.json"  # their fits
 
 
 def fit_study_depth(
-    study_dir: str | Path, *, bootstrap: int = 1000, seed: int = 0, loss: str = "total"
+    study_dir: str | Path,
+    *,
+    write_text: Callable[[Path, str], Any],
+    bootstrap: int = 1000,
+    seed: int = 0,
+    loss: str = "total",
 ) -> dict[str, Any]:
     """Fit a study's depth sweep: depth.json's points, their final L from laws.csv (`loss`: total, force or
-    energy), one `DepthFit` per family; writes and returns depth-fits.json's content ({"fits": [...], "left_out":
-    families with fewer than `MIN_DEPTHS` finished depths})."""
+    energy), one `DepthFit` per family; writes depth-fits.json with `write_text(path, text)` (the study
+    directory's atomic writer, `symscale.rundir.write_text`) and returns its content ({"fits": [...],
+    "left_out": families with fewer than `MIN_DEPTHS` finished depths})."""
     study_dir = Path(study_dir)
     points = json.loads((study_dir / DEPTH_POINTS).read_text())["points"]
     runs = final_losses(read_table(study_dir / "laws.csv"), points, LOSS_COLUMNS[loss])

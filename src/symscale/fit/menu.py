@@ -370,12 +370,14 @@ def fits_name(loss: str) -> str:
     return "fits.json" if loss == "total" else f"fits-{loss}.json"
 
 
-def refit_study(study_dir: str | Path, loss: str, fits: dict[str, Any] | None = None) -> Path:
+def refit_study(
+    study_dir: str | Path, loss: str, fits: dict[str, Any] | None = None, *, write_text: Callable[[Path, str], Any]
+) -> Path:
     """Refit an existing study's laws.csv on another L (`loss`) with its spec's fit settings, without
-    retraining, and write STUDY/fits-<loss>.json (`fits_name`); returns its path."""
+    retraining, and write STUDY/fits-<loss>.json (`fits_name`) with `write_text(path, text)` (the study
+    directory's atomic writer, `symscale.rundir.write_text`: fit/ imports nothing above it); returns its path."""
     from symscale import __version__
     from symscale.fit.table import read_table
-    from symscale.rundir import write_text
 
     study_dir = Path(study_dir)
     settings = study_settings(fits, loss=loss)

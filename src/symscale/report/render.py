@@ -52,6 +52,7 @@ from symscale.fit.menu import LOSS_COLUMNS, FitSettings, fits_name, refit_study
 from symscale.fit.results import FitResult, family_key, option_values
 from symscale.quantities import device_hours, implied_kappa
 from symscale.report import depth, figures, narrative, reference, seeds, tables, tuning, verdicts
+from symscale.report.blocks import Block, Code, Heading, Paragraph
 from symscale.rundir import RunRecord
 from symscale.study.catalogue import Catalogue
 
@@ -405,23 +406,7 @@ def family_info(arch: str, run_infos: Sequence[dict] = (), options: str = "") ->
 # ---------------------------------------------------------------- the document
 
 
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    text: str
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-Block = Heading | Paragraph | Code | tables.Table | figures.Figure
+# the blocks (Heading, Paragraph, Code, tables and figures) live in `symscale.report.blocks`
 
 
 def build_document(data: StudyData, out_dir: Path) -> list[Block]:
@@ -742,7 +727,7 @@ def ensure_fits(study_dir: str | Path, loss: str) -> Path:
     spec = _read_spec(directory, [])[1]
     fits = spec.get("fits") if isinstance(spec.get("fits"), dict) else {}
     log.info("refitting %s on L = %s", directory, loss)
-    return refit_study(directory, loss, fits)
+    return refit_study(directory, loss, fits, write_text=rundir.write_text)
 
 
 def write_report(study_dir: str | Path, out_dir: str | Path | None = None, loss: str = "total") -> Path:

@@ -23,7 +23,9 @@ from typing import Any
 from matplotlib.figure import Figure as MplFigure
 
 from symscale import rundir
+from symscale.fit.results import family_key
 from symscale.report import figures, tables
+from symscale.report.blocks import Heading, Paragraph
 
 TUNE_DIR = "tune"  # STUDY/tune: the learning-rate stage's records (symscale.study.tuning.TUNE_DIR)
 
@@ -169,8 +171,6 @@ def tuning_section(data: Any, out_dir: Path) -> list[Any]:
     """The report's blocks for the learning-rate stage of the study read as `data`
     (`symscale.report.render.StudyData`): a heading, then the sweeps' table and figure (drawn into `out_dir`),
     or the rates the spec shipped."""
-    from symscale.report.render import Heading, Paragraph, run_family  # render imports this module
-
     blocks: list[Any] = [Heading("Learning-rate tuning")]
     sweeps = read_sweeps(data.directory)
     if sweeps:
@@ -185,4 +185,4 @@ def tuning_section(data: Any, out_dir: Path) -> list[Any]:
             "spec shipped its rates, shown below as the runs recorded them."
         )
     )
-    return blocks + [shipped_rates_table(data.runs, data.infos, run_family)]
+    return blocks + [shipped_rates_table(data.runs, data.infos, lambda r: family_key(r.arch or "", r.options))]

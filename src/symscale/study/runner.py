@@ -376,7 +376,11 @@ def _depth(study_dir: Path, spec: StudySpec, *, fit: bool, out: Printer) -> None
         return
     try:
         result = fit_study_depth(
-            study_dir, bootstrap=spec.depth.bootstrap, seed=spec.depth.seed, loss=spec.fits.get("loss", "total")
+            study_dir,
+            write_text=rundir.write_text,
+            bootstrap=spec.depth.bootstrap,
+            seed=spec.depth.seed,
+            loss=spec.fits.get("loss", "total"),
         )
     except Exception as err:  # as _fit: a fit failure is reported, the study still completes
         log.exception("depth fits failed")
