@@ -86,7 +86,7 @@ def test_symscale_fit_on_a_study_laws_csv_reproduces_the_study_fits_json(tmp_pat
 
     root = make_study(tmp_path / "study", archs=("mpnn", "esen"), modes=("architecture", "symmetry_loss"))
     settings = {"bootstrap": 12, "seed": 3, "group_by": "arch"}
-    path, why = study_fit(root, SimpleNamespace(fits=settings))
+    path, why = study_fit(root, SimpleNamespace(fits=settings, depth=None))  # the spec fields _fit reads
     assert why is None, why
     study = json.loads(Path(path).read_text())["fits"]
     out = tmp_path / "cli.json"

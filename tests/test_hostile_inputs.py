@@ -602,7 +602,7 @@ def test_the_atomic_writer_keeps_permissions(tmp_path):
 
 
 def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, capsys, monkeypatch):
-    from test_report import hand_written_fits, make_study
+    from test_report_render import hand_written_fits, make_study
 
     root = make_study(tmp_path / "study", archs=("mpnn",))
     (root / "fits.json").write_text(json.dumps(hand_written_fits(root, archs=("mpnn",))))
