@@ -152,7 +152,7 @@ def test_log_tick_labels_never_repeat(x, y):
 def _drawn(monkeypatch, draw, data, tmp_path) -> MplFigure:
     """The matplotlib figure a report figure function draws (its saving bypassed)."""
     captured = {}
-    monkeypatch.setattr(figures, "_save", lambda fig, *args: captured.setdefault("fig", fig))
+    monkeypatch.setattr(figures, "save_figure", lambda fig, *args: captured.setdefault("fig", fig))
     draw(data, tmp_path)
     return captured["fig"]
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure as MplFigure
 
 from symscale.fit.depth import DepthFit
 from symscale.report import tables
-from symscale.report.figures import DPI, EXTRA_COLORS, FAMILY_COLORS, LOSS_LABEL, Figure
+from symscale.report.figures import EXTRA_COLORS, FAMILY_COLORS, LOSS_LABEL, Figure, save_figure
 
 
 def optimum_text(fit: DepthFit) -> str:
@@ -81,10 +81,8 @@ def depth_figure(fits: Sequence[DepthFit], out_dir: Path) -> Figure | None:
     ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2g"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, frameon=False)
-    path = Path(out_dir) / "depth.png"
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
     caption = (
         "Final validation loss against depth at a fixed parameter budget per family; lines: the parabola in "
         "ln(depth) fitted to ln L; stars: the optimal depth d*; shaded: its 95% bootstrap interval."
     )
-    return Figure("depth", path, "Depth at a fixed parameter budget", caption)
+    return save_figure(fig, Path(out_dir), "depth", "Depth at a fixed parameter budget", caption)

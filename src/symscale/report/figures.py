@@ -206,14 +206,21 @@ def _title(ax: Any, data: Any, arch: str, extra: str = "") -> None:
     ax.set_title(text, color=family_color(arch, data.archs), fontsize=10)
 
 
-def _save(fig: MplFigure, out_dir: Path, key: str, title: str, caption: str) -> Figure:
+def save_figure(fig: MplFigure, out_dir: Path, key: str, title: str, caption: str) -> Figure:
+    """Write `fig` as OUT/<key>.png and as SVG and PDF beside it, each through the one atomic writer (a figure
+    cut short by a full disk leaves the previous one), and return the report's `Figure`."""
+    from symscale.rundir import atomic_path
+
     path = Path(out_dir) / f"{key}.png"
-    fig.savefig(path, dpi=DPI, metadata={"Software": None}, facecolor="white")
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
     vectors = tuple(Path(out_dir) / f"{key}.{ext}" for ext in VECTOR_FORMATS)
     for vector in vectors:  # no dates or tool names inside: the same study writes the same files
-        metadata = {"Creator": None, "Producer": None, "CreationDate": None} if vector.suffix == ".pdf" else {}
-        fig.savefig(vector, metadata={**metadata, **({"Date": None} if vector.suffix == ".svg" else {})},
-                    facecolor="white")  # fmt: skip
+        ext = vector.suffix.lstrip(".")
+        metadata = {"Creator": None, "Producer": None, "CreationDate": None} if ext == "pdf" else {}
+        with atomic_path(vector, suffix=f".tmp.{ext}") as tmp:
+            fig.savefig(tmp, format=ext, metadata={**metadata, **({"Date": None} if ext == "svg" else {})},
+                        facecolor="white")  # fmt: skip
     return Figure(key, path, title, caption, vectors)
 
 
@@ -275,7 +282,7 @@ def frontier_figure(data: Any, out_dir: Path, mode: str = tables.ARCHITECTURE) -
         "L = L∞ + F·x^(−γ) over the frontier's range, γ with its 95% interval in the legend. Left in FLOPs, "
         "right in device-hours."
     )
-    return _save(fig, out_dir, "frontier", "Compute frontier", caption)
+    return save_figure(fig, out_dir, "frontier", "Compute frontier", caption)
 
 
 # ---------------------------------------------------------------- 2. learning curves
@@ -301,7 +308,7 @@ def learning_curves_figure(data: Any, out_dir: Path) -> Figure | None:
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="N [parameters]")
         _title(ax, data, arch)
     caption = "Learning curves: validation loss against atoms seen, one line per run, coloured by parameter count N."
-    return _save(fig, out_dir, "learning_curves", "Learning curves", caption)
+    return save_figure(fig, out_dir, "learning_curves", "Learning curves", caption)
 
 
 # ---------------------------------------------------------------- 3./4. parameter and data scaling
@@ -362,7 +369,7 @@ def parameter_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
         "Parameter scaling: loss against parameter count at fixed data seen (each run's learning curve "
         "interpolated to that D), with the fitted sum law L = E + A·N^(−α) + B·D^(−β) at the same D."
     )
-    return _save(fig, out_dir, "parameter_scaling", "Parameter scaling", caption)
+    return save_figure(fig, out_dir, "parameter_scaling", "Parameter scaling", caption)
 
 
 def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
@@ -394,7 +401,7 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
         "Data scaling: loss against atoms seen for each model size (colour: N). Faint: every evaluation; bold: "
         "the end of each run (one per data prefix); lines: the fitted sum law at that N."
     )
-    return _save(fig, out_dir, "data_scaling", "Data scaling", caption)
+    return save_figure(fig, out_dir, "data_scaling", "Data scaling", caption)
 
 
 # ---------------------------------------------------------------- 5. IsoFLOP and compute-optimal allocation
@@ -432,7 +439,7 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
         "loss still falls at the largest size (or whose parabola opens downwards) has no minimum inside the "
         "sizes; the legend says which."
     )
-    return _save(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
+    return save_figure(fig, out_dir, "isoflop", "IsoFLOP profiles", caption)
 
 
 def _draw_parabola(ax: Any, parabola: Any, color: Any, n_sizes: int) -> str | None:
@@ -489,7 +496,7 @@ def compute_optimal_figure(data: Any, out_dir: Path) -> Figure | None:
         "else the report's), D* = C/(k N*) with k = C/(N D) of the family; lines are the fitted laws (IsoFLOP "
         "fit, else the closed form of the sum law). The paper finds a ≈ b ≈ 0.5 for every family."
     )
-    return _save(fig, out_dir, "compute_optimal", "Compute-optimal allocation", caption)
+    return save_figure(fig, out_dir, "compute_optimal", "Compute-optimal allocation", caption)
 
 
 # ---------------------------------------------------------------- 6. symmetry modes
@@ -553,7 +560,7 @@ def modes_figure(data: Any, out_dir: Path) -> Figure | None:
         "augmentation, with a symmetry loss or for many epochs (colour: mode); and the force equivariance error "
         "of the models against N and along training."
     )
-    return _save(fig, out_dir, "symmetry_modes", "Symmetry modes", caption)
+    return save_figure(fig, out_dir, "symmetry_modes", "Symmetry modes", caption)
 
 
 # ---------------------------------------------------------------- 7. the lmax ablation
@@ -611,4 +618,4 @@ def lmax_figure(data: Any, out_dir: Path) -> Figure | None:
         f"family at each lmax; crosses: the paper's values (eSEN: γ ≈ {reference.PAPER_ESEN_LMAX2_GAMMA} at lmax 2, "
         f"{reference.PAPER['esen'].gamma_flops} at lmax 4; approximate). An open marker: no interval resolves it."
     )
-    return _save(fig, out_dir, "lmax", "γ against lmax", caption)
+    return save_figure(fig, out_dir, "lmax", "γ against lmax", caption)

@@ -150,10 +150,8 @@ def sweep_figure(sweeps: Sequence[Sweep], archs: Sequence[str], out_dir: Path) -
     ax.set_ylabel("final validation loss L")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8.5, frameon=False)
-    path = Path(out_dir) / "lr_tuning.png"
-    fig.savefig(path, dpi=figures.DPI, metadata={"Software": None}, facecolor="white")
     caption = "Learning-rate sweeps: the final validation loss of each rate; the chosen rate is ringed."
-    return figures.Figure("lr_tuning", path, "Learning-rate sweeps", caption)
+    return figures.save_figure(fig, Path(out_dir), "lr_tuning", "Learning-rate sweeps", caption)
 
 
 def shipped_rates_table(runs: Sequence[Any], infos: dict[str, dict], family_of: Any) -> tables.Table:
