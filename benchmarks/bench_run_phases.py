@@ -31,15 +31,10 @@ import time
 from pathlib import Path
 
 _T0 = time.perf_counter()
+
+from _common import git_sha, quickstart_config  # noqa: E402  (benchmarks/ is the script's own folder; no symscale import)
+
 PHASES = ("imports", "data", "stats", "setup", "val_pack", "flops", "eval", "checkpoint", "step", "load", "other")
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def _wrap(owner, name: str, key: str, acc: dict) -> None:
@@ -69,17 +64,11 @@ def child(arch: str, width: int, out_json: str) -> None:
     import torch._dynamo  # noqa: F401  (torch.optim imports it at its first step: a per-process cost, not the run's)
 
     torch.set_num_threads(1)
-    from symscale.study import spec as spec_mod
     from symscale.train import loop
 
     acc = dict.fromkeys(PHASES, 0.0)
     acc["imports"] = time.perf_counter() - _T0
-    spec = spec_mod.load_spec("quickstart")
-    fam = next(f for f in spec.families if f.arch == arch)
-    config = spec_mod.run_config(spec, fam, width, 1.0, 0, "architecture")
-    d = config.to_dict()
-    d["runtime"].update(threads=1, progress="off")
-    config = type(config).from_dict(d)
+    config = quickstart_config(arch, width)
     for owner, name, key in [
         (loop, "resolve_data", "data"), (loop, "compute_stats", "stats"), (loop, "_batches", "val_pack"),
         (loop._Run, "__init__", "setup"), (loop._Run, "measure_flops", "flops"), (loop._Run, "evaluate", "eval"),
@@ -182,7 +171,7 @@ def main() -> None:
             }
     result = {
         "benchmark": "run_phases",
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "symscale_version": symscale.__version__,
         "torch_version": str(torch.__version__),
         "platform": platform.platform(),

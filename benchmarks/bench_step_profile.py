@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -22,23 +21,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import symscale
-from symscale.study import spec as spec_mod
+from _common import git_sha, quickstart_config  # benchmarks/ is the script's own folder
 from symscale.train import loop
-
-
-def _git_sha() -> str | None:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or None
 
 
 def quickstart_run(arch: str, width: int) -> tuple[loop._Run, list]:
     """A `_Run` of the quickstart's configuration of `arch` at `width`, and its first training batches."""
-    spec = spec_mod.load_spec("quickstart")
-    fam = next(f for f in spec.families if f.arch == arch)
-    config = spec_mod.run_config(spec, fam, width, 1.0, 0, "architecture")
-    d = config.to_dict()
-    d["runtime"].update(threads=1, progress="off")
-    config = type(config).from_dict(d)
+    config = quickstart_config(arch, width)
     run, _ = loop._setup(config, Path("."), None, progress=False)
     loader = loop._loader(run, 0, 0)
     return run, loader
@@ -119,7 +108,7 @@ def main() -> None:
         for r in row["top_self_cpu"]:
             print(f"   {100 * r['share']:5.1f}%  {r['calls_per_step']:7.1f}/step  {r['op']}")
     result = {
-        "benchmark": "step_profile", "git_sha": _git_sha(), "symscale_version": symscale.__version__,
+        "benchmark": "step_profile", "git_sha": git_sha(), "symscale_version": symscale.__version__,
         "torch_version": str(torch.__version__), "platform": platform.platform(), "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()), "settings": {**vars(args), "cache": bool(args.cache),
         "out": Path(args.out).name}, "rows": rows,

@@ -22,26 +22,18 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from _common import git_sha  # benchmarks/ is the script's own folder
 from symscale import __version__
 from symscale.config import RunConfig
 from symscale.data.prefix import resolve_data
 from symscale.data.toy import toy_structures
 from symscale.train import loop
 from symscale.train.compute import DeviceClock
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-        return out.stdout.strip() or None
-    except OSError:
-        return None
 
 
 def _steps(run, batches, accounting: bool) -> float:
@@ -168,7 +160,7 @@ def main() -> None:
     result = {
         "benchmark": "train",
         "symscale_version": __version__,
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(),
         "torch_version": str(torch.__version__),
         "device": args.device,
         "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,

@@ -1,0 +1,29 @@
+"""What the benchmark scripts share: the commit they measured and the quickstart's configuration of one run.
+Nothing of symscale is imported at module level, so a script that times its own imports still can."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+
+def git_sha() -> str | None:
+    """The checkout's HEAD commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def quickstart_config(arch: str, width: int) -> Any:
+    """The RunConfig the quickstart gives `arch` at `width` (full prefix, seed 0, plain mode), on one thread and
+    without a progress bar, as the benchmarks time it."""
+    from symscale.study import spec as spec_mod
+
+    spec = spec_mod.load_spec("quickstart")
+    fam = next(f for f in spec.families if f.arch == arch)
+    config = spec_mod.run_config(spec, fam, width, 1.0, 0, "architecture")
+    d = config.to_dict()
+    d["runtime"].update(threads=1, progress="off")
+    return type(config).from_dict(d)
