@@ -82,7 +82,9 @@ def map_chunks(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, work
     import multiprocessing as mp
 
     chunks = np.array_split(weights, workers * 4)
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # forkserver, not fork: a fork of a process that holds threads (torch, a test runner, a progress bar) can
+    # inherit a held lock and hang forever (seen in the test suite); the server forks from a clean process
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     parts, done = [], 0
     with mp.get_context(method).Pool(workers) as pool:
         for chunk, part in zip(chunks, pool.imap(fn, chunks), strict=True):  # in order, as each is ready
