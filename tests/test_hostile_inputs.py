@@ -611,6 +611,6 @@ def test_report_on_a_full_disk_is_one_line_and_keeps_the_old_report(tmp_path, ca
         (root / "report" / name).write_text(f"an earlier {name}\n")
     before = {name: (root / "report" / name).read_bytes() for name in ("report.md", "report.html")}
     monkeypatch.setattr(os, "fsync", _fsync_enospc)
-    one_line_error(capsys, ["report", str(root)], "report.md", "no space left")
+    one_line_error(capsys, ["report", str(root)], str(root / "report"), "no space left")  # the file it was writing
     assert {name: (root / "report" / name).read_bytes() for name in before} == before  # old report whole
     assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
