@@ -21,8 +21,10 @@ Departures from the reference study (whose code is not public) and why:
   atom within 6 Angstrom) the bonded neighbours at 1-1.5 Angstrom got 4-5x less directional input than the
   ones at 4-6 Angstrom, and the direct force head stayed at the zero-force error for most of a quickstart run.
   Measured (quickstart settings: built-in set, one epoch, batch 4, lr 3e-2, 8 evaluations from 5% of the run;
-  validation loss from the first evaluation to the best): width 16 17.2% -> 32.0%, width 64 19.8% -> 44.1%
-  (unit vector r_ij / r: 21.6%, r_ij / r^3: 28.6%, 1.5 Angstrom r_ij / r^2: 28.7%, raw r_ij: 1.8%, at width 16);
+  validation loss from the first evaluation to the best; `benchmarks/bench_mpnn_learning.py`): seed 0, width 16
+  17.2% -> 32.0%, width 64 19.8% -> 44.1%; seed 1, width 16 16.9% -> 24.7%, width 64 40.3% (new input). At
+  width 16, seed 0, other inputs gave: unit vector r_ij / r 21.6%, r_ij / r^3 28.6%, (1.5 Angstrom) r_ij / r^2
+  28.7%, raw r_ij in Angstrom 1.8%;
 - every message is multiplied by a smooth polynomial envelope u(r) (DimeNet) so that energy and forces are
   continuous as atoms cross the cutoff; the paper does not say how it handles the cutoff;
 - the edge input is a separate input layer W_e (not concatenated into the hidden matrix) so that muP can scale
