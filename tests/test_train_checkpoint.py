@@ -35,6 +35,40 @@ def test_checkpoint_roundtrip_is_weights_only_and_atomic(tmp_path):
     assert ckpt["model"]["arch"] == "mpnn"
 
 
+def test_a_checkpoint_from_before_a_family_revision_rebuilds_the_model_it_was_trained_as(tmp_path):
+    """config.MODEL_REVISIONS: an mpnn checkpoint without a revision (made with r_ij / r_cut) rebuilds with
+    vector_input="cutoff", not today's r_ij / r^2, so its energies are the ones it was trained to give."""
+    old = build("mpnn", 8, elements=[1, 6, 7, 8], vector_input="cutoff")
+    config = old.model_config()
+    assert config.pop("revision") == 2 and config["overrides"] == {"vector_input": "cutoff"}
+    config["overrides"] = {}  # what a checkpoint of revision 1 holds: the input was not an option then
+    save_checkpoint(tmp_path / "old.pt", {"model": config, "model_state": old.state_dict(), "stats": {}})
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.vector_input == "cutoff"
+    batch = collate(toy_structures(3, seed=0))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch).energy, old.eval()(batch).energy)
+    new = build("mpnn", 8, elements=[1, 6, 7, 8])
+    save_checkpoint(tmp_path / "new.pt", {"model": new.model_config(), "model_state": new.state_dict(), "stats": {}})
+    assert load_model(tmp_path / "new.pt")[0].vector_input == "inverse"
+
+
+def test_a_family_revision_changes_its_run_ids_and_no_other():
+    """A finished run of the old MPNN is not reused by a study of the new one; other families' ids stay."""
+    from symscale import config as config_mod
+    from symscale.config import RunConfig
+
+    mpnn, egnn = RunConfig.from_dict({"arch": "mpnn", "width": 8}), RunConfig.from_dict({"arch": "egnn", "width": 8})
+    before = {c.arch: c.config_hash() for c in (mpnn, egnn)}
+    revisions = config_mod.MODEL_REVISIONS
+    try:
+        config_mod.MODEL_REVISIONS = {}
+        old = {c.arch: c.config_hash() for c in (mpnn, egnn)}
+    finally:
+        config_mod.MODEL_REVISIONS = revisions
+    assert before["mpnn"] != old["mpnn"] and before["egnn"] == old["egnn"]
+
+
 def test_newer_format_is_a_clear_error(tmp_path):
     path = tmp_path / "x.pt"
     torch.save({"format_version": FORMAT_VERSION + 1}, path)

@@ -55,6 +55,12 @@ HASHED_WHEN_SET = {
     "data.energy_key": "energy",
     "data.forces_key": "forces",
 }
+# families whose model changed after runs of them were made (arch: revision; absent = 1). A revision above 1
+# enters the run's identity as model.revision, so a study does not reuse a finished run of the old model, and a
+# checkpoint records it, so an old checkpoint rebuilds the old model (`ForceField.legacy_options`).
+#   mpnn 2: the relative vector enters the messages as r_ij / r^2, not r_ij / r_cut (fa_mpnn and canonical_mpnn
+#   are the same MPNN averaged over frames)
+MODEL_REVISIONS: Mapping[str, int] = MappingProxyType({"mpnn": 2, "fa_mpnn": 2, "canonical_mpnn": 2})
 
 
 # ---------------------------------------------------------------- the validation engine (run configs and study specs)
@@ -528,6 +534,9 @@ class RunConfig:
         for key, old in _HASHED_NAMES.items():
             section, leaf = key.split(".")
             out[section][old] = out[section].pop(leaf)
+        revision = MODEL_REVISIONS.get(self.arch, 1)
+        if revision > 1:
+            out["model_revision"] = revision
         return out
 
     def config_hash(self) -> str:

@@ -18,10 +18,13 @@ import contextlib
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import nn
 
+from symscale.config import MODEL_REVISIONS
 from symscale.data.graph import DEFAULT_CUTOFF, DEFAULT_MAX_NEIGHBORS, GraphBatch
 from symscale.errors import SymscaleError
 
@@ -54,6 +57,8 @@ class ForceField(nn.Module):
     arch: str = ""
     symmetry: Symmetry
     base_width: int  # the width at which hyper-parameters are tuned (muP width multiplier 1)
+    # {revision: options that rebuild that earlier revision of the family} (config.MODEL_REVISIONS)
+    legacy_options: Mapping[int, Mapping[str, Any]] = MappingProxyType({})
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Record a family's own constructor options (e.g. num_layers) in `self.overrides`, so that the model
@@ -124,6 +129,7 @@ class ForceField(nn.Module):
             "max_neighbors": self.max_neighbors,
             "forces": self.force_mode,
             "overrides": dict(self.overrides),
+            "revision": MODEL_REVISIONS.get(self.arch, 1),
         }
 
     def species(self, z: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ Departures from the reference study (whose code is not public) and why:
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
@@ -100,6 +102,7 @@ class MPNN(ForceField):
 
     symmetry = Symmetry(group="T(3)", nu=2, l=None, rotation_equivariant=False, reflection_equivariant=False)
     base_width = 32
+    legacy_options = MappingProxyType({1: MappingProxyType({"vector_input": "cutoff"})})  # config.MODEL_REVISIONS
 
     def __init__(
         self,
