@@ -337,29 +337,32 @@ class _GridSiLU(torch.autograd.Function):
 
     The grid holds G / K' times more values than the coefficients (36 / 9 at lmax 2, 100 / 19 at lmax 4): held
     whole, [G, E c] is written, read by SiLU, written again and kept for the backward, which on CPU is memory
-    bound. In chunks of `GRID_CHUNK_ELEMENTS` grid values it stays in cache, and the backward recomputes
-    to_matrix @ x (one small product) rather than reading it back. The backward is made of differentiable
-    operations when a graph of it is asked for (create_graph), so a second derivative (conservative
-    forces) still works."""
+    bound. In chunks of `GRID_CHUNK_ELEMENTS` grid values, each written into its slice of the output, it stays
+    in cache, and the backward recomputes to_matrix @ x (one small product) rather than reading it back. When a
+    graph of the backward is asked for (create_graph), it is made of differentiable operations, so a second
+    derivative (conservative forces) still works."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, to_matrix: torch.Tensor, from_matrix: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, to_matrix, from_matrix)
         step = max(1, GRID_CHUNK_ELEMENTS // to_matrix.shape[0])
-        parts = [torch.mm(from_matrix, functional.silu(torch.mm(to_matrix, xs))) for xs in x.split(step, dim=1)]
-        return torch.cat(parts, dim=1)  # [K', N]
+        out = x.new_empty(from_matrix.shape[0], x.shape[1])  # [K', N], written chunk by chunk (no cat)
+        for xs, ys in zip(x.split(step, dim=1), out.split(step, dim=1), strict=True):
+            torch.mm(from_matrix, functional.silu(torch.mm(to_matrix, xs), inplace=True), out=ys)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         x, to_matrix, from_matrix = ctx.saved_tensors
         step = max(1, GRID_CHUNK_ELEMENTS // to_matrix.shape[0])
         from_t, to_t = from_matrix.t(), to_matrix.t()
-        silu_grad = _silu_grad if torch.is_grad_enabled() else torch.ops.aten.silu_backward  # create_graph or not
-        parts = [
-            torch.mm(to_t, silu_grad(torch.mm(from_t, gs), torch.mm(to_matrix, xs)))
-            for xs, gs in zip(x.split(step, dim=1), grad.split(step, dim=1), strict=True)
-        ]
-        return torch.cat(parts, dim=1), None, None
+        chunks = zip(x.split(step, dim=1), grad.split(step, dim=1), strict=True)
+        if torch.is_grad_enabled():  # create_graph: differentiable operations only
+            return torch.cat([to_t @ _silu_grad(from_t @ gs, to_matrix @ xs) for xs, gs in chunks], dim=1), None, None
+        grad_x = torch.empty_like(x)
+        for (xs, gs), gx in zip(chunks, grad_x.split(step, dim=1), strict=True):
+            torch.mm(to_t, torch.ops.aten.silu_backward(torch.mm(from_t, gs), torch.mm(to_matrix, xs)), out=gx)
+        return grad_x, None, None
 
 
 def _silu_grad(grad: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
