@@ -96,9 +96,9 @@ Departures from eSEN (and why), in one place:
   the mean force at initialisation for lmax 4-6 with 4 layers, against 0.1-2.5% at the finer grid, which adds
   per-atom work only). The l > mmax rows of the truncated edge grid are not rescaled as in fairchem: a constant
   per-degree factor that the next layer absorbs.
-- Memory: like eSEN's, the message S2 activation keeps [E, R^2, H] grid values per layer for the backward pass
-  (about 12 GiB for one step of the `paper` model at 4 sphere channels on 64 toy molecules, 28k edges,
-  float32); no activation checkpointing yet.
+- Memory: unlike eSEN's, the message S2 activation keeps no [E, R^2, H] grid values for the backward pass: it
+  runs in chunks that stay in cache and recomputes the grid in the backward (`_GridSiLU`; the same values and
+  gradients to float rounding). The feed-forward's per-atom grid values are still kept.
 - The edge degree embedding is not divided by eSEN's rescale factor 5 but by avg_num_neighbors like the
   messages; the envelope multiplies every message (eSEN's `use_envelope`), folded into the rotation back.
 - The edge frame has no random roll angle (gamma = 0); the SO(2) convolution is exactly invariant to it.
