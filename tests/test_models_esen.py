@@ -227,3 +227,41 @@ def test_so2_convolution_m_blocks_start_at_the_m_zero_scale():
         y, _ = conv(x, torch.zeros(4096, 1))
     rms = [float(part.pow(2).mean().sqrt()) for part in y.split([3, 4, 2], dim=1)]
     assert max(rms) / min(rms) < 1.15, rms  # without the 1/sqrt(2) on m > 0: about 1.41
+
+
+def test_fused_s2_activation_matches_silu_on_the_grid_with_first_and_second_derivatives(monkeypatch):
+    """The message S2 activation (`_GridSiLU`, in chunks, grid recomputed in the backward) is
+    from_matrix @ SiLU(to_matrix @ x), with its gradient and its gradient's gradient (conservative training),
+    whether N splits into chunks evenly or not."""
+    from symscale.models import esen
+
+    to_grid, from_grid = so3.s2_grid(2, 6)  # [36, 9], [9, 36]
+    monkeypatch.setattr(esen, "GRID_CHUNK_ELEMENTS", 36 * 7)  # chunks of 7 columns: 50 = 7 x 7 + 1
+    torch.manual_seed(0)
+    x = torch.randn(9, 50, dtype=DT, requires_grad=True)
+    fused = esen._GridSiLU.apply(x, to_grid, from_grid)
+    direct = from_grid @ torch.nn.functional.silu(to_grid @ x)
+    assert (fused - direct).abs().max() < 1e-12
+    weight = torch.randn(9, 50, dtype=DT)
+    (g_fused,) = torch.autograd.grad((fused * weight).sum(), x)
+    (g_direct,) = torch.autograd.grad((direct * weight).sum(), x)
+    assert (g_fused - g_direct).abs().max() < 1e-12
+    assert torch.autograd.gradgradcheck(lambda v: esen._GridSiLU.apply(v, to_grid, from_grid), (x,))
+
+
+def test_message_s2_activation_keeps_no_grid_values_for_the_backward():
+    """The [E, G, H] grid values of the message S2 activation are recomputed in the backward, not stored: no
+    tensor saved for the backward of one forward is as large as one layer's edge grid (a memory contract, and
+    the measured CPU speed-up of the fused activation comes from it)."""
+    model = _model(lmax=2, num_layers=1)  # width 4, hidden 8, message grid 6 x 6
+    batch = _batch(2)
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(batch)
+    grid = model.grid_resolution[0] ** 2 * batch.num_edges * model.hidden_channels
+    assert max(sizes) < grid, f"a saved tensor of {max(sizes)} values, the edge grid holds {grid}"
