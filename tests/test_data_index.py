@@ -320,3 +320,25 @@ def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
                      "corrupt row"]  # fmt: skip
     for i in range(len(source) - 1):  # every row but the corrupt one, valid exactly when reading finds it valid
         assert (check_structure(source.read(i)) is None) == (fast["invalid"][i] == 0), i
+
+
+def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_still_raises(tmp_path, cache,
+                                                                                          monkeypatch):
+    from symscale.data import readers
+    from symscale.errors import SymscaleError
+
+    path = write_synthetic(tmp_path / "a.aselmdb", 40, bad_every=7)
+    calls = []
+    real = readers.check_structure
+    monkeypatch.setattr(readers, "check_structure", lambda s: calls.append(1) or real(s))
+    ds = open_dataset(path)  # no filter: no index loaded, every read checked
+    ds[0]
+    assert len(calls) == 1
+    ds.index  # noqa: B018 - loads (builds) the index
+    calls.clear()
+    ok = [i for i in range(len(ds)) if ds.index.invalid_reason(i) is None]
+    for i in ok:
+        ds[i]
+    assert calls == []
+    with pytest.raises(SymscaleError, match="structure 6: energy is nan"):
+        ds[6]

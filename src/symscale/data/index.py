@@ -351,26 +351,35 @@ def _min_distance_limit() -> float:
     return MIN_DISTANCE
 
 
-def _any_close(pos: np.ndarray, sizes: np.ndarray, limit: float) -> np.ndarray:
-    """[rows] whether a structure has two atoms closer than `limit` (Angstrom): one k-d tree over the atoms of
-    all the rows, each structure moved along x beyond the previous one's extent so that no pair crosses rows."""
+def separated(pos: np.ndarray, sizes: np.ndarray, gap: float) -> np.ndarray:
+    """[atoms, 3] the positions of several structures (atoms of each contiguous, `sizes` [structures]) moved
+    along x so that atoms of different structures are more than `gap` apart (non-finite coordinates as 0): one
+    k-d tree over all of them then finds only pairs within a structure."""
+    p = np.where(np.isfinite(pos), pos, 0.0)
     owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
-    out = np.zeros(len(sizes), bool)
-    if len(pos) < 2:
-        return out
-    p = np.where(np.isfinite(pos), pos, 0.0)  # rows with NaN positions are invalid for that reason already
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     nonempty = sizes > 0
     low = np.zeros((len(sizes), 3))
     high = np.zeros((len(sizes), 3))
-    low[nonempty] = np.minimum.reduceat(p, starts[nonempty])
-    high[nonempty] = np.maximum.reduceat(p, starts[nonempty])
-    shift = np.concatenate([[0.0], np.cumsum(high[:, 0] - low[:, 0] + 10.0 * limit + 1.0)[:-1]])  # [rows]
+    if len(p):
+        low[nonempty] = np.minimum.reduceat(p, starts[nonempty])
+        high[nonempty] = np.maximum.reduceat(p, starts[nonempty])
+    shift = np.concatenate([[0.0], np.cumsum(high[:, 0] - low[:, 0] + 10.0 * gap + 1.0)[:-1]])  # [structures]
     q = p - low[owner]
     q[:, 0] += shift[owner]
+    return q
+
+
+def _any_close(pos: np.ndarray, sizes: np.ndarray, limit: float) -> np.ndarray:
+    """[rows] whether a structure has two atoms closer than `limit` (Angstrom): one k-d tree over the atoms of
+    all the rows (`separated`; rows with NaN positions are invalid for that reason already)."""
+    out = np.zeros(len(sizes), bool)
+    if len(pos) < 2:
+        return out
     from scipy.spatial import cKDTree
 
-    tree = cKDTree(q, balanced_tree=False, compact_nodes=False)  # about 1.6x faster to build, same pairs
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
+    tree = cKDTree(separated(pos, sizes, limit), balanced_tree=False, compact_nodes=False)  # 1.6x faster to build
     pairs = tree.query_pairs(limit, output_type="ndarray")  # [n_pairs, 2]
     out[owner[pairs[:, 0]]] = True
     return out
@@ -666,6 +675,9 @@ class DatasetIndex:
         return selection.astype(np.int64), {REASONS[k]: int(c) for k, c in enumerate(reasons) if k and c}
 
     def invalid_reason(self, row: int) -> str | None:
+        if len(self.files) == 1:  # read per structure by `Dataset.__getitem__`: no search for one file
+            code = int(self.files[0].arrays["invalid"][row])
+            return REASONS[code] if code else None
         f = int(np.searchsorted(self.starts, row, side="right")) - 1
         code = int(self.files[f].invalid[row - self.starts[f]])
         return REASONS[code] if code else None
@@ -686,21 +698,26 @@ class DatasetIndex:
             offset += len(ids)
         return groups
 
-    def element_counts(self, rows: np.ndarray, chunk: int = 1_000_000) -> tuple[dict[int, int], dict[int, int]]:
-        """Atoms of each element, and structures containing it, over `rows` (from the composition arrays)."""
+    def _entries(self, chunk: int = 1_000_000):
+        """The composition entries of every file in chunks of rows: (z [k] uint8, count [k] int32, raw row [k])."""
+        for f, start in zip(self.files, self.starts[:-1]):
+            ptr = np.asarray(f.comp_ptr)
+            for a in range(0, len(f), chunk):
+                b = min(a + chunk, len(f))
+                lo, hi = int(ptr[a]), int(ptr[b])
+                owner = np.repeat(np.arange(a, b, dtype=np.int64) + int(start), np.diff(ptr[a : b + 1]))  # [k]
+                yield np.asarray(f.comp_z[lo:hi]), np.asarray(f.comp_count[lo:hi]), owner
+
+    def element_counts(self, rows: np.ndarray) -> tuple[dict[int, int], dict[int, int]]:
+        """Atoms of each element, and structures containing it, over `rows` (distinct raw rows), from the
+        composition arrays: one pass of whole-array operations over the entries (no per-row work)."""
+        member = np.zeros(len(self), bool)
+        member[np.asarray(rows, dtype=np.int64)] = True
         atoms, structures = np.zeros(256, np.int64), np.zeros(256, np.int64)
-        file_of = np.searchsorted(self.starts, rows, side="right") - 1
-        for k, f in enumerate(self.files):
-            local_all = rows[file_of == k] - self.starts[k]
-            ptr = f.comp_ptr
-            for a in range(0, len(local_all), chunk):
-                local = local_all[a : a + chunk]
-                lo, hi = np.asarray(ptr[local]), np.asarray(ptr[local + 1])
-                lengths = hi - lo  # [rows] distinct elements per row
-                pos = np.repeat(lo - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
-                z = np.asarray(f.comp_z)[pos].astype(np.int64)
-                atoms += np.bincount(z, weights=np.asarray(f.comp_count)[pos], minlength=256).astype(np.int64)
-                structures += np.bincount(z, minlength=256)
+        for z, count, owner in self._entries():
+            keep = member[owner]
+            atoms += np.bincount(z[keep], weights=count[keep], minlength=256).astype(np.int64)
+            structures += np.bincount(z[keep], minlength=256)
         present = np.flatnonzero(atoms)
         return {int(z): int(atoms[z]) for z in present}, {int(z): int(structures[z]) for z in present}
 
@@ -710,24 +727,33 @@ class DatasetIndex:
         return {int(z) for z in np.flatnonzero(counts)}
 
     def rows_containing(self, rows: np.ndarray, elements, per_element: int = 8) -> dict[int, np.ndarray]:
-        """For each element, the positions in `rows` of up to `per_element` rows that contain it (none when no
-        row of `rows` does). One vectorised look-up over the composition arrays: cheap at any size."""
+        """For each element, the positions in `rows` (distinct raw rows) of the first `per_element` rows (in raw
+        order) that contain it (none when no row of `rows` does). Whole-array operations over the composition
+        entries, chunk by chunk, stopping once every element has its rows: cheap at any size."""
         rows = np.asarray(rows, dtype=np.int64)
-        lut = np.zeros(256, bool)
-        lut[[int(z) for z in elements]] = True
-        member = np.zeros(len(self), bool)
-        member[rows] = True
-        hit_rows, hit_z = [], []
-        for f, start in zip(self.files, self.starts[:-1]):
-            entries = np.flatnonzero(lut[np.asarray(f.comp_z)])  # composition entries of a wanted element
-            owner = np.searchsorted(np.asarray(f.comp_ptr), entries, side="right") - 1 + start  # [entries] raw row
-            keep = member[owner]
-            hit_rows.append(owner[keep])
-            hit_z.append(np.asarray(f.comp_z)[entries[keep]])
-        raw, z = np.concatenate(hit_rows), np.concatenate(hit_z)
-        order = np.argsort(rows, kind="stable")
-        position = order[np.searchsorted(rows[order], raw)]  # [hits] position of each hit row in `rows`
-        return {int(e): position[z == e][:per_element] for e in elements}
+        position = np.full(len(self), -1, np.int32 if len(rows) < 2**31 else np.int64)  # [raw rows]
+        position[rows] = np.arange(len(rows))
+        wanted = sorted({int(z) for z in elements})
+        found: dict[int, list[np.ndarray]] = {e: [] for e in wanted}
+        short = {e: per_element for e in wanted}  # rows still to find per element
+        for z, _, owner in self._entries():
+            if not short:
+                break
+            lut = np.zeros(256, bool)
+            lut[list(short)] = True
+            p = position[owner]
+            hit = (p >= 0) & lut[z]
+            zh, ph = z[hit], p[hit]
+            order = np.argsort(zh, kind="stable")  # entries by element, raw order kept within each
+            zs, ps = zh[order], ph[order]
+            for e in list(short):
+                lo, hi = np.searchsorted(zs, e, "left"), np.searchsorted(zs, e, "right")
+                take = ps[lo : min(hi, lo + short[e])]
+                found[e].append(take.astype(np.int64))
+                short[e] -= len(take)
+                if short[e] == 0:
+                    del short[e]
+        return {e: np.concatenate(v) if v else np.zeros(0, np.int64) for e, v in found.items()}
 
     def mean_atoms(self, rows: np.ndarray) -> float:
         n = self.field("n_atoms")

@@ -576,11 +576,14 @@ class Dataset:
         state = dict(self.__dict__)
         if self._index is not None and self._index.cached:
             state["_selection"] = None if self._selection is None else "from index"
-            state["_index"] = None
+            state["_index"] = "cached"
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        if isinstance(self._index, str):  # a cached index: memory-mapped again here (milliseconds)
+            self._index = None
+            self._index = self.index
         if isinstance(self._selection, str):
             self._selection, _ = self.index.selection(neutral_only=self.neutral_only, skip_invalid=self.skip_invalid)
 
@@ -617,8 +620,11 @@ class Dataset:
         return np.asarray(read(row) if read is not None else src.read(row).numbers, dtype=np.int64)
 
     def __getitem__(self, i: int) -> Structure:
-        src, row = self._locate_raw(self._global(int(i)))
+        g = self._global(int(i))
+        src, row = self._locate_raw(g)
         s = src.read(row)
+        if self._index is not None and self._index.invalid_reason(g) is None:
+            return s  # the index's pass made the same checks (`check_structure`) on this row when it was built
         reason = check_structure(s)
         if reason is not None:
             raise SymscaleError(f"{src.path}: structure {row}: {reason}{self._key_hint(reason)}")
