@@ -18,10 +18,16 @@ file gets a new index; entries of files that no longer exist are pruned when an 
 index is built into a unique temporary folder and renamed into place under a file lock: when several
 processes open the same new dataset, one builds and the others wait, then read it.
 
-The pass reads each `.aselmdb` row's fields (zlib + JSON) without building `Structure`s and checks validity
-on whole chunks of rows with numpy (the same checks and reasons as `readers.check_structure`); chunks of rows
-(of one file or of several shards) are read by parallel processes when there are many rows. ASE `.db` and
-extxyz files are indexed through their structures (slower; they are small in practice).
+The pass over an `.aselmdb` file reads each row's zlib-compressed JSON (the layout ASE's `encode` writes, as
+ase-db-backends stores it: `{"numbers": {"__ndarray__": [shape, dtype, flat]}, "positions": ..., "data": {...},
+"energy": ..., "forces": ...}`) without building `Structure`s or ase `Atoms`: the flat lists of positions and
+forces are cut out of the text, the small rest (numbers, data, energy, shapes) is decoded, the positions of a
+chunk of rows are parsed in one call and checked together with numpy (the same checks and reasons as
+`readers.check_structure`), and the forces are only counted and searched for NaN/Infinity. Rows in another
+layout are decoded whole (the same result, slower). Chunks of rows (of one file or of several shards) are read
+by parallel processes when there are many rows. ASE `.db` and extxyz files are indexed through their
+structures (slower; they are small in practice). Decompression (zlib) is the floor of the pass: about a third
+of the old per-row decoding, which is why the pass is parallel.
 
 Departure from a plain cache: when the cache folder cannot be written, the index is built in memory, used,
 and a warning says that every open will pay the pass again.
