@@ -270,3 +270,75 @@ def test_val_data_options_of_train_and_study(tmp_path):
     args = parser.parse_args(["study", "paper", "--data", str(tmp_path)])
     with pytest.raises(SymscaleError, match="--val-data"):
         study_cli.run(args)
+
+
+def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
+    """The index pass's lean loop (flat lists cut out of the row text) against the whole-row decoding it falls
+    back to, on rows in ASE's layout, rows with NaN/Infinity literals, no atoms, forces kept in `data`, a forces
+    array nested in `data` beside the top-level one, and a corrupt row."""
+    import zlib
+
+    from symscale.data.readers import _LmdbSource
+
+    rows = synthetic_rows(60, seed=3, bad_every=5)
+    z, pos, frc = np.array([1, 8]), np.array([[0.0, 0, 0], [0.96, 0, 0]]), np.ones((2, 3))
+    pos_nan = pos.copy()
+    pos_nan[1, 2] = np.nan
+    nested = json.loads(zlib.decompress(encode_row(z, pos, -1.0, frc, {"charge": 0, "spin": 1})))
+    nested["data"]["forces"] = {"__ndarray__": [[1, 3], "float64", [9.0] * 3]}  # first in the text, not the label
+    moved = json.loads(zlib.decompress(encode_row(z, pos, -1.0, None, {"charge": 1, "spin": 2, "mol": "m-7"})))
+    moved["data"]["forces"] = frc.tolist()  # labels in `data`, as some writers keep them
+    rows += [
+        encode_row(z, pos_nan, -1.0, frc, {"charge": 0, "spin": 1}),
+        encode_row(z, pos, -1.0, np.full((2, 3), -np.inf), {"charge": 0, "spin": 1}),
+        encode_row(np.zeros(0, int), np.zeros((0, 3)), 0.0, np.zeros((0, 3)), {"charge": 0, "spin": 1}),
+        encode_row(z, pos, -1.0, frc[:1], {"charge": 0, "spin": 1}),  # forces of the wrong shape
+        zlib.compress(json.dumps(nested).encode()),
+        zlib.compress(json.dumps(moved).encode()),
+        b"not zlib",
+    ]
+    path = tmp_path / "mixed.aselmdb"
+    from symscale.data.graph import Structure
+
+    ase_rows = [Structure(numbers=z, positions=p, energy=-1.0, forces=f, charge=0, spin=1)
+                for p, f in ((pos, frc), (pos_nan, frc), (pos, np.full((2, 3), np.nan)))]  # fmt: skip
+    with AselmdbWriter(path) as w:
+        w.write_many(ase_rows)  # ASE's own encoder: `"key": value` with spaces
+        w.write_encoded(rows)
+    source = _LmdbSource(path)
+    fast = index_mod._index_rows(source, 0, len(source))
+    whole = index_mod._Chunk(len(source))
+    for k, raw in enumerate(source.raw_rows(0, len(source))):
+        index_mod._add_lmdb_row(whole, k, raw, "energy", b'"forces"')
+    slow = whole.finish()
+    for field in index_mod.FIELDS:
+        np.testing.assert_array_equal(fast[field], slow[field], err_msg=field)
+    assert [index_mod.REASONS[c] for c in fast["invalid"][:3]] == ["", "NaN or inf in positions",
+                                                                   "NaN or inf in forces"]  # fmt: skip
+    codes = [index_mod.REASONS[c] for c in fast["invalid"][-7:]]
+    assert codes == ["NaN or inf in positions", "NaN or inf in forces", "no atoms", "forces of shape", "", "",
+                     "corrupt row"]  # fmt: skip
+    for i in range(len(source) - 1):  # every row but the corrupt one, valid exactly when reading finds it valid
+        assert (check_structure(source.read(i)) is None) == (fast["invalid"][i] == 0), i
+
+
+def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_still_raises(tmp_path, cache,
+                                                                                          monkeypatch):
+    from symscale.data import readers
+    from symscale.errors import SymscaleError
+
+    path = write_synthetic(tmp_path / "a.aselmdb", 40, bad_every=7)
+    calls = []
+    real = readers.check_structure
+    monkeypatch.setattr(readers, "check_structure", lambda s: calls.append(1) or real(s))
+    ds = open_dataset(path)  # no filter: no index loaded, every read checked
+    ds[0]
+    assert len(calls) == 1
+    ds.index  # noqa: B018 - loads (builds) the index
+    calls.clear()
+    ok = [i for i in range(len(ds)) if ds.index.invalid_reason(i) is None]
+    for i in ok:
+        ds[i]
+    assert calls == []
+    with pytest.raises(SymscaleError, match="structure 6: energy is nan"):
+        ds[6]

@@ -149,3 +149,17 @@ def test_statistics_of_a_packed_set_read_its_stored_neighbour_lists(monkeypatch)
     assert stored == plain  # the same edges, counted from the stored lists
     with pytest.raises(AssertionError, match="searched again"):  # lists of another graph are not used
         compute_stats(packed, np.arange(5, 40), max_samples=20, cutoff=3.0, max_neighbors=6, seed=1)
+
+
+def test_mean_neighbors_counted_by_tree_equal_the_radius_graph():
+    """The statistics' neighbour count (k-d tree, no graph built) against the edges of `radius_graph`, with
+    the neighbour cap binding and not."""
+    from symscale.data import stats as stats_mod
+    from symscale.data.graph import radius_graph
+
+    structures = list(toy_structures(80, seed=2, min_atoms=3, max_atoms=40))
+    pos = torch.from_numpy(np.concatenate([s.positions for s in structures]))
+    batch = torch.repeat_interleave(torch.arange(len(structures)), torch.tensor([len(s) for s in structures]))
+    for cutoff, cap in [(6.0, 30), (3.0, 4), (12.0, 8)]:
+        edges = radius_graph(pos, batch, cutoff, cap).shape[1]
+        assert stats_mod._mean_neighbors(structures, cutoff, cap) == edges / len(pos), (cutoff, cap)
