@@ -407,3 +407,60 @@ def test_forces_finite_and_exact_on_a_linear_chain(chiral):
         e_minus = net(b.replace(pos=b.pos - shift)).energy.sum().detach()
         numeric = -(e_plus - e_minus) / (2 * eps)  # error measured falling as eps^2 (1.4e-7 on 3.2 at 1e-6)
         assert abs(numeric - forces[atom, axis]) < 1e-7 * max(1.0, abs(float(numeric)))
+
+
+@pytest.mark.parametrize("sorted_rows", [True, False])
+def test_grouping_sum_segment_and_padded_paths_agree(monkeypatch, sorted_rows):
+    """`Grouping.sum` sums outer products with a segment sum when S * C is small and through the padded bmm
+    otherwise: the two give the same sums and the same gradients (sorted rows take the CSR segment sum)."""
+    import symscale.models.gemnet_oc as gemnet
+
+    g = torch.Generator().manual_seed(1)
+    out = torch.randint(0, 7, (40,), generator=g)
+    out = out.sort().values if sorted_rows else out
+    group = Grouping.of(out, 8)  # output 7 (and maybe others) has no rows
+    basis = torch.randn(40, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(40, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    results = []
+    for limit in (0, 10_000):  # padded, then segment
+        monkeypatch.setattr(gemnet, "SEGMENT_MAX_OUTER", limit)
+        y = group.sum(basis, x)
+        results.append((y, *torch.autograd.grad((y * y).sum(), (basis, x))))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_graph_indices_built_once_per_batch_and_rebuilt_when_lengths_change():
+    """The triplet and quadruplet index structures are cached on the batch's edge_index: a second forward of
+    the same batch reuses them (same objects), the outputs are unchanged, and moved atoms rebuild them."""
+    import symscale.models.gemnet_oc as gemnet
+
+    m = model()
+    b = batch_of(toy_structures(3, seed=2, min_atoms=5, max_atoms=8))
+    out1 = m(b)
+    cached = getattr(b.edge_index, gemnet._INDEX_ATTR)[2]
+    out2 = m(b)
+    assert getattr(b.edge_index, gemnet._INDEX_ATTR)[2] is cached
+    torch.testing.assert_close((out1.energy, out1.forces), (out2.energy, out2.forces), rtol=0, atol=0)
+    moved = b.replace(pos=b.pos * 1.01)  # same edge_index tensor, other lengths
+    e3 = m(moved).energy
+    assert getattr(b.edge_index, gemnet._INDEX_ATTR)[2] is not cached
+    fresh = batch_of(toy_structures(3, seed=2, min_atoms=5, max_atoms=8))  # its own edge_index, no cache
+    fresh = fresh.replace(pos=fresh.pos * 1.01, edge_index=b.edge_index.clone())
+    torch.testing.assert_close(e3, m(fresh).energy, rtol=0, atol=0)
+
+
+def test_graph_indices_from_inference_mode_do_not_reach_training():
+    """A batch first seen under inference mode (validation) and then trained on keeps working: the indices
+    built as inference tensors are not handed to a forward that autograd records."""
+    m = model()
+    structures = toy_structures(2, seed=3, min_atoms=5, max_atoms=7)
+    b = batch_of(structures)
+    with torch.inference_mode():
+        expected = m(b).energy
+    out = m(b)
+    out.energy.sum().backward()  # would raise on an inference index saved for backward
+    torch.testing.assert_close(out.energy.detach(), expected, rtol=0, atol=1e-12)
+    with torch.inference_mode():  # a batch made under inference mode has no version counter: not cached
+        inner = batch_of(structures)
+        torch.testing.assert_close(m(inner).energy, expected, rtol=0, atol=1e-12)

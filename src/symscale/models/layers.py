@@ -119,6 +119,16 @@ def gather(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _Gather.apply(src, index)
 
 
+def batched_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """torch.bmm(a, b) for [B, m, k] @ [B, k, n] -> [B, m, n]. A batch of matrix-vector products (n = 1) is
+    an elementwise product and a sum instead: on CPU a bmm of many tiny matrices, and its backward (outer
+    products through bmm with an inner size of one), measured several times slower than the elementwise form
+    (GemNet-OC's quadruplet and circular bases at the quickstart's widths, [5k, 8, 49] @ [5k, 49, 1])."""
+    if b.shape[-1] == 1:
+        return (a * b.transpose(-1, -2)).sum(-1, keepdim=True)  # [B, m, 1]
+    return torch.bmm(a, b)
+
+
 class Dense(nn.Linear):
     """A linear layer with weight std 1/sqrt(fan_in) (or 1/fan_in when `readout=True`) and zero bias."""
 
