@@ -119,7 +119,13 @@ def refusal(model: ForceField, training_forces: bool) -> str | None:
 
 
 def compiled_forward(model: ForceField, mode: str) -> Callable[[GraphBatch], ModelOutput]:
-    """The forward a run uses for `runtime.compile` = `mode`: the model itself ("off") or a `CompiledForward`."""
+    """The forward a run uses for `runtime.compile` = `mode`: the model itself ("off") or a `CompiledForward`.
+
+    A study's worker process trains run after run, and every family shares `ForceField._assemble`: dynamo's
+    graphs of the earlier runs are dropped first (`torch._dynamo.reset`), so that they do not use up its
+    recompile limit (8 per function, beyond which it runs eagerly without a word). Inductor's cache on disk
+    stays: a later run of the same family compiles faster (benchmarks/bench_compile.py, cold and warm)."""
     if mode == "off":
         return model
+    torch._dynamo.reset()
     return CompiledForward(model)
