@@ -11,7 +11,8 @@ before the first compiled one (`CompiledForward.warm_up`).
 
 Graph breaks found with torch._dynamo.explain on each family's `_assemble` (toy batch, torch 2.13 CPU): mpnn,
 egnn, esen none; gemnet_oc builds its triplet and quadruplet indices with data-dependent sizes (nonzero,
-bincount, `.item()` in `Grouping.of`), so its forward is several graphs with eager index code between them.
+bincount, `.item()` in `Grouping.of`), so its forward is several graphs with eager index code between them;
+its compilation has not yet been seen to finish (over 15 min on a loaded 2-core CPU).
 
 Where the run departs from eager: compiled kernels add in another order, so energies and forces agree with
 eager to float32 rounding, not bit for bit (tests/test_models_compile.py states the tolerance), and a run's
