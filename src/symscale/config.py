@@ -31,6 +31,7 @@ import yaml
 from symscale.errors import SymscaleError
 
 AUGMENT_MODES = ("none", "so3", "o3")
+COMPILE_MODES = ("off", "on")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
 FORCE_MODES = ("direct", "conservative")
@@ -44,6 +45,7 @@ RESUMABLE_KEYS = (
     "runtime.wandb",
     "runtime.device",
     "runtime.loader_workers",
+    "runtime.compile",
 )
 # optional keys added after runs were recorded: left out of the identity while unset, so run ids stay the same
 IDENTITY_OMITTED_WHEN_NONE = ("data.val_source",)
@@ -242,6 +244,8 @@ class RuntimeConfig:
     loader_workers: int = bounded(0, minimum=0)
     tf32: bool = False  # allow TF32 matmuls on CUDA
     autocast_bf16: bool = False  # bf16 autocast of forward and backward on CUDA
+    # "off" | "on": torch.compile (inductor, dynamic shapes) of the model's forward, eager if compilation fails
+    compile: str = bounded("off", choices=COMPILE_MODES)
     compute_accounting: bool = True  # measure FLOPs (C) per batch; off only for benchmarks
     # batches measured with FlopCounterMode to fit FLOPs per atom and per edge
     flop_samples: int = bounded(1, minimum=1)

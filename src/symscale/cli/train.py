@@ -23,6 +23,8 @@ common RunConfig keys for --set / --config (defaults; all keys: symscale.config.
   divergence_patience=6     ... or when it rose at this many evaluations in a row above the first (0: off)
   dtype=float32             float32 | float64
   tf32=false, autocast_bf16=false   CUDA speed options
+  compile=off               on: torch.compile of the forward (inductor, dynamic shapes; needs a C++ compiler on
+                            CPU; eager with one warning when compilation fails); pays only in long runs
   model_overrides={num_layers: 4}   family options
 """
 

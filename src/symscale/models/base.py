@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -153,13 +153,19 @@ class ForceField(nn.Module):
         raise NotImplementedError
 
     def forward(self, batch: GraphBatch) -> ModelOutput:
+        return self.forward_through(self._assemble, batch)
+
+    def forward_through(self, assemble: Callable[..., ModelOutput], batch: GraphBatch) -> ModelOutput:
+        """`forward` with `assemble` (this model's `_assemble`, or a compiled version of it, see
+        `symscale.train.compilation`) in place of `_assemble`: the element lookup and its checks stay outside,
+        in eager mode (they read values, `int(z.min())`, which a compiled graph cannot)."""
         species = self.species(batch.z)
         pos = batch.pos
         conservative = self.force_mode == "conservative"
         with torch.enable_grad() if conservative else contextlib.nullcontext():
             if conservative and not pos.requires_grad:
                 pos = pos.detach().requires_grad_(True)
-            return self._assemble(species, pos, batch)
+            return assemble(species, pos, batch)
 
     def _assemble(self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch) -> ModelOutput:
         conservative = self.force_mode == "conservative"

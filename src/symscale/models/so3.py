@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -214,17 +215,34 @@ def _edge_gather(lmax: int, mmax: int) -> torch.Tensor:
     return full[:, cols].T.contiguous()  # [Kt, K]
 
 
-_DEVICE_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
+_DEVICE_CACHE: dict[tuple, Any] = {}
+
+
+def _on_device(key: tuple) -> Any:
+    """The constant table `key` names, on its device, built once per process. Looked up here (a plain dict,
+    which torch.compile reads and guards), built by `_build_on_device` outside any compiled graph: traced,
+    the functools caches above are ignored and their e3nn fits rerun at every compilation."""
+    if key not in _DEVICE_CACHE:
+        _DEVICE_CACHE[key] = _build_on_device(key)
+    return _DEVICE_CACHE[key]
+
+
+@torch.compiler.disable
+def _build_on_device(key: tuple) -> Any:
+    kind, *args, device = key
+    if kind == "tables":
+        lmax, dtype = args
+        return {
+            name: t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
+            for name, t in _tables(lmax).items()
+        }
+    if kind == "block":
+        return _block_gather(*args).to(device)
+    return _edge_gather(*args).to(device)
 
 
 def _tables_on(lmax: int, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
-    key = (lmax, dtype, device)
-    if key not in _DEVICE_CACHE:
-        out = {}
-        for name, t in _tables(lmax).items():
-            out[name] = t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)
-        _DEVICE_CACHE[key] = out
-    return _DEVICE_CACHE[key]
+    return _on_device(("tables", lmax, dtype, device))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -257,7 +275,7 @@ def _wigner_flat(lmax: int, t_alpha: torch.Tensor, t_beta: torch.Tensor, t_gamma
 def _to_block_diagonal(lmax: int, flat: torch.Tensor) -> torch.Tensor:
     padded = torch.cat([flat, flat.new_zeros(*flat.shape[:-1], 1)], dim=-1)
     k = num_coefficients(lmax)
-    idx = _block_gather(lmax).to(flat.device).reshape(-1)
+    idx = _on_device(("block", lmax, flat.device)).reshape(-1)
     return padded[..., idx].reshape(*flat.shape[:-1], k, k)
 
 
@@ -321,7 +339,7 @@ def edge_frame_rotation(vectors: torch.Tensor, lmax: int, mmax: int) -> torch.Te
     t_a, t_b = _edge_trig(vectors, lmax)
     flat = _wigner_flat(lmax, t_a, t_b, None)  # [E, F] blocks of D(R), R = R_e^T
     padded = torch.cat([flat, flat.new_zeros(flat.shape[0], 1)], dim=-1)
-    idx = _edge_gather(lmax, mmax).to(flat.device)  # [Kt, K]
+    idx = _on_device(("edge", lmax, mmax, flat.device))  # [Kt, K]
     return padded[:, idx.reshape(-1)].reshape(flat.shape[0], *idx.shape)
 
 

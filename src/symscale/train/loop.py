@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from symscale.data.stats import DatasetStats, check_validation_elements, compute
 from symscale.errors import SymscaleError, filesystem_fault
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
+from symscale.train.compilation import CompiledForward, compiled_forward
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
 from symscale.train.evaluation import eval_steps, evaluate
 from symscale.train.loss import force_field_loss
@@ -193,6 +195,7 @@ class _Run:
         model = build(config.arch, config.width, **model_options(config, stats, elements))
         self.model = model.to(device=self.device, dtype=self.dtype).train()
         self.n_params = self.model.num_parameters()
+        self.forward = compiled_forward(self.model, rt.compile)  # the model, or its compiled forward
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]  # clipped every step
         self.steps_per_epoch = math.ceil(len(data.train) / tr.batch_size)
         self.total_steps = tr.epochs * self.steps_per_epoch
@@ -226,7 +229,7 @@ class _Run:
 
     def loss(self, batch: GraphBatch, generator: torch.Generator, model=None) -> torch.Tensor:
         """The training loss of a batch: augmentation, the study's loss, and the symmetry loss if asked for."""
-        model = self.model if model is None else model
+        model = self.forward if model is None else model
         tr, force_rms = self.config.training, self.stats.force_rms
 
         def loss_of(b: GraphBatch) -> torch.Tensor:
@@ -273,7 +276,7 @@ class _Run:
         with averaged_weights(self.optimizer, self.model):
             metrics = evaluate(
                 self.model, self.val_batches, self.stats.force_rms, energy_weight=tr.energy_weight,
-                force_weight=tr.force_weight, equivariance_batch=self.equivariance_batch,
+                force_weight=tr.force_weight, equivariance_batch=self.equivariance_batch, forward=self.forward,
                 equivariance_rotations=ev.equivariance_rotations, autocast=self.autocast(),
             )  # fmt: skip
         line = {
@@ -527,6 +530,7 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     )
     prog.log(f"{'resume' if ckpt else 'start'} {config.arch} width {config.width} N {run.n_params} at step {run.step}")
     try:
+        _warm_up(run, prog)
         last = _train(run, prog, loggers)
         run.save("final.pt", finished=True)  # inside the try: a full disk here is a failed run, not `running`
         run.save("last.pt", finished=True)
@@ -548,6 +552,19 @@ def _train_locked(config: RunConfig, out: Path, dataset, progress: bool) -> RunR
     prog.log(f"finished at step {run.step}")
     last = last or (rundir.read_metrics(out) or [None])[-1]
     return RunResult(out, "finished", None, run.step, run.total_steps, run.n_params, last)
+
+
+def _warm_up(run: _Run, prog: Progress) -> None:
+    """Compile the forward before the first step (`runtime.compile`), outside the device clock; one line in
+    train.log says how long it took, or why the run trains eagerly."""
+    if not isinstance(run.forward, CompiledForward) or not run.val_batches:
+        return
+    started = time.perf_counter()
+    run.forward.warm_up(run.val_batches[0])
+    if run.forward.compiled:
+        prog.log(f"compiled the forward in {time.perf_counter() - started:.1f} s")
+    else:
+        prog.log(f"eager: compilation failed or was refused ({run.forward.reason})")
 
 
 def _record_failure(run: _Run, reason: str) -> None:
