@@ -15,7 +15,8 @@ curves side by side.
     Losses do not depend on the load; the wall times beside them do.
 
     python benchmarks/bench_precision.py [--part speed|curves|all] [--archs mpnn,egnn,gemnet_oc,esen]
-        [--curve-widths 16,16,2,4] [--large-widths 64,64,16,96] [--steps 10] [--repeats 5] [--cache DIR]
+        [--curve-widths 16,16,2,4] [--large-widths 64,64,16,96] [--steps 10] [--repeats 5] [--prefix 1.0]
+        [--cache DIR]
         [--out benchmarks/results/precision.json]
 
 The JSON goes to --out only when the load average (1 minute) was below 0.3 at the start and at the end;
@@ -140,12 +141,13 @@ def curve(config: RunConfig, out: Path) -> dict:
     }  # fmt: skip
 
 
-def curves(archs: list[str], widths: list[int], folder: Path) -> list:
+def curves(archs: list[str], widths: list[int], folder: Path, prefix: float) -> list:
     torch.set_num_threads(1)
     rows = []
     for arch, width in zip(archs, widths, strict=True):
-        base = quickstart_config(arch, width)
-        row: dict = {"arch": arch, "width": width, "batch_size": base.training.batch_size, "lr": base.training.lr}
+        base = quickstart_config(arch, width).updated({"prefix": prefix})
+        row: dict = {"arch": arch, "width": width, "batch_size": base.training.batch_size, "lr": base.training.lr,
+                     "prefix": prefix}  # fmt: skip
         for name, precision, seed in (("fp32_seed0", "fp32", 0), ("fp32_seed1", "fp32", 1), ("bf16_seed0", "bf16", 0)):
             config = _with_precision(base, precision, seed=seed)
             row[name] = curve(config, folder / f"{arch}-w{width}-{name}")
@@ -173,6 +175,7 @@ def main() -> None:
     p.add_argument("--large-widths", default="64,64,16,96", help="the largest cpu ladder widths (large batch)")
     p.add_argument("--steps", type=int, default=10, help="steps per timed round")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds per precision")
+    p.add_argument("--prefix", type=float, default=1.0, help="curves: share of the quickstart's data (1: all)")
     p.add_argument("--cache", default=None, help="SYMSCALE_CACHE (where the built-in set is cached)")
     p.add_argument("--runs-dir", default=None, help="where the curve runs go (default: a temporary folder)")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "precision.json"))
@@ -193,7 +196,7 @@ def main() -> None:
         result["speed"] = speed(archs, curve_widths, large_widths, args.steps, args.repeats)
     if args.part in ("curves", "all"):
         with tempfile.TemporaryDirectory() as tmp:
-            result["curves"] = curves(archs, curve_widths, Path(args.runs_dir or tmp))
+            result["curves"] = curves(archs, curve_widths, Path(args.runs_dir or tmp), args.prefix)
     load_end = os.getloadavg()
     result["load_average_end"] = list(load_end)
     idle = max(load_start[0], load_end[0]) < IDLE_LOAD
