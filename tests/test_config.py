@@ -133,12 +133,14 @@ def test_one_validation_engine_with_bounds_beside_fields():
 
 
 def test_prefix_is_the_one_name_and_the_old_name_still_reads_with_the_same_run_id():
-    new = RunConfig.from_dict({"arch": "mpnn", "width": 16, "prefix": 0.3, "n_val": 50})
+    new = RunConfig.from_dict({"arch": "egnn", "width": 16, "prefix": 0.3, "n_val": 50})
     assert new.data.prefix == 0.3 and "prefix" in new.to_dict()["data"]
     for old in ({"train_fraction": 0.3}, {"data.train_fraction": 0.3}, {"data": {"train_fraction": 0.3}}):
-        assert RunConfig.from_dict({"arch": "mpnn", "width": 16, "n_val": 50, **old}) == new
+        assert RunConfig.from_dict({"arch": "egnn", "width": 16, "n_val": 50, **old}) == new
     # the id of this run as the code before the rename computed it (commit f6b49d4): resumed studies find it
-    assert new.config_hash() == "4d8233b0806a3f5f"
+    # (an egnn run: mpnn ids changed with its revision 2, config.MODEL_REVISIONS; f6b49d4 gave 4d8233b0806a3f5f
+    # for this mpnn config)
+    assert new.config_hash() == "529858e86e4acdcc"
     assert new.with_overrides(["train_fraction=0.5"]).data.prefix == 0.5
     with pytest.raises(SymscaleError, match="not both"):
         RunConfig.from_dict({"arch": "mpnn", "width": 4, "data": {"train_fraction": 0.3, "prefix": 0.3}})

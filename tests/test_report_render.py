@@ -127,6 +127,7 @@ def _write_run(run_dir: Path, arch, width, fraction, mode, lines, status) -> Non
             "git_sha": "abc123",
             "torch_version": "2.13.0+cpu",
             "device": "cpu",
+            "precision": "bf16 autocast, float32 weights",
         },
     }
     (run_dir / "run.json").write_text(json.dumps(info))
@@ -314,6 +315,7 @@ def test_provenance_names_dataset_versions_and_devices(synthetic_report):
     items = dict(r[:2] for r in _table(md, "Provenance"))
     assert "fingerprint sha256:" in items["dataset files"]
     assert items["git SHA (runs)"] == "abc123" and items["devices (runs)"] == "cpu"
+    assert items["precision (runs)"] == "bf16 autocast, float32 weights"
     assert items["dataset size [structures]"] == "1000"
     assert "torch version (report)" in items and "symscale version (report)" in items
     assert "```yaml\nname: synthetic" in md  # the study spec

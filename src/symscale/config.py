@@ -34,6 +34,7 @@ AUGMENT_MODES = ("none", "so3", "o3")
 COMPILE_MODES = ("off", "on")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "bf16")
 FORCE_MODES = ("direct", "conservative")
 PROGRESS_MODES = ("auto", "bar", "log", "off")
 FRACTION = "a fraction in (0, 1]"
@@ -243,7 +244,9 @@ class RuntimeConfig:
     # processes that read and collate batches ahead (0: in the training process)
     loader_workers: int = bounded(0, minimum=0)
     tf32: bool = False  # allow TF32 matmuls on CUDA
-    autocast_bf16: bool = False  # bf16 autocast of forward and backward on CUDA
+    # "fp32" | "bf16": bf16 autocast of the forward (and so of its backward) on CPU or CUDA; weights, optimiser
+    # state, losses, sums over atoms and neighbours and evaluations stay float32 (`symscale.train.precision`)
+    precision: str = bounded("fp32", choices=PRECISIONS)
     # "off" | "on": torch.compile (inductor, dynamic shapes) of the model's forward, eager if compilation fails
     compile: str = bounded("off", choices=COMPILE_MODES)
     compute_accounting: bool = True  # measure FLOPs (C) per batch; off only for benchmarks
@@ -276,9 +279,17 @@ def _leaf_sections() -> dict[str, str]:
 
 _LEAF_SECTION = _leaf_sections()
 # deprecated leaf names, still read (configs, plans and run directories written before 0.x): old -> new
-ALIASES = {"train_fraction": "prefix"}
+ALIASES = {"train_fraction": "prefix", "autocast_bf16": "precision"}
+# how an old name's value reads under the new name (where the type changed): old name -> function of the value
+_ALIAS_VALUES: dict[str, Callable[[str, Any], Any]] = {
+    "autocast_bf16": lambda key, value: "bf16" if check_bool(key, value) else "fp32",
+}
 # the names the run id hashes: the old name where a leaf was renamed, so that every run id stays the same
 _HASHED_NAMES = {"data.prefix": "train_fraction"}
+# renamed leaves whose value changed form too: hashed under the old name with the old value
+_HASHED_VALUES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "runtime.precision": ("autocast_bf16", lambda precision: precision == "bf16"),
+}
 
 
 def allowed_keys() -> list[str]:
@@ -377,6 +388,11 @@ def _check_rules(cfg: RunConfig) -> None:
         raise SymscaleError("invalid data: give n_train or prefix, not both")
     if cfg.training.energy_weight + cfg.training.force_weight <= 0:
         raise SymscaleError("invalid loss weights: energy_weight and force_weight are both 0")
+    if cfg.runtime.precision == "bf16" and cfg.runtime.dtype != "float32":
+        raise SymscaleError(
+            f"invalid runtime: precision bf16 with dtype {cfg.runtime.dtype}; expected dtype float32 "
+            "(bf16 autocast runs on float32 weights) or precision fp32"
+        )
 
 
 # ---------------------------------------------------------------- RunConfig
@@ -424,6 +440,8 @@ def _put(section: dict[str, Any], name: str, leaf: str, value: Any) -> None:
     new = ALIASES.get(leaf, leaf) if isinstance(leaf, str) else leaf
     if new != leaf and new in section:
         raise SymscaleError(f"invalid {name}: give {new} (or its old name {leaf}), not both")
+    if leaf in _ALIAS_VALUES:
+        value = _ALIAS_VALUES[leaf](f"{name}.{leaf}", value)
     section[new] = value
 
 
@@ -538,6 +556,9 @@ class RunConfig:
         for key, old in _HASHED_NAMES.items():
             section, leaf = key.split(".")
             out[section][old] = out[section].pop(leaf)
+        for key, (old, old_value) in _HASHED_VALUES.items():
+            section, leaf = key.split(".")
+            out[section][old] = old_value(out[section].pop(leaf))
         revision = MODEL_REVISIONS.get(self.arch, 1)
         if revision > 1:
             out["model_revision"] = revision

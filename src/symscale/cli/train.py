@@ -22,7 +22,9 @@ common RunConfig keys for --set / --config (defaults; all keys: symscale.config.
   divergence_factor=1000    failed as diverged when val_loss > this x the first evaluation's
   divergence_patience=6     ... or when it rose at this many evaluations in a row above the first (0: off)
   dtype=float32             float32 | float64
-  tf32=false, autocast_bf16=false   CUDA speed options
+  precision=fp32            fp32 | bf16 (bf16 autocast of the training step, CPU or CUDA; weights, losses and
+                            evaluations stay float32; autocast_bf16=true is the old name)
+  tf32=false                TF32 matmuls on CUDA
   compile=off               on: torch.compile of the forward (inductor, dynamic shapes; needs a C++ compiler on
                             CPU; eager with one warning when compilation fails); pays only in long runs
   model_overrides={num_layers: 4}   family options

@@ -170,6 +170,10 @@ class ForceField(nn.Module):
     def _assemble(self, species: torch.Tensor, pos: torch.Tensor, batch: GraphBatch) -> ModelOutput:
         conservative = self.force_mode == "conservative"
         node_energy, node_forces = self.interactions(species, pos, batch)
+        # under bf16 autocast the heads end in bf16; the sums over atoms, the references and the forces stay in
+        # the positions' dtype (bf16 would round a -1e4 eV total to 64 eV)
+        node_energy = node_energy.to(pos.dtype)
+        node_forces = None if node_forces is None else node_forces.to(pos.dtype)
         scale = self.force_scale.to(node_energy.dtype)
         per_structure = torch.zeros(batch.num_structures, dtype=node_energy.dtype, device=node_energy.device)
         per_structure = per_structure.index_add(0, batch.batch, node_energy)

@@ -118,7 +118,8 @@ def principal_axes(pos: torch.Tensor, batch: GraphBatch) -> tuple[torch.Tensor, 
     outer = rel[:, :, None] * rel[:, None, :]  # [n_atoms, 3, 3]
     covariance = pos.new_zeros(n_structures, 3, 3).index_add(0, batch.batch, outer) / counts[:, :, None]
     _, axes = _SafeEigh.apply(covariance)  # [n_structures, 3, 3]
-    local = torch.einsum("aji,aj->ai", axes[batch.batch], rel)  # [n_atoms, 3]
+    with torch.autocast(pos.device.type, enabled=False):  # the frame is geometry: float32 under bf16 autocast
+        local = torch.einsum("aji,aj->ai", axes[batch.batch], rel)  # [n_atoms, 3]
     return local, axes
 
 
@@ -206,8 +207,9 @@ class FrameAveragedMPNN(MPNN):
         for layer in hidden_layers:
             h = layer(h)  # [n_frames, n_atoms, width]
         per_axis = torch.einsum("fak,fac->akc", atom_signs, h) / n_frames  # [n_atoms, 3, width], mean_s s_k x_s
-        in_axes = readout(per_axis, atom_signs.mean(0))  # [n_atoms, 3], mean_s diag(s) f_s
-        return energy, torch.einsum("aij,aj->ai", axes[batch.batch], in_axes)  # [n_atoms, 3], Q (...)
+        in_axes = readout(per_axis, atom_signs.mean(0)).to(axes.dtype)  # [n_atoms, 3], mean_s diag(s) f_s
+        with torch.autocast(pos.device.type, enabled=False):  # back to the lab frame in float32, as `local`
+            return energy, torch.einsum("aij,aj->ai", axes[batch.batch], in_axes)  # [n_atoms, 3], Q (...)
 
 
 @register("canonical_mpnn")

@@ -527,6 +527,7 @@ RUN_PROVENANCE = {
     "provenance.git_sha": "git SHA (runs)",
     "provenance.torch_version": "torch version (runs)",
     "provenance.device": "devices (runs)",
+    "provenance.precision": "precision (runs)",
 }
 FINGERPRINT_BYTES = 1 << 20  # bytes hashed at each end of each file
 

@@ -13,7 +13,7 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts only:
     counters         {"structures_seen", "atoms_seen", "flops", "flops_raw", "device_seconds"}
     rng              {"torch": CPU RNG state, "generator": the run's generator state, "cuda": [states]}
     flop_model       FlopModel.to_dict() (None when accounting is off)
-    provenance       {"symscale_version", "git_sha", "torch_version", "device", "created_utc"}
+    provenance       {"symscale_version", "git_sha", "torch_version", "device", "created_utc", "precision"}
 
 `load_model(run_dir_or_file)` rebuilds the model from "model" + "stats" and loads its weights.
 """
@@ -67,14 +67,18 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def provenance(device: str | torch.device) -> dict[str, Any]:
-    return {
+def provenance(device: str | torch.device, precision: str | None = None) -> dict[str, Any]:
+    """Versions, device and (for a run) its precision as `train.precision.describe` states it."""
+    out = {
         "symscale_version": __version__,
         "git_sha": git_sha(),
         "torch_version": str(torch.__version__),
         "device": str(device),
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    if precision is not None:
+        out["precision"] = precision
+    return out
 
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path:

@@ -51,7 +51,6 @@ def evaluate(
     force_weight: float = 1.0,
     equivariance_batch: GraphBatch | None = None,
     equivariance_rotations: int = 2,
-    autocast: contextlib.AbstractContextManager | None = None,
     forward: Callable[[GraphBatch], Any] | None = None,
 ) -> dict[str, float]:
     """Validation metrics of `model` as it is (the caller switches to the averaged weights). `forward` (default:
@@ -62,7 +61,7 @@ def evaluate(
     # quickstart's mpnn and egnn at width 24, 300 structures in batches of 50, one thread)
     grad = contextlib.nullcontext() if conservative else torch.inference_mode()
     totals = np.zeros(6)
-    with grad, autocast or contextlib.nullcontext():
+    with grad:
         for b in batches:
             out = (forward or model)(b)
             totals += _sums(out, b)

@@ -39,6 +39,7 @@ from symscale.errors import SymscaleError, filesystem_fault
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
 from symscale.train.compilation import CompiledForward, compiled_forward
+from symscale.train import precision
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
 from symscale.train.evaluation import eval_steps, evaluate
 from symscale.train.loss import force_field_loss
@@ -188,7 +189,6 @@ class _Run:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = rt.tf32
             torch.backends.cudnn.allow_tf32 = rt.tf32
-        self.autocast_on = rt.autocast_bf16 and self.device.type == "cuda"
         check_validation_elements(stats, count_elements(data.dataset, data.val))  # before the first step
         elements = list(stats.elements)
         torch.manual_seed(config.seed)
@@ -222,10 +222,9 @@ class _Run:
 
     # -- loss and one step
 
-    def autocast(self):
-        if self.autocast_on:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of the training forward and loss with `runtime.precision: bf16` (`train.precision`)."""
+        return precision.autocast(self.device, self.config.runtime.precision)
 
     def loss(self, batch: GraphBatch, generator: torch.Generator, model=None) -> torch.Tensor:
         """The training loss of a batch: augmentation, the study's loss, and the symmetry loss if asked for."""
@@ -273,11 +272,11 @@ class _Run:
 
     def evaluate(self) -> dict:
         ev, tr = self.config.evaluation, self.config.training
-        with averaged_weights(self.optimizer, self.model):
+        with averaged_weights(self.optimizer, self.model):  # in float32 at any precision (`train.precision`)
             metrics = evaluate(
                 self.model, self.val_batches, self.stats.force_rms, energy_weight=tr.energy_weight,
                 force_weight=tr.force_weight, equivariance_batch=self.equivariance_batch, forward=self.forward,
-                equivariance_rotations=ev.equivariance_rotations, autocast=self.autocast(),
+                equivariance_rotations=ev.equivariance_rotations,
             )  # fmt: skip
         line = {
             "step": self.step,
@@ -311,7 +310,7 @@ class _Run:
             "counters": dict(self.counters),
             "rng": rng,
             "flop_model": None if self.flop_model is None else self.flop_model.to_dict(),
-            "provenance": ckpt_io.provenance(self.device),
+            "provenance": ckpt_io.provenance(self.device, precision.describe(self.config.runtime, self.device)),
         }
 
     def save(self, name: str, finished: bool = False) -> None:
@@ -409,7 +408,7 @@ def _run_json(run: _Run) -> dict:
         "config_hash": c.config_hash(),
         "threads": torch.get_num_threads(),  # CPU results depend on it: a resume must use the same (check_threads)
         "flop_model": run.flop_model.to_dict() if run.flop_model else None,
-        "provenance": ckpt_io.provenance(run.device),
+        "provenance": ckpt_io.provenance(run.device, precision.describe(c.runtime, run.device)),
     }
 
 
