@@ -117,11 +117,12 @@ def test_bf16_is_refused_with_float64_and_read_from_its_old_name():
         RunConfig.from_dict({"arch": "mpnn", "width": 8, "precision": "bf16", "dtype": "float64"})
     with pytest.raises(SymscaleError, match="runtime.precision: got 'fp16', expected one of fp32, bf16"):
         RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime": {"precision": "fp16"}})
-    old = RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime": {"autocast_bf16": True}})
-    assert old == RunConfig.from_dict({"arch": "mpnn", "width": 8, "precision": "bf16"})
-    # run ids stay those of the old name: hashes computed with the code before `precision` existed
-    assert old.config_hash() == "be6bae28bc66520c"
-    assert RunConfig.from_dict({"arch": "mpnn", "width": 8}).config_hash() == "fe5a44a615d1ad2c"
+    old = RunConfig.from_dict({"arch": "egnn", "width": 8, "runtime": {"autocast_bf16": True}})
+    assert old == RunConfig.from_dict({"arch": "egnn", "width": 8, "precision": "bf16"})
+    # run ids stay those of the old name: hashes computed with the code before `precision` existed (d8bdb54;
+    # egnn: mpnn ids changed with its revision 2, config.MODEL_REVISIONS)
+    assert old.config_hash() == "7d8cd29be8381a9a"
+    assert RunConfig.from_dict({"arch": "egnn", "width": 8}).config_hash() == "d8c2897d1fad0549"
     with pytest.raises(SymscaleError, match="give precision \\(or its old name autocast_bf16\\), not both"):
         RunConfig.from_dict({"arch": "mpnn", "width": 8, "runtime": {"autocast_bf16": True, "precision": "bf16"}})
 

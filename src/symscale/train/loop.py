@@ -38,8 +38,8 @@ from symscale.data.stats import DatasetStats, check_validation_elements, compute
 from symscale.errors import SymscaleError, filesystem_fault
 from symscale.models.registry import build
 from symscale.train import checkpoint as ckpt_io
-from symscale.train.compilation import CompiledForward, compiled_forward
 from symscale.train import precision
+from symscale.train.compilation import CompiledForward, compiled_forward
 from symscale.train.compute import DeviceClock, FlopModel, fit_flop_model, flop_sizes
 from symscale.train.evaluation import eval_steps, evaluate
 from symscale.train.loss import force_field_loss
