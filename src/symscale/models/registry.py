@@ -15,6 +15,7 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from symscale.config import MODEL_REVISIONS
 from symscale.errors import SymscaleError
 from symscale.models.base import SHARED_OPTIONS, ForceField
 
@@ -77,12 +78,15 @@ def depth_option(arch: str) -> str:
     return DEPTH_OPTION[arch]
 
 
-def build(arch: str, width: int, **kwargs) -> ForceField:
+def build(arch: str, width: int, revision: int | None = None, **kwargs) -> ForceField:
     """Build family `arch` at `width`. Keyword arguments: `elements` (required), `cutoff`, `max_neighbors`,
     `forces` ("direct" | "conservative"), `element_energies`, `force_scale`, and family overrides
     (e.g. `num_layers`, `lmax`). An unknown override, or one of the wrong type or out of range
-    (`check_options`), is a `SymscaleError`."""
+    (`check_options`), is a `SymscaleError`. `revision` (a checkpoint's; None: today's) rebuilds an earlier
+    revision of the family (`config.MODEL_REVISIONS`): its `legacy_options`, under any option given."""
     cls = get_family(arch)
+    for older in range(MODEL_REVISIONS.get(arch, 1) - 1, (revision or MODEL_REVISIONS.get(arch, 1)) - 1, -1):
+        kwargs = {**cls.legacy_options.get(older, {}), **kwargs}  # the model it was trained as, not today's
     check_options(cls, {k: v for k, v in kwargs.items() if k not in SHARED_OPTIONS})
     try:
         return cls(width, **kwargs)

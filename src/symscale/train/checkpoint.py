@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from symscale import __version__
-from symscale.config import MODEL_REVISIONS
 from symscale.errors import SymscaleError
 from symscale.rundir import atomic_file
 
@@ -135,16 +134,13 @@ def _first_sentence(err: BaseException) -> str:
 
 def build_model_from(ckpt: dict[str, Any]):
     """The model described by a checkpoint's "model" and "stats" entries (weights not loaded)."""
-    from symscale.models.registry import build, get_family
+    from symscale.models.registry import build
 
     spec = dict(ckpt["model"])
     stats = ckpt.get("stats") or {}
     energies = {int(k): float(v) for k, v in (stats.get("element_energies") or {}).items()}
     overrides = dict(spec.pop("overrides", {}) or {})
-    revision = int(spec.pop("revision", 1))  # absent: a checkpoint from before the family's revisions
-    legacy = get_family(spec["arch"]).legacy_options
-    for older in range(MODEL_REVISIONS.get(spec["arch"], 1) - 1, revision - 1, -1):
-        overrides = {**legacy.get(older, {}), **overrides}  # the model it was trained as, not today's
+    spec.setdefault("revision", 1)  # absent: a checkpoint from before its family's revisions (MODEL_REVISIONS)
     return build(
         spec.pop("arch"),
         int(spec.pop("width")),
