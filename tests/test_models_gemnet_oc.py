@@ -24,6 +24,7 @@ from symscale.models.gemnet_oc import (
     nearest_edges,
     quadruplet_basis_sum,
     quadruplet_geometry,
+    quadruplet_indices,
     rms_norm,
     triplets,
 )
@@ -117,7 +118,7 @@ def test_quadruplet_basis_sum_equals_brute_force(chiral, quad_neighbors):
     n_leg, q = 3, 2
     t_in, t_out = triplets(ei, b.num_atoms)
     in_quad = nearest_edges(ei, dist, b.num_atoms, quad_neighbors)
-    geo = quadruplet_geometry(u, ei, b.num_atoms, t_in, t_out, in_quad, n_leg, chiral)
+    geo = quadruplet_geometry(u, quadruplet_indices(ei, b.num_atoms, t_in, t_out, in_quad), n_leg, chiral)
     n_edges = ei.shape[1]
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n_edges, q, generator=g, dtype=torch.float64)

@@ -338,13 +338,8 @@ def quadruplet_indices(
     return QuadrupletIndices(Grouping.of(f_mid, n_edges), f_in, Grouping.of(s_out, n_edges), s_mid, back, back_of)
 
 
-def quadruplet_geometry(
-    u: torch.Tensor, edge_index: torch.Tensor, n_atoms: int, t_in: torch.Tensor, t_out: torch.Tensor,
-    in_quad: torch.Tensor | None, num_spherical: int, chiral: bool, indices: QuadrupletIndices | None = None,
-) -> QuadrupletGeometry:  # fmt: skip
-    """Bases of both passes from the main triplets (t_in, t_out) and the quadruplet-graph mask in_quad [E]
-    (or their `quadruplet_indices`, when already built)."""
-    q = quadruplet_indices(edge_index, n_atoms, t_in, t_out, in_quad) if indices is None else indices
+def quadruplet_geometry(u: torch.Tensor, q: QuadrupletIndices, num_spherical: int, chiral: bool) -> QuadrupletGeometry:
+    """Bases of both passes on the triplets and returning paths of `q` (`quadruplet_indices`)."""
     n_max = num_spherical - 1
     e1, e2 = edge_frames(u)  # [E, 3] frame of every edge (used for the middle edges)
     f_in, f_mid, s_mid, s_out = q.first_in, q.first.out, q.second_mid, q.second.out
@@ -661,8 +656,7 @@ class GemNetOC(ForceField):
         batch, `graph_indices`), with their angular bases (every forward: they carry the positions' gradient)."""
         g = graph_indices(edge_index, dist, n_atoms, self.aeaint_neighbors, self.quad_neighbors)
         leg = _angle_legendre(u, g.t_in, g.t_out, self.num_spherical)  # [T, L]
-        quad = quadruplet_geometry(u, edge_index, n_atoms, g.t_in, g.t_out, None, self.num_spherical, self.chiral,
-                                   indices=g.quad)  # fmt: skip
+        quad = quadruplet_geometry(u, g.quad, self.num_spherical, self.chiral)
         return Geometry(
             edge_index, g.e2e, g.t_in, leg,
             g.a2e, g.a2e_in, gather(leg, g.a2e_rows),
