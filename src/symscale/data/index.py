@@ -478,7 +478,7 @@ def _add_lmdb_rows(chunk: _Chunk, raws: list[bytes | None], energy_key: str, for
             holes = False
         pos = text[jp:ep] if holes else b""
         n = len(numbers) if holes else 0
-        if not holes or n == 0 or pos.count(b",") != 3 * n - 1 or b"N" in pos or b"I" in pos:
+        if not holes or n == 0 or _count(pos) != 3 * n or _non_finite(pos):
             _add_lmdb_row(chunk, k, raw, energy_key, forces_key)
             continue
         frc = text[jf:ef]
@@ -490,8 +490,8 @@ def _add_lmdb_rows(chunk: _Chunk, raws: list[bytes | None], energy_key: str, for
         mol.append(data.get("mol"))
         n_atoms.append(n)
         energy.append(e if e is None or isinstance(e, float | int) else _scalar(e))
-        frc_count.append(frc.count(b",") + 1 if frc else 0)
-        frc_bad.append(b"N" in frc or b"I" in frc)
+        frc_count.append(_count(frc))
+        frc_bad.append(_non_finite(frc))
         chunk.numbers.extend(numbers)
         chunk.pos_text.append(pos)
     chunk.place(fast_k, charge, spin, mol, n_atoms, energy, frc_count, frc_bad)
@@ -526,8 +526,8 @@ def _label_text(d: dict, key: str) -> bytes | None:
 
 
 def _label(row: dict, key: str):
-    """The value of label `key` in an ASE database row: calculator results at the top level, then key-value
-    pairs, then `data` (readers' rule); None when absent."""
+    """The value of label `key` in an ASE database row (as a dict): calculator results at the top level, then
+    key-value pairs, then `data`; None when absent (the rule of every reader: `readers` imports it)."""
     for place in (row, row.get("key_value_pairs") or {}, row.get("data") or {}):
         if key in place and place[key] is not None:
             return place[key]

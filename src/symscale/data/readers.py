@@ -49,13 +49,14 @@ import shutil
 import sqlite3
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from symscale.data.index import MIN_DISTANCE, dataset_index
+from symscale.data.index import _label as _label  # one rule for where a row keeps its labels
 from symscale.data.index import _scalar as _scalar  # one reader of ASE's scalar fields
 from symscale.errors import SymscaleError
 
@@ -116,15 +117,6 @@ def _structure_from_fields(numbers, positions, energy, forces, info: dict) -> St
 
 DEFAULT_ENERGY_KEY = "energy"
 DEFAULT_FORCES_KEY = "forces"
-
-
-def _label(row: dict, key: str):
-    """The value of label `key` in an ASE database row (as a dict): calculator results at the top level,
-    then key-value pairs, then `data`; None when absent."""
-    for place in (row, row.get("key_value_pairs") or {}, row.get("data") or {}):
-        if key in place and place[key] is not None:
-            return place[key]
-    return None
 
 
 def _refuse_periodic(path: Path, i: int, pbc) -> None:
@@ -240,20 +232,6 @@ class _LmdbSource:
         with self._txn().cursor() as cursor:
             found = dict(cursor.getmulti(keys))
         return [found.get(key) for key in keys]
-
-    def decoded_rows(self, start: int, stop: int) -> Iterator[dict | None]:
-        """The decoded rows start..stop as stored (None for a missing or corrupt row), each with its labels under
-        `energy` / `forces` whatever this source's label keys: the index pass reads these without building
-        structures."""
-        txn = self._txn()
-        ids = range(start + 1, stop + 1) if self.ids is None else self.ids[start:stop].tolist()
-        for row_id in ids:
-            try:
-                d = _decode(txn.get(str(row_id).encode("ascii")))
-            except (TypeError, zlib.error, ValueError):  # a missing (None) or corrupt row
-                yield None
-                continue
-            yield {**d, "energy": _label(d, self.energy_key), "forces": _label(d, self.forces_key)}
 
     def metadata(self, i: int) -> dict:
         """The row's `data` (charge, spin and what else the writer stored), without building the structure."""
