@@ -59,7 +59,7 @@ HASHED_WHEN_SET = {
     "data.forces_key": "forces",
 }
 # families whose model changed after runs of them were made (arch: revision; absent = 1). A revision above 1
-# enters the run's identity as model.revision, so a study does not reuse a finished run of the old model, and a
+# enters the run's identity as model_revision, so a study does not reuse a finished run of the old model, and a
 # checkpoint records it, so an old checkpoint rebuilds the old model (`ForceField.legacy_options`).
 #   mpnn 2: the relative vector enters the messages as r_ij / r^2, not r_ij / r_cut (fa_mpnn and canonical_mpnn
 #   are the same MPNN averaged over frames)
@@ -284,10 +284,10 @@ ALIASES = {"train_fraction": "prefix", "autocast_bf16": "precision"}
 _ALIAS_VALUES: dict[str, Callable[[str, Any], Any]] = {
     "autocast_bf16": lambda key, value: "bf16" if check_bool(key, value) else "fp32",
 }
-# the names the run id hashes: the old name where a leaf was renamed, so that every run id stays the same
-_HASHED_NAMES = {"data.prefix": "train_fraction"}
-# renamed leaves whose value changed form too: hashed under the old name with the old value
-_HASHED_VALUES: dict[str, tuple[str, Callable[[Any], Any]]] = {
+# the names the run id hashes: the old name where a leaf was renamed, so that every run id stays the same, and
+# the old form of its value where that changed too (None: the same value)
+_HASHED_NAMES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
+    "data.prefix": ("train_fraction", None),
     "runtime.precision": ("autocast_bf16", lambda precision: precision == "bf16"),
 }
 
@@ -553,12 +553,10 @@ class RunConfig:
             section, leaf = key.split(".")
             if out[section].get(leaf) == default:
                 out[section].pop(leaf)
-        for key, old in _HASHED_NAMES.items():
+        for key, (old, old_value) in _HASHED_NAMES.items():
             section, leaf = key.split(".")
-            out[section][old] = out[section].pop(leaf)
-        for key, (old, old_value) in _HASHED_VALUES.items():
-            section, leaf = key.split(".")
-            out[section][old] = old_value(out[section].pop(leaf))
+            value = out[section].pop(leaf)
+            out[section][old] = value if old_value is None else old_value(value)
         revision = MODEL_REVISIONS.get(self.arch, 1)
         if revision > 1:
             out["model_revision"] = revision

@@ -85,8 +85,9 @@ def build(arch: str, width: int, revision: int | None = None, **kwargs) -> Force
     (`check_options`), is a `SymscaleError`. `revision` (a checkpoint's; None: today's) rebuilds an earlier
     revision of the family (`config.MODEL_REVISIONS`): its `legacy_options`, under any option given."""
     cls = get_family(arch)
-    for older in range(MODEL_REVISIONS.get(arch, 1) - 1, (revision or MODEL_REVISIONS.get(arch, 1)) - 1, -1):
-        kwargs = {**cls.legacy_options.get(older, {}), **kwargs}  # the model it was trained as, not today's
+    current = MODEL_REVISIONS.get(arch, 1)
+    for older in range(current - 1, (revision or current) - 1, -1):  # the model it was trained as, not today's
+        kwargs = {**cls.legacy_options.get(older, {}), **kwargs}
     check_options(cls, {k: v for k, v in kwargs.items() if k not in SHARED_OPTIONS})
     try:
         return cls(width, **kwargs)
