@@ -107,6 +107,43 @@ def test_isoflop_and_allocation_recover_a():
     assert alloc.derived["N_star"] * alloc.derived["D_star"] * 6.0 == pytest.approx(1e15, rel=1e-9)
 
 
+def one_epoch_runs(alpha=0.5, beta=0.3, A=40.0, B=80.0, k=6.0, widths=12, points=10, D_end=1e8):
+    """Runs of a sum law as a one-epoch study makes them: every N sees the same data, evaluated from 5% of it
+    to its end, so each run covers 1.3 decades of C and the ladder's runs end two decades apart."""
+    rows = []
+    for i, N in enumerate(np.geomspace(1e3, 1e5, widths)):
+        D = np.geomspace(0.05 * D_end, D_end, points)
+        rows += [(N, d, k * N * d, A * N**-alpha + B * d**-beta, f"r{i}") for d in D]
+    return tuple(map(np.array, zip(*rows)))
+
+
+def test_isoflop_budgets_span_the_compute_that_three_runs_reach_in_a_one_epoch_ladder():
+    """No budget is reached by every run of a one-epoch ladder (the widest starts after the narrowest ends);
+    the budgets must still cover the decades where at least three runs have a curve, or a (the slope of
+    log N_opt on log C) rests on a factor of 2 in C and its error triples under 1% noise."""
+    from symscale.fit.isoflop import default_budgets
+
+    N, _, C, loss, run = one_epoch_runs()
+    budgets = default_budgets(C, run)
+    assert budgets[-1] / budgets[0] > 100
+    for c in budgets:
+        reach = {r for r in set(run) if C[run == r].min() <= c * (1 + 1e-9) and c <= C[run == r].max() * (1 + 1e-9)}
+        assert len(reach) >= 3
+    errors = []
+    for seed in range(6):
+        noisy = loss * np.exp(np.random.default_rng(seed).normal(0, 0.01, len(loss)))
+        errors.append(abs(fit_isoflop(N, C, noisy, runs=run, bootstrap=0).params["a"] - 0.3 / 0.8))
+    assert np.median(errors) < 0.045
+
+
+def test_isoflop_without_interior_minima_says_at_which_edge_the_optimum_sat():
+    """A ladder whose every budget is won by the smallest size reaching it (data-limited: the loss falls with D
+    far more than with N) must say so, not ask for widths around an optimum it never bracketed."""
+    N, _, C, loss, run = one_epoch_runs(A=1e-3, B=1e3)
+    with pytest.raises(SymscaleError, match="smallest size reaching the budget is best"):
+        fit_isoflop(N, C, loss, runs=run, bootstrap=0)
+
+
 ORDERED = {}
 
 

@@ -1,6 +1,11 @@
 """IsoFLOP profiles (Chinchilla's approach 2): for each compute budget, the loss of every run at that budget
 (interpolated along its learning curve in log C), a parabola of log L in log N whose vertex is the
-loss-optimal N at that budget, and the power law N_opt = G C^a through the vertices."""
+loss-optimal N at that budget, and the power law N_opt = G C^a through the vertices.
+
+Departure from Chinchilla, who trained every size to every budget: the profiles come from one-epoch learning
+curves, so a budget sees only the sizes whose curve reaches it (the smallest near its end, the largest near its
+start), and a minimum counts only when it is interior to those sizes. Schedule-free training has no schedule
+tied to the run's length, which is what makes an intermediate evaluation stand for a shorter run."""
 
 from __future__ import annotations
 
@@ -22,15 +27,33 @@ def _curves(N, C, loss, runs) -> list[tuple[float, np.ndarray, np.ndarray]]:
     return out
 
 
-def default_budgets(C, runs, n_budgets: int = 5) -> np.ndarray:
-    """Log-spaced budgets between the largest first evaluation and the median final compute of the runs."""
+def default_budgets(C, runs, n_budgets: int = 8, min_models: int = 3) -> np.ndarray:
+    """Log-spaced budgets over the compute range where at least `min_models` runs have a learning curve (each
+    run covers C from its first kept evaluation to its last), so that every budget has a profile to look at.
+
+    A run of one epoch covers C only from its first evaluation to its end (a factor of about 1/first-fraction),
+    and the runs of a ladder end at compute a hundredfold apart: budgets that every run covers (the largest first
+    evaluation to the smallest end) do not exist then. Each budget's profile is over the runs that reach it;
+    its minimum counts only when interior to them (`_vertices`)."""
     units, n = unit_index(len(C), runs)
     finals = np.array([C[units == u].max() for u in range(n)])
     firsts = np.array([C[units == u].min() for u in range(n)])
-    lo, hi = max(firsts.max(), finals.min()), np.median(finals)
-    if not hi > lo:
-        lo, hi = finals.min(), finals.max()
+    grid = np.geomspace(firsts.min(), finals.max(), 512)
+    covered = ((firsts[None, :] <= grid[:, None]) & (grid[:, None] <= finals[None, :])).sum(axis=1)
+    enough = grid[covered >= min(min_models, n)]
+    lo, hi = (enough.min(), enough.max()) if len(enough) else (finals.min(), finals.max())
     return np.geomspace(lo, hi, n_budgets)
+
+
+def _profile(curves, log_c: float) -> tuple[np.ndarray, np.ndarray]:
+    """(log N, log L) at budget exp(log_c) over the runs that reach it, sorted by N; runs of one N (seeds, data
+    prefixes) averaged in log L, so that each size is one point of the profile."""
+    at: dict[float, list[float]] = {}
+    for n, lc, ll in curves:
+        if lc[0] <= log_c <= lc[-1]:
+            at.setdefault(float(np.log(n)), []).append(float(np.interp(log_c, lc, ll)))
+    log_n = np.array(sorted(at))
+    return log_n, np.array([np.mean(at[x]) for x in log_n])
 
 
 def _vertices(curves, budgets, min_models: int = 3, window: int = 2) -> np.ndarray:
@@ -38,19 +61,34 @@ def _vertices(curves, budgets, min_models: int = 3, window: int = 2) -> np.ndarr
     fitted to the best model and its `window` neighbours on each side in N, where the profile is parabolic."""
     out = np.full(len(budgets), np.nan)
     for b, c in enumerate(np.log(budgets)):
-        pts = sorted((np.log(n), np.interp(c, lc, ll)) for n, lc, ll in curves if lc[0] <= c <= lc[-1])
-        if len({p[0] for p in pts}) < min_models:
+        log_n, log_l = _profile(curves, c)
+        if len(log_n) < min_models:
             continue
-        log_n, log_l = np.array(pts).T
         best = int(np.argmin(log_l))
-        if best == 0 or best == len(pts) - 1:
-            continue  # the optimum is at the edge of the ladder: not bracketed
+        if best == 0 or best == len(log_n) - 1:
+            continue  # the optimum is at an edge of the sizes that reach this budget: not bracketed
         sel = slice(max(0, best - window), best + window + 1)
         k2, k1, _ = np.polyfit(log_n[sel], log_l[sel], 2)
         vertex = -k1 / (2 * k2) if k2 > 0 else np.nan
         if log_n[sel].min() <= vertex <= log_n[sel].max():
             out[b] = vertex
     return out
+
+
+def _edges(curves, budgets, min_models: int = 3) -> str:
+    """Where the loss-optimal size sat at the budgets without an interior minimum, as a clause for an error."""
+    low = high = 0
+    for c in np.log(budgets):
+        log_n, log_l = _profile(curves, c)
+        if len(log_n) >= min_models:
+            best = int(np.argmin(log_l))
+            low, high = low + (best == 0), high + (best == len(log_n) - 1)
+    parts = []
+    if low:
+        parts.append(f"at {low} the smallest size reaching the budget is best (narrower widths or more data per run)")
+    if high:
+        parts.append(f"at {high} the largest is best (wider widths)")
+    return "; ".join(parts) or "add widths around the optimum"
 
 
 def _law(budgets, vertices) -> tuple[float, float]:
@@ -75,7 +113,7 @@ def fit_isoflop(
     if not np.isfinite(a):
         raise SymscaleError(
             f"isoflop ({group}): fewer than 2 budgets have an interior loss minimum over N "
-            f"({int(np.isfinite(vertices).sum())} of {len(budgets)}); add widths around the optimum"
+            f"({int(np.isfinite(vertices).sum())} of {len(budgets)}); {_edges(curves, budgets)}"
         )
     samples = {}
     if bootstrap > 0:
