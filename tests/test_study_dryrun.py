@@ -132,3 +132,22 @@ def test_dry_run_keys_n_and_kappa_by_the_full_group(tmp_path, monkeypatch):
     assert lmax4.n_params > lmax2.n_params and lmax4.kappa != lmax2.kappa
     text = format_estimates([lmax2, lmax4])
     assert "representative sample" in text and "edges per atom" in text  # the built-in set is not generated here
+
+
+def test_flops_counted_on_a_quarter_of_the_sample_give_its_kappa():
+    """The dry run counts FLOPs on 16 of its 64 sampled structures, picked at even quantiles of edges per
+    atom: kappa must stay the 64's (FLOPs per atom = a + b x edges per atom), while 16 structures taken as
+    they come (the first 16) need not."""
+    from symscale.data.graph import collate
+    from symscale.data.toy import toy_structures
+    from symscale.study.estimate import representative
+    from symscale.train.compute import first_structures, measure_family
+
+    structures = toy_structures(64, seed=2, min_atoms=4, max_atoms=40)
+    sample = collate(structures, 6.0, 30)
+    quarter = representative(sample, structures, 6.0, 30, 16)
+    assert quarter.num_structures == 16
+    full, picked = (measure_family("egnn", 8, b).kappa_corrected for b in (sample, quarter))
+    first = measure_family("egnn", 8, first_structures(sample, 16)).kappa_corrected
+    assert picked == pytest.approx(full, rel=0.02)
+    assert abs(picked - full) < abs(first - full)
