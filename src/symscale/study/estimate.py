@@ -12,11 +12,11 @@ files), else on a representative sample of toy molecules sized like the data, wh
 atom are printed. The FLOPs are counted on 16 of the 64 sampled structures, chosen at even quantiles of their
 edges per atom so that the 16 have the 64's edges per atom (FLOPs per atom = a + b x edges per atom for a graph
 model; measured on synthetic OMol25-schema molecules: kappa within 0.7% of the 64's for all four families, the
-paper's 12-layer eSEN counted in 10 s instead of 78 s). kappa = forward FLOPs / (atoms x N), as in the paper; C = r kappa N D with r the measured
-training/forward ratio (the paper's estimate takes r = 3), times M + 1 for a symmetry-loss run (M rotated
-copies of every batch). Widths with N <= KAPPA_EACH_PARAMS are measured each; the others take the kappa
-and r measured once per group, at its largest width with N <= KAPPA_MAX_PARAMS. Without measurement
-(`measure_kappa=False`, the ETA) kappa is the paper's and r = 3.
+paper's 12-layer eSEN counted in 10 s instead of 78 s). kappa = forward FLOPs / (atoms x N), as in the
+paper; C = r kappa N D with r the measured training/forward ratio (the paper's estimate takes r = 3), times
+M + 1 for a symmetry-loss run (M rotated copies of every batch). Widths with N <= KAPPA_EACH_PARAMS are
+measured each; the others take the kappa and r measured once per group, at its largest width with
+N <= KAPPA_MAX_PARAMS. Without measurement (`measure_kappa=False`, the ETA) kappa is the paper's and r = 3.
 
 Time: with `calibrate=True` (the dry run of `symscale study`, when the spec's device is on this machine) each
 group's real training steps are timed at two widths on this machine and each run's wall time is predicted
