@@ -56,17 +56,24 @@ def _profile(curves, log_c: float) -> tuple[np.ndarray, np.ndarray]:
     return log_n, np.array([np.mean(at[x]) for x in log_n])
 
 
+def _edge(log_l: np.ndarray, min_models: int) -> str | None:
+    """Why a profile has no bracketed minimum: "few" (under `min_models` sizes), "low" or "high" (the best size is
+    the smallest or the largest of those that reach the budget); None when its best size is interior."""
+    if len(log_l) < min_models:
+        return "few"
+    best = int(np.argmin(log_l))
+    return "low" if best == 0 else "high" if best == len(log_l) - 1 else None
+
+
 def _vertices(curves, budgets, min_models: int = 3, window: int = 2) -> np.ndarray:
     """log N_opt per budget (NaN where there is no interior minimum or too few models). The parabola is
     fitted to the best model and its `window` neighbours on each side in N, where the profile is parabolic."""
     out = np.full(len(budgets), np.nan)
     for b, c in enumerate(np.log(budgets)):
         log_n, log_l = _profile(curves, c)
-        if len(log_n) < min_models:
-            continue
+        if _edge(log_l, min_models) is not None:
+            continue  # too few sizes, or the optimum at an edge of the sizes that reach this budget: not bracketed
         best = int(np.argmin(log_l))
-        if best == 0 or best == len(log_n) - 1:
-            continue  # the optimum is at an edge of the sizes that reach this budget: not bracketed
         sel = slice(max(0, best - window), best + window + 1)
         k2, k1, _ = np.polyfit(log_n[sel], log_l[sel], 2)
         vertex = -k1 / (2 * k2) if k2 > 0 else np.nan
@@ -77,12 +84,8 @@ def _vertices(curves, budgets, min_models: int = 3, window: int = 2) -> np.ndarr
 
 def _edges(curves, budgets, min_models: int = 3) -> str:
     """Where the loss-optimal size sat at the budgets without an interior minimum, as a clause for an error."""
-    low = high = 0
-    for c in np.log(budgets):
-        log_n, log_l = _profile(curves, c)
-        if len(log_n) >= min_models:
-            best = int(np.argmin(log_l))
-            low, high = low + (best == 0), high + (best == len(log_n) - 1)
+    edges = [_edge(_profile(curves, c)[1], min_models) for c in np.log(budgets)]
+    low, high = edges.count("low"), edges.count("high")
     parts = []
     if low:
         parts.append(f"at {low} the smallest size reaching the budget is best (narrower widths or more data per run)")
