@@ -121,6 +121,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="runs per tree (default 1)")
     ap.add_argument("--empty-cache", action="store_true", help="each run from an empty data cache")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--keep", type=Path, help="move each finished study directory here (report, laws, catalogue) "
+                    "instead of deleting it")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-quickstart-"))
@@ -147,7 +149,11 @@ def main() -> None:
                 print(f"{sha[:8]} repeat {rep}: {r['wall_s']} s, peak {r['peak_rss_mib']} MiB, rc {r['rc']}, "
                       f"runs {r['runs']}, load {r['load_before']} -> {r['load_after']}", flush=True)
                 results[sha].append(r)
-                shutil.rmtree(study, ignore_errors=True)
+                if args.keep:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(study), str(args.keep / study.name))
+                else:
+                    shutil.rmtree(study, ignore_errors=True)
                 if args.empty_cache:
                     shutil.rmtree(cache, ignore_errors=True)
         ratios = None
