@@ -461,7 +461,15 @@ def format_estimates(estimates: list[RunEstimate], *, reference_flops: float | N
 
 
 GENERATION_PER_S = 117.0  # built-in structures labelled per second on 2 CPU cores (measured, issue 16)
-FIT_AND_REPORT_S = 90.0  # the fits (bootstrap) and the report after the runs (measured on the quickstart)
+# The fits and the report after the runs: a fixed part (export, figures) and a part per fitted group that grows
+# with the bootstrap. Measured idle on 2 cores with bootstrap 200: 34 s for the quickstart's 4 groups, 20 s for
+# a 2-group spec of its MPNN and MC-EGNN (a constant 90 s before: 2.6x too long for the quickstart).
+FIT_REPORT_FIXED_S, FIT_REPORT_PER_GROUP_S = 6.0, 7.0  # the second per group at bootstrap 200
+
+
+def fit_and_report_seconds(groups: int, bootstrap: int) -> float:
+    """Predicted seconds of the fits and the report for `groups` fitted groups at `bootstrap` resamples."""
+    return FIT_REPORT_FIXED_S + FIT_REPORT_PER_GROUP_S * max(1, groups) * max(bootstrap, 50) / 200
 
 
 def format_wall_time(spec: StudySpec, stages: list, grid: list[RunEstimate]) -> str:
@@ -478,8 +486,12 @@ def format_wall_time(spec: StudySpec, stages: list, grid: list[RunEstimate]) -> 
 
         if not builtin_path(spec.dataset.builtin, spec.dataset.seed).exists():
             generate = spec.dataset.builtin / GENERATION_PER_S
-    total = generate + tune + runs + FIT_AND_REPORT_S
+    from symscale.fit.menu import FitSettings
+
+    bootstrap = int(spec.fits.get("bootstrap", FitSettings.bootstrap))
+    fits = fit_and_report_seconds(len({e.group or e.arch for e in grid}), bootstrap)
+    total = generate + tune + runs + fits
     parts = [f"data generation {_hms(generate)}"] if generate else ["data cached"]
     parts += [f"learning-rate stage {_hms(tune)}"] if stages else []
-    parts += [f"runs {_hms(runs)} on {workers} worker(s), longest first", f"fits and report ~{_hms(FIT_AND_REPORT_S)}"]
+    parts += [f"runs {_hms(runs)} on {workers} worker(s), longest first", f"fits and report ~{_hms(fits)}"]
     return f"predicted wall time: {_hms(total)} ({'; '.join(parts)})"
