@@ -247,3 +247,24 @@ def test_a_laws_table_of_an_old_study_reads_its_fraction_column_as_run_fraction(
     table = read_table(path)
     assert "run_fraction" in table.columns and "fraction" not in table.columns
     assert table["run_fraction"][0] == table["fraction"][0] == 0.25  # the old name still reads
+
+
+def test_isoflop_profiles_come_from_the_largest_prefix_only():
+    """Runs on a smaller nested prefix are a different data pool (a multi-epoch run repeats it): averaged into
+    the profiles they moved MC-EGNN's a from 0.616 [0.413, 0.771] to an unresolved 0.187 on the quickstart. A
+    prefix-0.1 copy of the ladder with a distorted loss must leave the IsoFLOP fit exactly as the full prefix
+    alone gives it, while the sum law (which models D) still sees it."""
+    full = learning_curves(alpha=0.5, beta=0.3, A=40.0, B=80.0, widths=12, points=20)
+    small = {k: full[k] for k in ("N", "D", "C", "run", "fraction")}
+    small["run"] = np.array([f"{r}-p01" for r in full["run"]])
+    small["loss"] = full["loss"] * np.exp(0.3 * np.log(full["N"] / 1e3))  # worse the wider: another pool
+    both = from_arrays(
+        **{k: np.concatenate([full[k], small[k]]) for k in ("N", "D", "C", "loss", "run", "fraction")},
+        prefix=np.array([1.0] * len(full) + [0.1] * len(full)),
+    )
+    alone = from_arrays(**{k: full[k] for k in ("N", "D", "C", "loss", "run", "fraction")}, prefix=np.ones(len(full)))
+    settings = FitSettings(laws=("sum", "isoflop"), bootstrap=0, group_by=None)
+    by = {r.law: r for r in fit_table(both, settings)}
+    ref = {r.law: r for r in fit_table(alone, settings)}
+    assert by["isoflop"].ok and by["isoflop"].params["a"] == pytest.approx(ref["isoflop"].params["a"], rel=1e-12)
+    assert by["sum"].n_points == 2 * ref["sum"].n_points

@@ -51,7 +51,7 @@ from symscale.errors import SymscaleError
 from symscale.fit.allocation import allocation
 from symscale.fit.frontier import fit_frontier, run_fractions
 from symscale.fit.holdout import frontier_holdout, sum_holdout
-from symscale.fit.isoflop import fit_isoflop
+from symscale.fit.isoflop import fit_isoflop, isoflop_rows
 from symscale.fit.parametric import fit_sum_law
 from symscale.fit.results import ARCHITECTURE, FitResult, family_key, flag_intervals, options_label
 from symscale.fit.table import LawsTable
@@ -285,9 +285,10 @@ def _fit_group(group: Group, rows: LawsTable, s: FitSettings, k: float | None) -
         out.append(sum_fit)
     if "isoflop" in s.laws and "C" in rows:
         bootstrap = min(s.bootstrap, ISOFLOP_BOOTSTRAP_CAP)
+        pool = isoflop_rows(late)  # the largest prefix's runs
         iso = _guarded(
-            "isoflop", label, fit_isoflop, late["N"], late["C"], late["loss"], runs=late_runs,
-            bootstrap=bootstrap, seed=s.seed, group=label,
+            "isoflop", label, fit_isoflop, pool["N"], pool["C"], pool["loss"],
+            runs=pool["run"] if "run" in pool else None, bootstrap=bootstrap, seed=s.seed, group=label,
         )  # fmt: skip
         out.append(iso)
     k = k or s.k or (fitted_k(rows) if "C" in rows else None)

@@ -25,6 +25,7 @@ from matplotlib import cm, colormaps, colors, ticker
 from matplotlib.figure import Figure as MplFigure
 
 from symscale.fit.frontier import frontier_curve, frontier_points
+from symscale.fit.isoflop import isoflop_rows
 from symscale.fit.parametric import sum_law
 from symscale.fit.profiles import (
     AllocationPoints,
@@ -104,6 +105,11 @@ def _family_rows(data: Any, arch: str) -> dict[str, np.ndarray]:
     """The family's architecture-mode rows (all modes if it has no architecture-mode run)."""
     rows = select(data.laws, arch, tables.ARCHITECTURE)
     return rows if len(rows["loss"]) else select(data.laws, arch)
+
+
+def _isoflop_rows(data: Any, arch: str) -> LawsTable:
+    """The family's rows the IsoFLOP profiles are built on (its largest data prefix, as the fit's)."""
+    return isoflop_rows(LawsTable(_family_rows(data, arch)))
 
 
 def _has_positive(data: Any, arch: str, *columns: str) -> bool:
@@ -410,7 +416,7 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
 def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     """IsoFLOP profiles: loss against N at fixed training FLOPs, with a parabola in log N and its minimum."""
     levels_of = {
-        a: isoflop_budgets(tables.find_fit(data.fits, a, "isoflop"), LawsTable(_family_rows(data, a)), 5)
+        a: isoflop_budgets(tables.find_fit(data.fits, a, "isoflop"), _isoflop_rows(data, a), 5)
         for a in data.archs
     }
     archs = [a for a in data.archs if levels_of[a]]
@@ -419,12 +425,12 @@ def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     fig, axes = _grid(len(archs))
     cmap = colormaps[LEVEL_CMAP]
     for ax, arch in zip(axes, archs):
-        rows = _family_rows(data, arch)
+        rows = _isoflop_rows(data, arch)
         levels = levels_of[arch]
         stars = 0
         for i, budget in enumerate(levels):
             color = cmap(0.1 + 0.75 * i / max(1, len(levels) - 1))
-            profile = profile_at(LawsTable(rows), "C", budget)
+            profile = profile_at(rows, "C", budget)
             why = _draw_parabola(ax, isoflop_parabola(profile), color, len(profile.N))
             stars += why is None
             label = f"C = {budget:.2g} FLOPs" + (f": {why}" if why else "")  # the reason, on the panel
@@ -457,7 +463,7 @@ def _allocation(data: Any, arch: str) -> tuple[AllocationPoints, Any, Any] | Non
     """The family's compute-optimal points with the exponents (a, b) shown beside them: the IsoFLOP fit's,
     else those the sum law implies."""
     iso, fit = tables.find_fit(data.fits, arch, "isoflop"), tables.find_fit(data.fits, arch, "sum")
-    points = allocation_points(LawsTable(_family_rows(data, arch)), iso, fit)
+    points = allocation_points(_isoflop_rows(data, arch), iso, fit)
     if points is None:
         return None
     if points.source == "isoflop":
