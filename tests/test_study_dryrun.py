@@ -19,7 +19,7 @@ def test_quickstart_dry_run_table():
     assert len(estimates) == len(expand_runs(spec))
     for e in estimates:
         assert e.flops == pytest.approx(3 * PAPER_KAPPA[e.arch] * e.n_params * e.atoms)
-        assert 5e2 < e.n_params < 3e5 and e.time_s > 0
+        assert 5e2 < e.n_params < 4e5 and e.time_s > 0  # the quickstart ladders: N 9.4e2 .. 3.4e5
     text = format_estimates(estimates)
     assert text.count("\n") >= len(estimates) + 2 and "total: " in text
 
