@@ -59,19 +59,25 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dryrun_accuracy.json")
     args = ap.parse_args()
     pred, meas = predicted(args.dry_run.read_text()), measured(args.study)
-    runs = [{"run": r, "predicted_s": pred[r], "measured_s": t, "measured_over_predicted": round(t / pred[r], 3)}
-            for r, t in meas.items() if r in pred and pred[r] > 0]
+    runs = [
+        {"run": r, "predicted_s": pred[r], "measured_s": t, "measured_over_predicted": round(t / pred[r], 3)}
+        for r, t in meas.items()
+        if r in pred and pred[r] > 0
+    ]
     if not runs:
         raise SystemExit(f"bench_dryrun_accuracy: no finished run of {args.study} is in the dry run's table")
     for r in runs:
-        print(f"{r['run']:32s} predicted {r['predicted_s']:7.0f} s  measured {r['measured_s']:7.0f} s  "
-              f"x{r['measured_over_predicted']:.3f}")
+        print(
+            f"{r['run']:32s} predicted {r['predicted_s']:7.0f} s  measured {r['measured_s']:7.0f} s  "
+            f"x{r['measured_over_predicted']:.3f}"
+        )
     total_p, total_m = sum(r["predicted_s"] for r in runs), sum(r["measured_s"] for r in runs)
     print(f"{len(runs)} finished runs: predicted {total_p:.0f} s, measured {total_m:.0f} s, x{total_m / total_p:.3f}")
     import torch
 
     out = {
-        "benchmark": "bench_dryrun_accuracy", "git_sha": git_sha(), "study": args.study.name, "note": args.note, "runs": runs,
+        "benchmark": "bench_dryrun_accuracy", "git_sha": git_sha(), "study": args.study.name, "note": args.note,
+        "runs": runs,
         "total_predicted_s": total_p, "total_measured_s": total_m, "measured_over_predicted": total_m / total_p,
         "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
