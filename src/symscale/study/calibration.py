@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 
 CALIBRATE_MAX_PARAMS = {"cpu": 2e5, "cuda": 2e7}  # the wider width timed is the widest with N below this
 # Timed steps per width, after WARMUP_STEPS untimed ones: at least MIN_STEPS, until MIN_TIME_S or MAX_STEPS; the
-# median step is the estimate. The mean of up to 8 steps after one warm-up overestimated the steps of real runs
-# by 9-25% (their first steps pay allocations and cache misses that thousands of later steps do not), and with
-# it the quickstart's wall time by 32% (predicted 17:59, measured 13:36 with the data cached, idle).
+# median step is the estimate (robust to a slow outlier step). Measured on the quickstart, idle: the steps timed
+# here are 9-25% slower than the same steps averaged over a whole run (their device_seconds), with the mean of
+# 8 steps after one warm-up and with this median alike; the cause is not found and no factor corrects it.
 WARMUP_STEPS, MIN_STEPS, MAX_STEPS, MIN_TIME_S = 2, 3, 16, 1.5
 RUN_OVERHEAD_S = 3.0  # seconds per run besides its FLOP model, steps and evaluations (worker start, statistics)
 
