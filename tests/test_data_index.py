@@ -273,7 +273,7 @@ def test_val_data_options_of_train_and_study(tmp_path):
 
 
 def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
-    """The index pass's lean loop (flat lists cut out of the row text) against the whole-row decoding it falls
+    """The index pass's lean loop (each row decoded whole by orjson) against the whole-row decoding it falls
     back to, on rows in ASE's layout, rows with NaN/Infinity literals, no atoms, forces kept in `data`, a forces
     array nested in `data` beside the top-level one, and a corrupt row."""
     import zlib
@@ -320,6 +320,42 @@ def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
                      "corrupt row"]  # fmt: skip
     for i in range(len(source) - 1):  # every row but the corrupt one, valid exactly when reading finds it valid
         assert (check_structure(source.read(i)) is None) == (fast["invalid"][i] == 0), i
+
+
+def test_rows_in_ase_layout_take_the_fast_path_and_inflate_is_zlib(tmp_path, monkeypatch):
+    """Valid rows in ASE's layout never reach the slow per-row path (orjson decodes them whole), a row with a NaN
+    literal does; `inflate` (ISA-L where installed) gives zlib's bytes and raises zlib.error on a bad checksum."""
+    import zlib
+
+    from symscale.data.readers import _LmdbSource
+
+    rows = synthetic_rows(40, seed=5)
+    bad = encode_row(np.array([1, 8]), np.array([[0.0, 0, 0], [0.96, 0, 0]]), -1.0, np.full((2, 3), np.nan),
+                     {"charge": 0, "spin": 1})  # fmt: skip
+    path = tmp_path / "clean.aselmdb"
+    with AselmdbWriter(path) as w:
+        w.write_encoded(rows + [bad])
+    slow_rows: list[int] = []
+    real = index_mod._add_lmdb_row
+
+    def counted(chunk, k, *args):
+        slow_rows.append(k)
+        real(chunk, k, *args)
+
+    monkeypatch.setattr(index_mod, "_add_lmdb_row", counted)
+    source = _LmdbSource(path)
+    out = index_mod._index_rows(source, 0, len(source))
+    if index_mod._json_loads is json.loads:  # without orjson every row is decoded by the slow path
+        assert slow_rows == list(range(len(source)))
+    else:
+        assert slow_rows == [len(rows)]
+    assert index_mod.REASONS[out["invalid"][-1]] == "NaN or inf in forces" and not out["invalid"][:-1].any()
+    for raw in rows[:5]:
+        assert index_mod.inflate(raw) == zlib.decompress(raw)
+    broken = bytearray(rows[0])
+    broken[-1] ^= 1  # the adler-32 checksum
+    with pytest.raises(zlib.error):
+        index_mod.inflate(bytes(broken))
 
 
 def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_still_raises(tmp_path, cache,

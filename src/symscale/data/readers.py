@@ -55,20 +55,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from symscale.data.index import MIN_DISTANCE, dataset_index
+from symscale.data.index import MIN_DISTANCE, dataset_index, inflate
+from symscale.data.index import _json_loads as _json_loads  # one row decoder (orjson where installed)
 from symscale.data.index import _label as _label  # one rule for where a row keeps its labels
 from symscale.data.index import _scalar as _scalar  # one reader of ASE's scalar fields
 from symscale.errors import SymscaleError
 
 if TYPE_CHECKING:  # imported where structures are built: the index pass's worker processes never load torch
     from symscale.data.graph import Structure
-
-try:  # orjson decodes the row JSON ~2x faster; optional
-    import orjson
-
-    _json_loads = orjson.loads
-except ImportError:  # pragma: no cover - depends on the environment
-    _json_loads = json.loads
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +309,7 @@ def _close_env(path: Path) -> None:
 
 
 def _decode(raw: bytes):
-    text = zlib.decompress(raw)
+    text = inflate(raw)
     try:
         return _json_loads(text)
     except ValueError:  # orjson rejects the NaN/Infinity literals that Python's json (and ASE) write
@@ -766,6 +760,8 @@ def encode_row(numbers, positions, energy: float | None, forces, data: dict, *, 
         np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in (positions, energy, forces) if v is not None
     )
     if finite and _json_loads is not json.loads:
+        import orjson
+
         return zlib.compress(orjson.dumps(dct))
     return zlib.compress(json.dumps(dct).encode("utf-8"))  # NaN / Infinity literals as ASE writes them
 
