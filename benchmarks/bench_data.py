@@ -184,22 +184,25 @@ def synthetic_omol25(path: Path, rows: int, seed: int = 0, chunk: int = 10_000) 
 
 
 def _old_filter_rows_per_s(path: Path, sample: int, inflate=zlib.decompress) -> float:
-    """The neutral filter as it was before the index: each row looked up, inflated by zlib (as the reader did
-    then; `inflate` swaps in today's), decoded by orjson and its charge and spin checked, one by one."""
-    from symscale.data.index import _json_loads
-    from symscale.data.readers import _LmdbSource
+    """The neutral filter as it was before the index: each row's metadata read through the reader and checked,
+    one by one, the rows inflated by zlib as the reader did then (`inflate` swaps in another)."""
+    from symscale.data import readers
 
-    src = _LmdbSource(path)
-    n = min(sample, len(src))
-    t = time.perf_counter()
-    keep = []
-    txn = src._txn()
-    for g in range(n):
-        meta = _json_loads(inflate(txn.get(str(g + 1).encode("ascii")))).get("data") or {}
-        if (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1)) == (0, 1):
-            keep.append(g)
-    np.asarray(keep, dtype=np.int64)
-    return n / (time.perf_counter() - t)
+    ds = open_dataset(path)
+    n = min(sample, len(ds))
+    now, readers.inflate = readers.inflate, inflate
+    try:
+        t = time.perf_counter()
+        keep = []
+        for g in range(n):
+            src, i = ds._locate_raw(g)
+            meta = src.metadata(i)
+            if (int(meta.get("charge", 0) or 0), int(meta.get("spin", 1) or 1)) == (0, 1):
+                keep.append(g)
+        np.asarray(keep, dtype=np.int64)
+        return n / (time.perf_counter() - t)
+    finally:
+        readers.inflate = now
 
 
 def _inflate_us_per_row(path: Path, sample: int) -> dict:
