@@ -101,47 +101,6 @@ def test_scatter_sum_under_inference_mode_matches():
         assert torch.allclose(out.forces, ref.forces, rtol=1e-12, atol=1e-12)
 
 
-def test_evaluation_takes_the_csr_scatter_without_autograd():
-    """Without autograd the CSR matrix is built only inside `keep_index_matrices` (which `evaluate` uses) and
-    then kept on the index tensor for its next forward; the metrics equal those of scatter_add_ everywhere."""
-    from symscale.data.graph import collate
-    from symscale.data.toy import toy_structures
-    from symscale.models import layers
-    from symscale.models.registry import build
-    from symscale.train.evaluation import evaluate
-
-    batch = collate(toy_structures(4, seed=2, min_atoms=4, max_atoms=9), cutoff=6.0, dtype=torch.float64)
-    receivers = batch.edge_index[1].clone()
-    src = torch.randn(receivers.numel(), 3, dtype=torch.float64)
-    with torch.no_grad():
-        ref = scatter_sum(src, receivers, batch.num_atoms)
-        assert getattr(receivers, layers._CSR_ATTR, None) is None  # a one-off no-grad forward: scatter_add_
-        with layers.keep_index_matrices():
-            assert torch.equal(scatter_sum(src, receivers, batch.num_atoms), ref)
-            kept = {k: id(m) for k, m in getattr(receivers, layers._CSR_ATTR)[1].items()}
-            scatter_sum(src, receivers, batch.num_atoms)
-    assert kept and {k: id(m) for k, m in getattr(receivers, layers._CSR_ATTR)[1].items()} == kept  # reused
-    torch.manual_seed(0)
-    model = build("mpnn", 4, elements=(1, 6, 7, 8), cutoff=6.0).double().eval()
-    original, taken = layers._receiver_matrix, []
-
-    def recording(*args):
-        matrix = original(*args)
-        taken.append(matrix is not None)
-        return matrix
-
-    try:
-        layers._receiver_matrix = recording
-        fast = evaluate(model, [batch], force_rms=1.0)
-        layers._receiver_matrix = lambda *a: None  # scatter_add_ everywhere
-        slow = evaluate(model, [batch], force_rms=1.0)
-    finally:
-        layers._receiver_matrix = original
-    assert any(taken)  # the evaluation took the CSR path
-    for key, value in fast.items():
-        assert value == pytest.approx(slow[key], rel=1e-12, abs=1e-12), key
-
-
 def test_flop_counting_sees_a_scatter_not_a_dense_product():
     """Under FlopCounterMode the CSR path is off: a scatter counts one add per source element."""
     from symscale.train.compute import count_flops
