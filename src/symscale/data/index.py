@@ -304,10 +304,10 @@ class _Chunk:
         self.has_forces[k] = n_forces is not None
         self.forces_shape_ok[k] = n_forces == 3 * self.a["n_atoms"][k]
 
-    def place(self, rows: list, charge: list, spin: list, mol: list, n_atoms: list, energy: list, n_forces: list,
-              bad_forces: list) -> None:  # fmt: skip
+    def place(self, rows: list, charge: list, spin: list, mol: list, n_atoms: list, energy: list,
+              n_forces: list) -> None:  # fmt: skip
         """Rows read by the fast loop (`_add_lmdb_rows`): their fields in bulk (numbers and positions were
-        appended by the loop)."""
+        appended by the loop; their forces are finite, as orjson decoded them, so `bad_forces` stays False)."""
         if not rows:
             return
         k, a = np.asarray(rows, dtype=np.int64), self.a
@@ -323,7 +323,6 @@ class _Chunk:
         self.has_energy[k] = [x is not None for x in energy]
         self.has_forces[k] = True
         self.forces_shape_ok[k] = np.asarray(n_forces) == 3 * np.asarray(n_atoms)
-        self.bad_forces[k] = bad_forces
 
     def corrupt(self, k: int) -> None:
         self.a["invalid"][k] = _CODE["corrupt row"]
@@ -501,7 +500,7 @@ def _add_lmdb_rows(chunk: _Chunk, raws: list[bytes | None], energy_key: str, for
         frc_count.append(len(frc))
         numbers_all.extend(numbers)
         positions.extend(pos)
-    chunk.place(fast_k, charge, spin, mol, n_atoms, energy, frc_count, [False] * len(fast_k))
+    chunk.place(fast_k, charge, spin, mol, n_atoms, energy, frc_count)
 
 
 def _add_lmdb_row(chunk: _Chunk, k: int, raw: bytes | None, energy_key: str, forces_key: bytes) -> None:
