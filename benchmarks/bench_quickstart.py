@@ -15,8 +15,9 @@ run the same study; `--subset arch:width,...` keeps only those (family, width) p
 end-to-end comparison: data checks, training, evaluations, fits and report). With a cached dataset (the
 default), its generation is timed once beforehand and reported apart.
 
-Measure on an idle machine (`uptime` below 0.3): 2-thread timings swing 4-6x under load. Writes JSON with the
-hardware, versions, git SHA and load averages (default benchmarks/results/quickstart.json).
+Measure on an idle machine (`uptime` below 0.3; `--settle` waits for that before each study, since the previous
+study's own workers stay in the load average for a minute or two): 2-thread timings swing 4-6x under load.
+Writes JSON with the hardware, versions, git SHA and load averages (default benchmarks/results/quickstart.json).
 """
 
 from __future__ import annotations
@@ -79,9 +80,20 @@ def load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_study(src: Path, spec: Path, study_dir: Path, cache: Path) -> dict[str, Any]:
-    """One `symscale study` as a whole process: wall seconds, peak RSS of the tree (MiB), exit code."""
+def settle(below: float, max_wait_s: float) -> float:
+    """Wait until the one-minute load average is below `below` (the previous study's own workers decay out of
+    it in a minute or two), at most `max_wait_s`; seconds waited."""
+    t0 = time.perf_counter()
+    while os.getloadavg()[0] >= below and time.perf_counter() - t0 < max_wait_s:
+        time.sleep(5)
+    return round(time.perf_counter() - t0, 1)
+
+
+def run_study(src: Path, spec: Path, study_dir: Path, cache: Path, settle_below: float = 0.0) -> dict[str, Any]:
+    """One `symscale study` as a whole process: wall seconds, peak RSS of the tree (MiB), exit code; first, with
+    `settle_below` > 0, a wait (at most 5 min) until the load average is below it."""
     env = dict(os.environ, PYTHONPATH=str(src), SYMSCALE_CACHE=str(cache), SYMSCALE_NO_BROWSER="1")
+    waited = settle(settle_below, 300.0) if settle_below > 0 else 0.0
     before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(
@@ -97,7 +109,7 @@ def run_study(src: Path, spec: Path, study_dir: Path, cache: Path) -> dict[str, 
         s = json.loads(run.read_text()).get("status", "?")
         status[s] = status.get(s, 0) + 1
     return {"wall_s": round(wall, 1), "peak_rss_mib": rss and round(rss), "rc": proc.returncode,
-            "runs": status, "load_before": before, "load_after": load(),
+            "runs": status, "load_before": before, "load_after": load(), "settle_wait_s": waited,
             "stderr_tail": proc.stderr.splitlines()[-3:] if proc.returncode else []}
 
 
@@ -120,6 +132,9 @@ def main() -> None:
     ap.add_argument("--subset", help="arch:width,... points of the spec to keep (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per tree (default 1)")
     ap.add_argument("--empty-cache", action="store_true", help="each run from an empty data cache")
+    ap.add_argument("--settle", type=float, default=0.3, metavar="LOAD",
+                    help="before each study wait (at most 5 min) until the 1-minute load average is below LOAD "
+                    "(default 0.3; 0: no wait)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", type=Path, help="move each finished study directory here (report, laws, catalogue) "
                     "instead of deleting it")
@@ -145,7 +160,7 @@ def main() -> None:
             for sha, src in trees:
                 cache = work / f"cache-{rep}-{sha[:8]}" if args.empty_cache else shared_cache
                 study = work / f"study-{rep}-{sha[:8]}"
-                r = run_study(src, spec, study, cache)
+                r = run_study(src, spec, study, cache, args.settle)
                 print(f"{sha[:8]} repeat {rep}: {r['wall_s']} s, peak {r['peak_rss_mib']} MiB, rc {r['rc']}, "
                       f"runs {r['runs']}, load {r['load_before']} -> {r['load_after']}", flush=True)
                 results[sha].append(r)
