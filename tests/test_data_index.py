@@ -358,8 +358,7 @@ def test_rows_in_ase_layout_take_the_fast_path_and_inflate_is_zlib(tmp_path, mon
         index_mod.inflate(bytes(broken))
 
 
-def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_still_raises(tmp_path, cache,
-                                                                                          monkeypatch):
+def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_still_raises(tmp_path, cache, monkeypatch):
     from symscale.data import readers
     from symscale.errors import SymscaleError
 
@@ -378,3 +377,60 @@ def test_reading_a_row_the_index_found_valid_skips_the_checks_an_invalid_one_sti
     assert calls == []
     with pytest.raises(SymscaleError, match="structure 6: energy is nan"):
         ds[6]
+
+
+def _close_rows_by_brute_force(rows: list[np.ndarray], limit: float) -> np.ndarray:
+    out = []
+    for p in rows:
+        if len(p) < 2 or not np.isfinite(p).all():
+            out.append(False)
+            continue
+        d2 = ((p[:, None] - p[None]) ** 2).sum(-1)
+        d2[np.diag_indices(len(p))] = np.inf
+        out.append(bool(d2.min() < limit * limit))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_atoms_on_top_of_each_other_are_found_as_by_measuring_every_pair(offset):
+    """The index's sweep over many rows at once (`_any_close`) flags exactly the rows that measuring every pair
+    flags: pairs just under and just over the limit, rows laid flat across the sweep's axis (many atoms at one
+    projection), all atoms on one point, rows whose atoms would be close to the next row's, empty, one-atom and
+    NaN rows, and coordinates far from the origin."""
+    rng = np.random.default_rng(3)
+    limit = index_mod.MIN_DISTANCE
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    axis = index_mod._SWEEP_AXIS
+    e1 = np.cross(axis, [1.0, 0.0, 0.0])
+    e1 /= np.linalg.norm(e1)
+    e2 = np.cross(axis, e1)
+    rows: list[np.ndarray] = []
+    for r in range(400):
+        kind = r % 8
+        n = int(rng.integers(2, 60)) if kind != 7 else int(rng.integers(200, 400))
+        p = rng.uniform(0, 3.0 * n ** (1 / 3), (n, 3))
+        if kind == 1:  # flat across the axis: every projection equal; a close pair in the middle or none
+            g = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1).reshape(-1, 2) * 0.5
+            p = g[:, :1] * e1 + g[:, 1:] * e2
+            if r % 16 == 1:
+                p[40] = p[27] + 0.09 * e1
+        elif kind == 2:
+            p[-1] = p[0] + 0.0999 * unit(rng.normal(size=3))
+        elif kind == 3:
+            p[-1] = p[0] + 0.1001 * unit(rng.normal(size=3))
+        elif kind == 4:
+            p[:] = p[0]
+        elif kind == 5:
+            p = p[: r % 2]  # empty or one atom
+        elif kind == 6 and r % 3 == 0:
+            p[0, 1] = np.nan
+        rows.append(p + offset)
+    rows.append(rows[-1] + 0.01)  # the next row's atoms 0.017 A from this row's: rows must not mix
+    sizes = np.array([len(p) for p in rows])
+    pos = np.concatenate(rows)
+    expected = _close_rows_by_brute_force(rows, limit)
+    assert 40 < expected.sum() < len(rows) - 40
+    assert np.array_equal(index_mod._any_close(pos, sizes, limit), expected)

