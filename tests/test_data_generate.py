@@ -1,3 +1,11 @@
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,3 +105,47 @@ def test_mmff_integrator_conserves_energy():
         drift.append(abs(total(state) - e0))
     assert kinetic_energy(model.masses, state.v) > 1.0  # it moved
     assert max(drift) < 0.05
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of the processes whose parent is `pid` (from /proc)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            out.append((int(proc.name), cmd))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the worker process through /proc")
+def test_a_killed_labelling_worker_stops_the_run_with_one_line_and_keeps_what_was_written(tmp_path):
+    # multiprocessing.Pool.imap waited for the killed worker's job for ever; the run must end instead
+    path = tmp_path / "killed.aselmdb"
+    cmd = [sys.executable, "-m", "symscale", "data", "generate", "--structures", "2000", "--out", str(path),
+           "--workers", "1", "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        workers: list = []
+        while not workers and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            workers = [p for p, c in _children(proc.pid) if "spawn_main" in c]
+        assert workers, "no labelling worker started"
+        time.sleep(3.0)  # inside the labelling: the file holds some molecules, the run has many to go
+        os.kill(workers[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert "labelling worker process died" in last and "run the same command again to resume" in last
+    written = int(re.search(r"keeps the (\d+) structures", last).group(1))
+    assert 0 < written < 2000
+    assert len(open_dataset(path)) == written

@@ -651,3 +651,38 @@ def test_two_trains_started_together_on_one_out_train_it_once(tmp_path, toy_xyz7
     steps = [m["step"] for m in rundir.read_metrics(out)]
     assert steps == rundir.read_json(out / "run.json")["eval_steps"]  # every evaluation once, never twice
     assert rundir.read_status(out)["status"] == "finished" and not rundir.lock_path(out).exists()
+
+
+def _die_on_the_second_chunk(weights):
+    """A bootstrap chunk function whose worker is killed (SIGKILL, as the kernel's OOM killer does) on a chunk
+    that starts with a 1."""
+    import signal
+
+    if weights[0, 0] == 1.0:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return weights.sum(axis=1)
+
+
+def test_a_killed_bootstrap_worker_ends_the_fit_with_one_line():
+    # multiprocessing.Pool.imap waited for the killed worker's chunk for ever
+    import threading
+
+    import numpy as np
+
+    from symscale.fit.bootstrap import map_chunks
+
+    weights = np.zeros((16, 3))
+    weights[8:, 0] = 1.0  # two workers, eight chunks of two: chunk 4 on kills its worker
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["value"] = map_chunks(_die_on_the_second_chunk, weights, workers=2)
+        except SymscaleError as err:
+            outcome["error"] = str(err)
+
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the fit still waits for the killed worker"
+    assert "bootstrap worker process died" in outcome.get("error", "") and "\n" not in outcome["error"]

@@ -10,6 +10,9 @@ Resumable: when `out` exists, its rows are read, the next molecule is found from
 generation continues from there without relabelling anything. The result is identical to an uninterrupted
 run of the same seed and size, for any number of workers.
 
+A worker process that dies (killed, out of memory) stops the run with one line; the file keeps every molecule
+written before it, and the same command resumes.
+
 Disk: free space for the structures still to write is checked before anything is written
 (`check_free_space`, `BYTES_PER_STRUCTURE`); LMDB's map size reserves address space, not disk. A disk that
 fills during the run (or is read-only) is one line, and the file keeps every molecule committed before it.
@@ -24,10 +27,13 @@ import os
 import shutil
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -120,31 +126,41 @@ def _structures(res: xtb.MoleculeResult, skip: int, limit: int) -> list[Structur
 
 @contextmanager
 def _workers(n: int):
-    """A pool of `n` spawned processes with OMP_NUM_THREADS=1; None for n == 0 (label in this process)."""
+    """A pool of `n` spawned processes with OMP_NUM_THREADS=1 (set while the pool lives: the executor starts
+    its processes at the first job); None for n == 0 (label in this process)."""
     if n == 0:
         yield None
         return
     saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     os.environ.update({k: "1" for k in saved})
+    pool = ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"))
     try:
-        pool = mp.get_context("spawn").Pool(n)
+        yield pool
     finally:
+        # the jobs not started are cancelled; at most one molecule per worker is waited for
+        pool.shutdown(wait=True, cancel_futures=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    try:
-        yield pool
-    finally:
-        pool.terminate()
-        pool.join()
 
 
-def _results(pool, jobs: list) -> Iterator[xtb.MoleculeResult]:
+def _results(pool, jobs: list, workers: int, ahead: int = 4) -> Iterator[xtb.MoleculeResult]:
+    """Labelled molecules in job order. With a pool of `workers`, `ahead` jobs per worker are in flight; a
+    worker that dies (killed, out of memory, a crash in the labeller) raises BrokenProcessPool at the next
+    result instead of leaving the wait for its job unanswered (what multiprocessing.Pool.imap does)."""
     if pool is None:
-        return map(xtb.label_molecule, jobs)
-    return pool.imap(xtb.label_molecule, jobs, chunksize=1)
+        yield from map(xtb.label_molecule, jobs)
+        return
+    todo = iter(jobs)
+    pending = deque(pool.submit(xtb.label_molecule, job) for job in islice(todo, ahead * workers))
+    while pending:
+        result = pending.popleft().result()
+        job = next(todo, None)
+        if job is not None:
+            pending.append(pool.submit(xtb.label_molecule, job))
+        yield result
 
 
 def generate_dataset(
@@ -184,7 +200,7 @@ def generate_dataset(
                 n_jobs = math.ceil(need / xtb.SNAPSHOTS_PER_MOLECULE * 1.05) + max(workers, 1)
                 mols = seed_molecules(n_jobs, seed, start=state.next_mol)
                 jobs = [(state.next_mol + j, m.smiles, m.source, seed) for j, m in enumerate(mols)]
-                for res in _results(pool, jobs):
+                for res in _results(pool, jobs, workers):
                     n_mol += 1
                     counts.update(res.counts)
                     rows = _structures(res, state.skip_snaps, n_structures - state.n_rows)
@@ -194,6 +210,11 @@ def generate_dataset(
                         bar.update(len(rows))
                     if state.n_rows >= n_structures:
                         break
+    except BrokenProcessPool:
+        raise SymscaleError(
+            f"a labelling worker process died (killed, out of memory or crashed); {out} keeps the {state.n_rows} "
+            "structures written before it: run the same command again to resume"
+        ) from None
     finally:
         writer.close()
         if bar is not None:

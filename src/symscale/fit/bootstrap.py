@@ -13,9 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextvars import ContextVar
 
 import numpy as np
+
+from symscale.errors import SymscaleError
 
 Progress = Callable[[int, int], None]  # (resamples done, resamples of this bootstrap)
 _progress: ContextVar[Progress | None] = ContextVar("bootstrap_progress", default=None)
@@ -86,9 +90,17 @@ def map_chunks(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, work
     # inherit a held lock and hang forever (seen in the test suite); the server forks from a clean process
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     parts, done = [], 0
-    with mp.get_context(method).Pool(workers) as pool:
-        for chunk, part in zip(chunks, pool.imap(fn, chunks), strict=True):  # in order, as each is ready
-            parts.append(part)
-            done += len(chunk)
-            _report(done, total)
+    # an executor, not multiprocessing.Pool: a worker that dies (killed, out of memory) breaks the pool and the
+    # wait for its chunk ends with an error instead of lasting for ever
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context(method)) as pool:
+        try:
+            for chunk, part in zip(chunks, pool.map(fn, chunks), strict=True):  # in order, as each is ready
+                parts.append(part)
+                done += len(chunk)
+                _report(done, total)
+        except BrokenProcessPool:
+            raise SymscaleError(
+                "a bootstrap worker process died (killed, out of memory or crashed) before the intervals were "
+                "computed; nothing was written: run the fit again"
+            ) from None
     return np.concatenate(parts)
