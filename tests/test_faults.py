@@ -653,7 +653,7 @@ def test_two_trains_started_together_on_one_out_train_it_once(tmp_path, toy_xyz7
     assert rundir.read_status(out)["status"] == "finished" and not rundir.lock_path(out).exists()
 
 
-def _die_on_the_second_chunk(weights):
+def _die_on_a_chunk_of_ones(weights):
     """A bootstrap chunk function whose worker is killed (SIGKILL, as the kernel's OOM killer does) on a chunk
     that starts with a 1."""
     import signal
@@ -677,7 +677,7 @@ def test_a_killed_bootstrap_worker_ends_the_fit_with_one_line():
 
     def fit() -> None:
         try:
-            outcome["value"] = map_chunks(_die_on_the_second_chunk, weights, workers=2)
+            outcome["value"] = map_chunks(_die_on_a_chunk_of_ones, weights, workers=2)
         except SymscaleError as err:
             outcome["error"] = str(err)
 

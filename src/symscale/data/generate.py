@@ -27,13 +27,12 @@ import os
 import shutil
 import time
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -146,21 +145,13 @@ def _workers(n: int):
                 os.environ[k] = v
 
 
-def _results(pool, jobs: list, workers: int, ahead: int = 4) -> Iterator[xtb.MoleculeResult]:
-    """Labelled molecules in job order. With a pool of `workers`, `ahead` jobs per worker are in flight; a
-    worker that dies (killed, out of memory, a crash in the labeller) raises BrokenProcessPool at the next
-    result instead of leaving the wait for its job unanswered (what multiprocessing.Pool.imap does)."""
+def _results(pool, jobs: list) -> Iterator[xtb.MoleculeResult]:
+    """Labelled molecules in job order. A pool worker that dies (killed, out of memory, a crash in the labeller)
+    raises BrokenProcessPool at the next result instead of leaving the wait for its job unanswered (what
+    multiprocessing.Pool.imap does); the jobs not started when the caller stops are cancelled by `_workers`."""
     if pool is None:
-        yield from map(xtb.label_molecule, jobs)
-        return
-    todo = iter(jobs)
-    pending = deque(pool.submit(xtb.label_molecule, job) for job in islice(todo, ahead * workers))
-    while pending:
-        result = pending.popleft().result()
-        job = next(todo, None)
-        if job is not None:
-            pending.append(pool.submit(xtb.label_molecule, job))
-        yield result
+        return map(xtb.label_molecule, jobs)
+    return pool.map(xtb.label_molecule, jobs)
 
 
 def generate_dataset(
@@ -200,7 +191,7 @@ def generate_dataset(
                 n_jobs = math.ceil(need / xtb.SNAPSHOTS_PER_MOLECULE * 1.05) + max(workers, 1)
                 mols = seed_molecules(n_jobs, seed, start=state.next_mol)
                 jobs = [(state.next_mol + j, m.smiles, m.source, seed) for j, m in enumerate(mols)]
-                for res in _results(pool, jobs, workers):
+                for res in _results(pool, jobs):
                     n_mol += 1
                     counts.update(res.counts)
                     rows = _structures(res, state.skip_snaps, n_structures - state.n_rows)
