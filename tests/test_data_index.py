@@ -275,7 +275,7 @@ def test_val_data_options_of_train_and_study(tmp_path):
 def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
     """The index pass's lean loop (each row decoded whole by orjson) against the whole-row decoding it falls
     back to, on rows in ASE's layout, rows with NaN/Infinity literals, no atoms, forces kept in `data`, a forces
-    array nested in `data` beside the top-level one, and a corrupt row."""
+    array nested in `data` beside the top-level one, forces that overflow a double, and a corrupt row."""
     import zlib
 
     from symscale.data.readers import _LmdbSource
@@ -295,6 +295,8 @@ def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
         encode_row(z, pos, -1.0, frc[:1], {"charge": 0, "spin": 1}),  # forces of the wrong shape
         zlib.compress(json.dumps(nested).encode()),
         zlib.compress(json.dumps(moved).encode()),
+        # a number no double holds: orjson refuses it, Python's json (the readers') makes it inf
+        zlib.compress(zlib.decompress(encode_row(z, pos, -1.0, np.full((2, 3), 7.0), {})).replace(b"7.0", b"1e999", 1)),
         b"not zlib",
     ]
     path = tmp_path / "mixed.aselmdb"
@@ -315,9 +317,9 @@ def test_fast_row_reading_equals_decoding_every_row_whole(tmp_path):
         np.testing.assert_array_equal(fast[field], slow[field], err_msg=field)
     assert [index_mod.REASONS[c] for c in fast["invalid"][:3]] == ["", "NaN or inf in positions",
                                                                    "NaN or inf in forces"]  # fmt: skip
-    codes = [index_mod.REASONS[c] for c in fast["invalid"][-7:]]
+    codes = [index_mod.REASONS[c] for c in fast["invalid"][-8:]]
     assert codes == ["NaN or inf in positions", "NaN or inf in forces", "no atoms", "forces of shape", "", "",
-                     "corrupt row"]  # fmt: skip
+                     "NaN or inf in forces", "corrupt row"]  # fmt: skip
     for i in range(len(source) - 1):  # every row but the corrupt one, valid exactly when reading finds it valid
         assert (check_structure(source.read(i)) is None) == (fast["invalid"][i] == 0), i
 
