@@ -47,8 +47,9 @@ def fake_run(config: RunConfig, run_dir: Path) -> None:
             "device_seconds": 0.1 * step, "val_loss": loss,
         }  # fmt: skip
         metrics.append(json.dumps(line))
-        (run_dir / "metrics.jsonl").write_text("\n".join(metrics) + "\n")
-        ckpt.write_text(json.dumps({"step": step}))
+        # atomic writes, as the real run's are: a SIGKILL mid-write must not leave a truncated log or checkpoint
+        rundir.write_text(run_dir / "metrics.jsonl", "\n".join(metrics) + "\n")
+        rundir.write_text(ckpt, json.dumps({"step": step}))
     rundir.write_status(run_dir, "finished")
 
 
