@@ -663,13 +663,16 @@ def _die_on_a_chunk_of_ones(weights):
     return weights.sum(axis=1)
 
 
-def test_a_killed_bootstrap_worker_ends_the_fit_with_one_line():
+def test_a_killed_bootstrap_worker_ends_the_fit_with_one_line(monkeypatch):
     # multiprocessing.Pool.imap waited for the killed worker's chunk for ever
     import threading
 
     import numpy as np
 
+    from symscale.fit import bootstrap
     from symscale.fit.bootstrap import map_chunks
+
+    monkeypatch.setattr(bootstrap, "POOL_START_SECONDS", 0.0)  # a chunk this cheap would otherwise run here
 
     weights = np.zeros((16, 3))
     weights[8:, 0] = 1.0  # two workers, eight chunks of two: chunk 4 on kills its worker

@@ -256,6 +256,40 @@ def test_bootstrap_resamples_whole_runs():
     assert np.array_equal(w, weights_for(len(runs), runs, 200, seed=1))
 
 
+def _pid_of_each_row(weights):
+    """A bootstrap chunk function: the process that refitted each resample."""
+    import os
+
+    return np.full(len(weights), os.getpid())
+
+
+def test_a_cheap_bootstrap_runs_in_this_process_and_an_expensive_one_in_workers(monkeypatch):
+    import os
+
+    from symscale.fit import bootstrap
+
+    weights = np.ones((40, 3))
+    # a chunk function this cheap would be done before a pool had started: it stays here
+    assert (bootstrap.map_chunks(_pid_of_each_row, weights, workers=2) == os.getpid()).all()
+    monkeypatch.setattr(bootstrap, "POOL_START_SECONDS", 0.0)  # as if it took longer than a pool's start
+    pids = bootstrap.map_chunks(_pid_of_each_row, weights, workers=2)
+    assert len(pids) == 40 and not (pids == os.getpid()).any()
+
+
+def test_a_sum_law_bootstrap_gives_the_same_intervals_in_this_process_and_in_workers(monkeypatch):
+    from symscale.fit import bootstrap
+
+    rng = np.random.default_rng(3)
+    N = np.repeat(np.geomspace(1e3, 1e6, 5), 6)
+    D = np.tile(np.geomspace(1e4, 1e7, 6), 5)
+    loss = (1.0 + 300 * N**-0.4 + 900 * D**-0.3) * np.exp(rng.normal(0, 0.02, N.size))
+    runs = np.repeat(np.arange(5), 6)
+    here = fit_sum_law(N, D, loss, runs=runs, bootstrap=24, workers=2)
+    monkeypatch.setattr(bootstrap, "POOL_START_SECONDS", 0.0)
+    pooled = fit_sum_law(N, D, loss, runs=runs, bootstrap=24, workers=2)
+    assert here.se == pooled.se and here.ci95 == pooled.ci95  # the same chunks, wherever they ran
+
+
 @pytest.mark.slow
 def test_bootstrap_interval_covers_the_truth_at_about_the_nominal_rate():
     """Over repeated synthetic draws, the 95% percentile interval of alpha and beta covers the truth."""

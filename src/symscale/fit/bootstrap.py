@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -73,9 +74,21 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+# seconds to start a pool of bootstrap workers and import the fit in each (measured 1-3.5 s on a 2-core machine:
+# about 1 s from a plain process, 3.4 s from a study's process, with torch imported); a bootstrap that would take
+# less than it serially saves nothing by going parallel
+POOL_START_SECONDS = 2.0
+
+
 def map_chunks(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, workers: int | None) -> np.ndarray:
     """Apply `fn` (a picklable function of a [k, n_points] weight block returning [k, ...]) to chunks of
-    `weights` in worker processes, and stack the results in order."""
+    `weights` in worker processes, and stack the results in order.
+
+    The chunks are the same whether they run here or in workers, so the result does not depend on where they
+    ran (a refit is not bit-identical across chunkings: the batched optimizer advances a chunk's resamples
+    together). They run in this process when the pool would not pay for its start: one resample is timed
+    first, and a bootstrap estimated at less than `POOL_START_SECONDS` * workers / (workers - 1) serially
+    (the point where the pool's start equals the time it saves) stays here."""
     workers = default_workers() if workers is None else max(1, int(workers))
     total = len(weights)
     _report(0, total)
@@ -83,9 +96,33 @@ def map_chunks(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray, work
         out = fn(weights)
         _report(total, total)
         return out
+    chunks = np.array_split(weights, workers * 4)
+    if _serial_seconds(fn, weights) < POOL_START_SECONDS * workers / (workers - 1):
+        return _in_process(fn, chunks, total)
+    return _in_pool(fn, chunks, total, workers)
+
+
+def _serial_seconds(fn: Callable[[np.ndarray], np.ndarray], weights: np.ndarray) -> float:
+    """Estimated seconds of `fn` on all of `weights` in this process, from one resample (its result is not
+    used: a chunk of one would change the chunking). Vectorised over a chunk, a resample costs less than alone,
+    so this errs towards the pool."""
+    t0 = time.perf_counter()
+    fn(weights[:1])
+    return (time.perf_counter() - t0) * len(weights)
+
+
+def _in_process(fn: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarray], total: int) -> np.ndarray:
+    parts, done = [], 0
+    for chunk in chunks:
+        parts.append(fn(chunk))
+        done += len(chunk)
+        _report(done, total)
+    return np.concatenate(parts)
+
+
+def _in_pool(fn: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarray], total: int, workers: int) -> np.ndarray:
     import multiprocessing as mp
 
-    chunks = np.array_split(weights, workers * 4)
     # forkserver, not fork: a fork of a process that holds threads (torch, a test runner, a progress bar) can
     # inherit a held lock and hang forever (seen in the test suite); the server forks from a clean process
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"

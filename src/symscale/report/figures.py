@@ -416,8 +416,7 @@ def data_scaling_figure(data: Any, out_dir: Path) -> Figure | None:
 def isoflop_figure(data: Any, out_dir: Path) -> Figure | None:
     """IsoFLOP profiles: loss against N at fixed training FLOPs, with a parabola in log N and its minimum."""
     levels_of = {
-        a: isoflop_budgets(tables.find_fit(data.fits, a, "isoflop"), _isoflop_rows(data, a), 5)
-        for a in data.archs
+        a: isoflop_budgets(tables.find_fit(data.fits, a, "isoflop"), _isoflop_rows(data, a), 5) for a in data.archs
     }
     archs = [a for a in data.archs if levels_of[a]]
     if not archs:
