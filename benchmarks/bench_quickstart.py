@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from _common import git_sha  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha  # benchmarks/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "quickstart.json"
@@ -97,27 +97,50 @@ def run_study(src: Path, spec: Path, study_dir: Path, cache: Path, settle_below:
     before = load()
     t0 = time.perf_counter()
     proc = subprocess.run(
-        ["/usr/bin/time", "-v", sys.executable, "-m", "symscale", "study", str(spec), "--dir", str(study_dir),
-         "--no-progress"],
-        env=env, capture_output=True, text=True, check=False,
+        [
+            "/usr/bin/time",
+            "-v",
+            sys.executable,
+            "-m",
+            "symscale",
+            "study",
+            str(spec),
+            "--dir",
+            str(study_dir),
+            "--no-progress",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - t0
-    rss = next((int(line.split()[-1]) / 1024 for line in proc.stderr.splitlines()
-                if "Maximum resident set size" in line), None)
+    rss = next(
+        (int(line.split()[-1]) / 1024 for line in proc.stderr.splitlines() if "Maximum resident set size" in line), None
+    )
     status = {}
     for run in (study_dir / "runs").glob("*/status.json"):
         s = json.loads(run.read_text()).get("status", "?")
         status[s] = status.get(s, 0) + 1
-    return {"wall_s": round(wall, 1), "peak_rss_mib": rss and round(rss), "rc": proc.returncode,
-            "runs": status, "load_before": before, "load_after": load(), "settle_wait_s": waited,
-            "stderr_tail": proc.stderr.splitlines()[-3:] if proc.returncode else []}
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_mib": rss and round(rss),
+        "rc": proc.returncode,
+        "runs": status,
+        "load_before": before,
+        "load_after": load(),
+        "settle_wait_s": waited,
+        "stderr_tail": proc.stderr.splitlines()[-3:] if proc.returncode else [],
+    }
 
 
 def generate(src: Path, spec: Path, cache: Path) -> float:
     """Generate (or find) the spec's built-in dataset in `cache`; seconds taken."""
-    code = ("import sys, yaml; from symscale.data.builtin import builtin_dataset;"
-            "d = yaml.safe_load(open(sys.argv[1]))['dataset'];"
-            "builtin_dataset(d['builtin'], seed=d.get('seed', 0), progress=False)")
+    code = (
+        "import sys, yaml; from symscale.data.builtin import builtin_dataset;"
+        "d = yaml.safe_load(open(sys.argv[1]))['dataset'];"
+        "builtin_dataset(d['builtin'], seed=d.get('seed', 0), progress=False)"
+    )
     env = dict(os.environ, PYTHONPATH=str(src), SYMSCALE_CACHE=str(cache))
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", code, str(spec)], env=env, check=True)
@@ -132,12 +155,20 @@ def main() -> None:
     ap.add_argument("--subset", help="arch:width,... points of the spec to keep (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per tree (default 1)")
     ap.add_argument("--empty-cache", action="store_true", help="each run from an empty data cache")
-    ap.add_argument("--settle", type=float, default=0.3, metavar="LOAD",
-                    help="before each study wait (at most 5 min) until the 1-minute load average is below LOAD "
-                    "(default 0.3; 0: no wait)")
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=0.3,
+        metavar="LOAD",
+        help="before each study wait (at most 5 min) until the 1-minute load average is below LOAD "
+        "(default 0.3; 0: no wait)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--keep", type=Path, help="move each finished study directory here (report, laws, catalogue) "
-                    "instead of deleting it")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        help="move each finished study directory here (report, laws, catalogue) instead of deleting it",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-quickstart-"))
@@ -161,8 +192,11 @@ def main() -> None:
                 cache = work / f"cache-{rep}-{sha[:8]}" if args.empty_cache else shared_cache
                 study = work / f"study-{rep}-{sha[:8]}"
                 r = run_study(src, spec, study, cache, args.settle)
-                print(f"{sha[:8]} repeat {rep}: {r['wall_s']} s, peak {r['peak_rss_mib']} MiB, rc {r['rc']}, "
-                      f"runs {r['runs']}, load {r['load_before']} -> {r['load_after']}", flush=True)
+                print(
+                    f"{sha[:8]} repeat {rep}: {r['wall_s']} s, peak {r['peak_rss_mib']} MiB, rc {r['rc']}, "
+                    f"runs {r['runs']}, load {r['load_before']} -> {r['load_after']}",
+                    flush=True,
+                )
                 results[sha].append(r)
                 if args.keep:
                     args.keep.mkdir(parents=True, exist_ok=True)
@@ -179,10 +213,17 @@ def main() -> None:
         import torch
 
         out = {
-            "benchmark": "bench_quickstart", "git_sha": git_sha(), "argv": sys.argv[1:],
-            "spec": yaml.safe_load(spec.read_text()), "generation_s": gen_s, "results": results,
+            "benchmark": "bench_quickstart",
+            "git_sha": git_sha(),
+            "argv": sys.argv[1:],
+            "spec": yaml.safe_load(spec.read_text()),
+            "generation_s": gen_s,
+            "results": results,
             "speedup_pairs": ratios,
-            "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            "hardware": {
+                "cpu": cpu_model() or platform.processor() or platform.machine(),
+                "cores": os.cpu_count(),
+            },
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "load_at_end": load(),
         }
