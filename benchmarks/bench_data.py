@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import git_sha  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha  # benchmarks/ is the script's own folder
 from symscale.data.readers import AselmdbWriter, encode_row, open_dataset, write_structures
 
 # torch, the loader and the generator are imported where they are used: the index pass's spawned processes
@@ -412,10 +412,9 @@ def environment() -> dict:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         sha = None
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), None)
     return {
         "git_sha": sha,
-        "cpu": cpu or platform.processor(),
+        "cpu": cpu_model() or platform.processor(),
         "cores": len(os.sched_getaffinity(0)),
         "load_average": os.getloadavg(),
         "python": platform.python_version(),

@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import git_sha  # noqa: E402
+from _common import cpu_model, git_sha  # noqa: E402
 
 RUN_ID = re.compile(r"^([a-z_]+-w\d+-[0-9a-f]{10})\s")
 
@@ -79,7 +79,7 @@ def main() -> None:
         "benchmark": "bench_dryrun_accuracy", "git_sha": git_sha(), "study": args.study.name, "note": args.note,
         "runs": runs,
         "total_predicted_s": total_p, "total_measured_s": total_m, "measured_over_predicted": total_m / total_p,
-        "hardware": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "hardware": {"cpu": cpu_model() or platform.machine(), "cores": os.cpu_count()},
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "load_at_end": [round(x, 2) for x in os.getloadavg()],
     }  # fmt: skip

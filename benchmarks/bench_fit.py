@@ -23,6 +23,7 @@ import scipy
 from scipy.optimize import minimize
 
 import symscale
+from _common import cpu_model  # benchmarks/ is the script's own folder
 from symscale.fit import fit_sum_law, read_table
 from symscale.fit.parametric import HuberLSE
 
@@ -97,7 +98,11 @@ def main() -> None:
         "symscale_se": fit.se,
         "workers": args.workers,
         "load_average": os.getloadavg(),
-        "hardware": {"cpus": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor()},
+        "hardware": {
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "processor": cpu_model() or platform.processor(),
+        },
         "versions": {
             "symscale": symscale.__version__,
             "numpy": np.__version__,

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 import symscale
-from _common import git_sha, quickstart_config  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha, quickstart_config  # benchmarks/ is the script's own folder
 from symscale import rundir
 from symscale.config import RunConfig
 from symscale.train import loop
@@ -188,7 +188,8 @@ def main() -> None:
     load_start = os.getloadavg()
     result: dict = {
         "benchmark": "precision", "git_sha": git_sha(), "symscale_version": symscale.__version__,
-        "torch_version": str(torch.__version__), "platform": platform.platform(), "processor": platform.processor(),
+        "torch_version": str(torch.__version__), "platform": platform.platform(),
+        "processor": cpu_model() or platform.processor(),
         "cpu_count": os.cpu_count(), "cpu_flags": cpu_flags(), "load_average_start": list(load_start),
         "settings": {**vars(args), "cache": bool(args.cache), "out": Path(args.out).name, "runs_dir": None},
     }  # fmt: skip

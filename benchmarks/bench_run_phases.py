@@ -32,7 +32,7 @@ from pathlib import Path
 
 _T0 = time.perf_counter()
 
-from _common import git_sha, quickstart_config  # noqa: E402  (benchmarks/ is the script's own folder; no symscale import)
+from _common import cpu_model, git_sha, quickstart_config  # noqa: E402  (benchmarks/ is the script's own folder; no symscale import)
 
 PHASES = ("imports", "data", "stats", "setup", "val_pack", "flops", "eval", "checkpoint", "step", "load", "other")
 
@@ -180,7 +180,7 @@ def main() -> None:
         "symscale_version": symscale.__version__,
         "torch_version": str(torch.__version__),
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "processor": cpu_model() or platform.processor(),
         "cpu_count": os.cpu_count(),
         "load_average_start": load_start,
         "load_average_end": _load_average(),

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from _common import git_sha  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha  # benchmarks/ is the script's own folder
 from symscale import __version__
 from symscale.config import RunConfig
 from symscale.data.prefix import resolve_data
@@ -165,7 +165,7 @@ def main() -> None:
         "device": args.device,
         "cuda_device": torch.cuda.get_device_name() if args.device == "cuda" and torch.cuda.is_available() else None,
         "platform": platform.platform(),
-        "processor": platform.processor(),
+        "processor": cpu_model() or platform.processor(),
         "threads": args.threads,
         "settings": {**vars(args), "out": Path(args.out).name},  # no absolute path of this machine
         "rows": rows,
