@@ -154,7 +154,11 @@ def add_parser(subparsers) -> None:
         ),
     )
     p.add_argument(
-        "--workers", type=int, default=None, help="bootstrap worker processes (default: CPU count, at most 4)"
+        "--workers",
+        type=int,
+        default=None,
+        help="bootstrap worker processes (default: CPU count, at most 4; a bootstrap estimated under a few seconds "
+        "runs in this process, where starting the pool would cost more than it saves)",
     )
     p.add_argument(
         "--json", dest="json_out", default=None, metavar="OUT", help="write all results as JSON (FitResult schema)"
