@@ -408,12 +408,8 @@ def bench_scale(
 def environment() -> dict:
     import torch
 
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        sha = None
     return {
-        "git_sha": sha,
+        "git_sha": git_sha(),
         "cpu": cpu_model() or platform.processor(),
         "cores": len(os.sched_getaffinity(0)),
         "load_average": os.getloadavg(),

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import scipy
 from scipy.optimize import minimize
 
 import symscale
-from _common import cpu_model  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha  # benchmarks/ is the script's own folder
 from symscale.fit import fit_sum_law, read_table
 from symscale.fit.parametric import HuberLSE
 
@@ -67,13 +66,6 @@ def reference(t, n_starts: int, n_boot: int, seed: int) -> dict:
         "extrapolated_full_recipe_s": per_start * len(grid) + per_refit * 4000,
         "alpha_best_of_timed_starts": float(best.x[3]),
     }
-
-
-def git_sha() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def main() -> None:
