@@ -37,6 +37,11 @@ timings meaningless).
     python benchmarks/bench_models.py --esen-vs-fairchem --quick --fairchem-python <venv>/bin/python --threads 1
     python benchmarks/bench_models.py --esen-vs-fairchem --fairchem-python <venv>/bin/python --repeats 3 \
         --threads 2 --timeout 3600                           # on an idle machine (uptime below 0.3)
+    python benchmarks/bench_models.py --esen-vs-fairchem --fairchem-python <venv>/bin/python --grid-layers 12 \
+        --grid-lmax 2 --repeats 2 --out benchmarks/results/esen_vs_fairchem_12layers.json   # a part of the grid
+
+The JSON is rewritten after every configuration (`complete: false` until the whole grid has run), so a grid
+stopped part-way keeps what it measured.
 
 The fairchem venv: `python -m venv --system-site-packages <venv>`, then `<venv>/bin/pip install --no-deps`
 fairchem-core==2.24.0 monty hydra-core omegaconf antlr4-python3-runtime==4.9.3 torchtnt pyre-extensions tabulate
@@ -472,20 +477,17 @@ def compare_esen(width: int, esen: dict, args) -> dict:
     return row
 
 
-def esen_versus_fairchem(args) -> dict:
-    """The grid of `ESEN_GRID` (or `QUICK`): eSEN options are the `paper` preset's (hidden = edge channels 32,
-    16 Gaussians, mmax 2) with lmax and depth from the grid; the same batch for both libraries."""
-    grid = QUICK if args.quick else ESEN_GRID
+def esen_versus_fairchem(args, write=None) -> dict:
+    """The grid of `ESEN_GRID` (or `QUICK`; `--grid-layers/--grid-lmax/--grid-widths` take a part of it): eSEN
+    options are the `paper` preset's (hidden = edge channels 32, 16 Gaussians, mmax 2) with lmax and depth from
+    the grid; the same batch for both libraries. `write(payload)` is called after every configuration, so that
+    a run stopped part-way keeps what it measured (`complete` says whether the whole grid ran)."""
+    grid = dict(QUICK if args.quick else ESEN_GRID)
+    for key, chosen in (("layers", args.grid_layers), ("lmax", args.grid_lmax), ("widths", args.grid_widths)):
+        if chosen:
+            grid[key] = tuple(chosen)
     base = esen_options("paper", args.esen_activation)
     environment_ = environment()
-    rows = []
-    for layers in grid["layers"]:
-        for lmax in grid["lmax"]:
-            for width in grid["widths"]:
-                row = compare_esen(width, {**base, "lmax": lmax, "num_layers": layers}, args)
-                rows.append(row)
-                print(describe(row), flush=True)
-    environment_["load_average_end"] = os.getloadavg()
     settings = {
         "grid": {k: list(grid[k]) for k in ("widths", "lmax", "layers")},
         "quick": args.quick,
@@ -496,14 +498,28 @@ def esen_versus_fairchem(args) -> dict:
         "batch_size_structures": args.batch_size,
         "speedup": f"fairchem step time / symscale step time, per round; target >= {SPEEDUP_TARGET}",
     }
-    done = [r for r in rows if "speedup" in r]
-    return {
-        "benchmark": "eSEN training step, symscale against fairchem-core",
-        "settings": settings,
-        "environment": environment_,
-        "configurations": rows,
-        "meets_target_everywhere": bool(done) and len(done) == len(rows) and all(r["meets_target"] for r in done),
-    }
+    planned = [(layers, lmax, width) for layers in grid["layers"] for lmax in grid["lmax"] for width in grid["widths"]]
+    rows: list[dict] = []
+
+    def payload() -> dict:
+        done = [r for r in rows if "speedup" in r]
+        everywhere = bool(done) and len(done) == len(planned) and all(r["meets_target"] for r in done)
+        return {
+            "benchmark": "eSEN training step, symscale against fairchem-core",
+            "settings": settings,
+            "environment": {**environment_, "load_average_end": os.getloadavg()},
+            "complete": len(rows) == len(planned),
+            "configurations": rows,
+            "meets_target_everywhere": everywhere,
+        }
+
+    for layers, lmax, width in planned:
+        row = compare_esen(width, {**base, "lmax": lmax, "num_layers": layers}, args)
+        rows.append(row)
+        print(describe(row), flush=True)
+        if write is not None:
+            write(payload())
+    return payload()
 
 
 def describe(row: dict) -> str:
@@ -555,6 +571,11 @@ def main(argv=None) -> int:
         help="with --esen-vs-fairchem: a check that it runs (width 8, lmax 2 and 4, 2 layers, 4 structures, "
         "2 rounds of 1 step); its timings mean nothing",
     )
+    for name, what in (("layers", "depths"), ("lmax", "lmax values"), ("widths", "widths")):
+        p.add_argument(
+            f"--grid-{name}", type=int, nargs="+",
+            help=f"with --esen-vs-fairchem: only these {what} of the grid (default: all of {ESEN_GRID[name]})",
+        )  # fmt: skip
     p.add_argument("--merge", action="store_true", help="keep other configurations already in --out")
     p.add_argument("--out", type=Path, help="JSON to write (default benchmarks/results/models.json, or "
                    "esen_vs_fairchem.json, esen_vs_fairchem_quick.json)")  # fmt: skip
@@ -577,9 +598,15 @@ def main(argv=None) -> int:
                 QUICK[k] for k in ("repeats", "steps", "warmup", "batch_size")
             )
         out = args.out or results_dir / ("esen_vs_fairchem_quick.json" if args.quick else "esen_vs_fairchem.json")
-        payload = esen_versus_fairchem(args)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(payload, indent=2) + "\n")
+
+        def write(payload: dict) -> None:  # whole file at once: a stopped run leaves the last complete JSON
+            tmp = out.with_name(out.name + ".tmp")
+            tmp.write_text(json.dumps(payload, indent=2) + "\n")
+            tmp.replace(out)
+
+        payload = esen_versus_fairchem(args, write)
+        write(payload)
         print(f"meets the {SPEEDUP_TARGET}x target everywhere: {payload['meets_target_everywhere']}; wrote {out}")
         return 0
     args.out = args.out or results_dir / "models.json"
