@@ -522,6 +522,11 @@ def esen_versus_fairchem(args, write=None) -> dict:
     return payload()
 
 
+def settings_cover_grid(args) -> bool:
+    """Whether --grid-* left the whole grid to run."""
+    return args.quick or not (args.grid_layers or args.grid_lmax or args.grid_widths)
+
+
 def describe(row: dict) -> str:
     head = f"eSEN {row['num_layers']:>2} layers lmax {row['lmax']} width {row['width']:>3}:"
     if "skipped" in row:
@@ -607,7 +612,8 @@ def main(argv=None) -> int:
 
         payload = esen_versus_fairchem(args, write)
         write(payload)
-        print(f"meets the {SPEEDUP_TARGET}x target everywhere: {payload['meets_target_everywhere']}; wrote {out}")
+        where = "everywhere" if settings_cover_grid(args) else "at every configuration run (a part of the grid)"
+        print(f"meets the {SPEEDUP_TARGET}x target {where}: {payload['meets_target_everywhere']}; wrote {out}")
         return 0
     args.out = args.out or results_dir / "models.json"
     results = []
