@@ -524,7 +524,7 @@ def esen_versus_fairchem(args, write=None) -> dict:
 
 def settings_cover_grid(args) -> bool:
     """Whether --grid-* left the whole grid to run."""
-    return args.quick or not (args.grid_layers or args.grid_lmax or args.grid_widths)
+    return not (args.grid_layers or args.grid_lmax or args.grid_widths)
 
 
 def describe(row: dict) -> str:
