@@ -3,7 +3,9 @@ Nothing of symscale is imported at module level, so a script that times its own 
 
 from __future__ import annotations
 
+import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 
@@ -14,6 +16,15 @@ def git_sha() -> str | None:
         return out.stdout.strip() or None
     except OSError:
         return None
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write `payload` as indented JSON through a temporary file and a rename, so that a benchmark stopped while
+    writing leaves the previous whole file, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def cpu_model() -> str | None:

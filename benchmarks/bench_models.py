@@ -62,7 +62,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import cpu_model  # benchmarks/ is the script's own folder (stdlib only, for any Python)
+from _common import cpu_model, write_json  # benchmarks/ is the script's own folder (stdlib only, for any Python)
 
 PEAK_FLOPS = 190e9  # fp32 matmul peak on 2 threads of the Intel machine of issue 4, FLOP/s (the AMD EPYC: about 106e9)
 BATCH_SIZE = 64
@@ -603,15 +603,8 @@ def main(argv=None) -> int:
                 QUICK[k] for k in ("repeats", "steps", "warmup", "batch_size")
             )
         out = args.out or results_dir / ("esen_vs_fairchem_quick.json" if args.quick else "esen_vs_fairchem.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-
-        def write(payload: dict) -> None:  # whole file at once: a stopped run leaves the last complete JSON
-            tmp = out.with_name(out.name + ".tmp")
-            tmp.write_text(json.dumps(payload, indent=2) + "\n")
-            tmp.replace(out)
-
-        payload = esen_versus_fairchem(args, write)
-        write(payload)
+        payload = esen_versus_fairchem(args, lambda p: write_json(out, p))
+        write_json(out, payload)
         where = "everywhere" if settings_cover_grid(args) else "at every configuration run (a part of the grid)"
         print(f"meets the {SPEEDUP_TARGET}x target {where}: {payload['meets_target_everywhere']}; wrote {out}")
         return 0

@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from _common import cpu_model, git_sha  # benchmarks/ is the script's own folder
+from _common import cpu_model, git_sha, write_json  # benchmarks/ is the script's own folder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results" / "quickstart.json"
@@ -227,10 +227,7 @@ def main() -> None:
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "load_at_end": load(),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.out)
+        write_json(args.out, out)
         print(f"wrote {args.out}")
     finally:
         for _, src in trees:
