@@ -265,3 +265,80 @@ def test_message_s2_activation_keeps_no_grid_values_for_the_backward():
         model(batch)
     grid = model.grid_resolution[0] ** 2 * batch.num_edges * model.hidden_channels
     assert max(sizes) < grid, f"a saved tensor of {max(sizes)} values, the edge grid holds {grid}"
+
+
+def _plain_feed_forward(ff, x):
+    """The grid MLP as unfused operations: SH -> grid, the three linears and SiLUs, grid -> SH."""
+    return ff.grid.from_grid(ff.mlp(ff.grid.to_grid(x)))
+
+
+@pytest.mark.parametrize("chunk", [None, 36 * 8 * 3])  # one chunk; chunks of 3 atoms: 7 = 3 + 3 + 1
+def test_fused_feed_forward_matches_the_plain_grid_mlp_with_first_and_second_derivatives(monkeypatch, chunk):
+    """The feed-forward grid MLP (`_GridMLP`, in chunks of atoms, every intermediate recomputed in the backward)
+    is from_grid(W3 SiLU(W2 SiLU(W1 to_grid(x)))): its value, its gradients in x and in the three weights, and
+    the gradient's gradient (conservative training), whether the atoms split into chunks evenly or not."""
+    from symscale.models import esen
+
+    if chunk is not None:
+        monkeypatch.setattr(esen, "GRID_CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    ff = esen.GridFeedForward(5, 8, esen.S2Grid(2, 6)).double()  # S = 5, H = 8, G = 36
+    x = torch.randn(7, 9, 5, dtype=DT, requires_grad=True)
+    fused, plain = ff(x), _plain_feed_forward(ff, x)
+    assert fused.shape == plain.shape == x.shape
+    assert (fused - plain).abs().max() < 1e-12
+    weight = torch.randn_like(x)
+    inputs = (x, *ff.parameters())
+    g_fused = torch.autograd.grad((fused * weight).sum(), inputs)
+    g_plain = torch.autograd.grad((plain * weight).sum(), inputs)
+    assert len(g_fused) == 4
+    for a, b in zip(g_fused, g_plain, strict=True):
+        assert (a - b).abs().max() < 1e-12
+    w1, w2, w3 = (ff.mlp[i].weight for i in (0, 2, 4))
+    to_matrix, from_matrix = ff.grid.to_matrix, ff.grid.from_matrix
+
+    def fused_on_columns(v, a, b, c):  # x [K, A S], as GridFeedForward hands it over
+        return esen._GridMLP.apply(v, to_matrix, from_matrix, a, b, c)
+
+    columns = x.detach().transpose(0, 1).reshape(9, 35).requires_grad_()
+    assert torch.autograd.gradgradcheck(fused_on_columns, (columns, w1, w2, w3))
+
+
+def test_fused_feed_forward_under_bf16_autocast_is_the_plain_mlp_in_bf16():
+    """Under CPU bf16 autocast (bf16 training) the fused MLP computes in bf16, as the plain linears would, and
+    returns bf16; its values and gradients agree with the plain path's to bf16 precision."""
+    from symscale.models import esen
+
+    torch.manual_seed(0)
+    ff = esen.GridFeedForward(8, 16, esen.S2Grid(2, 6))
+    x = torch.randn(6, 9, 8, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused, plain = ff(x), _plain_feed_forward(ff, x.to(torch.bfloat16))
+    assert fused.dtype == plain.dtype == torch.bfloat16
+    scale = plain.float().abs().max()
+    assert (fused.float() - plain.float()).abs().max() < 2e-2 * scale
+    g_fused = torch.autograd.grad(fused.float().sum(), (x, ff.mlp[0].weight))
+    g_plain = torch.autograd.grad(plain.float().sum(), (x, ff.mlp[0].weight))
+    for a, b in zip(g_fused, g_plain, strict=True):
+        assert a.dtype == b.dtype == torch.float32
+        assert (a - b).abs().max() < 3e-2 * b.abs().max()
+
+
+def test_feed_forward_keeps_no_grid_values_for_the_backward():
+    """The feed-forward's [G, A, H] hidden grid values are recomputed in the backward, not stored: no tensor
+    saved for its backward is as large as one of them (a memory contract, and the measured CPU speed-up of the
+    fused MLP at lmax 4 comes from it)."""
+    from symscale.models import esen
+
+    ff = esen.GridFeedForward(4, 8, esen.S2Grid(2, 6)).double()
+    x = torch.randn(20, 9, 4, dtype=DT, requires_grad=True)
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        ff(x)
+    hidden_grid = 36 * 20 * 8
+    assert sizes and max(sizes) < hidden_grid, f"a saved tensor of {max(sizes)} values, one grid holds {hidden_grid}"

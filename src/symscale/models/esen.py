@@ -98,7 +98,8 @@ Departures from eSEN (and why), in one place:
   per-degree factor that the next layer absorbs.
 - Memory: unlike eSEN's, the message S2 activation keeps no [E, R^2, H] grid values for the backward pass: it
   runs in chunks that stay in cache and recomputes the grid in the backward (`_GridSiLU`; the same values and
-  gradients to float rounding). The feed-forward's per-atom grid values are still kept.
+  gradients to float rounding). Nor does the feed-forward keep its per-atom [G, A, H] hidden values: its grid
+  MLP runs fused, in chunks of atoms, recomputed in the backward (`_GridMLP`).
 - The edge degree embedding is not divided by eSEN's rescale factor 5 but by avg_num_neighbors like the
   messages; the envelope multiplies every message (eSEN's `use_envelope`), folded into the rotation back.
 - The edge frame has no random roll angle (gamma = 0); the SO(2) convolution is exactly invariant to it.
@@ -449,9 +450,86 @@ class Edgewise(nn.Module):
         return msg.new_zeros(x.shape[0], *msg.shape[1:]).index_add(0, edge_index[1], msg) / self.avg
 
 
+class _GridMLP(torch.autograd.Function):
+    """eSEN's grid MLP, fused: from_matrix @ MLP(to_matrix @ x) for x [K, A S] (atom-major columns, S channels
+    per atom), MLP = W3 SiLU(W2 SiLU(W1 .)) on the S channels of every (grid point, atom), computed in chunks of
+    whole atoms with every intermediate recomputed in the backward instead of stored.
+
+    Unfused, a layer's feed-forward writes and reads five [G, A, H]-sized tensors (the grid values, two linear
+    outputs, two SiLUs) and keeps four of them for the backward: on CPU that streaming, not the arithmetic, is
+    its cost. In chunks of about `GRID_CHUNK_ELEMENTS` hidden values the chain stays in cache. x and the
+    matrices come in the compute dtype (bf16 under autocast); the weights in their own dtype, cast here, and
+    their gradients are summed over chunks in it. When a graph of the backward is asked for (create_graph:
+    conservative training), the backward is made of differentiable operations, in one chunk."""
+
+    @staticmethod
+    def forward(ctx, x, to_matrix, from_matrix, w1, w2, w3):
+        ctx.save_for_backward(x, to_matrix, from_matrix, w1, w2, w3)
+        w1c, w2c, w3c = (w.to(x.dtype) for w in (w1, w2, w3))
+        out = x.new_empty(from_matrix.shape[0], x.shape[1])  # [K, A S], written chunk by chunk (no cat)
+        step = _atom_chunk_columns(to_matrix, w1)
+        for xs, ys in zip(x.split(step, dim=1), out.split(step, dim=1), strict=True):
+            g = torch.mm(to_matrix, xs)  # [G, a S]
+            h = functional.silu(g.view(-1, w1.shape[1]) @ w1c.t(), inplace=True)  # [G a, H]
+            h = functional.silu(h @ w2c.t(), inplace=True)
+            torch.mm(from_matrix, (h @ w3c.t()).view(g.shape), out=ys)  # [K, a S]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, to_matrix, from_matrix, *weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: differentiable operations only, one chunk
+            grad_x, *grad_w = _grid_mlp_grads(x, grad, to_matrix, from_matrix, weights, _silu_grad)
+            return grad_x, None, None, *(g.to(w.dtype) for g, w in zip(grad_w, weights, strict=True))
+        grad_x = torch.empty_like(x)
+        grad_w = [torch.zeros_like(w) for w in weights]
+        step = _atom_chunk_columns(to_matrix, weights[0])
+        chunks = zip(x.split(step, dim=1), grad.split(step, dim=1), grad_x.split(step, dim=1), strict=True)
+        for xs, gs, gx in chunks:
+            gx_chunk, *gw_chunk = _grid_mlp_grads(xs, gs, to_matrix, from_matrix, weights, torch.ops.aten.silu_backward)
+            gx.copy_(gx_chunk)
+            for total, part in zip(grad_w, gw_chunk, strict=True):
+                total.add_(part)
+        return grad_x, None, None, *grad_w
+
+
+def _atom_chunk_columns(to_matrix: torch.Tensor, w1: torch.Tensor) -> int:
+    """Columns of x [K, A S] per chunk of `_GridMLP`: whole atoms (S columns each), about
+    `GRID_CHUNK_ELEMENTS` hidden values [G, a, H] per chunk."""
+    hidden, channels = w1.shape
+    return max(1, GRID_CHUNK_ELEMENTS // (to_matrix.shape[0] * hidden)) * channels
+
+
+def _grid_mlp_grads(x, grad, to_matrix, from_matrix, weights, silu_backward):
+    """(dL/dx, dL/dW1, dL/dW2, dL/dW3) of from_matrix @ MLP(to_matrix @ x) for the output gradient `grad`
+    (x, grad: [K, a S]), the forward recomputed; weight gradients in the weights' dtype."""
+    w1, w2, w3 = (w.to(x.dtype) for w in weights)
+    channels = w1.shape[1]
+    g = torch.mm(to_matrix, x).view(-1, channels)  # [G a, S]
+    z1 = g @ w1.t()  # [G a, H]
+    h1 = functional.silu(z1)
+    z2 = h1 @ w2.t()
+    h2 = functional.silu(z2)
+    gy = torch.mm(from_matrix.t(), grad).view(-1, channels)  # [G a, S]
+    gz2 = silu_backward(gy @ w3, z2)  # [G a, H]
+    gz1 = silu_backward(gz2 @ w2, z1)
+    gx = torch.mm(to_matrix.t(), (gz1 @ w1).view(to_matrix.shape[0], -1))  # [K, a S]
+    grad_w = (gz1.t() @ g, gz2.t() @ h1, gy.t() @ h2)
+    return gx, *(gw.to(w.dtype) for gw, w in zip(grad_w, weights, strict=True))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer would compute in on x: autocast's lower precision for float32 inputs inside an
+    autocast region (bf16 training), else x's own."""
+    device = x.device.type
+    if x.dtype == torch.float32 and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 class GridFeedForward(nn.Module):
     """eSEN's grid MLP, per atom: SH -> S2 grid, Linear S -> H, SiLU, Linear H -> H, SiLU, Linear H -> S at every
-    grid point (no biases), grid -> SH."""
+    grid point (no biases), grid -> SH; computed fused in chunks of atoms (`_GridMLP`)."""
 
     def __init__(self, sphere: int, hidden: int, grid: S2Grid) -> None:
         super().__init__()
@@ -462,7 +540,12 @@ class GridFeedForward(nn.Module):
         )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grid.from_grid(self.mlp(self.grid.to_grid(x)))  # [G, A, S] on the grid -> [A, K, S]
+        n, k, c = x.shape
+        dtype = _compute_dtype(x)
+        to_matrix, from_matrix = self.grid.to_matrix.to(dtype), self.grid.from_matrix.to(dtype)
+        weights = [self.mlp[i].weight for i in (0, 2, 4)]  # W1, W2, W3, cast inside
+        x = x.to(dtype).transpose(0, 1).reshape(k, n * c)  # [K, A S]
+        return _GridMLP.apply(x, to_matrix, from_matrix, *weights).view(k, n, c).transpose(0, 1)  # [A, K, S]
 
 
 class GateFeedForward(nn.Module):
